@@ -1,0 +1,5 @@
+"""Offline model-based optimization with conservative fine-tuning of diffusion models."""
+
+from mbo.data.alphabet import DNA, PROTEIN, RNA, Alphabet
+
+__all__ = ["Alphabet", "DNA", "RNA", "PROTEIN"]

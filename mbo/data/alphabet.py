@@ -1,0 +1,96 @@
+"""Alphabets map letters to integer tokens and back.
+
+Contract used across the project: sequences are ``LongTensor`` of shape ``(N, L)`` holding tokens
+``0..V-1`` of an :class:`Alphabet`; models and rewards take float one-hot ``(N, L, V)`` (soft allowed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """An ordered set of single-character letters; token ``i`` is ``letters[i]``.
+
+    Args:
+        letters: the letters in token order, e.g. ``"ACGT"``. Each must be one character, unique.
+        name: a short name used in configs and checkpoints.
+    """
+
+    letters: str
+    name: str = "custom"
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.letters:
+            raise ValueError("an alphabet needs at least one letter")
+        dupes = sorted({c for c in self.letters if self.letters.count(c) > 1})
+        if dupes:
+            raise ValueError(f"alphabet {self.name!r} repeats letters {dupes}")
+        object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.letters)})
+
+    @property
+    def size(self) -> int:
+        """Number of tokens V (no MASK; diffusion models add their own)."""
+        return len(self.letters)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def unknown_letters(self, seq: str) -> list[tuple[int, str]]:
+        """Positions (0-based) and letters of ``seq`` that are not in the alphabet."""
+        return [(i, c) for i, c in enumerate(seq) if c not in self._index]
+
+    def encode(self, seq: str) -> Tensor:
+        """Encode one string to a LongTensor ``(L,)``. Raises ``ValueError`` naming the bad letter."""
+        bad = self.unknown_letters(seq)
+        if bad:
+            pos, c = bad[0]
+            raise ValueError(
+                f"letter {c!r} at position {pos} is not in alphabet {self.name!r} ({self.letters})"
+            )
+        return torch.tensor([self._index[c] for c in seq], dtype=torch.long)
+
+    def encode_batch(self, seqs: list[str]) -> Tensor:
+        """Encode equal-length strings to ``(N, L)``."""
+        lengths = {len(s) for s in seqs}
+        if len(lengths) > 1:
+            raise ValueError(f"sequences have different lengths {sorted(lengths)}")
+        if not seqs:
+            return torch.empty(0, 0, dtype=torch.long)
+        return torch.stack([self.encode(s) for s in seqs])
+
+    def decode(self, tokens: Tensor) -> str | list[str]:
+        """Tokens ``(L,)`` to a string, or ``(N, L)`` to a list of strings."""
+        if tokens.dim() == 1:
+            return "".join(self.letters[int(t)] for t in tokens)
+        return ["".join(self.letters[int(t)] for t in row) for row in tokens]
+
+
+DNA = Alphabet("ACGT", "dna")
+RNA = Alphabet("ACGU", "rna")
+PROTEIN = Alphabet("ACDEFGHIKLMNPQRSTVWY", "protein")
+
+_BUILTIN = {a.name: a for a in (DNA, RNA, PROTEIN)}
+
+
+def get_alphabet(name_or_letters: str) -> Alphabet:
+    """A built-in alphabet by name (``dna``, ``rna``, ``protein``), else a custom one from letters."""
+    key = name_or_letters.lower()
+    if key in _BUILTIN:
+        return _BUILTIN[key]
+    return Alphabet(name_or_letters, "custom")
+
+
+def one_hot(tokens: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Tokens ``(..., L)`` to float one-hot ``(..., L, V)``."""
+    return torch.nn.functional.one_hot(tokens, vocab_size).to(dtype)
+
+
+def from_one_hot(x: Tensor) -> Tensor:
+    """Float (soft) one-hot ``(..., L, V)`` to tokens ``(..., L)`` by argmax."""
+    return x.argmax(dim=-1)

@@ -1,0 +1,84 @@
+"""A labeled set of fixed-length sequences: the unit passed between tasks, reward models and I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mbo.data.alphabet import Alphabet, one_hot
+
+
+@dataclass
+class SequenceDataset:
+    """Tokens with optional labels and ids.
+
+    Attributes:
+        tokens: LongTensor ``(N, L)`` of tokens of ``alphabet``.
+        alphabet: the :class:`Alphabet` the tokens index.
+        labels: float ``(N,)`` or ``(N, k)``, or ``None`` for an unlabeled corpus.
+        ids: ``N`` unique strings, or ``None``.
+    """
+
+    tokens: Tensor
+    alphabet: Alphabet
+    labels: Tensor | None = None
+    ids: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens.dtype != torch.long or self.tokens.dim() != 2:
+            raise ValueError(f"tokens must be a LongTensor (N, L), got {self.tokens.dtype} "
+                             f"{tuple(self.tokens.shape)}")
+        n = self.tokens.shape[0]
+        if n and (self.tokens.min() < 0 or self.tokens.max() >= self.alphabet.size):
+            raise ValueError(f"tokens must lie in 0..{self.alphabet.size - 1}")
+        if self.labels is not None:
+            if self.labels.shape[0] != n or self.labels.dim() not in (1, 2):
+                raise ValueError(f"labels must be (N,) or (N, k) with N={n}, "
+                                 f"got {tuple(self.labels.shape)}")
+            if not torch.isfinite(self.labels).all():
+                raise ValueError("labels contain NaN or inf")
+        if self.ids is not None:
+            if len(self.ids) != n:
+                raise ValueError(f"{len(self.ids)} ids for {n} sequences")
+            if len(set(self.ids)) != n:
+                raise ValueError("ids are not unique")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def length(self) -> int:
+        """Sequence length L."""
+        return self.tokens.shape[1]
+
+    def one_hot(self) -> Tensor:
+        """Float one-hot ``(N, L, V)``."""
+        return one_hot(self.tokens, self.alphabet.size)
+
+    def sequences(self) -> list[str]:
+        """The sequences as strings."""
+        return self.alphabet.decode(self.tokens) if len(self) else []
+
+    def subset(self, index: Tensor | slice | list[int]) -> SequenceDataset:
+        """A new dataset with the rows picked by ``index`` (a mask, indices or a slice)."""
+        if isinstance(index, Tensor) and index.dtype == torch.bool:
+            index = index.nonzero().squeeze(-1)
+        ids = None
+        if self.ids is not None:
+            rows = range(len(self))[index] if isinstance(index, slice) else [int(i) for i in index]
+            ids = [self.ids[i] for i in rows]
+        return SequenceDataset(
+            tokens=self.tokens[index],
+            alphabet=self.alphabet,
+            labels=None if self.labels is None else self.labels[index],
+            ids=ids,
+        )
+
+    @classmethod
+    def from_strings(cls, seqs: list[str], alphabet: Alphabet, labels=None,
+                     ids: list[str] | None = None) -> SequenceDataset:
+        """Build from equal-length strings; ``labels`` may be any array-like."""
+        lab = None if labels is None else torch.as_tensor(labels, dtype=torch.float32)
+        return cls(alphabet.encode_batch(list(seqs)), alphabet, lab, ids)
