@@ -1,0 +1,5 @@
+"""Conservative (pessimistic) and optimistic rewards over any reward model with uncertainty."""
+
+from conservative.rewards import ConservativeReward, OptimisticReward, PessimisticReward
+
+__all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward"]

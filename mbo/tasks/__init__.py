@@ -1,0 +1,7 @@
+"""Design tasks: the Task contract, benchmarks with ground-truth oracles, and users' own CSV files."""
+
+from mbo.tasks.base import Task
+from mbo.tasks.csv import CSVTask
+from mbo.tasks.tfbind8 import TableFormatError, TFBind8, shipped_landscapes
+
+__all__ = ["CSVTask", "TFBind8", "TableFormatError", "Task", "shipped_landscapes"]

@@ -1,0 +1,75 @@
+"""Pessimistic and optimistic rewards built from any reward model with uncertainty.
+
+BRAID (arXiv 2405.19673) fine-tunes against ``r_c(x) = r̂(x) − c·ĝ(x)``, where ĝ grows away from the
+offline data, so the optimizer is not rewarded for leaving the region the model has seen. SEIKO's
+exploration uses the mirror image ``r̂(x) + c·ĝ(x)``.
+
+A reward model here is anything with ``mean_std(x: float (N, L, V)) -> (mean (N,), std (N,))``
+(ensembles, GPs, :class:`reward_models.FeatureBonus`); the ``"min"``/``"quantile"`` penalties also need
+``member_predictions(x) -> (K, N)`` (ensembles).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Penalty = Literal["std", "min", "quantile"]
+
+
+class ConservativeReward(nn.Module):
+    """``r̂ + sign·c·ĝ`` (``penalty="std"``), or an order statistic over ensemble members.
+
+    Args:
+        model: a reward model exposing ``mean_std`` (and ``member_predictions`` for min/quantile).
+        c: uncertainty coefficient; ``c = 0`` gives the plain mean (the naive baseline).
+        penalty: ``"std"`` uses the model's predictive std as ĝ; ``"min"`` takes the lowest member
+            (highest for optimism); ``"quantile"`` a low (high) member quantile.
+        quantile: the member quantile for ``penalty="quantile"`` (pessimistic side; optimism mirrors it).
+    """
+
+    sign: float = -1.0
+
+    def __init__(self, model, c: float = 1.0, penalty: Penalty = "std", quantile: float = 0.1):
+        super().__init__()
+        if c < 0:
+            raise ValueError(f"c must be >= 0, got {c}")
+        if penalty not in ("std", "min", "quantile"):
+            raise ValueError(f"unknown penalty {penalty!r}; expected 'std', 'min' or 'quantile'")
+        if penalty != "std" and not hasattr(model, "member_predictions"):
+            raise ValueError(f"penalty={penalty!r} needs an ensemble model with member_predictions")
+        if not 0.0 < quantile < 0.5:
+            raise ValueError(f"quantile must be in (0, 0.5), got {quantile}")
+        self.model = model
+        self.c = float(c)
+        self.penalty = penalty
+        self.quantile = quantile
+
+    def components(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Predicted mean ``(N,)`` and uncertainty ĝ ``(N,)`` for float (soft) one-hot ``x (N, L, V)``."""
+        return self.model.mean_std(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The conservative (or optimistic) score ``(N,)`` of ``x (N, L, V)``; differentiable in ``x``."""
+        if self.penalty == "std":
+            mean, std = self.model.mean_std(x)
+            return mean + self.sign * self.c * std
+        members = self.model.member_predictions(x)  # (K, N)
+        if self.penalty == "min":
+            return members.min(0).values if self.sign < 0 else members.max(0).values
+        q = self.quantile if self.sign < 0 else 1.0 - self.quantile
+        return torch.quantile(members, q, dim=0)
+
+
+class PessimisticReward(ConservativeReward):
+    """``r̂ − c·ĝ``: the BRAID conservative reward for offline fine-tuning."""
+
+    sign = -1.0
+
+
+class OptimisticReward(ConservativeReward):
+    """``r̂ + c·ĝ``: the optimistic reward for exploration (SEIKO)."""
+
+    sign = 1.0

@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch import nn
+
+from conservative import OptimisticReward, PessimisticReward
+
+
+class LinearEnsemble(nn.Module):
+    """K linear members over one-hot: enough structure to check every penalty exactly."""
+
+    def __init__(self, k=5, length=3, vocab=4, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(k, length * vocab, generator=g))
+
+    def member_predictions(self, x):
+        return self.w @ x.flatten(1).T
+
+    def mean_std(self, x):
+        m = self.member_predictions(x)
+        return m.mean(0), m.std(0)
+
+
+def soft_onehot(n=6, length=3, vocab=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, length, vocab, generator=g), -1).requires_grad_()
+
+
+def test_std_penalty_is_mean_minus_and_plus_c_std():
+    model, x = LinearEnsemble(), soft_onehot()
+    mean, std = model.mean_std(x)
+    torch.testing.assert_close(PessimisticReward(model, c=2.0)(x), mean - 2.0 * std)
+    torch.testing.assert_close(OptimisticReward(model, c=2.0)(x), mean + 2.0 * std)
+    torch.testing.assert_close(PessimisticReward(model, c=0.0)(x), mean)
+
+
+def test_member_order_statistics():
+    model, x = LinearEnsemble(), soft_onehot()
+    members = model.member_predictions(x)
+    torch.testing.assert_close(PessimisticReward(model, penalty="min")(x), members.min(0).values)
+    torch.testing.assert_close(OptimisticReward(model, penalty="min")(x), members.max(0).values)
+    low = PessimisticReward(model, penalty="quantile", quantile=0.2)(x)
+    high = OptimisticReward(model, penalty="quantile", quantile=0.2)(x)
+    assert (low <= members.mean(0)).all() and (high >= members.mean(0)).all()
+
+
+@pytest.mark.parametrize("penalty", ["std", "min", "quantile"])
+def test_differentiable_on_soft_onehot(penalty):
+    x = soft_onehot()
+    PessimisticReward(LinearEnsemble(), penalty=penalty)(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_bad_arguments_are_refused():
+    class MeanOnly(nn.Module):
+        def mean_std(self, x):
+            return x.sum((1, 2)), x.sum((1, 2))
+
+    with pytest.raises(ValueError, match="c must be"):
+        PessimisticReward(LinearEnsemble(), c=-1)
+    with pytest.raises(ValueError, match="member_predictions"):
+        PessimisticReward(MeanOnly(), penalty="min")
+    with pytest.raises(ValueError, match="unknown penalty"):
+        PessimisticReward(LinearEnsemble(), penalty="max")

@@ -1,0 +1,54 @@
+"""SequenceDataset construction, validation and subsetting."""
+
+import pytest
+import torch
+
+from mbo.data import DNA, SequenceDataset
+
+
+def _ds():
+    return SequenceDataset.from_strings(["ACGT", "TTGA", "CCCC"], DNA, labels=[1.0, 2.0, 3.0],
+                                        ids=["a", "b", "c"])
+
+
+def test_basic_properties():
+    ds = _ds()
+    assert len(ds) == 3 and ds.length == 4
+    assert ds.sequences() == ["ACGT", "TTGA", "CCCC"]
+    assert ds.labels.dtype == torch.float32
+    x = ds.one_hot()
+    assert x.shape == (3, 4, 4) and torch.equal(x.argmax(-1), ds.tokens)
+
+
+@pytest.mark.parametrize("index", [torch.tensor([True, False, True]), [0, 2], torch.tensor([0, 2])])
+def test_subset_by_mask_or_indices(index):
+    sub = _ds().subset(index)
+    assert sub.sequences() == ["ACGT", "CCCC"] and sub.ids == ["a", "c"]
+    assert sub.labels.tolist() == [1.0, 3.0]
+
+
+def test_subset_by_slice():
+    sub = _ds().subset(slice(1, None))
+    assert sub.ids == ["b", "c"] and len(sub) == 2
+
+
+def test_multi_column_labels_and_unlabeled():
+    ds = SequenceDataset.from_strings(["AC", "GT"], DNA, labels=[[1, 2], [3, 4]])
+    assert ds.labels.shape == (2, 2) and ds.ids is None
+    assert SequenceDataset.from_strings(["AC"], DNA).labels is None
+    assert SequenceDataset(torch.empty(0, 5, dtype=torch.long), DNA).sequences() == []
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"tokens": torch.zeros(2, 3)}, "LongTensor"),
+    ({"tokens": torch.zeros(3, dtype=torch.long)}, "LongTensor"),
+    ({"tokens": torch.full((2, 3), 4)}, "0..3"),
+    ({"labels": torch.zeros(3)}, "labels must be"),
+    ({"labels": torch.tensor([0.0, float("nan")])}, "NaN or inf"),
+    ({"ids": ["a"]}, "1 ids for 2"),
+    ({"ids": ["a", "a"]}, "not unique"),
+])
+def test_validation(kwargs, match):
+    args = {"tokens": torch.zeros(2, 3, dtype=torch.long), "alphabet": DNA} | kwargs
+    with pytest.raises(ValueError, match=match):
+        SequenceDataset(**args)

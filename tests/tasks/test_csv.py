@@ -1,0 +1,42 @@
+import math
+
+import pytest
+
+from mbo.data.io import DataError
+from mbo.tasks import CSVTask
+
+
+def write(tmp_path, text, name="d.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_csv_task_reads_file_and_has_no_oracle(tmp_path):
+    path = write(tmp_path, "seq,kd\nACGT,1.0\nTTGA,2.5\nGGGC,0.5\n")
+    task = CSVTask(path, sequence_column="seq", label_column="kd")
+    assert task.length == 4 and task.alphabet.name == "dna" and not task.has_oracle
+    assert task.pretrain_corpus().shape == (3, 4)
+    data = task.offline_dataset()
+    assert data.labels.tolist() == [1.0, 2.5, 0.5]
+    assert task.best_offline == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in task.oracle(data.tokens).tolist())
+
+
+def test_task_name_follows_file_content(tmp_path):
+    a = CSVTask(write(tmp_path, "sequence,label\nACGT,1\nTTTT,2\n", "x.csv"))
+    b = CSVTask(write(tmp_path, "sequence,label\nACGT,1\nTTTT,3\n", "y.csv"))
+    assert a.name.startswith("x-") and a.name.split("-")[1] != b.name.split("-")[1]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("sequence,label\nACGT,1\nACXT,2\n", "letter 'X'"),
+    ("sequence,label\nACGT,1\nACG,2\n", "length"),
+    ("sequence,label\nACGT,1\nACGA,nan\n", "NaN"),
+    ("sequence,value\nACGT,1\n", "label"),
+])
+def test_bad_csv_is_refused_naming_file_and_row(tmp_path, text, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        CSVTask(path)
+    assert "d.csv" in str(err.value) and problem in str(err.value)
