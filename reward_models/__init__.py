@@ -1,0 +1,18 @@
+"""Reward models with uncertainty, each a BoTorch ``Model`` with a differentiable ``mean_std``.
+
+See :mod:`reward_models.base` for the shared contract.
+"""
+
+from reward_models.base import RewardModel, load_reward_model
+from reward_models.checkpoint import CheckpointError
+from reward_models.ensemble import BootstrapEnsemble, DeepEnsemble
+from reward_models.feature_bonus import FeatureBonus
+from reward_models.gp import CategoricalGP, OneHotGP, VariationalGP
+from reward_models.kernels import OneHotHammingKernel
+
+MODEL_CLASSES = {cls.__name__: cls for cls in (DeepEnsemble, BootstrapEnsemble, OneHotGP,
+                                                 CategoricalGP, VariationalGP, FeatureBonus)}
+
+__all__ = ["MODEL_CLASSES", "BootstrapEnsemble", "CategoricalGP", "CheckpointError", "DeepEnsemble",
+           "FeatureBonus", "OneHotGP", "OneHotHammingKernel", "RewardModel", "VariationalGP",
+           "load_reward_model"]

@@ -1,0 +1,30 @@
+"""Diffusion models over designs: masked discrete diffusion for sequences, denoiser networks,
+pretraining and checkpoints. Rewards enter only as callables (no import of reward_models/)."""
+
+from mbo.diffusion.checkpoint import (
+    load_checkpoint,
+    load_masked_diffusion,
+    load_state_into,
+    save_checkpoint,
+)
+from mbo.diffusion.denoiser import TransformerDenoiser
+from mbo.diffusion.masked import (
+    DEFAULT_SAMPLING_STEPS,
+    MaskedDiffusion,
+    StepOutput,
+    Trajectory,
+)
+from mbo.diffusion.pretrain import pretrain
+
+__all__ = [
+    "DEFAULT_SAMPLING_STEPS",
+    "MaskedDiffusion",
+    "StepOutput",
+    "Trajectory",
+    "TransformerDenoiser",
+    "load_checkpoint",
+    "load_masked_diffusion",
+    "load_state_into",
+    "pretrain",
+    "save_checkpoint",
+]

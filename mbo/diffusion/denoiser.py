@@ -1,0 +1,119 @@
+"""Denoiser networks for masked discrete diffusion.
+
+A denoiser maps a (possibly partly masked, possibly soft) sequence to per-position logits over the V
+real tokens. The diffusion process (``mbo.diffusion.masked``) owns the schedule, carry-over and
+sampling; the network here knows nothing about them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm bidirectional self-attention block.
+
+    Written out (rather than ``nn.TransformerEncoderLayer``) so that the same kernels run with and
+    without autograd: the torch "fast path" kicks in under ``no_grad`` in eval mode and changes the
+    last bits, which would make a model's KL to its own copy, or a PPO ratio at the old weights,
+    differ from exactly 0 / 1.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, dim * mlp_ratio),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim * mlp_ratio, dim),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``(B, L, D) -> (B, L, D)``."""
+        b, n, d = h.shape
+        qkv = self.qkv(self.norm1(h)).view(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        h = h + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
+        return h + self.drop(self.mlp(self.norm2(h)))
+
+
+class TransformerDenoiser(nn.Module):
+    """A small bidirectional transformer over a fixed-length sequence.
+
+    No time input: under the MDLM schedule the mask ratio is visible in the input itself.
+
+    Args:
+        vocab_size: V, the number of real tokens (the MASK channel is added here, index V).
+        length: L, the sequence length (positional embeddings are learned per position).
+        dim: model width.
+        depth: number of transformer layers.
+        heads: attention heads (must divide ``dim``).
+        mlp_ratio: hidden width of the feed-forward block as a multiple of ``dim``.
+        dropout: dropout inside the transformer layers.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        length: int,
+        dim: int = 128,
+        depth: int = 3,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1 or length < 1:
+            raise ValueError(f"vocab_size and length must be >= 1, got {vocab_size}, {length}")
+        if dim % heads != 0:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.config = dict(
+            vocab_size=vocab_size,
+            length=length,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+        )
+        self.vocab_size = vocab_size
+        self.length = length
+        # A linear map of the float input (not nn.Embedding) so soft one-hot inputs are differentiable.
+        self.embed = nn.Linear(vocab_size + 1, dim, bias=False)
+        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the clean tokens.
+
+        Args:
+            x: float ``(B, L, V+1)``: one-hot (or soft) over V tokens plus the MASK channel (index V).
+
+        Returns:
+            Logits ``(B, L, V)`` (unnormalized; carry-over is applied by the diffusion process).
+        """
+        if x.dim() != 3 or x.shape[1:] != (self.length, self.vocab_size + 1):
+            raise ValueError(
+                f"TransformerDenoiser expects input (B, {self.length}, {self.vocab_size + 1}), "
+                f"got {tuple(x.shape)}"
+            )
+        h = self.embed(x) + self.pos
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h))
+
+
+DENOISERS: dict[str, type[nn.Module]] = {"TransformerDenoiser": TransformerDenoiser}
+"""Denoiser classes a checkpoint may name; each takes its ``config`` dict as keyword arguments."""

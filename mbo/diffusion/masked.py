@@ -1,0 +1,403 @@
+"""Masked discrete diffusion (MDLM-style) with the linear schedule alpha_t = 1 - t.
+
+Tokens are ``0..V-1``; MASK is token ``V``. At time ``t`` every token is masked independently with
+probability ``t``. The denoiser predicts a distribution x̂_θ(x_t) over the V real tokens per position;
+unmasked positions are carried over unchanged. The reverse step t -> s unmasks each masked position
+with probability (t - s) / t, drawing its token from x̂_θ(x_t). See DESIGN.md, "Masked discrete
+diffusion".
+
+The step is where the policy log-probs and the exact per-step KL to a reference model live
+(:meth:`MaskedDiffusion.step`), in the style of diffusers schedulers; the network is a separate object
+(lucidrains/denoising-diffusion-pytorch style): ``loss = diffusion(x0)``, ``diffusion.sample(n)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+DEFAULT_SAMPLING_STEPS = 32
+"""Reverse steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
+the same step (and so are drawn independently) with probability 1/32."""
+
+
+LOG_ZERO = -1e4
+"""Stand-in for log 0: finite (so log-mixtures, KLs and gradients stay finite), exp() of it is 0."""
+
+
+def _safe_log(x: Tensor) -> Tensor:
+    # clamp first: the gradient of log at 0 is inf, and where() would turn inf * 0 into nan.
+    return torch.where(x > 0, torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), LOG_ZERO)
+
+
+def _gumbel(shape: torch.Size, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """Standard Gumbel noise; argmax(log p + G) is a draw from p (Gumbel-max)."""
+    u = torch.rand(shape, device=device, generator=generator)
+    return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+
+
+@dataclass
+class StepOutput:
+    """Result of one reverse step t -> s for a batch of B sequences of length L over V tokens.
+
+    Attributes:
+        xs: LongTensor ``(B, L)``, the next state (MASK = V where still masked).
+        x0_probs: ``(B, L, V)``, the predicted clean distribution x̂_θ(x_t) (carry-over applied).
+        log_prob: ``(B,)``, Σ over positions unmasked at this step of log x̂_θ(x_t)_i[token]
+            (the policy part; the unmask decisions are policy-free and left out).
+        kl: ``(B,)``, exact KL of this step's policy to the reference's given x_t (zeros without one).
+    """
+
+    xs: Tensor
+    x0_probs: Tensor
+    log_prob: Tensor
+    kl: Tensor
+
+
+@dataclass
+class Trajectory:
+    """A batch of reverse trajectories from all-MASK (t = 1) to clean (t = 0).
+
+    Attributes:
+        states: LongTensor ``(steps + 1, n, L)``; ``states[k]`` is the state at ``times[k]``,
+            ``states[0]`` all MASK, ``states[-1]`` the samples.
+        times: ``(steps + 1,)`` float, descending from 1 to 0 (``times[k] = 1 - k / steps``).
+        log_probs: ``(steps, n)``, policy log-prob of the step ``states[k] -> states[k + 1]``.
+        kls: ``(steps, n)``, exact per-step KL to the reference (zeros without one).
+    """
+
+    states: Tensor
+    times: Tensor
+    log_probs: Tensor
+    kls: Tensor
+
+    @property
+    def x0(self) -> Tensor:
+        """The final samples, LongTensor ``(n, L)``."""
+        return self.states[-1]
+
+
+class MaskedDiffusion(nn.Module):
+    """Masked diffusion process around a denoiser network.
+
+    Args:
+        denoiser: module mapping float ``(B, L, V+1)`` to logits ``(B, L, V)``.
+        vocab_size: V, the number of real tokens; ``mask_id = V``.
+        length: L.
+        eps: smallest diffusion time used by the training loss (1/t weight stays bounded).
+    """
+
+    def __init__(self, denoiser: nn.Module, vocab_size: int, length: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        cfg = getattr(denoiser, "config", None)
+        if isinstance(cfg, dict) and (
+            cfg.get("vocab_size", vocab_size) != vocab_size or cfg.get("length", length) != length
+        ):
+            raise ValueError(
+                f"denoiser is built for vocab_size={cfg.get('vocab_size')}, length={cfg.get('length')}"
+                f" but the diffusion has vocab_size={vocab_size}, length={length}"
+            )
+        self.denoiser = denoiser
+        self.vocab_size = vocab_size
+        self.length = length
+        self.mask_id = vocab_size
+        self.eps = eps
+
+    @property
+    def config(self) -> dict:
+        """Everything needed to rebuild this object (denoiser class and kwargs included)."""
+        return {
+            "kind": "MaskedDiffusion",
+            "vocab_size": self.vocab_size,
+            "length": self.length,
+            "eps": self.eps,
+            "denoiser_class": type(self.denoiser).__name__,
+            "denoiser": dict(getattr(self.denoiser, "config", {})),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------------------------------- utils
+    def _check_tokens(self, x: Tensor, name: str, allow_mask: bool) -> None:
+        if x.dtype != torch.long or x.dim() != 2 or x.shape[1] != self.length:
+            raise ValueError(
+                f"{name} must be a LongTensor (B, {self.length}), got {x.dtype} {tuple(x.shape)}"
+            )
+        hi = self.vocab_size if allow_mask else self.vocab_size - 1
+        if x.numel() and (x.min() < 0 or x.max() > hi):
+            raise ValueError(f"{name} has tokens outside [0, {hi}]")
+
+    def encode(self, xt: Tensor) -> Tensor:
+        """Tokens ``(B, L)`` (MASK = V allowed) to the denoiser's float input ``(B, L, V+1)``."""
+        return F.one_hot(xt, self.vocab_size + 1).to(next(self.parameters()).dtype)
+
+    def x0_log_probs(self, xt: Tensor) -> Tensor:
+        """log x̂_θ(x_t) with carry-over.
+
+        Args:
+            xt: float ``(B, L, V+1)``, one-hot or soft (token channels plus MASK channel V).
+
+        Returns:
+            ``(B, L, V)`` log-probabilities, never MASK. At a fully masked position this is the
+            denoiser's log-softmax; at an unmasked position the carried (one-hot or soft) token
+            distribution, with log 0 replaced by ``LOG_ZERO`` (finite; exp gives 0). A position that is
+            partly masked (soft mask channel m) gets the mixture m·x̂ + (token channels).
+        """
+        logp = torch.log_softmax(self.denoiser(xt).float(), dim=-1)
+        m = xt[..., self.vocab_size :].float()
+        tokens = xt[..., : self.vocab_size].float()
+        if not xt.requires_grad and bool(((m == 0) | (m == 1)).all()):
+            # Hard mask channel: select, which keeps the denoiser's log-softmax precision.
+            return torch.where(m.bool(), logp, _safe_log(tokens))
+        return torch.logaddexp(_safe_log(m) + logp, _safe_log(tokens))
+
+    # ------------------------------------------------------------------------------------- training
+    def _sample_times(self, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+        # Stratified ("antithetic") times: one uniform offset, n evenly spaced strata on [eps, 1].
+        u = torch.rand((), device=device, generator=generator)
+        t = (u + torch.arange(n, device=device) / n) % 1.0
+        return self.eps + (1.0 - self.eps) * t
+
+    def _nelbo_terms(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Per-row NELBO estimates ``(B,)`` (nats per sequence) with one stratified t per row."""
+        b = x0.shape[0]
+        t = self._sample_times(b, x0.device, generator)
+        masked = torch.rand(x0.shape, device=x0.device, generator=generator) < t[:, None]
+        xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+        logp = self.x0_log_probs(self.encode(xt))
+        nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
+        return (nll * masked).sum(-1) / t
+
+    def loss(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """NELBO per token, E_t[(1/t) Σ_{i masked} −log x̂_θ(x_t)_i[x0_i]] / L.
+
+        Args:
+            x0: LongTensor ``(B, L)`` of clean tokens.
+            generator: optional RNG for t and the masks.
+
+        Returns:
+            Scalar (nats per token), a stochastic upper bound on −log p_θ(x0) / L.
+        """
+        self._check_tokens(x0, "x0", allow_mask=False)
+        return self._nelbo_terms(x0, generator).mean() / self.length
+
+    def forward(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Same as :meth:`loss`."""
+        return self.loss(x0, generator)
+
+    @torch.no_grad()
+    def elbo(self, x0: Tensor, n_samples: int = 16, generator: torch.Generator | None = None) -> Tensor:
+        """Monte Carlo evidence lower bound on log p_θ(x0) per sequence ("naturalness").
+
+        Args:
+            x0: LongTensor ``(B, L)``.
+            n_samples: times t per sequence (stratified over [eps, 1]).
+
+        Returns:
+            ``(B,)`` lower bound in nats per sequence (divide by L for per token).
+        """
+        self._check_tokens(x0, "x0", allow_mask=False)
+        b = x0.shape[0]
+        rep = x0.repeat_interleave(n_samples, dim=0)
+        # Stratify within each sequence: rows b*n .. b*n+n-1 get n evenly spaced times.
+        u = torch.rand((b, 1), device=x0.device, generator=generator)
+        t = (u + torch.arange(n_samples, device=x0.device) / n_samples) % 1.0
+        t = (self.eps + (1.0 - self.eps) * t).reshape(-1)
+        masked = torch.rand(rep.shape, device=x0.device, generator=generator) < t[:, None]
+        xt = torch.where(masked, torch.full_like(rep, self.mask_id), rep)
+        logp = self.x0_log_probs(self.encode(xt))
+        nll = -logp.gather(-1, rep[..., None]).squeeze(-1)
+        terms = (nll * masked).sum(-1) / t
+        return -terms.view(b, n_samples).mean(1)
+
+    # ------------------------------------------------------------------------------------- sampling
+    @staticmethod
+    def _check_times(t: float, s: float) -> None:
+        if not (0.0 <= s < t <= 1.0):
+            raise ValueError(f"need 0 <= s < t <= 1 for a reverse step, got t={t}, s={s}")
+
+    def _unmask_prob(self, t: float, s: float) -> float:
+        return 1.0 if s == 0 else (t - s) / t
+
+    def _step_kl(self, log_x0: Tensor, log_ref: Tensor, masked: Tensor, t: float, s: float) -> Tensor:
+        per_pos = (log_x0.exp() * (log_x0 - log_ref)).sum(-1)
+        return self._unmask_prob(t, s) * (per_pos * masked).sum(-1)
+
+    def step(
+        self,
+        xt: Tensor,
+        t: float,
+        s: float,
+        ref: MaskedDiffusion | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """One reverse step t -> s.
+
+        Each masked position unmasks with probability (t - s) / t (1 at s = 0) to a token drawn from
+        x̂_θ(x_t); unmasked positions stay.
+
+        Args:
+            xt: LongTensor ``(B, L)``, MASK = V.
+            t, s: times with 0 <= s < t <= 1.
+            ref: reference model for the exact per-step KL (run without gradient).
+            generator: optional RNG.
+
+        Returns:
+            :class:`StepOutput`. ``log_prob`` and ``kl`` carry gradients to this model's weights
+            when grad is enabled.
+        """
+        self._check_times(t, s)
+        self._check_tokens(xt, "xt", allow_mask=True)
+        inp = self.encode(xt)
+        log_x0 = self.x0_log_probs(inp)
+        masked = xt == self.mask_id
+        unmask = masked & (
+            torch.rand(xt.shape, device=xt.device, generator=generator) < self._unmask_prob(t, s)
+        )
+        gumbel = _gumbel(log_x0.shape, xt.device, generator)
+        tokens = (log_x0.detach() + gumbel).argmax(-1)
+        xs = torch.where(unmask, tokens, xt)
+        log_prob = (log_x0.gather(-1, tokens[..., None]).squeeze(-1) * unmask).sum(-1)
+        if ref is None:
+            kl = torch.zeros(xt.shape[0], device=xt.device)
+        else:
+            with torch.no_grad():
+                log_ref = ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
+            kl = self._step_kl(log_x0, log_ref, masked, t, s)
+        return StepOutput(xs=xs, x0_probs=log_x0.exp(), log_prob=log_prob, kl=kl)
+
+    def log_prob_of_step(self, xt: Tensor, xs: Tensor, t: float, s: float) -> Tensor:
+        """Policy log-prob ``(B,)`` of the given transition xt -> xs under the current weights.
+
+        Σ over positions masked in ``xt`` and unmasked in ``xs`` of log x̂_θ(x_t)_i[xs_i]; the same
+        quantity as :attr:`StepOutput.log_prob` (for PPO ratios).
+
+        Raises:
+            ValueError: ``xs`` changes a position that was already unmasked in ``xt`` (impossible).
+        """
+        self._check_times(t, s)
+        self._check_tokens(xt, "xt", allow_mask=True)
+        self._check_tokens(xs, "xs", allow_mask=True)
+        masked = xt == self.mask_id
+        if bool(((xs != xt) & ~masked).any()):
+            raise ValueError("xs changes positions that are already unmasked in xt")
+        unmask = masked & (xs != self.mask_id)
+        log_x0 = self.x0_log_probs(self.encode(xt))
+        idx = torch.where(unmask, xs, 0)
+        return (log_x0.gather(-1, idx[..., None]).squeeze(-1) * unmask).sum(-1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        steps: int = DEFAULT_SAMPLING_STEPS,
+        generator: torch.Generator | None = None,
+        ref: MaskedDiffusion | None = None,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> Tensor | Trajectory:
+        """Ancestral sampling on the grid t_k = k / steps, from t = 1 (all MASK) to 0.
+
+        Args:
+            n: number of sequences.
+            steps: reverse steps.
+            generator: optional RNG (on this model's device).
+            ref: reference model; per-step KLs are recorded in the trajectory.
+            return_trajectory: return a :class:`Trajectory` instead of the samples.
+            progress: show a tqdm bar over steps.
+
+        Returns:
+            LongTensor ``(n, L)`` with tokens in [0, V) (no MASK), or a :class:`Trajectory`.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        xt = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=self.device)
+        states, log_probs, kls = [xt], [], []
+        for k in tqdm(range(steps, 0, -1), disable=not progress, desc="sampling", leave=False):
+            out = self.step(xt, k / steps, (k - 1) / steps, ref=ref, generator=generator)
+            xt = out.xs
+            if return_trajectory:
+                states.append(xt)
+                log_probs.append(out.log_prob)
+                kls.append(out.kl)
+        if not return_trajectory:
+            return xt
+        times = 1.0 - torch.arange(steps + 1, dtype=torch.float32) / steps
+        return Trajectory(
+            states=torch.stack(states),
+            times=times,
+            log_probs=torch.stack(log_probs),
+            kls=torch.stack(kls),
+        )
+
+    def sample_relaxed(
+        self,
+        n: int,
+        steps: int = DEFAULT_SAMPLING_STEPS,
+        tau: float = 1.0,
+        backprop_steps: int = 1,
+        ref: MaskedDiffusion | None = None,
+        generator: torch.Generator | None = None,
+        hard: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Differentiable sampling for reward backprop (Gumbel-softmax on the token choice).
+
+        The unmask decision is policy-free and sampled; the token drawn at an unmasking position is
+        relaxed to softmax((log x̂_θ + G) / τ) (with ``hard=True``: a straight-through one-hot whose
+        gradient is the soft one's). Soft states are fed back to the denoiser as float ``(n, L, V+1)``.
+        Gradients flow only through the last ``backprop_steps`` steps: earlier steps run without
+        gradient and their states are detached (truncated backprop).
+
+        Args:
+            n: number of sequences.
+            steps: reverse steps on the grid t_k = k / steps.
+            tau: Gumbel-softmax temperature.
+            backprop_steps: K, steps (counted from the end) that carry gradients; 0 = none.
+            ref: reference model for the exact per-step KL. Its input is the (soft) state, so the KL
+                has gradient through the state; freeze ``ref`` (``requires_grad_(False)``) to keep
+                gradient out of its weights.
+            generator: optional RNG.
+            hard: straight-through hard one-hot samples.
+
+        Returns:
+            ``(x0_soft, kl)``: float ``(n, L, V)`` rows summing to 1, and ``(n,)`` the summed exact
+            per-step KL to ``ref`` (zeros without one); both differentiable through the last K steps.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        v = self.vocab_size
+        device = self.device
+        state = torch.zeros(n, self.length, v + 1, device=device)
+        state[..., v] = 1.0
+        kl_total = torch.zeros(n, device=device)
+        for k in range(steps, 0, -1):
+            t, s = k / steps, (k - 1) / steps
+            with_grad = k <= backprop_steps and torch.is_grad_enabled()
+            if not with_grad:
+                state = state.detach()
+            with torch.set_grad_enabled(with_grad):
+                log_x0 = self.x0_log_probs(state)
+                masked = state[..., v] > 0.5
+                unmask = masked & (
+                    torch.rand(masked.shape, device=device, generator=generator) < self._unmask_prob(t, s)
+                )
+                gumbel = _gumbel(log_x0.shape, device, generator)
+                y = torch.softmax((log_x0 + gumbel) / tau, dim=-1)
+                if hard:
+                    y_hard = F.one_hot(y.argmax(-1), v).to(y.dtype)
+                    y = y_hard - y.detach() + y
+                new_tokens = torch.where(unmask[..., None], y, state[..., :v])
+                new_mask = torch.where(unmask, 0.0, state[..., v])
+                if ref is not None:
+                    log_ref = ref.x0_log_probs(state)
+                    kl_total = kl_total + self._step_kl(log_x0, log_ref, masked, t, s)
+                state = torch.cat([new_tokens, new_mask[..., None]], dim=-1)
+        return state[..., :v], kl_total

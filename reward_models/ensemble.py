@@ -1,0 +1,170 @@
+"""Deep and bootstrap ensembles of small MLPs over one-hot sequences, as BoTorch ``EnsembleModel``s.
+
+``mean_std`` gives the member mean and the member std (the epistemic spread BRAID-Boot penalizes);
+``member_predictions`` gives the K member outputs for min / low-quantile conservative rewards.
+All K members train together in one vectorized pass (see :class:`EnsembleMLP`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Self
+
+import torch
+from botorch.models.ensemble import EnsembleModel
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mbo.data.dataset import SequenceDataset
+from reward_models.base import RewardModel, dataset_labels, resolve_device
+from reward_models.checkpoint import CheckpointError, load_state_strict
+from reward_models.networks import EnsembleMLP
+
+
+class DeepEnsemble(RewardModel, EnsembleModel):
+    """K independently initialized MLPs, each trained on all the data in its own random order.
+
+    Args:
+        num_members: K (>= 2 for a non-zero std).
+        hidden_dims: MLP hidden widths; the last is the feature size used by ``FeatureBonus``.
+        epochs: passes over the (per-member) training set.
+        batch_size: mini-batch size per member.
+        lr: Adam learning rate.
+        weight_decay: Adam L2 penalty.
+        device: where to train and predict (default: CUDA if available, else CPU).
+    """
+
+    bootstrap: bool = False
+
+    def __init__(self, num_members: int = 5, hidden_dims: tuple[int, ...] | list[int] = (64, 64),
+                 epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, device: str | torch.device | None = None):
+        EnsembleModel.__init__(self)
+        if num_members < 2:
+            raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
+        self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
+                        "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+                        "weight_decay": float(weight_decay)}
+        self.device = resolve_device(device)
+        self.net: EnsembleMLP | None = None
+        self.register_buffer("y_mean", torch.zeros((), device=self.device))
+        self.register_buffer("y_std", torch.ones((), device=self.device))
+        # Label-noise variance in standardized units, used only for observation_noise=True.
+        self.register_buffer("noise_var", torch.zeros((), device=self.device))
+
+    @property
+    def num_members(self) -> int:
+        return self._config["num_members"]
+
+    def _build(self, length: int, vocab_size: int) -> None:
+        self.length, self.vocab_size = int(length), int(vocab_size)
+        self.net = EnsembleMLP(self.num_members, length * vocab_size,
+                               tuple(self._config["hidden_dims"])).to(self.device)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
+        """Train all members at once on ``dataset`` (labels ``(N,)``); returns ``self``.
+
+        ``seed`` fixes initialization, data order and bootstrap resamples (global RNG untouched).
+        """
+        where = f"{type(self).__name__}.fit"
+        y = dataset_labels(dataset, where).to(self.device)
+        X = dataset.one_hot().flatten(1).to(self.device)
+        n, k = X.shape[0], self.num_members
+        y_mean, y_std = y.mean(), y.std()
+        y_std = y_std if y_std > 0 else torch.ones_like(y_std)
+        ys = (y - y_mean) / y_std
+        cfg = self._config
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self._build(dataset.length, dataset.alphabet.size)
+        self.y_mean.copy_(y_mean)
+        self.y_std.copy_(y_std)
+        # Each member's training set as row indices into X: all rows, or a resample with replacement.
+        if self.bootstrap:
+            member_rows = torch.randint(n, (k, n), generator=gen)
+        else:
+            member_rows = torch.arange(n).expand(k, n)
+        member_rows = member_rows.to(self.device)
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        bs = min(cfg["batch_size"], n)
+        self.train()
+        for _ in tqdm(range(cfg["epochs"]), desc=type(self).__name__, disable=not progress):
+            order = torch.rand(k, n, generator=gen).argsort(dim=1).to(self.device)
+            for start in range(0, n - bs + 1, bs):
+                rows = member_rows.gather(1, order[:, start:start + bs])  # (K, B)
+                pred = self.net(X[rows])  # (K, B)
+                # Sum over members: each member's gradient is that of its own mean loss.
+                loss = (pred - ys[rows]).pow(2).mean(dim=1).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        self.eval()
+        with torch.no_grad():
+            self.noise_var.copy_(self._residual_variance(X, ys, member_rows))
+        return self
+
+    def _residual_variance(self, X: Tensor, ys: Tensor, member_rows: Tensor) -> Tensor:
+        """Label-noise estimate: mean squared residual of the ensemble mean minus its spread.
+
+        For bootstrap members only out-of-bag predictions are used (an honest held-out residual);
+        a deep ensemble has no held-out rows, so its estimate is optimistic (training residual).
+        """
+        preds = self.net(X)  # (K, N)
+        if self.bootstrap:
+            in_bag = torch.zeros_like(preds, dtype=torch.bool)
+            in_bag.scatter_(1, member_rows, True)
+            oob = (~in_bag).float()
+            has_oob = oob.sum(0) > 0
+            if has_oob.any():
+                mean = (preds * oob).sum(0)[has_oob] / oob.sum(0)[has_oob]
+                return (ys[has_oob] - mean).pow(2).mean()
+        resid = (ys - preds.mean(0)).pow(2).mean()
+        return (resid - preds.var(0).mean()).clamp_min(0.0)
+
+    # ------------------------------------------------------------------ predictions
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features ``(K, N, H)`` of float one-hot ``x (N, L, V)`` (differentiable)."""
+        self._check_onehot(x)
+        return self.net.features(x.flatten(1).to(self.device))
+
+    def member_predictions(self, x: Tensor) -> Tensor:
+        """Member outputs ``(K, N)`` in label units for float one-hot ``x (N, L, V)``."""
+        self._check_onehot(x)
+        return self.net(x.flatten(1).to(self.device)) * self.y_std + self.y_mean
+
+    def mean_std(self, x: Tensor, observation_noise: bool = False) -> tuple[Tensor, Tensor]:
+        """Member mean and (unbiased) member std, each ``(N,)``; see :meth:`RewardModel.mean_std`."""
+        preds = self.member_predictions(x)
+        var = preds.var(dim=0)
+        if observation_noise:
+            var = var + self.noise_var * self.y_std**2
+        return preds.mean(dim=0), var.sqrt()
+
+    def forward(self, X: Tensor) -> Tensor:
+        """``X (batch..., q, L*V)`` -> member values ``(batch..., K, q, 1)`` in label units."""
+        self._check_flat(X)
+        batch = X.shape[:-1]
+        out = self.net(X.reshape(-1, X.shape[-1]).to(self.device)) * self.y_std + self.y_mean
+        out = out.reshape(self.num_members, *batch)  # (K, batch..., q)
+        return out.movedim(0, -2).unsqueeze(-1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_tensors(self) -> dict[str, Tensor]:
+        return dict(self.state_dict())
+
+    def _restore(self, tensors: dict[str, Tensor], fitted: dict[str, Any],
+                 path: str | os.PathLike) -> None:
+        try:
+            self._build(fitted["length"], fitted["vocab_size"])
+        except KeyError as err:
+            raise CheckpointError(f"{path}: config lacks fitted shape {err}") from None
+        load_state_strict(self, tensors, path)
+
+
+class BootstrapEnsemble(DeepEnsemble):
+    """Like :class:`DeepEnsemble`, but member k trains on its own resample (with replacement) of the
+    data; its label-noise estimate uses out-of-bag residuals. Same arguments."""
+
+    bootstrap = True

@@ -1,0 +1,187 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny ops: extra threads only contend with other processes (a 30x slowdown on 2 shared cores).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(seed: int, vocab: int = 3, length: int = 3, sharpen: float = 4.0) -> MaskedDiffusion:
+    torch.manual_seed(seed)
+    net = TransformerDenoiser(vocab, length, dim=16, depth=1, heads=2, mlp_ratio=2)
+    with torch.no_grad():
+        # Random init is nearly uniform; sharpen so two models differ visibly.
+        net.head.weight.mul_(sharpen)
+        net.head.bias.normal_(0.0, 1.0)
+    return MaskedDiffusion(net, vocab, length).eval()
+
+
+def test_sample_shapes_range_no_mask():
+    m = tiny(0)
+    x = m.sample(50, steps=5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (50, 3) and x.dtype == torch.long
+    assert int(x.min()) >= 0 and int(x.max()) < 3
+    tr = m.sample(7, steps=4, return_trajectory=True)
+    assert tr.states.shape == (5, 7, 3)
+    assert bool((tr.states[0] == m.mask_id).all()) and bool((tr.x0 < 3).all())
+    assert tr.log_probs.shape == (4, 7) and tr.kls.shape == (4, 7)
+    assert torch.allclose(tr.times, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+    # A single step from all-MASK to s = 0 unmasks everything.
+    assert bool((m.sample(9, steps=1) < 3).all())
+
+
+def test_seeds_reproduce_samples():
+    m = tiny(0)
+    a = m.sample(20, steps=4, generator=torch.Generator().manual_seed(3))
+    b = m.sample(20, steps=4, generator=torch.Generator().manual_seed(3))
+    c = m.sample(20, steps=4, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_x0_log_probs_carry_over_and_soft_input():
+    m = tiny(0)
+    xt = torch.tensor([[0, 3, 2], [3, 3, 3]])
+    p = m.x0_log_probs(m.encode(xt)).exp()
+    assert torch.allclose(p.sum(-1), torch.ones(2, 3), atol=1e-6)
+    assert torch.equal(p[0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(p[0, 2], torch.tensor([0.0, 0.0, 1.0]))
+    soft = torch.tensor([[[0.2, 0.5, 0.3, 0.0], [0.0, 0.0, 0.0, 1.0], [0.1, 0.1, 0.8, 0.0]]])
+    ps = m.x0_log_probs(soft.requires_grad_()).exp()
+    assert torch.allclose(ps[0, 0], soft[0, 0, :3], atol=1e-6)  # soft token carried over
+    assert torch.allclose(ps.sum(-1), torch.ones(1, 3), atol=1e-6)
+
+
+def test_loss_and_elbo_shapes():
+    m = tiny(0)
+    x0 = torch.randint(0, 3, (16, 3), generator=torch.Generator().manual_seed(0))
+    loss = m(x0)
+    assert loss.dim() == 0 and loss.item() > 0
+    loss.backward()
+    assert m.denoiser.head.weight.grad is not None
+    e = m.elbo(x0, n_samples=8)
+    assert e.shape == (16,) and bool((e < 0).all())
+    with pytest.raises(ValueError, match="outside"):
+        m.loss(torch.full((2, 3), 3))
+
+
+def test_kl_to_itself_is_exactly_zero():
+    m = tiny(0)
+    xt = torch.tensor([[3, 3, 3], [0, 3, 1]])
+    assert torch.equal(m.step(xt, 1.0, 0.5, ref=m).kl, torch.zeros(2))
+    tr = m.sample(10, steps=3, ref=m, return_trajectory=True)
+    assert torch.equal(tr.kls, torch.zeros(3, 10))
+    _, kl = m.sample_relaxed(4, steps=3, backprop_steps=2, ref=m)
+    assert torch.equal(kl.detach(), torch.zeros(4))
+
+
+def test_log_prob_of_step_matches_step():
+    m = tiny(1)
+    g = torch.Generator().manual_seed(0)
+    xt = torch.tensor([[3, 3, 3]] * 6 + [[0, 3, 3]] * 6)
+    out = m.step(xt, 0.75, 0.25, generator=g)
+    again = m.log_prob_of_step(xt, out.xs, 0.75, 0.25)
+    assert torch.allclose(out.log_prob, again, atol=1e-6)
+    with pytest.raises(ValueError, match="already unmasked"):
+        m.log_prob_of_step(xt, torch.full_like(xt, 1), 0.75, 0.25)
+    with pytest.raises(ValueError, match="0 <= s < t"):
+        m.step(xt, 0.25, 0.75)
+
+
+def _transition_probs(m, xt, t, s):
+    """All successor states of one state xt (B=1) and their exact probabilities."""
+    v, mask = m.vocab_size, m.mask_id
+    choices = [[mask, *range(v)] if int(tok) == mask else [int(tok)] for tok in xt[0]]
+    succ = torch.tensor(list(itertools.product(*choices)))
+    rep = xt.expand(len(succ), -1)
+    policy = m.log_prob_of_step(rep, succ, t, s).exp()
+    was = rep == mask
+    stays = (succ == mask) & was
+    unm = was & ~stays
+    free = torch.where(unm, (t - s) / t, torch.where(stays, s / t, 1.0)).prod(-1)
+    return succ, policy * free
+
+
+@torch.no_grad()
+def test_per_step_kl_equals_trajectory_kl_exact_and_monte_carlo():
+    theta, ref = tiny(0, vocab=2, length=2), tiny(1, vocab=2, length=2)
+    steps = 3
+    # Exact enumeration: forward marginals over states, chain rule for the path KL.
+    marg = {tuple([theta.mask_id] * 2): 1.0}
+    exact_path_kl, exact_step_kl = 0.0, 0.0
+    for k in range(steps, 0, -1):
+        t, s = k / steps, (k - 1) / steps
+        nxt: dict[tuple, float] = {}
+        for state, p_state in marg.items():
+            xt = torch.tensor([state])
+            succ, p_theta = _transition_probs(theta, xt, t, s)
+            _, p_ref = _transition_probs(ref, xt, t, s)
+            assert abs(p_theta.sum().item() - 1.0) < 1e-5  # log_prob_of_step is a normalized policy
+            live = p_theta > 0  # at s = 0 staying masked has probability 0 under both
+            ratio = (p_theta[live] / p_ref[live]).log()
+            exact_path_kl += p_state * (p_theta[live] * ratio).sum().item()
+            exact_step_kl += p_state * theta.step(xt, t, s, ref=ref).kl.item()
+            for x, p in zip(succ.tolist(), p_theta.tolist(), strict=True):
+                nxt[tuple(x)] = nxt.get(tuple(x), 0.0) + p_state * p
+        marg = nxt
+    assert exact_path_kl > 0.05  # the two models really differ
+    assert abs(exact_path_kl - exact_step_kl) < 1e-5
+
+    # Monte Carlo: E_theta[sum_t KL_t] vs E_theta[sum_t log p_theta(step) / p_ref(step)].
+    n = 8000
+    tr = theta.sample(
+        n, steps=steps, ref=ref, generator=torch.Generator().manual_seed(0), return_trajectory=True
+    )
+    log_ratio = torch.zeros(n)
+    for k in range(steps):
+        t, s = tr.times[k].item(), tr.times[k + 1].item()
+        log_ratio += tr.log_probs[k] - ref.log_prob_of_step(tr.states[k], tr.states[k + 1], t, s)
+    summed_kl = tr.kls.sum(0)
+    tol = 4 * log_ratio.std().item() / math.sqrt(n)  # 4 standard errors
+    assert abs(log_ratio.mean().item() - summed_kl.mean().item()) < tol
+    assert abs(log_ratio.mean().item() - exact_path_kl) < tol
+    assert abs(summed_kl.mean().item() - exact_path_kl) < 4 * summed_kl.std().item() / math.sqrt(n)
+
+
+def test_sample_relaxed_rows_sum_to_one_and_truncated_backprop():
+    m = tiny(0).train()
+    ref = tiny(1).requires_grad_(False)
+    steps, k = 5, 2
+    grad_modes = []
+
+    def hook(_mod, inputs, _out):
+        grad_modes.append((torch.is_grad_enabled(), inputs[0].requires_grad))
+
+    handle = m.denoiser.register_forward_hook(hook)
+    x0, kl = m.sample_relaxed(
+        6, steps=steps, tau=0.5, backprop_steps=k, ref=ref, generator=torch.Generator().manual_seed(0)
+    )
+    handle.remove()
+    assert x0.shape == (6, 3, 3)
+    assert torch.allclose(x0.sum(-1), torch.ones(6, 3), atol=1e-5)
+    # Only the last K denoiser calls record gradients; the first of them sees a detached state.
+    assert [g for g, _ in grad_modes] == [False] * (steps - k) + [True] * k
+    assert grad_modes[steps - k][1] is False
+    (x0[..., 0].sum() + kl.sum()).backward()
+    assert m.denoiser.head.weight.grad.abs().sum() > 0
+    assert ref.denoiser.head.weight.grad is None
+
+    # K = 0: no gradient path at all; same generator gives the same values whatever K is.
+    x0_none, kl_none = m.sample_relaxed(
+        6, steps=steps, tau=0.5, backprop_steps=0, ref=ref, generator=torch.Generator().manual_seed(0)
+    )
+    assert not x0_none.requires_grad and not kl_none.requires_grad
+    assert torch.allclose(x0_none, x0.detach(), atol=1e-6)
+
+    xh, _ = m.sample_relaxed(6, steps=steps, backprop_steps=1, hard=True)
+    assert torch.equal(xh.detach().max(-1).values, torch.ones(6, 3))
+    assert xh.requires_grad

@@ -1,0 +1,161 @@
+"""Every reward model: shapes, seed determinism, gradients through mean_std, BoTorch acquisition,
+and checkpoint round trips — on tiny synthetic data."""
+
+import pytest
+import torch
+from botorch.acquisition.logei import qLogExpectedImprovement
+from botorch.acquisition.monte_carlo import qUpperConfidenceBound
+from botorch.models.ensemble import EnsembleModel
+from botorch.models.model import Model
+from botorch.optim import optimize_acqf_discrete
+
+from reward_models import (
+    BootstrapEnsemble,
+    CategoricalGP,
+    CheckpointError,
+    DeepEnsemble,
+    FeatureBonus,
+    OneHotGP,
+    VariationalGP,
+    load_reward_model,
+)
+
+from .conftest import L, V
+
+FACTORIES = {
+    "DeepEnsemble": lambda: DeepEnsemble(num_members=3, hidden_dims=(16,), epochs=30, batch_size=16),
+    "BootstrapEnsemble": lambda: BootstrapEnsemble(num_members=3, hidden_dims=(16,), epochs=30,
+                                                   batch_size=16),
+    "OneHotGP": lambda: OneHotGP(maxiter=15),
+    "CategoricalGP": lambda: CategoricalGP(maxiter=15),
+    "VariationalGP": lambda: VariationalGP(num_inducing=12, batch_size=16, epochs=3),
+    "FeatureBonus": lambda: FeatureBonus(DeepEnsemble(num_members=2, hidden_dims=(16,), epochs=5,
+                                                      batch_size=16), lam=0.1),
+}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """One fitted instance of each model (fitting once keeps the file fast)."""
+    from .conftest import make_dataset
+
+    ds = make_dataset()
+    return {name: make().fit(ds, seed=0) for name, make in FACTORIES.items()}
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_is_botorch_model_with_shapes(fitted, name, choices):
+    model = fitted[name]
+    assert isinstance(model, Model) and model.num_outputs == 1
+    x = choices.reshape(-1, L, V)
+    mean, std = model.mean_std(x)
+    assert mean.shape == std.shape == (20,)
+    assert torch.isfinite(mean).all() and (std > 0).all()
+    post = model.posterior(choices.reshape(4, 5, L * V))
+    assert post.mean.shape == (4, 5, 1)
+    # posterior and mean_std agree on the mean (q=1 batches).
+    post1 = model.posterior(choices.unsqueeze(1))
+    torch.testing.assert_close(post1.mean.reshape(-1).float(), mean.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_gradients_flow_through_soft_onehot(fitted, name, soft_onehot):
+    mean, std = fitted[name].mean_std(soft_onehot)
+    (mean.sum() + std.sum()).backward()
+    assert soft_onehot.grad is not None
+    assert torch.isfinite(soft_onehot.grad).all() and soft_onehot.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_same_seed_same_model(fitted, dataset, name, choices):
+    x = choices.reshape(-1, L, V)
+    a = fitted[name].mean_std(x)
+    b = FACTORIES[name]().fit(dataset, seed=0).mean_std(x)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["DeepEnsemble", "BootstrapEnsemble"])
+def test_different_seed_different_ensemble(dataset, name, choices):
+    x = choices.reshape(-1, L, V)
+    a = FACTORIES[name]().fit(dataset, seed=0).mean_std(x)[0]
+    b = FACTORIES[name]().fit(dataset, seed=1).mean_std(x)[0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("acq", ["qLogEI", "qUCB"])
+def test_optimize_acqf_discrete_runs(fitted, name, acq, choices, dataset):
+    model = fitted[name]
+    if acq == "qLogEI":
+        acqf = qLogExpectedImprovement(model, best_f=float(dataset.labels.max()))
+    else:
+        acqf = qUpperConfidenceBound(model, beta=2.0)
+    cand, values = optimize_acqf_discrete(acqf, q=2, choices=choices)
+    assert cand.shape == (2, L * V) and torch.isfinite(values).all()
+
+
+@pytest.mark.parametrize("name", ["DeepEnsemble", "BootstrapEnsemble"])
+def test_ensemble_members(fitted, name, choices):
+    model = fitted[name]
+    assert isinstance(model, EnsembleModel)
+    x = choices.reshape(-1, L, V)
+    members = model.member_predictions(x)
+    assert members.shape == (3, 20)
+    mean, std = model.mean_std(x)
+    torch.testing.assert_close(members.mean(0), mean)
+    torch.testing.assert_close(members.std(0), std)
+    # BoTorch's ensemble posterior sees the same members: same mean and variance.
+    post = model.posterior(choices.unsqueeze(1))
+    torch.testing.assert_close(post.variance.reshape(-1), std**2, atol=1e-5, rtol=1e-4)
+
+
+def test_ensemble_learns_signal(fitted, dataset):
+    mean, _ = fitted["DeepEnsemble"].mean_std(dataset.one_hot())
+    corr = torch.corrcoef(torch.stack([mean.detach(), dataset.labels]))[0, 1]
+    assert corr > 0.8
+
+
+def test_observation_noise_widens_std(fitted, choices):
+    x = choices.reshape(-1, L, V)
+    for name in ("BootstrapEnsemble", "OneHotGP", "VariationalGP"):
+        _, epistemic = fitted[name].mean_std(x)
+        _, total = fitted[name].mean_std(x, observation_noise=True)
+        assert (total >= epistemic - 1e-6).all(), name
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_checkpoint_round_trip(fitted, name, tmp_path, choices):
+    model = fitted[name]
+    path = model.save(tmp_path / "m.safetensors")
+    with pytest.raises(FileExistsError):
+        model.save(path)
+    loaded = load_reward_model(path, device="cpu")
+    assert type(loaded) is type(model) and loaded.config == model.config
+    x = choices.reshape(-1, L, V)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.mean_std(x), model.mean_std(x), atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_errors(fitted, tmp_path):
+    path = fitted["DeepEnsemble"].save(tmp_path / "ens.safetensors")
+    with pytest.raises(CheckpointError, match="holds a DeepEnsemble, not a OneHotGP"):
+        OneHotGP.load(path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
+        load_reward_model(bad)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_reward_model(tmp_path / "missing.safetensors")
+
+
+def test_input_errors(fitted, dataset):
+    model = fitted["OneHotGP"]
+    with pytest.raises(ValueError, match=r"fitted on \(L, V\)"):
+        model.mean_std(torch.zeros(3, L + 1, V))
+    with pytest.raises(ValueError, match="L\\*V"):
+        model.posterior(torch.zeros(3, 1, 7))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DeepEnsemble().mean_std(torch.zeros(3, L, V))
+    unlabeled = type(dataset)(dataset.tokens, dataset.alphabet)
+    with pytest.raises(ValueError, match="no labels"):
+        DeepEnsemble().fit(unlabeled)
