@@ -1,0 +1,102 @@
+"""The run's human-facing outputs: a summary table on stdout and ``report.md`` with PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from mbo.atomic import atomic_path, atomic_write_text
+from mbo.data.alphabet import one_hot
+
+COLUMNS = [("true_p100", "true p100"), ("true_p50", "true p50"), ("feasible", "feasible"),
+           ("pred_mean", "pred mean"), ("pred_std", "pred std"), ("reward_mean", "cons. reward"),
+           ("overopt_gap", "overopt gap"), ("novelty", "novelty"), ("frac_in_offline", "in offline"),
+           ("diversity", "diversity"), ("naturalness", "ELBO")]
+
+
+def summary_table(result: dict) -> str:
+    """A Markdown table, one row per method, of the metrics present."""
+    methods = result["methods"]
+    cols = [(k, h) for k, h in COLUMNS if any(k in m for m in methods.values())]
+    lines = ["| method | " + " | ".join(h for _, h in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for name, m in methods.items():
+        cells = [f"{m[k]:.3f}" if k in m else "" for k, _ in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_summary(result: dict) -> None:
+    print(f"\n{result['task']}  seed={result['seed']}  best offline={result['best_offline']:.3f}  "
+          f"total {result['timings']['total_s']:.1f}s")
+    print(summary_table(result))
+
+
+def _savefig(fig, path: Path) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+@torch.no_grad()
+def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, reward,
+                 history: list[dict]) -> None:
+    """``report.md`` plus ``rewards.png``, ``pred_vs_true.png`` (with an oracle), ``history.png``."""
+    outdir = Path(outdir)
+    vocab = task.alphabet.size
+    has_oracle = task.has_oracle
+    panels = 2 if has_oracle else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
+    for name, x in designs.items():
+        axes[0, 0].hist(reward(one_hot(x, vocab)).numpy(), bins=30, alpha=0.6, label=name)
+        if has_oracle:
+            true = task.oracle(x)
+            axes[0, 1].hist(true[torch.isfinite(true)].numpy(), bins=30, alpha=0.6, label=name)
+    axes[0, 0].set(title="conservative reward", xlabel="r_c(x)", ylabel="designs")
+    if has_oracle:
+        axes[0, 1].axvline(result["best_offline"], color="k", ls="--", label="best offline")
+        axes[0, 1].set(title="true score (oracle)", xlabel="normalized score")
+    for ax in axes[0]:
+        ax.legend()
+    _savefig(fig, outdir / "rewards.png")
+    plots = ["rewards.png"]
+
+    if has_oracle:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        for name, x in designs.items():
+            mean, std = reward_model.mean_std(one_hot(x, vocab))
+            true = task.oracle(x)
+            ax.errorbar(true.numpy(), mean.numpy(), yerr=std.numpy(), fmt="o", ms=3, alpha=0.5,
+                        label=name)
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set(xlabel="true score", ylabel="predicted mean ± std", title="model belief vs truth")
+        ax.legend()
+        _savefig(fig, outdir / "pred_vs_true.png")
+        plots.append("pred_vs_true.png")
+
+    if history:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+        it = [h["iteration"] for h in history]
+        ax[0].plot(it, [h["reward"] for h in history], label="conservative reward")
+        if "mean" in history[0]:
+            ax[0].plot(it, [h["mean"] for h in history], label="predicted mean r̂")
+            ax[0].plot(it, [h["g"] for h in history], label="uncertainty ĝ")
+        ax[0].set(xlabel="iteration", title="fine-tuning")
+        ax[0].legend()
+        ax[1].plot(it, [h["kl"] for h in history])
+        ax[1].set(xlabel="iteration", ylabel="nats", title="KL to pretrained")
+        _savefig(fig, outdir / "history.png")
+        plots.append("history.png")
+
+    text = [f"# mbo-run report: {result['task']} (seed {result['seed']})", "",
+            f"Best offline (normalized): {result['best_offline']:.3f}", "",
+            summary_table(result), "", "Timings (s): " + ", ".join(
+                f"{k} {v:.1f}" for k, v in result["timings"].items()), ""]
+    text += [f"![{p}]({p})" for p in plots]
+    atomic_write_text(outdir / "report.md", "\n".join(text) + "\n", overwrite=True)

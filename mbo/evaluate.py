@@ -1,0 +1,103 @@
+"""Metrics of a set of designs: true score, model belief, over-optimization, novelty, diversity, naturalness.
+
+Every function takes designs as LongTensor ``(N, L)``; :func:`evaluate_designs` gathers them into one
+flat dict (for ``metrics.json``) and :func:`per_design` into per-row columns (for ``designs.csv``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mbo.data.alphabet import one_hot
+
+
+def hamming_to_nearest(designs: Tensor, reference: Tensor, vocab_size: int,
+                       chunk: int = 8192) -> Tensor:
+    """Hamming distance ``(N,)`` from each design ``(N, L)`` to its nearest row of ``reference (M, L)``."""
+    length = designs.shape[1]
+    x = one_hot(designs, vocab_size).flatten(1)
+    best = torch.full((designs.shape[0],), -1.0)
+    for start in range(0, reference.shape[0], chunk):
+        ref = one_hot(reference[start:start + chunk], vocab_size).flatten(1)
+        best = torch.maximum(best, (x @ ref.T).max(1).values)  # matches = L − Hamming
+    return length - best
+
+
+def mean_pairwise_hamming(designs: Tensor) -> float:
+    """Mean Hamming distance over distinct pairs of designs ``(N, L)``; 0 for fewer than two."""
+    n = designs.shape[0]
+    if n < 2:
+        return 0.0
+    dist = (designs[:, None, :] != designs[None, :, :]).sum(-1).float()
+    return (dist.sum() / (n * (n - 1))).item()
+
+
+def percentiles(scores: Tensor) -> dict[str, float]:
+    """Design-Bench's 100th and 50th percentile of (normalized) scores; infeasible (−inf/NaN) count as
+    the worst, so a method is never rewarded for dropping them."""
+    s = scores.double().nan_to_num(nan=-math.inf, neginf=-math.inf, posinf=math.inf)
+    return {"p100": s.max().item(), "p50": s.median().item()}
+
+
+@torch.no_grad()
+def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None, offline=None,
+                     diffusion=None, elbo_samples: int = 8) -> dict[str, float]:
+    """Summary metrics of ``designs (N, L)``; each input is optional and adds its own metrics.
+
+    Args:
+        task: a Task with an oracle -> ``true_p100``, ``true_p50``, ``true_mean``, ``feasible``.
+        reward_model: has ``mean_std`` -> ``pred_mean``, ``pred_std`` and, with an oracle,
+            ``overopt_gap`` (mean predicted − mean true, on feasible designs).
+        reward: a (conservative) reward callable -> ``reward_mean``.
+        offline: the offline SequenceDataset -> ``novelty`` (mean Hamming to nearest offline
+            sequence) and ``frac_in_offline``.
+        diffusion: the pretrained MaskedDiffusion -> ``naturalness`` (mean ELBO, nats per sequence).
+    """
+    vocab = task.alphabet.size if task is not None else offline.alphabet.size
+    x = one_hot(designs, vocab)
+    out: dict[str, float] = {"n": designs.shape[0], "unique": len({tuple(r) for r in designs.tolist()}),
+                             "diversity": mean_pairwise_hamming(designs)}
+    true = None
+    if task is not None and task.has_oracle:
+        true = task.oracle(designs).double()
+        feasible = torch.isfinite(true)
+        out.update({f"true_{k}": v for k, v in percentiles(true).items()})
+        out["true_mean"] = true[feasible].mean().item() if feasible.any() else -math.inf
+        out["feasible"] = feasible.double().mean().item()
+    if reward_model is not None:
+        mean, std = reward_model.mean_std(x)
+        out.update(pred_mean=mean.mean().item(), pred_std=std.mean().item())
+        if true is not None and feasible.any():
+            out["overopt_gap"] = (mean.double()[feasible] - true[feasible]).mean().item()
+    if reward is not None:
+        out["reward_mean"] = reward(x).mean().item()
+    if offline is not None:
+        dist = hamming_to_nearest(designs, offline.tokens, vocab)
+        out.update(novelty=dist.mean().item(), frac_in_offline=(dist == 0).double().mean().item())
+    if diffusion is not None:
+        out["naturalness"] = diffusion.elbo(designs.to(_device(diffusion)),
+                                            n_samples=elbo_samples).mean().item()
+    return out
+
+
+@torch.no_grad()
+def per_design(designs: Tensor, task=None, reward_model=None, reward=None) -> dict[str, list[float]]:
+    """Per-design columns: ``pred_mean``, ``pred_std``, ``conservative``, ``true_score``."""
+    vocab = task.alphabet.size
+    x = one_hot(designs, vocab)
+    cols: dict[str, list[float]] = {}
+    if reward_model is not None:
+        mean, std = reward_model.mean_std(x)
+        cols.update(pred_mean=mean.tolist(), pred_std=std.tolist())
+    if reward is not None:
+        cols["conservative"] = reward(x).tolist()
+    if task is not None and task.has_oracle:
+        cols["true_score"] = task.oracle(designs).tolist()
+    return cols
+
+
+def _device(module) -> torch.device:
+    return next(module.parameters()).device

@@ -1,0 +1,88 @@
+"""Direct reward backpropagation with an exact KL leash to the pretrained model.
+
+Minimizes  −E[r(x0)] + α·E[Σ_t KL_t]  over samples drawn from the fine-tuned model itself, with the
+token choice relaxed by Gumbel-softmax and gradients truncated to the last K sampler steps
+(BRAID / DRAKES style). ``α`` sets how far the model may drift from the pretrained manifold:
+the optimum is p*(x) ∝ p_pre(x)·exp(r(x)/α).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+
+def finetune_backprop(
+    pretrained: nn.Module,
+    reward: Callable[[Tensor], Tensor],
+    *,
+    iterations: int = 200,
+    batch_size: int = 64,
+    alpha: float = 0.1,
+    sampling_steps: int = 16,
+    backprop_steps: int = 4,
+    tau: float = 1.0,
+    hard: bool = False,
+    lr: float = 3e-4,
+    grad_clip: float = 1.0,
+    kl_budget: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune a copy of ``pretrained`` (a ``MaskedDiffusion``) to maximize ``reward`` with a KL leash.
+
+    Args:
+        pretrained: the reference model; left unchanged and frozen.
+        reward: maps float (soft) one-hot ``(B, L, V)`` to ``(B,)``, differentiable. If it has a
+            ``components(x) -> (mean, g)`` method (conservative rewards do), r̂ and ĝ are logged too.
+        iterations: optimizer steps; ``batch_size`` samples each.
+        alpha: KL weight α.
+        sampling_steps: reverse-diffusion steps per sample.
+        backprop_steps: K, the last sampler steps gradients flow through (truncated backprop).
+        tau: Gumbel-softmax temperature; ``hard`` uses straight-through exact one-hots.
+        lr: AdamW learning rate; ``grad_clip`` the max gradient norm.
+        kl_budget: stop early once the batch-mean trajectory KL exceeds this (nats); None = never.
+        seed: seeds the sampler noise.
+        progress: show a tqdm bar.
+
+    Returns:
+        The fine-tuned model and a history with one dict per iteration
+        (``reward``, ``kl``, ``loss``, ``grad_norm`` and, when available, ``mean``, ``g``).
+    """
+    ref = pretrained.eval().requires_grad_(False)
+    model = copy.deepcopy(pretrained).train().requires_grad_(True)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    history: list[dict] = []
+    bar = tqdm(range(iterations), desc="fine-tune (backprop)", disable=not progress)
+    for it in bar:
+        x0, kl = model.sample_relaxed(
+            batch_size, steps=sampling_steps, tau=tau,
+            backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard,
+        )
+        r = reward(x0)
+        loss = -r.mean() + alpha * kl.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)  # the reward model's own weights need no gradients
+        grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        row = {"iteration": it, "loss": loss.item(), "reward": r.mean().item(),
+               "kl": kl.mean().item(), "grad_norm": float(grad_norm)}
+        if hasattr(reward, "components"):
+            with torch.no_grad():
+                mean, g = reward.components(x0.detach())
+            row.update(mean=mean.mean().item(), g=g.mean().item())
+        history.append(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}")
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"fine-tuning diverged at iteration {it}: {row}")
+        if kl_budget is not None and row["kl"] > kl_budget:
+            break
+    return model.eval().requires_grad_(False), history

@@ -1,0 +1,55 @@
+import math
+
+import pytest
+import torch
+
+from mbo.data import DNA, SequenceDataset
+from mbo.evaluate import evaluate_designs, hamming_to_nearest, mean_pairwise_hamming, percentiles
+from mbo.tasks import Task
+
+
+class CountA(Task):
+    """Score = fraction of A; sequences starting with T are infeasible."""
+
+    name, alphabet, length, has_oracle = "count-a", DNA, 3, True
+
+    def pretrain_corpus(self):
+        return self.offline_dataset().tokens
+
+    def offline_dataset(self):
+        return SequenceDataset.from_strings(["CCC", "ACC", "GGA"], DNA, [0.0, 1 / 3, 1 / 3])
+
+    def oracle(self, tokens):
+        score = (tokens == 0).float().mean(1)
+        return torch.where(tokens[:, 0] == 3, -math.inf, score)
+
+
+def tok(*seqs):
+    return DNA.encode_batch(list(seqs))
+
+
+def test_hamming_helpers():
+    designs, ref = tok("AAA", "CCG"), tok("CCC", "AAT")
+    assert hamming_to_nearest(designs, ref, 4, chunk=1).tolist() == [1, 1]
+    assert mean_pairwise_hamming(tok("AAA", "AAC", "CCC")) == pytest.approx((1 + 3 + 2) / 3)
+    assert mean_pairwise_hamming(tok("AAA")) == 0.0
+
+
+def test_infeasible_designs_count_as_worst():
+    assert percentiles(torch.tensor([0.5, -math.inf, math.nan, 1.0])) == {"p100": 1.0, "p50": -math.inf}
+
+
+def test_evaluate_designs_metrics():
+    class Const(torch.nn.Module):
+        def mean_std(self, x):
+            return torch.full((x.shape[0],), 0.9), torch.full((x.shape[0],), 0.1)
+
+    task = CountA()
+    out = evaluate_designs(tok("AAA", "ACC", "TAA", "ACC"), task=task, reward_model=Const(),
+                           reward=lambda x: x[..., 0].sum(-1), offline=task.offline_dataset())
+    assert out["true_p100"] == 1.0 and out["feasible"] == 0.75
+    assert out["true_mean"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
+    assert out["overopt_gap"] == pytest.approx(0.9 - out["true_mean"])
+    assert out["frac_in_offline"] == 0.5 and out["unique"] == 3
+    assert out["reward_mean"] == pytest.approx((3 + 1 + 2 + 1) / 4)
+    assert out["pred_std"] == pytest.approx(0.1)
