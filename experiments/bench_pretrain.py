@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from mbo.atomic import atomic_write_text
+from mbo.checkpoint import save_checkpoint
 from mbo.diffusion import (
     DEFAULT_SAMPLING_STEPS,
     MaskedDiffusion,
     TransformerDenoiser,
     pretrain,
-    save_checkpoint,
 )
 from mbo.tasks.tfbind8 import TFBind8
 

@@ -2,4 +2,4 @@
 
 from mbo.data.alphabet import DNA, PROTEIN, RNA, Alphabet
 
-__all__ = ["Alphabet", "DNA", "RNA", "PROTEIN"]
+__all__ = ["DNA", "PROTEIN", "RNA", "Alphabet"]

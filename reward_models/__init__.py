@@ -3,8 +3,8 @@
 See :mod:`reward_models.base` for the shared contract.
 """
 
+from mbo.checkpoint import CheckpointError  # re-exported: the loaders here raise it
 from reward_models.base import RewardModel, load_reward_model
-from reward_models.checkpoint import CheckpointError
 from reward_models.ensemble import BootstrapEnsemble, DeepEnsemble
 from reward_models.feature_bonus import FeatureBonus
 from reward_models.gp import CategoricalGP, OneHotGP, VariationalGP

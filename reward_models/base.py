@@ -23,8 +23,8 @@ import torch
 from botorch.models.model import Model
 from torch import Tensor
 
+from mbo import checkpoint
 from mbo.data.dataset import SequenceDataset
-from reward_models import checkpoint
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -125,14 +125,14 @@ class RewardModel(Model):
         """Write a safetensors checkpoint (tensors + the building config); atomic."""
         self._require_fitted()
         config = {"init": self.config, "fitted": self._fitted_config()}
-        return checkpoint.save_tensors(path, self._checkpoint_tensors(), type(self).__name__,
-                                       config, overwrite=overwrite)
+        return checkpoint.save_checkpoint(path, self._checkpoint_tensors(), config,
+                                          kind=type(self).__name__, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Self:
         """Rebuild a fitted model from :meth:`save` output; no unpickling."""
         dev = resolve_device(device)
-        tensors, config = checkpoint.load_tensors(path, cls.__name__, device=dev)
+        tensors, config = checkpoint.load_checkpoint(path, kind=cls.__name__, device=dev)
         try:
             model = cls(**config["init"], device=dev)
         except (KeyError, TypeError) as err:

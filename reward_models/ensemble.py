@@ -15,9 +15,9 @@ from botorch.models.ensemble import EnsembleModel
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from reward_models.base import RewardModel, dataset_labels, resolve_device
-from reward_models.checkpoint import CheckpointError, load_state_strict
 from reward_models.networks import EnsembleMLP
 
 

@@ -17,9 +17,9 @@ from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor, nn
 
+from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from reward_models.base import RewardModel, dataset_labels, resolve_device
-from reward_models.checkpoint import CheckpointError, load_state_strict
 from reward_models.ensemble import DeepEnsemble
 
 

@@ -27,9 +27,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from reward_models.base import RewardModel, dataset_labels, resolve_device
-from reward_models.checkpoint import CheckpointError, load_state_strict
 from reward_models.kernels import OneHotHammingKernel
 
 DTYPE = torch.float64

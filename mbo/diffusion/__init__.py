@@ -1,12 +1,8 @@
 """Diffusion models over designs: masked discrete diffusion for sequences, denoiser networks,
-pretraining and checkpoints. Rewards enter only as callables (no import of reward_models/)."""
+pretraining, loading checkpoints (saving: :mod:`mbo.checkpoint`). Rewards enter only as callables
+(no import of reward_models/)."""
 
-from mbo.diffusion.checkpoint import (
-    load_checkpoint,
-    load_masked_diffusion,
-    load_state_into,
-    save_checkpoint,
-)
+from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.denoiser import TransformerDenoiser
 from mbo.diffusion.masked import (
     DEFAULT_SAMPLING_STEPS,
@@ -22,9 +18,6 @@ __all__ = [
     "StepOutput",
     "Trajectory",
     "TransformerDenoiser",
-    "load_checkpoint",
     "load_masked_diffusion",
-    "load_state_into",
     "pretrain",
-    "save_checkpoint",
 ]

@@ -7,15 +7,6 @@ import torch
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny ops: extra threads only contend with other processes (a 30x slowdown on 2 shared cores).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(seed: int, vocab: int = 3, length: int = 3, sharpen: float = 4.0) -> MaskedDiffusion:
     torch.manual_seed(seed)
     net = TransformerDenoiser(vocab, length, dim=16, depth=1, heads=2, mlp_ratio=2)

@@ -17,15 +17,6 @@ def make_dataset(n: int = 48, seed: int = 0) -> SequenceDataset:
     return SequenceDataset(tokens, DNA, labels)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run ~20x faster on one thread than fighting over two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def dataset() -> SequenceDataset:
     return make_dataset()

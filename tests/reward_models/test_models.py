@@ -9,6 +9,8 @@ from botorch.models.ensemble import EnsembleModel
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf_discrete
 
+from mbo import checkpoint as mbo_checkpoint
+from mbo.checkpoint import load_checkpoint, save_checkpoint
 from reward_models import (
     BootstrapEnsemble,
     CategoricalGP,
@@ -136,16 +138,33 @@ def test_checkpoint_round_trip(fitted, name, tmp_path, choices):
         torch.testing.assert_close(loaded.mean_std(x), model.mean_std(x), atol=1e-5, rtol=1e-5)
 
 
+def test_checkpoint_error_is_the_shared_one():
+    assert CheckpointError is mbo_checkpoint.CheckpointError
+
+
 def test_checkpoint_errors(fitted, tmp_path):
     path = fitted["DeepEnsemble"].save(tmp_path / "ens.safetensors")
-    with pytest.raises(CheckpointError, match="holds a DeepEnsemble, not a OneHotGP"):
+    with pytest.raises(CheckpointError, match=r"ens\.safetensors holds a DeepEnsemble, not a OneHotGP"):
         OneHotGP.load(path)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors is corrupt"):
         load_reward_model(bad)
-    with pytest.raises(CheckpointError, match="no such"):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors does not exist"):
         load_reward_model(tmp_path / "missing.safetensors")
+
+    state, config = load_checkpoint(path)
+    unknown = save_checkpoint(tmp_path / "unknown.safetensors", state, config, kind="Oracle")
+    with pytest.raises(CheckpointError, match=r"unknown\.safetensors: unknown reward model kind 'Oracle'"):
+        load_reward_model(unknown)
+    wrong_init = save_checkpoint(tmp_path / "init.safetensors", state, {**config, "init": {"bogus": 1}},
+                                 kind="DeepEnsemble")
+    with pytest.raises(CheckpointError, match=r"init\.safetensors: config does not build a DeepEnsemble"):
+        load_reward_model(wrong_init)
+    del state[next(iter(state))]
+    short = save_checkpoint(tmp_path / "short.safetensors", state, config, kind="DeepEnsemble")
+    with pytest.raises(CheckpointError, match=r"short\.safetensors does not fit .*missing weights"):
+        load_reward_model(short)
 
 
 def test_input_errors(fitted, dataset):
