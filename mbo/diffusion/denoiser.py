@@ -95,11 +95,14 @@ class TransformerDenoiser(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, hidden_shift: Tensor | None = None) -> Tensor:
         """Logits of the clean tokens.
 
         Args:
             x: float ``(B, L, V+1)``: one-hot (or soft) over V tokens plus the MASK channel (index V).
+            hidden_shift: optional ``(B, dim)`` or ``(B, L, dim)`` added to the input embedding; the
+                hook a condition embedding enters by (``mbo.ctrl.ConditionalDenoiser``). A zero shift
+                gives exactly the unconditional output.
 
         Returns:
             Logits ``(B, L, V)`` (unnormalized; carry-over is applied by the diffusion process).
@@ -110,6 +113,8 @@ class TransformerDenoiser(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h = self.embed(x) + self.pos
+        if hidden_shift is not None:
+            h = h + (hidden_shift[:, None, :] if hidden_shift.dim() == 2 else hidden_shift)
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h))

@@ -137,11 +137,13 @@ class MaskedDiffusion(nn.Module):
         """Tokens ``(B, L)`` (MASK = V allowed) to the denoiser's float input ``(B, L, V+1)``."""
         return F.one_hot(xt, self.vocab_size + 1).to(next(self.parameters()).dtype)
 
-    def x0_log_probs(self, xt: Tensor) -> Tensor:
+    def x0_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
         """log x̂_θ(x_t) with carry-over.
 
         Args:
             xt: float ``(B, L, V+1)``, one-hot or soft (token channels plus MASK channel V).
+            cond: optional condition ``(B, ...)`` passed to a conditional denoiser as its second
+                argument (``mbo.ctrl``); None calls the denoiser with ``xt`` alone.
 
         Returns:
             ``(B, L, V)`` log-probabilities, never MASK. At a fully masked position this is the
@@ -149,7 +151,8 @@ class MaskedDiffusion(nn.Module):
             distribution, with log 0 replaced by ``LOG_ZERO`` (finite; exp gives 0). A position that is
             partly masked (soft mask channel m) gets the mixture m·x̂ + (token channels).
         """
-        logp = torch.log_softmax(self.denoiser(xt).float(), dim=-1)
+        logits = self.denoiser(xt) if cond is None else self.denoiser(xt, cond)
+        logp = torch.log_softmax(logits.float(), dim=-1)
         m = xt[..., self.vocab_size :].float()
         tokens = xt[..., : self.vocab_size].float()
         if not xt.requires_grad and bool(((m == 0) | (m == 1)).all()):
@@ -164,40 +167,46 @@ class MaskedDiffusion(nn.Module):
         t = (u + torch.arange(n, device=device) / n) % 1.0
         return self.eps + (1.0 - self.eps) * t
 
-    def _nelbo_terms(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _nelbo_terms(self, x0: Tensor, generator: torch.Generator | None,
+                     cond: Tensor | None = None) -> Tensor:
         """Per-row NELBO estimates ``(B,)`` (nats per sequence) with one stratified t per row."""
         b = x0.shape[0]
         t = self._sample_times(b, x0.device, generator)
         masked = torch.rand(x0.shape, device=x0.device, generator=generator) < t[:, None]
         xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
-        logp = self.x0_log_probs(self.encode(xt))
+        logp = self.x0_log_probs(self.encode(xt), cond)
         nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
         return (nll * masked).sum(-1) / t
 
-    def loss(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x0: Tensor, generator: torch.Generator | None = None,
+             cond: Tensor | None = None) -> Tensor:
         """NELBO per token, E_t[(1/t) Σ_{i masked} −log x̂_θ(x_t)_i[x0_i]] / L.
 
         Args:
             x0: LongTensor ``(B, L)`` of clean tokens.
             generator: optional RNG for t and the masks.
+            cond: optional condition ``(B, ...)`` for a conditional denoiser.
 
         Returns:
             Scalar (nats per token), a stochastic upper bound on −log p_θ(x0) / L.
         """
         self._check_tokens(x0, "x0", allow_mask=False)
-        return self._nelbo_terms(x0, generator).mean() / self.length
+        return self._nelbo_terms(x0, generator, cond).mean() / self.length
 
-    def forward(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, x0: Tensor, generator: torch.Generator | None = None,
+                cond: Tensor | None = None) -> Tensor:
         """Same as :meth:`loss`."""
-        return self.loss(x0, generator)
+        return self.loss(x0, generator, cond)
 
     @torch.no_grad()
-    def elbo(self, x0: Tensor, n_samples: int = 16, generator: torch.Generator | None = None) -> Tensor:
+    def elbo(self, x0: Tensor, n_samples: int = 16, generator: torch.Generator | None = None,
+             cond: Tensor | None = None) -> Tensor:
         """Monte Carlo evidence lower bound on log p_θ(x0) per sequence ("naturalness").
 
         Args:
             x0: LongTensor ``(B, L)``.
             n_samples: times t per sequence (stratified over [eps, 1]).
+            cond: optional condition ``(B, ...)`` for a conditional denoiser.
 
         Returns:
             ``(B,)`` lower bound in nats per sequence (divide by L for per token).
@@ -211,7 +220,8 @@ class MaskedDiffusion(nn.Module):
         t = (self.eps + (1.0 - self.eps) * t).reshape(-1)
         masked = torch.rand(rep.shape, device=x0.device, generator=generator) < t[:, None]
         xt = torch.where(masked, torch.full_like(rep, self.mask_id), rep)
-        logp = self.x0_log_probs(self.encode(xt))
+        rep_cond = None if cond is None else cond.repeat_interleave(n_samples, dim=0)
+        logp = self.x0_log_probs(self.encode(xt), rep_cond)
         nll = -logp.gather(-1, rep[..., None]).squeeze(-1)
         terms = (nll * masked).sum(-1) / t
         return -terms.view(b, n_samples).mean(1)
@@ -236,6 +246,7 @@ class MaskedDiffusion(nn.Module):
         s: float,
         ref: MaskedDiffusion | None = None,
         generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
     ) -> StepOutput:
         """One reverse step t -> s.
 
@@ -245,8 +256,10 @@ class MaskedDiffusion(nn.Module):
         Args:
             xt: LongTensor ``(B, L)``, MASK = V.
             t, s: times with 0 <= s < t <= 1.
-            ref: reference model for the exact per-step KL (run without gradient).
+            ref: reference model for the exact per-step KL (run without gradient, and without
+                ``cond``: the reference is the unconditional pretrained model).
             generator: optional RNG.
+            cond: optional condition ``(B, ...)`` for a conditional denoiser.
 
         Returns:
             :class:`StepOutput`. ``log_prob`` and ``kl`` carry gradients to this model's weights
@@ -255,7 +268,7 @@ class MaskedDiffusion(nn.Module):
         self._check_times(t, s)
         self._check_tokens(xt, "xt", allow_mask=True)
         inp = self.encode(xt)
-        log_x0 = self.x0_log_probs(inp)
+        log_x0 = self.x0_log_probs(inp, cond)
         masked = xt == self.mask_id
         unmask = masked & (
             torch.rand(xt.shape, device=xt.device, generator=generator) < self._unmask_prob(t, s)
@@ -272,7 +285,8 @@ class MaskedDiffusion(nn.Module):
             kl = self._step_kl(log_x0, log_ref, masked, t, s)
         return StepOutput(xs=xs, x0_probs=log_x0.exp(), log_prob=log_prob, kl=kl)
 
-    def log_prob_of_step(self, xt: Tensor, xs: Tensor, t: float, s: float) -> Tensor:
+    def log_prob_of_step(self, xt: Tensor, xs: Tensor, t: float, s: float,
+                         cond: Tensor | None = None) -> Tensor:
         """Policy log-prob ``(B,)`` of the given transition xt -> xs under the current weights.
 
         Σ over positions masked in ``xt`` and unmasked in ``xs`` of log x̂_θ(x_t)_i[xs_i]; the same
@@ -288,7 +302,7 @@ class MaskedDiffusion(nn.Module):
         if bool(((xs != xt) & ~masked).any()):
             raise ValueError("xs changes positions that are already unmasked in xt")
         unmask = masked & (xs != self.mask_id)
-        log_x0 = self.x0_log_probs(self.encode(xt))
+        log_x0 = self.x0_log_probs(self.encode(xt), cond)
         idx = torch.where(unmask, xs, 0)
         return (log_x0.gather(-1, idx[..., None]).squeeze(-1) * unmask).sum(-1)
 
@@ -301,6 +315,7 @@ class MaskedDiffusion(nn.Module):
         ref: MaskedDiffusion | None = None,
         return_trajectory: bool = False,
         progress: bool = False,
+        cond: Tensor | None = None,
     ) -> Tensor | Trajectory:
         """Ancestral sampling on the grid t_k = k / steps, from t = 1 (all MASK) to 0.
 
@@ -311,6 +326,7 @@ class MaskedDiffusion(nn.Module):
             ref: reference model; per-step KLs are recorded in the trajectory.
             return_trajectory: return a :class:`Trajectory` instead of the samples.
             progress: show a tqdm bar over steps.
+            cond: optional condition ``(n, ...)`` for a conditional denoiser.
 
         Returns:
             LongTensor ``(n, L)`` with tokens in [0, V) (no MASK), or a :class:`Trajectory`.
@@ -320,7 +336,7 @@ class MaskedDiffusion(nn.Module):
         xt = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=self.device)
         states, log_probs, kls = [xt], [], []
         for k in tqdm(range(steps, 0, -1), disable=not progress, desc="sampling", leave=False):
-            out = self.step(xt, k / steps, (k - 1) / steps, ref=ref, generator=generator)
+            out = self.step(xt, k / steps, (k - 1) / steps, ref=ref, generator=generator, cond=cond)
             xt = out.xs
             if return_trajectory:
                 states.append(xt)
@@ -345,6 +361,7 @@ class MaskedDiffusion(nn.Module):
         ref: MaskedDiffusion | None = None,
         generator: torch.Generator | None = None,
         hard: bool = False,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Differentiable sampling for reward backprop (Gumbel-softmax on the token choice).
 
@@ -364,6 +381,7 @@ class MaskedDiffusion(nn.Module):
                 gradient out of its weights.
             generator: optional RNG.
             hard: straight-through hard one-hot samples.
+            cond: optional condition ``(n, ...)`` for a conditional denoiser (not passed to ``ref``).
 
         Returns:
             ``(x0_soft, kl)``: float ``(n, L, V)`` rows summing to 1, and ``(n,)`` the summed exact
@@ -384,7 +402,7 @@ class MaskedDiffusion(nn.Module):
             if not with_grad:
                 state = state.detach()
             with torch.set_grad_enabled(with_grad):
-                log_x0 = self.x0_log_probs(state)
+                log_x0 = self.x0_log_probs(state, cond)
                 masked = state[..., v] > 0.5
                 unmask = masked & (
                     torch.rand(masked.shape, device=device, generator=generator) < self._unmask_prob(t, s)

@@ -33,6 +33,7 @@ def finetune_backprop(
     kl_budget: float | None = None,
     seed: int = 0,
     progress: bool = True,
+    condition_sampler: Callable[[int, torch.Generator], Tensor] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune a copy of ``pretrained`` (a ``MaskedDiffusion``) to maximize ``reward`` with a KL leash.
 
@@ -49,6 +50,9 @@ def finetune_backprop(
         kl_budget: stop early once the batch-mean trajectory KL exceeds this (nats); None = never.
         seed: seeds the sampler noise.
         progress: show a tqdm bar.
+        condition_sampler: for a conditional model (``mbo.ctrl``): maps ``(batch_size, generator)``
+            to a condition tensor ``(B, ...)``; each batch is then sampled under its conditions and
+            scored with ``reward(x0, cond)``. The KL is to ``pretrained`` run without the condition.
 
     Returns:
         The fine-tuned model and a history with one dict per iteration
@@ -63,11 +67,12 @@ def finetune_backprop(
     history: list[dict] = []
     bar = tqdm(range(iterations), desc="fine-tune (backprop)", disable=not progress)
     for it in bar:
+        cond = None if condition_sampler is None else condition_sampler(batch_size, gen)
         x0, kl = model.sample_relaxed(
             batch_size, steps=sampling_steps, tau=tau,
-            backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard,
+            backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=cond,
         )
-        r = reward(x0)
+        r = reward(x0) if cond is None else reward(x0, cond)
         loss = -r.mean() + alpha * kl.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=params)  # the reward model's own weights need no gradients
@@ -75,7 +80,7 @@ def finetune_backprop(
         opt.step()
         row = {"iteration": it, "loss": loss.item(), "reward": r.mean().item(),
                "kl": kl.mean().item(), "grad_norm": float(grad_norm)}
-        if hasattr(reward, "components"):
+        if hasattr(reward, "components") and cond is None:
             with torch.no_grad():
                 mean, g = reward.components(x0.detach())
             row.update(mean=mean.mean().item(), g=g.mean().item())

@@ -1,0 +1,221 @@
+"""``mbo-run mode=ctrl``: classifiers from offline labels → conditional fine-tuning → designs per condition.
+
+Writes into the output directory ``designs_<condition>.csv`` (one per requested condition),
+``metrics.json`` (classifier calibration, per-condition metrics, timings), ``history.json`` and the
+fine-tuned model ``ctrl_model.safetensors``. With ``ctrl.model_path`` set to such a file, fine-tuning
+is skipped and the saved model samples the requested conditions (classifiers are refit for metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from mbo.atomic import atomic_write_text
+from mbo.checkpoint import save_checkpoint
+from mbo.ctrl import (
+    ConditionalDenoiser,
+    ConditionLogProb,
+    ConditionSampler,
+    EnsembleClassifier,
+    Factor,
+    calibration,
+    condition_name,
+    encode_condition,
+    finetune_ctrl,
+    satisfies,
+)
+from mbo.data.alphabet import one_hot
+from mbo.data.dataset import SequenceDataset
+from mbo.data.io import DataError, read_csv, write_csv
+from mbo.diffusion.checkpoint import load_masked_diffusion
+from mbo.evaluate import mean_pairwise_hamming
+from mbo.tasks.tfbind8 import TFBind8
+
+log = logging.getLogger("mbo-run")
+
+
+def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, TFBind8 | None]:
+    """One factor's ``(Factor, tokens (N, L), labels (N,), oracle task or None)`` from its config.
+
+    With ``landscape``: ``n_labels`` rows drawn uniformly without replacement from the task's
+    pretraining corpus, labeled by that landscape's oracle; class edges are percentiles of the
+    landscape's full table. With ``csv``: the file's rows and ``label_column``; edges are percentiles
+    of those labels.
+    """
+    if (spec.get("landscape") is None) == (spec.get("csv") is None):
+        raise ValueError(f"ctrl factor {spec.name!r}: give exactly one of `landscape` or `csv`")
+    oracle = None
+    if spec.get("landscape") is not None:
+        land = spec.landscape
+        oracle = TFBind8(land if "/" not in str(land) else to_absolute_path(land))
+        corpus = task.pretrain_corpus()
+        gen = torch.Generator().manual_seed(seed)
+        n = min(int(spec.n_labels), len(corpus))
+        tokens = corpus[torch.randperm(len(corpus), generator=gen)[:n]]
+        labels = oracle.oracle(tokens).double()
+        reference = oracle.full_dataset().labels.double()
+    else:
+        data = read_csv(to_absolute_path(spec.csv), task.alphabet, label_columns=spec.label_column,
+                        length=task.length)
+        tokens, labels = data.tokens, data.labels.double()
+        reference = labels
+    edges = tuple(float(np.percentile(reference.numpy(), p)) for p in spec.percentiles)
+    factor = Factor(str(spec.name), edges, tuple(str(c) for c in spec.classes))
+    return factor, tokens, labels, oracle
+
+
+def fit_classifier(factor: Factor, tokens: Tensor, labels: Tensor, vocab: int, cfg, seed: int,
+                   device: torch.device) -> tuple[EnsembleClassifier, dict]:
+    """Fit p̂(c | x) for one factor on (1 − holdout) of its rows; temperature and calibration on the
+    rest. Returns the classifier and its held-out calibration before and after temperature scaling."""
+    classes = factor.classify(labels)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(tokens), generator=gen)
+    n_hold = max(1, round(cfg.holdout * len(tokens)))
+    hold, train = perm[:n_hold], perm[n_hold:]
+    x = one_hot(tokens, vocab).to(device)
+    classes = classes.to(device)
+    clf = EnsembleClassifier(tokens.shape[1], vocab, factor.num_classes, cfg.members,
+                             tuple(cfg.hidden_dims)).to(device)
+    clf.fit(x[train], classes[train], steps=cfg.steps, lr=cfg.lr, seed=seed,
+            validation=(x[hold], classes[hold]))
+    with torch.no_grad():
+        before = calibration(clf(x[hold]), classes[hold])
+        temperature = clf.fit_temperature(x[hold], classes[hold])
+        after = calibration(clf(x[hold]), classes[hold])
+    counts = torch.bincount(classes.cpu(), minlength=factor.num_classes).tolist()
+    return clf, {"n_labels": len(tokens), "class_counts": dict(zip(factor.classes, counts, strict=True)),
+                 "edges": list(factor.edges), "temperature": temperature,
+                 "holdout_before_temperature": before, "holdout_after_temperature": after}
+
+
+@torch.no_grad()
+def condition_metrics(designs: Tensor, code: Tensor, factors, reward: ConditionLogProb,
+                      oracles: list, pretrained, vocab: int) -> dict:
+    """Per-condition metrics of ``designs (N, L)``: classifier belief, truth (where oracles exist),
+    diversity, uniqueness, naturalness (mean ELBO under the pretrained model, nats per sequence)."""
+    device = pretrained.device
+    cond = code.to(device).expand(len(designs), -1)
+    out = {"n": len(designs), "unique": len({tuple(r) for r in designs.tolist()}),
+           "diversity": mean_pairwise_hamming(designs),
+           "pred_log_p": reward(one_hot(designs, vocab).to(device), cond).mean().item(),
+           # A fixed generator: the same designs get the same ELBO estimate in every run.
+           "naturalness": pretrained.elbo(designs.to(device), n_samples=8,
+                                          generator=torch.Generator(device).manual_seed(0)).mean().item()}
+    if all(o is not None for o in oracles):
+        true = torch.stack([o.oracle(designs).double() for o in oracles], dim=1)
+        out["frac_satisfied"] = satisfies(factors, true, code).double().mean().item()
+        for f, col in zip(factors, true.T, strict=True):
+            out[f"true_{f.name}_mean"] = col.mean().item()
+    return out
+
+
+def load_ctrl_model(path: str, factors, device: torch.device):
+    """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``), checked against
+    the configured factors so a condition index means the same class it was trained for."""
+    model = load_masked_diffusion(path, device=device)
+    den = model.denoiser
+    want = [f.num_classes for f in factors]
+    if not isinstance(den, ConditionalDenoiser) or den.num_classes != want:
+        got = den.num_classes if isinstance(den, ConditionalDenoiser) else "an unconditional denoiser"
+        raise DataError(path, f"CTRL model has classes per factor {got}, the config needs {want}")
+    return model
+
+
+def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
+    """The CTRL pipeline for one config; returns the metrics written to ``metrics.json``."""
+    from experiments.run import pretrained_diffusion, resolve_device  # run.py dispatches here
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    c = cfg.ctrl
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    task = instantiate(cfg.task, _partial_=True)()
+    vocab = task.alphabet.size
+    pretrained = pretrained_diffusion(cfg, task, device)
+    timings["pretrain_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    factors, classifiers, oracles, marginals, calib = [], {}, [], [], {}
+    for j, spec in enumerate(c.factors):
+        factor, tokens, labels, oracle = labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1))
+        clf, report = fit_classifier(factor, tokens, labels, vocab, c.classifier, cfg.seed, device)
+        factors.append(factor)
+        classifiers[factor.name] = clf
+        oracles.append(oracle)
+        marginals.append(factor.classify(labels))
+        calib[factor.name] = report
+        log.info("factor %s: %d labels, classes %s, held-out ECE %.3f", factor.name, len(tokens),
+                 report["class_counts"], report["holdout_after_temperature"]["ece"])
+    timings["classifiers_s"] = time.perf_counter() - t
+
+    codes = [encode_condition(factors, cond) for cond in c.conditions]
+    if c.train_conditions == "list":
+        sampler = ConditionSampler(factors, conditions=torch.stack(codes), drop_prob=c.drop_prob)
+    elif c.train_conditions == "marginal":
+        sampler = ConditionSampler(factors, marginals=marginals, drop_prob=c.drop_prob)
+    else:
+        raise ValueError(f"ctrl.train_conditions must be 'list' or 'marginal', got {c.train_conditions!r}")
+    reward = ConditionLogProb(factors, classifiers, gamma=c.gamma).to(device)
+
+    t = time.perf_counter()
+    factor_spec = {f.name: {"classes": list(f.classes), "edges": list(f.edges)} for f in factors}
+    if c.get("model_path"):
+        model, history = load_ctrl_model(to_absolute_path(c.model_path), factors, device), []
+    else:
+        ft = c.finetune
+        model, history = finetune_ctrl(pretrained, reward, sampler, iterations=ft.iterations,
+                                       batch_size=ft.batch_size, sampling_steps=ft.sampling_steps,
+                                       backprop_steps=ft.backprop_steps, tau=ft.tau, hard=ft.hard,
+                                       lr=ft.lr, grad_clip=ft.grad_clip, seed=cfg.seed,
+                                       progress=cfg.progress)
+        save_checkpoint(output_dir / "ctrl_model.safetensors", model,
+                        {**model.config, "factors": factor_spec}, overwrite=True)
+    timings["finetune_s"] = time.perf_counter() - t
+
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    steps = cfg.diffusion.sampling_steps
+    per_condition = {}
+    for text, code in zip(c.conditions, codes, strict=True):
+        name = condition_name(factors, code)
+        designs = model.sample(cfg.n_designs, steps=steps, generator=gen,
+                               cond=code.to(device).expand(cfg.n_designs, -1)).cpu()
+        per_condition[name] = {"condition": text,
+                               **condition_metrics(designs, code, factors, reward, oracles, pretrained,
+                                                   vocab)}
+        x = one_hot(designs, vocab).to(device)
+        cols = {}
+        for f, o in zip(factors, oracles, strict=True):
+            with torch.no_grad():
+                probs = classifiers[f.name](x).exp().cpu()
+            for k, cls in enumerate(f.classes):
+                cols[f"p_{f.name}_{cls}"] = probs[:, k].tolist()
+            if o is not None:
+                cols[f"true_{f.name}"] = o.oracle(designs).tolist()
+        write_csv(output_dir / f"designs_{name}.csv", SequenceDataset(designs, task.alphabet),
+                  extra_columns=cols, overwrite=True)
+    timings["total_s"] = time.perf_counter() - t0
+    result = {"task": task.name, "seed": cfg.seed, "mode": "ctrl",
+              "factors": factor_spec,
+              "classifiers": calib, "conditions": per_condition, "timings": timings,
+              "ctrl": OmegaConf.to_container(c, resolve=True)}
+    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
+    atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
+    for name, m in per_condition.items():
+        log.info("%s: satisfied %s, diversity %.2f, naturalness %.2f", name,
+                 f"{m['frac_satisfied']:.3f}" if "frac_satisfied" in m else "n/a",
+                 m["diversity"], m["naturalness"])
+    return result

@@ -1,0 +1,250 @@
+"""CTRL: conditions, classifier, zero-init conditional denoiser, samplers and a tiny mbo-run mode=ctrl."""
+
+import csv
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from mbo.ctrl import (
+    ConditionalDenoiser,
+    ConditionLogProb,
+    ConditionSampler,
+    EnsembleClassifier,
+    Factor,
+    calibration,
+    condition_name,
+    encode_condition,
+    finetune_ctrl,
+    make_conditional,
+    parse_condition,
+    rejection_select,
+    sample_cfg,
+    sample_classifier_guided,
+    satisfies,
+)
+from mbo.data.alphabet import one_hot
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+
+V, L = 4, 6
+FACTORS = [Factor("A", (0.5, 0.9)), Factor("B", (0.5, 0.9))]
+
+
+def tiny_diffusion(seed=0):
+    torch.manual_seed(seed)
+    return MaskedDiffusion(TransformerDenoiser(V, L, dim=16, depth=1, heads=2), V, L).eval()
+
+
+def tiny_classifier(seed=0):
+    torch.manual_seed(seed)
+    return EnsembleClassifier(L, V, 3, num_members=2, hidden_dims=(8,)).eval()
+
+
+def random_states(n, gen):
+    x = torch.randint(0, V, (n, L), generator=gen)
+    return torch.where(torch.rand(n, L, generator=gen) < 0.5, V, x)
+
+
+# ------------------------------------------------------------------------------------- conditions
+def test_factor_classes_condition_encoding_and_satisfaction():
+    f = FACTORS[0]
+    assert f.classify(torch.tensor([0.1, 0.5, 0.7, 0.9, 0.95])).tolist() == [0, 0, 1, 1, 2]
+    assert parse_condition("A=high, B=low") == {"A": "high", "B": "low"}
+    code = encode_condition(FACTORS, "A=high")
+    assert code.tolist() == [2, 3] and condition_name(FACTORS, code) == "A-high"
+    code = encode_condition(FACTORS, {"A": "high", "B": "low"})
+    assert condition_name(FACTORS, code) == "A-high_B-low"
+    labels = torch.tensor([[0.95, 0.1], [0.95, 0.6], [0.2, 0.1]])
+    assert satisfies(FACTORS, labels, code).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="unknown factor"):
+        encode_condition(FACTORS, "C=high")
+    with pytest.raises(ValueError, match="no class 'top'"):
+        encode_condition(FACTORS, "A=top")
+    with pytest.raises(ValueError, match="FACTOR=CLASS"):
+        parse_condition("A high")
+    with pytest.raises(ValueError, match="increase"):
+        Factor("A", (0.9, 0.5))
+
+
+def test_condition_sampler_list_and_marginal():
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.stack([encode_condition(FACTORS, "A=high,B=low"), encode_condition(FACTORS, "B=high")])
+    drawn = ConditionSampler(FACTORS, conditions=codes, drop_prob=0.2)(500, gen)
+    rows = {tuple(r) for r in drawn.tolist()}
+    assert rows == {(2, 0), (3, 2), (3, 3)}
+    marg = ConditionSampler(FACTORS, marginals=[torch.tensor([0, 0, 2]), torch.tensor([1])],
+                            drop_prob=0.0)(300, gen)
+    assert set(marg[:, 0].tolist()) == {0, 2} and set(marg[:, 1].tolist()) == {1}
+
+
+# ------------------------------------------------------------------------------------- classifier
+def test_classifier_learns_a_simple_rule_and_reports_calibration():
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, V, (300, L), generator=gen)
+    classes = torch.where(tokens[:, 0] == 0, 2, torch.where(tokens[:, 0] == 1, 1, 0))
+    x = one_hot(tokens, V)
+    clf = EnsembleClassifier(L, V, 3, num_members=2, hidden_dims=(16,))
+    clf.fit(x[:240], classes[:240], steps=60, lr=3e-2, validation=(x[240:], classes[240:]))
+    t = clf.fit_temperature(x[240:], classes[240:])
+    assert 0.099 < t < 10.01
+    logp = clf(x[240:])
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(60), atol=1e-5)
+    cal = calibration(logp, classes[240:])
+    assert cal["accuracy"] > 0.9 and 0 <= cal["ece"] <= 1 and set(cal) >= {"nll", "brier", "ece_classwise"}
+    soft = torch.full((2, L, V), 1.0 / V, requires_grad=True)
+    clf(soft)[:, 2].sum().backward()
+    assert soft.grad is not None and torch.isfinite(soft.grad).all()
+    with pytest.raises(ValueError, match="classes must lie"):
+        clf.fit(x[:4], torch.tensor([0, 1, 2, 3]))
+
+
+def test_condition_log_prob_adds_named_factors_only():
+    ca, cb = tiny_classifier(0), tiny_classifier(1)
+    reward = ConditionLogProb(FACTORS, {"A": ca, "B": cb}, gamma=2.0)
+    x = one_hot(torch.randint(0, V, (5, L)), V)
+    with torch.no_grad():
+        both = reward(x, encode_condition(FACTORS, "A=high,B=low").expand(5, -1))
+        only_a = reward(x, encode_condition(FACTORS, "A=high").expand(5, -1))
+        none = reward(x, torch.tensor([[3, 3]]).expand(5, -1))
+        torch.testing.assert_close(both, 2.0 * (ca(x)[:, 2] + cb(x)[:, 0]))
+        torch.testing.assert_close(only_a, 2.0 * ca(x)[:, 2])
+    assert (none == 0).all()
+
+
+# -------------------------------------------------------------------------- conditional denoiser
+def test_zero_init_conditional_model_equals_pretrained_before_training():
+    pre = tiny_diffusion()
+    cond_model = make_conditional(pre, [3, 3])
+    gen = torch.Generator().manual_seed(1)
+    xt = pre.encode(random_states(16, gen))
+    conds = torch.tensor([[0, 1], [2, 3], [3, 3], [1, 0]]).repeat(4, 1)
+    with torch.no_grad():
+        ref = pre.x0_log_probs(xt)
+        assert torch.equal(cond_model.x0_log_probs(xt, conds), ref)
+        assert torch.equal(cond_model.x0_log_probs(xt), ref)
+        x0 = pre.sample(4, steps=4, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(cond_model.elbo(x0, generator=torch.Generator().manual_seed(2), cond=conds[:4]),
+                           pre.elbo(x0, generator=torch.Generator().manual_seed(2)))
+    a = pre.sample(8, steps=4, generator=torch.Generator().manual_seed(5))
+    b = cond_model.sample(8, steps=4, generator=torch.Generator().manual_seed(5),
+                          cond=torch.tensor([2, 0]).expand(8, -1))
+    assert torch.equal(a, b)
+    assert all(p is not q for p, q in zip(pre.parameters(), cond_model.parameters(), strict=False))
+
+
+def test_null_row_stays_zero_and_condition_rows_train():
+    model = make_conditional(tiny_diffusion(), [3, 3]).train()
+    x0 = torch.randint(0, V, (8, L))
+    cond = torch.tensor([[0, 3], [2, 1]]).repeat(4, 1)
+    model.loss(x0, generator=torch.Generator().manual_seed(0), cond=cond).backward()
+    emb = model.denoiser.embeddings[0].weight
+    assert emb.grad[3].abs().sum() == 0 and emb.grad[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="cond must be"):
+        model.denoiser(model.encode(x0), torch.zeros(8, dtype=torch.long))
+
+
+def test_conditional_denoiser_rebuilds_from_config():
+    den = ConditionalDenoiser(TransformerDenoiser(V, L, dim=16, depth=1, heads=2), [3, 2])
+    again = ConditionalDenoiser(**den.config)
+    again.load_state_dict(den.state_dict())
+    assert again.config == den.config and again.null_condition.tolist() == [3, 2]
+
+
+# ----------------------------------------------------------------------------------- samplers
+def test_classifier_guidance_with_zero_strength_is_the_pretrained_sampler():
+    pre = tiny_diffusion()
+    clf = tiny_classifier()
+    a = pre.sample(8, steps=4, generator=torch.Generator().manual_seed(0))
+    b = sample_classifier_guided(pre, lambda x: clf(x)[:, 2], 8, steps=4, gamma=0.0,
+                                 generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    strong = sample_classifier_guided(pre, lambda x: 50.0 * x[:, :, 0].sum(-1), 16, steps=4, gamma=1.0,
+                                      generator=torch.Generator().manual_seed(0))
+    assert (strong == 0).double().mean() > 0.9  # a reward for token 0 everywhere
+
+
+def test_cfg_sampling_and_rejection_selection():
+    model = make_conditional(tiny_diffusion(), [3, 3])
+    code = torch.tensor([2, 3])
+    x = sample_cfg(model, code, 6, steps=4, weight=1.5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (6, L) and x.max() < V
+    pool = torch.arange(10)[:, None].expand(10, L) % V
+    log_acc = torch.tensor([0.0, -1e9, 0.0, -1e9, -1e9, -2.0, -1e9, -1e9, -1e9, -1e9])
+    chosen, accepted = rejection_select(pool, log_acc, 4, generator=torch.Generator().manual_seed(0))
+    assert accepted in (2, 3) and len(chosen) == 4
+    assert torch.equal(chosen[:2], pool[[0, 2]])
+
+
+def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference():
+    pre = tiny_diffusion()
+    before = {k: v.clone() for k, v in pre.state_dict().items()}
+    reward = ConditionLogProb(FACTORS, {"A": tiny_classifier(0), "B": tiny_classifier(1)})
+    sampler = ConditionSampler(FACTORS, conditions=torch.tensor([[2, 0]]), drop_prob=0.0)
+    model, hist = finetune_ctrl(pre, reward, sampler, iterations=3, batch_size=8, sampling_steps=4,
+                                backprop_steps=4, progress=False)
+    assert len(hist) == 3 and all(set(h) >= {"reward", "kl"} for h in hist)
+    assert model.denoiser.embeddings[0].weight[2].abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in pre.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------ mbo-run
+TINY = [
+    "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
+    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampling_steps=4",
+    "n_designs=8", "progress=false", "mode=ctrl",
+    "ctrl.factors.0.n_labels=100", "ctrl.factors.1.n_labels=100", "ctrl.classifier.steps=20",
+    "ctrl.classifier.members=2", "ctrl.finetune.iterations=2", "ctrl.finetune.batch_size=8",
+    "ctrl.conditions=['A=high','A=high,B=low']",
+]
+
+
+def ctrl_config(tmp_path, *overrides):
+    with initialize_config_module("experiments.conf", version_base="1.3"):
+        has_group = "ctrl" in compose("config")
+        group = [] if has_group else ["+ctrl=tfbind8"]
+        return compose("config", overrides=[*group, *TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
+
+
+def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path):
+    from experiments.ctrl_run import run_ctrl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    result = run_ctrl(ctrl_config(tmp_path), out)
+    assert json.loads((out / "metrics.json").read_text()) == result
+    assert set(result["conditions"]) == {"A-high", "A-high_B-low"}
+    for name, metrics in result["conditions"].items():
+        assert 0.0 <= metrics["frac_satisfied"] <= 1.0 and metrics["n"] == 8
+        with (out / f"designs_{name}.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 8 and {"sequence", "p_A_high", "p_B_low", "true_A", "true_B"} <= rows[0].keys()
+    cal = result["classifiers"]["A"]
+    assert cal["n_labels"] == 100 and "ece" in cal["holdout_after_temperature"]
+    # Sampling again from the saved model: no fine-tuning, same designs for the same seed.
+    again = tmp_path / "again"
+    again.mkdir()
+    reused = run_ctrl(ctrl_config(tmp_path, f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), again)
+    assert reused["conditions"]["A-high"] == result["conditions"]["A-high"]
+    assert (again / "designs_A-high.csv").read_text() == (out / "designs_A-high.csv").read_text()
+
+
+def test_factor_labels_from_a_users_csv(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments.ctrl_run import labeled_factor
+    from mbo.tasks import TFBind8
+
+    gen = torch.Generator().manual_seed(0)
+    seqs = ["".join("ACGT"[i] for i in row) for row in torch.randint(0, 4, (40, 8), generator=gen).tolist()]
+    path = tmp_path / "b.csv"
+    path.write_text("sequence,kd\n" + "".join(f"{s},{i}\n" for i, s in enumerate(seqs)))
+    spec = OmegaConf.create({"name": "B", "landscape": None, "csv": str(path), "label_column": "kd",
+                             "n_labels": 0, "percentiles": [50, 90], "classes": ["low", "mid", "high"]})
+    factor, tokens, labels, oracle = labeled_factor(spec, TFBind8(), seed=0)
+    assert oracle is None and tokens.shape == (40, 8) and labels.shape == (40,)
+    assert factor.edges == (19.5, 35.1) or factor.edges == pytest.approx((19.5, 35.1))
+    assert torch.bincount(factor.classify(labels)).tolist() == [20, 16, 4]
+    bad = OmegaConf.merge(spec, {"landscape": "PAX6_REF_R1"})
+    with pytest.raises(ValueError, match="exactly one"):
+        labeled_factor(bad, TFBind8(), seed=0)
