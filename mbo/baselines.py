@@ -1,0 +1,122 @@
+"""Non-diffusion baselines for offline MBO on sequences: gradient ascent and exhaustive search.
+
+- :func:`gradient_ascent` is Design-Bench's "Grad." baseline on discrete data: each design is a set of
+  continuous logits, initialized at the one-hot of a start sequence (Design-Bench starts from the
+  top offline sequences), moved uphill on ``reward(softmax(logits))`` and read out by argmax.
+- :func:`exhaustive_search` scores every one of the V^L sequences. It is only feasible for tiny
+  spaces (TFBind8: 4^8 = 65,536), and there it is the exact optimum of the reward: a ceiling for any
+  method that optimizes the same reward model, which separates the model's errors from the
+  optimizer's.
+
+Both take ``reward``: a callable from float one-hot ``(N, L, V)`` to ``(N,)`` (a reward model's mean,
+a conservative reward, ...); gradient ascent needs it differentiable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mbo.data.alphabet import one_hot
+
+Reward = Callable[[Tensor], Tensor]
+
+
+def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
+                    lr: float = 0.05, init_scale: float = 1.0, progress: bool = False) -> Tensor:
+    """Optimize continuous logits from ``start`` by Adam on ``reward(softmax(logits))``; argmax out.
+
+    The logits start at ``init_scale · one_hot(start)``, so softmax begins at a softened version of
+    the start sequence; each design is optimized independently (the objective is the batch sum).
+
+    Args:
+        reward: differentiable map float one-hot ``(N, L, V)`` -> ``(N,)``.
+        start: LongTensor ``(N, L)`` of start sequences (tokens in ``0..V-1``).
+        vocab_size: V.
+        steps: Adam steps.
+        lr: Adam learning rate on the logits.
+        init_scale: logit value of the start token (others 0).
+        progress: show a tqdm bar.
+
+    Returns:
+        LongTensor ``(N, L)`` on ``start``'s device: the argmax of the final logits.
+    """
+    start = _check_tokens(start, vocab_size, "gradient_ascent")
+    if steps < 0:
+        raise ValueError(f"gradient_ascent: steps must be >= 0, got {steps}")
+    if lr <= 0:
+        raise ValueError(f"gradient_ascent: lr must be > 0, got {lr}")
+    logits = (init_scale * one_hot(start, vocab_size)).requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    for _ in tqdm(range(steps), desc="gradient ascent", disable=not progress):
+        value = reward(torch.softmax(logits, dim=-1))
+        loss = -value.sum()  # designs are independent: the sum gives each its own gradient
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=[logits])  # no gradient into the reward model's weights
+        opt.step()
+    return logits.detach().argmax(-1)
+
+
+@torch.no_grad()
+def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int = 128,
+                      batch: int = 8192, device: str | torch.device | None = None,
+                      max_space: int = 2**22, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Score all ``vocab_size ** length`` sequences and return the ``top_k`` best by ``reward``.
+
+    Sequences are enumerated in base-V order with the first position most significant (for DNA
+    ``ACGT`` that is the TFBind8 k-mer index order).
+
+    Args:
+        reward: map float one-hot ``(N, L, V)`` -> ``(N,)``.
+        length: L.
+        vocab_size: V.
+        top_k: how many designs to return (at most V^L).
+        batch: sequences scored per reward call.
+        device: where to build the one-hots (default CPU).
+        max_space: refuse spaces larger than this (the search is meant for tiny problems).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(tokens, scores)``: LongTensor ``(top_k, L)`` and float ``(top_k,)``, best first; ties
+        broken by enumeration order.
+    """
+    if length < 1 or vocab_size < 1:
+        raise ValueError(f"exhaustive_search: need length >= 1 and vocab_size >= 1, got "
+                         f"length={length}, vocab_size={vocab_size}")
+    space = vocab_size**length
+    if space > max_space:
+        raise ValueError(f"exhaustive_search: {vocab_size}^{length} = {space} sequences exceeds "
+                         f"max_space={max_space}; use an optimizer instead")
+    if not 1 <= top_k <= space:
+        raise ValueError(f"exhaustive_search: top_k must lie in 1..{space}, got {top_k}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    place = vocab_size ** torch.arange(length - 1, -1, -1, device=device)  # (L,)
+    scores = torch.empty(space, device=device)
+    for lo in tqdm(range(0, space, batch), desc="exhaustive search", disable=not progress):
+        index = torch.arange(lo, min(lo + batch, space), device=device)
+        tokens = (index[:, None] // place) % vocab_size  # (B, L)
+        out = reward(one_hot(tokens, vocab_size))
+        if out.shape != index.shape:
+            raise ValueError(f"exhaustive_search: reward returned shape {tuple(out.shape)} for a "
+                             f"batch of {len(index)}; expected ({len(index)},)")
+        scores[lo:lo + len(index)] = out.to(scores.dtype)
+    # A stable descending sort keeps enumeration order among ties (reproducible top-k).
+    order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
+    tokens = (order[:, None] // place) % vocab_size
+    return tokens, scores[order]
+
+
+def _check_tokens(tokens: Tensor, vocab_size: int, where: str) -> Tensor:
+    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32, torch.int16,
+                                                               torch.uint8):
+        raise TypeError(f"{where}: expected integer tokens (N, L), got "
+                        f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
+    if tokens.dim() != 2:
+        raise ValueError(f"{where}: expected tokens of shape (N, L), got {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"{where}: tokens must lie in 0..{vocab_size - 1}, got range "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
+    return tokens.long()
