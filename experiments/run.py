@@ -17,14 +17,16 @@ import hydra
 import torch
 from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.report import print_summary, write_report
 from mbo.atomic import atomic_write_text
+from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.data.io import DataError, write_csv
 from mbo.diffusion import MaskedDiffusion, pretrain
-from mbo.diffusion.checkpoint import load_masked_diffusion, save_checkpoint
+from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.evaluate import evaluate_designs, per_design
 
 log = logging.getLogger("mbo-run")
@@ -59,18 +61,20 @@ def pretrained_diffusion(cfg: DictConfig, task, device: torch.device) -> MaskedD
         lock.acquire()
     try:
         if path.exists():
-            log.info("loading cached pretrained model %s", path)
-            return load_masked_diffusion(path).to(device)
+            try:
+                model = load_masked_diffusion(path).to(device)
+                log.info("loading cached pretrained model %s", path)
+                return model
+            except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild
+                log.warning("cached model unusable, pretraining again: %s", err)
         log.info("pretraining; will cache the model at %s", path)
         denoiser = instantiate(cfg.diffusion.denoiser, vocab_size=task.alphabet.size, length=task.length)
         diffusion = MaskedDiffusion(denoiser, task.alphabet.size, task.length).to(device)
         p = cfg.diffusion.pretrain
         pretrain(diffusion, task.pretrain_corpus(), steps=p.steps, batch_size=p.batch_size, lr=p.lr,
                  seed=p.seed, device=device, progress=cfg.progress)
-        try:
-            save_checkpoint(path, diffusion, {**diffusion.config, "spec": spec})
-        except FileExistsError:  # written by a process that did not take the lock (older version)
-            pass
+        # We hold the lock, so replacing is safe; only a stale entry can be there.
+        save_checkpoint(path, diffusion, {**diffusion.config, "spec": spec}, overwrite=True)
         return diffusion
     finally:
         lock.release()
@@ -140,9 +144,17 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        if cfg.mode == "ctrl":
+            from experiments.ctrl_run import run_ctrl
+
+            run_ctrl(cfg, output_dir)
+        else:
+            run(cfg, output_dir)
     except DataError as err:  # the user's file is wrong: say where, without a traceback
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the launcher mark this job failed and go on with the others
         log.error("%s", err)
         sys.exit(2)
 

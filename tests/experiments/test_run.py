@@ -78,3 +78,12 @@ def test_bad_csv_is_refused_before_any_training(tmp_path, text, problem):
         run(cfg, tmp_path / "run")
     assert "bad.csv" in str(err.value)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_stale_cache_entry_is_rebuilt(tmp_path):
+    run(config(tmp_path), tmp_path / "a")
+    (entry,) = (tmp_path / "cache").glob("*.safetensors")
+    entry.write_bytes(b"not a checkpoint")
+    run(config(tmp_path, "seed=1"), tmp_path / "b")
+    (rebuilt,) = (tmp_path / "cache").glob("*.safetensors")
+    assert rebuilt.stat().st_size > 100

@@ -1,0 +1,117 @@
+"""Sweeps of ``mbo-run``: Hydra multirun through joblib and submitit_local, the shared pretrained-model
+cache, and reproducibility of a run from its config and seed. Tiny configs: seconds per job."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import experiments.run as app
+from experiments.summarize import load_sweep
+
+TINY = [
+    "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
+    "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16", "diffusion.sampling_steps=4",
+    "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
+    "finetune.iterations=2", "finetune.batch_size=8", "finetune.backprop_steps=1", "n_designs=8",
+    "progress=false",
+]
+
+
+def mbo_multirun(tmp_path, sweep_dir, cache_dir, *overrides):
+    """``mbo-run -m`` in a subprocess, with every output under ``tmp_path``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    env.pop("MBO_CACHE_DIR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "-m", *TINY, f"cache_dir={cache_dir}",
+         f"hydra.sweep.dir={sweep_dir}", *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def check_sweep(sweep_dir, seeds):
+    jobs, swept = load_sweep(sweep_dir)
+    assert [j.num for j in jobs] == list(range(len(seeds)))
+    assert [j.status for j in jobs] == ["ok"] * len(seeds)
+    assert swept == []  # only the seed was swept, and results are averaged over it
+    for job, seed in zip(jobs, seeds, strict=True):
+        saved = OmegaConf.load(job.dir / ".hydra" / "config.yaml")  # the resolved config of the job
+        assert saved.seed == seed and job.result["seed"] == seed
+        assert (job.dir / "designs.csv").is_file()
+        assert set(job.result["methods"]) == {"pretrained", "finetuned"}
+    return jobs
+
+
+def test_joblib_multirun_pretrains_once(tmp_path):
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    mbo_multirun(tmp_path, sweep, cache, "hydra/launcher=local", "hydra.launcher.n_jobs=2", "seed=0,1")
+    jobs = check_sweep(sweep, [0, 1])
+    logs = "".join(p.read_text() for j in jobs for p in j.dir.glob("*.log"))
+    # Both jobs ran at once on one cache entry: one pretrained and wrote it, the other loaded it.
+    assert logs.count("pretraining; will cache") == 1
+    assert logs.count("loading cached pretrained model") == 1
+    assert len(list(cache.glob("*.safetensors"))) == 1
+    assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("multirun"))
+
+
+def test_submitit_local_multirun(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    mbo_multirun(tmp_path, sweep, cache, "hydra/launcher=slurm_local", "seed=0,1")
+    check_sweep(sweep, [0, 1])
+    assert (sweep / ".submitit").is_dir()  # submitit's own per-job logs, where tracebacks land
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+
+def tiny_config(cache_dir, *overrides):
+    with initialize_config_module("experiments.conf", version_base="1.3"):
+        return compose("config", overrides=[*TINY, f"cache_dir={cache_dir}", *overrides])
+
+
+def test_same_config_and_seed_gives_identical_designs(tmp_path):
+    cfg = tiny_config(tmp_path / "cache", "seed=3")
+    # Cold cache (pretrains), then warm cache (loads): the designs must not depend on which.
+    first = app.run(cfg, tmp_path / "a")
+    second = app.run(cfg, tmp_path / "b")
+    assert (tmp_path / "a" / "designs.csv").read_bytes() == (tmp_path / "b" / "designs.csv").read_bytes()
+    assert first["methods"] == second["methods"]
+    other = app.run(tiny_config(tmp_path / "cache", "seed=4"), tmp_path / "c")
+    assert (tmp_path / "c" / "designs.csv").read_bytes() != (tmp_path / "a" / "designs.csv").read_bytes()
+    assert other["seed"] == 4
+
+
+def test_parallel_callers_pretrain_once(tmp_path, monkeypatch):
+    calls = []
+    real_pretrain = app.pretrain
+
+    def slow_pretrain(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # hold the lock long enough that the other caller must wait for it
+        return real_pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(app, "pretrain", slow_pretrain)
+    cfg = tiny_config(tmp_path / "cache")
+    task = instantiate(cfg.task)
+    models = [None, None]
+
+    def worker(i):
+        models[i] = app.pretrained_diffusion(cfg, task, torch.device("cpu"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(calls) == 1
+    assert all(m is not None for m in models)
+    sd0, sd1 = (m.state_dict() for m in models)
+    assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)  # the waiter loaded what the first wrote
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1

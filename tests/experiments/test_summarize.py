@@ -1,0 +1,99 @@
+"""``mbo-summarize`` on a sweep directory laid out as Hydra writes it, with failed and missing jobs."""
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+import yaml
+
+from experiments.summarize import load_sweep, main, summarize
+
+SWEEP = ["conservative.c=0,1", "seed=range(6)", "progress=false"]  # 12 jobs: numbers 10, 11 sort last
+FAILED, MISSING = 3, 11
+
+
+def p100(c, seed, method):
+    return 0.5 + 0.1 * c + 0.01 * seed + (0.2 if method == "finetuned" else 0.0)
+
+
+def make_sweep(root):
+    """What ``mbo-run -m conservative.c=0,1 seed=range(6)`` leaves: job 3 raised, job 11 never ran."""
+    root.mkdir()
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": SWEEP}}}))
+    num = 0
+    for c in (0, 1):
+        for seed in range(6):
+            if num != MISSING:
+                job = root / str(num)
+                (job / ".hydra").mkdir(parents=True)
+                (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}}}))
+                (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+                    [f"conservative.c={c}", f"seed={seed}", "progress=False"]))
+                (job / "run.log").write_text("[INFO] - pretraining; will cache the model at /x\n")
+                if num != FAILED:
+                    methods = {m: {"true_p100": p100(c, seed, m), "pred_mean": 0.3, "n": 8}
+                               for m in ("pretrained", "finetuned")}
+                    (job / "metrics.json").write_text(json.dumps(
+                        {"seed": seed, "methods": methods, "timings": {"total_s": 1.5}}))
+            num += 1
+    return root
+
+
+def test_jobs_sorted_as_integers_with_failed_and_missing(tmp_path):
+    jobs, swept = load_sweep(make_sweep(tmp_path / "sweep"))
+    assert [j.num for j in jobs] == list(range(12))
+    assert swept == ["conservative.c"]
+    status = {j.num: j.status for j in jobs}
+    assert status[FAILED] == "failed" and status[MISSING] == "missing"
+    assert sum(s == "ok" for s in status.values()) == 10
+    assert "no metrics.json" in jobs[FAILED].error and "pretraining" in jobs[FAILED].error
+    assert jobs[MISSING].overrides["seed"] == "5" and jobs[MISSING].dir is None
+
+
+def test_summary_files(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    summary = summarize(sweep)
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # one row per job and method; a failed or missing job keeps one row, with empty metrics
+    assert [int(r["job"]) for r in rows][::2][:6] == [0, 1, 2, 3, 4, 5]
+    assert [r["job"] for r in rows if r["status"] != "ok"] == [str(FAILED), str(MISSING)]
+    assert len(rows) == 10 * 2 + 2
+    assert rows[-1]["job"] == "11" and rows[-1]["true_p100"] == ""
+
+    (c1_tuned,) = [s for s in summary["settings"]
+                   if s["setting"] == {"conservative.c": 1} and s["method"] == "finetuned"]
+    values = [p100(1, s, "finetuned") for s in range(5)]  # seed 5 of c=1 is the missing job 11
+    assert (c1_tuned["n_ok"], c1_tuned["n_jobs"]) == (5, 6)
+    assert math.isclose(c1_tuned["metrics"]["true_p100"]["mean"], statistics.fmean(values))
+    assert math.isclose(c1_tuned["metrics"]["true_p100"]["std"], statistics.stdev(values))
+
+    md = (sweep / "summary.md").read_text()
+    assert f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}" in md
+    assert "| 1 | finetuned | 5/6 |" in md
+    assert f"job {FAILED} (failed)" in md and f"job {MISSING} (missing)" in md
+    assert (sweep / "summary_conservative.c.png").stat().st_size > 1000
+    saved = json.loads((sweep / "summary.json").read_text())
+    assert saved["n_jobs"] == 12 and saved["n_ok"] == 10
+
+
+def test_existing_summary_needs_overwrite(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "--no-plots"]) == 0
+    before = (sweep / "summary.csv").read_text()
+    assert main([str(sweep), "--no-plots"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (sweep / "summary.csv").read_text() == before
+    assert main([str(sweep), "--overwrite", "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "summary.md").is_file()
+
+
+def test_not_a_sweep_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"multirun\.yaml"):
+        load_sweep(tmp_path / "empty")
+    assert main([str(tmp_path / "nowhere")]) == 2
