@@ -121,7 +121,7 @@ class FeatureBonus(RewardModel):
     # ------------------------------------------------------------------ checkpoints
     def _fitted_config(self) -> dict[str, Any]:
         if not isinstance(self.net, DeepEnsemble):
-            raise NotImplementedError("FeatureBonus.save: only a wrapped DeepEnsemble / "
+            raise TypeError("FeatureBonus.save: only a wrapped DeepEnsemble / "
                                       "BootstrapEnsemble can be saved, not a custom nn.Module")
         return {**super()._fitted_config(), "inner_kind": type(self.net).__name__,
                 "inner_init": self.net.config, "inner_fitted": self.net._fitted_config()}

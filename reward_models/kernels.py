@@ -35,7 +35,7 @@ class OneHotHammingKernel(Kernel):
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False,
                 **params) -> Tensor:
         if last_dim_is_batch:
-            raise NotImplementedError("OneHotHammingKernel does not support last_dim_is_batch")
+            raise ValueError("OneHotHammingKernel does not support last_dim_is_batch")
         inv_l = self.lengthscale.reciprocal().expand(*self.lengthscale.shape[:-1], self.length)
         # Weight every one-hot column of position i by 1 / l_i: (..., 1, L*V).
         w = inv_l.repeat_interleave(self.vocab_size, dim=-1)
