@@ -142,6 +142,7 @@ def main(argv=None) -> dict:
                  "train_conditions": "list (the 4 conditions) + 10% all-null"},
         "ctrl_nfe": ctrl_nfe, "rejection_pool": pool_size, "scratch_steps": args.scratch_steps,
         "scratch_nfe": args.scratch_steps * 128 * 3, "seed": args.seed,
+        "command": " ".join(["python", "experiments/bench_ctrl.py", *sys.argv[1:]]),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()},
         "pretrained": {}, "runs": {}}
     from mbo.ctrl import satisfies
@@ -224,7 +225,7 @@ def main(argv=None) -> dict:
 def render_markdown(r: dict) -> str:
     s = r["setting"]
     lines = ["# CTRL on TFBind8: conditions on two transcription factors from offline labels", "",
-             "Command: `python experiments/bench_ctrl.py --no-progress` "
+             f"Command: `{s.get('command', 'python experiments/bench_ctrl.py --no-progress')}` "
              f"(torch {s['torch']}, {s['threads']} thread, CPU, seed {s['seed']}; total "
              f"{r['timings']['total_s']:.0f} s).", "",
              f"- Pretrained model: {s['pretrained']}.",
