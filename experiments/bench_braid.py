@@ -38,10 +38,11 @@ from hydra import compose, initialize_config_dir
 from torch import Tensor
 
 from conservative import PessimisticReward
-from experiments.run import kl_weight, pretrained_diffusion, resolve_device
+from experiments.run import kl_weight, pretrained_diffusion
 from mbo.atomic import atomic_write_text
 from mbo.baselines import exhaustive_search, gradient_ascent
 from mbo.data.alphabet import one_hot
+from mbo.device import resolve_device
 from mbo.evaluate import evaluate_designs
 from mbo.finetune import finetune_backprop
 from mbo.tasks.tfbind8 import TFBind8

@@ -36,6 +36,7 @@ from mbo.ctrl import (
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
+from mbo.device import resolve_device
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.evaluate import mean_pairwise_hamming
 from mbo.tasks.tfbind8 import TFBind8
@@ -133,7 +134,7 @@ def load_ctrl_model(path: str, factors, device: torch.device):
 
 def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     """The CTRL pipeline for one config; returns the metrics written to ``metrics.json``."""
-    from experiments.run import pretrained_diffusion, resolve_device  # run.py dispatches here
+    from experiments.run import pretrained_diffusion  # run.py dispatches here
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

@@ -25,18 +25,12 @@ from experiments.report import print_summary, write_report
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.data.io import DataError, write_csv
+from mbo.device import resolve_device
 from mbo.diffusion import MaskedDiffusion, pretrain
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.evaluate import evaluate_designs, per_design
 
 log = logging.getLogger("mbo-run")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def pretrained_diffusion(cfg: DictConfig, task, device: torch.device) -> MaskedDiffusion:
@@ -107,7 +101,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     timings["pretrain_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    reward_model = instantiate(cfg.reward_model).fit(offline, seed=cfg.seed)
+    reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
     reward = instantiate(cfg.conservative)(reward_model)
     timings["reward_model_s"] = time.perf_counter() - t
 

@@ -25,13 +25,7 @@ from torch import Tensor
 
 from mbo import checkpoint
 from mbo.data.dataset import SequenceDataset
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from mbo.device import resolve_device
 
 
 def dataset_labels(dataset: SequenceDataset, where: str) -> Tensor:

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
-from reward_models.base import RewardModel, dataset_labels, resolve_device
+from mbo.device import resolve_device
+from reward_models.base import RewardModel, dataset_labels
 from reward_models.ensemble import DeepEnsemble
 
 

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
-from reward_models.base import RewardModel, dataset_labels, resolve_device
+from mbo.device import resolve_device
+from reward_models.base import RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 
 DTYPE = torch.float64
