@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.ctrl_run import condition_metrics
+from experiments.ctrl_run import condition_metrics, fit_classifier
 from mbo.atomic import atomic_write_text
 from mbo.ctrl import (
     ConditionLogProb,
@@ -53,6 +54,8 @@ from mbo.data.alphabet import one_hot
 from mbo.tasks.tfbind8 import TFBind8
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The app's classifier settings, so the benchmark measures what `mbo-run mode=ctrl` does.
+CLASSIFIER = OmegaConf.load(Path(__file__).resolve().parent / "conf" / "ctrl" / "tfbind8.yaml").classifier
 FACTORS = {"A": "PAX6_REF_R1", "B": "KLF1_REF_R1"}
 CONDITIONS = ["A=high", "A=high,B=low", "A=low,B=high", "A=high,B=high"]
 N_DESIGNS = 128
@@ -71,18 +74,6 @@ def app_pretrained(device: torch.device):
 
     task = instantiate(cfg.task, _partial_=True)()
     return cfg, task, pretrained_diffusion(cfg, task, device)
-
-
-def fit_factor_classifier(factor, oracle, tokens, device, seed):
-    classes = factor.classify(oracle.oracle(tokens))
-    perm = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))
-    k = len(tokens) - max(1, round(0.2 * len(tokens)))
-    x, c = one_hot(tokens, 4).to(device), classes.to(device)
-    tr, ho = perm[:k], perm[k:]
-    clf = EnsembleClassifier(8, 4, factor.num_classes, 4, (64, 64)).to(device)
-    clf.fit(x[tr], c[tr], steps=300, seed=seed, validation=(x[ho], c[ho]))
-    temperature = clf.fit_temperature(x[ho], c[ho])
-    return clf, classes, temperature
 
 
 def main(argv=None) -> dict:
@@ -161,16 +152,16 @@ def main(argv=None) -> dict:
             rows = torch.randperm(len(pool_of_labels),
                                   generator=torch.Generator().manual_seed(args.seed + 101 * (j + 1)))
             tokens = pool_of_labels[rows[:n_labels]]
-            clf, classes, temp = fit_factor_classifier(f, oracles[f.name], tokens, device, args.seed)
+            labels = oracles[f.name].oracle(tokens)
+            clf, info = fit_classifier(f, tokens, labels, 4, CLASSIFIER, args.seed, device)
+            classes = f.classify(labels)
             with torch.no_grad():
                 cal = calibration(clf(one_hot(test_tokens, 4)),
                                   f.classify(oracles[f.name].oracle(test_tokens)))
             classifiers[f.name] = clf
             label_sets[f.name] = (tokens, classes)
-            run["classifiers"][f.name] = {
-                "class_counts": dict(zip(f.classes, torch.bincount(classes, minlength=3).tolist(),
-                                         strict=True)),
-                "temperature": temp, "test_calibration": cal}
+            run["classifiers"][f.name] = {"class_counts": info["class_counts"],
+                                          "temperature": info["temperature"], "test_calibration": cal}
         reward = ConditionLogProb(factors, classifiers, gamma=1.0)
         run["timings"]["classifiers_s"] = time.perf_counter() - t
 
