@@ -19,7 +19,7 @@ from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from reward_models.base import RewardModel, dataset_labels
-from reward_models.networks import EnsembleMLP
+from reward_models.networks import EnsembleCNN, EnsembleMLP
 
 
 class DeepEnsemble(RewardModel, EnsembleModel):
@@ -28,6 +28,10 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     Args:
         num_members: K (>= 2 for a non-zero std).
         hidden_dims: MLP hidden widths; the last is the feature size used by ``FeatureBonus``.
+        conv_channels: if given, each member is a CNN (:class:`EnsembleCNN`: these convolutions,
+            a max over positions, then the MLP head) instead of an MLP on the flat one-hot. Use it
+            when the objective rewards patterns wherever they occur (motifs).
+        kernel_size: width of the convolutions.
         epochs: passes over the (per-member) training set.
         batch_size: mini-batch size per member.
         lr: Adam learning rate.
@@ -39,15 +43,17 @@ class DeepEnsemble(RewardModel, EnsembleModel):
 
     def __init__(self, num_members: int = 5, hidden_dims: tuple[int, ...] | list[int] = (64, 64),
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, device: str | torch.device | None = None):
+                 weight_decay: float = 1e-4, conv_channels: tuple[int, ...] | list[int] = (),
+                 kernel_size: int = 5, device: str | torch.device | None = None):
         EnsembleModel.__init__(self)
         if num_members < 2:
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-                        "weight_decay": float(weight_decay)}
+                        "weight_decay": float(weight_decay),
+                        "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size)}
         self.device = resolve_device(device)
-        self.net: EnsembleMLP | None = None
+        self.net: EnsembleMLP | EnsembleCNN | None = None
         self.register_buffer("y_mean", torch.zeros((), device=self.device))
         self.register_buffer("y_std", torch.ones((), device=self.device))
         # Label-noise variance in standardized units, used only for observation_noise=True.
@@ -59,8 +65,13 @@ class DeepEnsemble(RewardModel, EnsembleModel):
 
     def _build(self, length: int, vocab_size: int) -> None:
         self.length, self.vocab_size = int(length), int(vocab_size)
-        self.net = EnsembleMLP(self.num_members, length * vocab_size,
-                               tuple(self._config["hidden_dims"])).to(self.device)
+        cfg = self._config
+        if cfg.get("conv_channels"):
+            net = EnsembleCNN(self.num_members, length, vocab_size, tuple(cfg["conv_channels"]),
+                              cfg["kernel_size"], tuple(cfg["hidden_dims"]))
+        else:
+            net = EnsembleMLP(self.num_members, length * vocab_size, tuple(cfg["hidden_dims"]))
+        self.net = net.to(self.device)
 
     # ------------------------------------------------------------------ training
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:

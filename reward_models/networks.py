@@ -51,3 +51,52 @@ class EnsembleMLP(nn.Module):
         """``x (K, N, D)`` or ``(N, D)`` -> member outputs ``(K, N)``."""
         h = self.features(x)
         return torch.baddbmm(self.biases[-1], h, self.weights[-1]).squeeze(-1)
+
+
+class EnsembleCNN(nn.Module):
+    """K 1-D CNNs ``R^{L×V} -> R``: convolutions, a max over positions, then an MLP head.
+
+    The max over positions makes a feature "is this pattern present anywhere", which is what motif
+    objectives (Ehrlich functions, binding sites) reward and what a one-hot MLP cannot extrapolate.
+    Members are the groups of grouped convolutions, so K CNNs still cost one pass.
+
+    Args:
+        num_members: K.
+        length: L; vocab_size: V (inputs are flattened one-hot ``L*V``).
+        channels: output channels of each convolution layer.
+        kernel_size: odd width of every convolution (padding keeps the length).
+        hidden_dims: widths of the head's hidden layers; the last one is the feature size H.
+    """
+
+    def __init__(self, num_members: int, length: int, vocab_size: int,
+                 channels: tuple[int, ...] = (64, 64), kernel_size: int = 5,
+                 hidden_dims: tuple[int, ...] = (64,)):
+        super().__init__()
+        if not channels or kernel_size % 2 == 0:
+            raise ValueError("EnsembleCNN needs at least one conv layer and an odd kernel_size")
+        self.num_members, self.length, self.vocab_size = num_members, length, vocab_size
+        k = num_members
+        self.convs = nn.ModuleList(
+            nn.Conv1d(k * c_in, k * c_out, kernel_size, padding=kernel_size // 2, groups=k)
+            for c_in, c_out in itertools.pairwise((vocab_size, *channels)))
+        self.head = EnsembleMLP(num_members, channels[-1], tuple(hidden_dims))
+
+    def _pooled(self, x: Tensor) -> Tensor:
+        k = self.num_members
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(k, -1, -1)
+        n = x.shape[1]
+        h = x.reshape(k, n, self.length, self.vocab_size).permute(1, 0, 3, 2)
+        h = h.reshape(n, k * self.vocab_size, self.length)
+        for conv in self.convs:
+            h = nn.functional.silu(conv(h))
+        h = h.amax(dim=-1)  # (N, K*C)
+        return h.reshape(n, k, -1).transpose(0, 1)  # (K, N, C)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate activations: ``x (K, N, L*V)`` or shared ``(N, L*V)`` -> ``(K, N, H)``."""
+        return self.head.features(self._pooled(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (K, N, L*V)`` or ``(N, L*V)`` -> member outputs ``(K, N)``."""
+        return self.head(self._pooled(x))

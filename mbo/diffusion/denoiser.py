@@ -60,6 +60,10 @@ class TransformerDenoiser(nn.Module):
         heads: attention heads (must divide ``dim``).
         mlp_ratio: hidden width of the feed-forward block as a multiple of ``dim``.
         dropout: dropout inside the transformer layers.
+        local_kernel: if > 0, a residual 1-D convolution of this (odd) width mixes neighbouring
+            positions before the first block. Local constraints (allowed transitions, base pairs
+            of a stem) are then learned in a few hundred steps instead of thousands, because
+            attention with absolute positions has to discover "my neighbour" position by position.
     """
 
     def __init__(
@@ -71,10 +75,13 @@ class TransformerDenoiser(nn.Module):
         heads: int = 4,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        local_kernel: int = 0,
     ) -> None:
         super().__init__()
         if vocab_size < 1 or length < 1:
             raise ValueError(f"vocab_size and length must be >= 1, got {vocab_size}, {length}")
+        if local_kernel < 0 or (local_kernel and local_kernel % 2 == 0):
+            raise ValueError(f"local_kernel must be 0 or odd, got {local_kernel}")
         if dim % heads != 0:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
         self.config = dict(
@@ -85,12 +92,14 @@ class TransformerDenoiser(nn.Module):
             heads=heads,
             mlp_ratio=mlp_ratio,
             dropout=dropout,
+            local_kernel=local_kernel,
         )
         self.vocab_size = vocab_size
         self.length = length
         # A linear map of the float input (not nn.Embedding) so soft one-hot inputs are differentiable.
         self.embed = nn.Linear(vocab_size + 1, dim, bias=False)
         self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        self.local = nn.Conv1d(dim, dim, local_kernel, padding=local_kernel // 2) if local_kernel else None
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
@@ -115,6 +124,8 @@ class TransformerDenoiser(nn.Module):
         h = self.embed(x) + self.pos
         if hidden_shift is not None:
             h = h + (hidden_shift[:, None, :] if hidden_shift.dim() == 2 else hidden_shift)
+        if self.local is not None:
+            h = h + self.local(h.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h))

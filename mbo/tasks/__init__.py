@@ -2,6 +2,7 @@
 
 from mbo.tasks.base import Task
 from mbo.tasks.csv import CSVTask
+from mbo.tasks.ehrlich import Ehrlich
 from mbo.tasks.tfbind8 import TableFormatError, TFBind8, shipped_landscapes
 
-__all__ = ["CSVTask", "TFBind8", "TableFormatError", "Task", "shipped_landscapes"]
+__all__ = ["CSVTask", "Ehrlich", "TFBind8", "TableFormatError", "Task", "shipped_landscapes"]

@@ -1,0 +1,259 @@
+"""Benchmark: batch active learning on Ehrlich functions — SEIKO against GA, GP-BO and random sampling.
+
+Every method starts from the same ``--initial`` measured designs (a seed-dependent draw from the
+task's low-scoring offline split) and spends ``--rounds`` × ``--batch`` oracle queries. Reported: best
+true score found vs number of queries, the fraction of queries that were feasible, and how many seeds
+reached the optimum (1.0). Methods:
+
+- ``seiko_ucb``: SEIKO with a CNN deep ensemble, optimistic reward mean + c·std, qUCB plates;
+- ``seiko_boot``: SEIKO with a CNN bootstrap ensemble, optimism c·std, Thompson-sampling plates;
+- ``greedy``: the same loop as ``seiko_ucb`` with c = 0 (fine-tunes on the mean, greedy plates);
+- ``ga``: holo-bench's genetic algorithm (``DiscreteEvolution``), population = batch size;
+- ``gpbo``: GP-BO, Hamming-kernel GP with ``optimize_acqf_discrete_local_search``;
+- ``random``: unmeasured samples of the pretrained diffusion model.
+
+Each (method, seed) result is written to ``OUT/runs/<method>_seed<k>.json`` as soon as it finishes
+and skipped if present, so methods can be split over processes and an interrupted run resumes;
+``--report`` (alone or after a run) aggregates whatever exists into ``OUT.md`` / ``OUT.json`` / PNG.
+
+Run, e.g.: ``.venv/bin/python experiments/bench_seiko.py --task-arg length=32 --seeds 0 1 2
+--methods seiko_ucb greedy --out experiments/results/seiko_ehrlich_l32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mbo.atomic import atomic_write_text
+from mbo.data.dataset import SequenceDataset
+
+CONF = Path(__file__).resolve().parent / "conf"
+METHODS = ("seiko_ucb", "seiko_boot", "greedy", "ga", "gpbo", "random")
+LABELS = {"seiko_ucb": "SEIKO (UCB, CNN ensemble)", "seiko_boot": "SEIKO (bootstrap, Thompson)",
+          "greedy": "greedy loop (c = 0)", "ga": "genetic algorithm (holo)",
+          "gpbo": "GP-BO (Hamming GP, local search)", "random": "random pretrained samples"}
+
+
+def load_config(task_args: list[str], overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("config", overrides=["task=ehrlich", "diffusion=masked_local",
+                                            "reward_model=conv_ensemble",
+                                            *[f"task.{a}" for a in task_args], *overrides])
+
+
+def reward_model_factory(cfg, bootstrap: bool):
+    from hydra.utils import instantiate
+
+    def make():
+        rm = OmegaConf.to_container(cfg.reward_model, resolve=True)
+        if bootstrap:
+            rm["_target_"] = "reward_models.BootstrapEnsemble"
+        return instantiate(rm)
+    return make
+
+
+SEIKO = {"seiko_ucb": dict(c=1.0, acquisition="ucb", bootstrap=False),
+         "seiko_boot": dict(c=1.0, acquisition="thompson", bootstrap=True),
+         "greedy": dict(c=0.0, acquisition="ucb", bootstrap=False)}
+
+
+def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceDataset, args):
+    from mbo.active import QueryBatch, run_seiko, unmeasured
+
+    if method in SEIKO:
+        spec = SEIKO[method]
+        return run_seiko(task.oracle, initial, pretrained, reward_model_factory(cfg, spec["bootstrap"]),
+                         rounds=args.rounds, batch_size=args.batch, seed=seed, c=spec["c"],
+                         acquisition=spec["acquisition"], alpha=args.alpha, pool_size=args.pool,
+                         sampling_steps=cfg.diffusion.sampling_steps,
+                         finetune=dict(iterations=args.iterations, batch_size=32, sampling_steps=16,
+                                       backprop_steps=4, lr=1e-3, hard=True, tau=1.0),
+                         progress=args.progress)
+    if method == "random":
+        gen = torch.Generator().manual_seed(seed)
+        measured, out = initial.tokens, []
+        for _ in range(args.rounds):
+            with torch.no_grad():
+                pool = pretrained.sample(4 * args.batch, steps=cfg.diffusion.sampling_steps, generator=gen)
+            tokens = unmeasured(pool.cpu(), measured)[: args.batch]
+            out.append(QueryBatch(tokens=tokens, values=task.oracle(tokens).float()))
+            measured = torch.cat([measured, tokens])
+        return out
+    from mbo.active import baselines
+
+    fn = {"ga": baselines.genetic_algorithm, "gpbo": baselines.gp_bo}[method]
+    return fn(task.oracle, initial, rounds=args.rounds, batch_size=args.batch, seed=seed,
+              progress=args.progress)
+
+
+def initial_designs(task, n: int, seed: int) -> SequenceDataset:
+    offline = task.offline_dataset()
+    rows = torch.randperm(len(offline), generator=torch.Generator().manual_seed(seed))[:n]
+    return offline.subset(rows)
+
+
+def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: float) -> dict:
+    init_best = float(initial.labels.max())
+    best, curve, feasible, n_queries = init_best, [], 0, 0
+    for b in batches:
+        v = b.values
+        feasible += int(torch.isfinite(v).sum())
+        n_queries += len(v)
+        finite = v[torch.isfinite(v)]
+        if len(finite):
+            best = max(best, float(finite.max()))
+        curve.append(best)
+    first_solved = next((i + 1 for i, c in enumerate(curve) if c >= 1.0), None)
+    return {"method": method, "seed": seed, "initial_best": init_best, "best_curve": curve,
+            "round_sizes": [len(b.values) for b in batches],
+            "feasible_per_round": [float(torch.isfinite(b.values).float().mean()) for b in batches],
+            "queries": n_queries, "feasible_fraction": feasible / max(n_queries, 1),
+            "solved_round": first_solved, "seconds": seconds,
+            "unique": len(torch.unique(torch.cat([b.tokens for b in batches]), dim=0))}
+
+
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    m = statistics.fmean(xs)
+    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
+
+
+def report(out: Path, command: str, meta: dict) -> dict:
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    table: dict[str, dict] = {}
+    for method in METHODS:
+        rs = [r for r in runs if r["method"] == method]
+        if not rs:
+            continue
+        rounds = min(len(r["best_curve"]) for r in rs)
+        curve = [_mean_se([r["best_curve"][i] for r in rs]) for i in range(rounds)]
+        table[method] = {
+            "seeds": sorted(r["seed"] for r in rs), "rounds": rounds,
+            "best_curve_mean": [c[0] for c in curve], "best_curve_se": [c[1] for c in curve],
+            "final_best": _mean_se([r["best_curve"][rounds - 1] for r in rs]),
+            "feasible": _mean_se([r["feasible_fraction"] for r in rs]),
+            "solved": sum(r["solved_round"] is not None for r in rs),
+            "solved_rounds": [r["solved_round"] for r in rs],
+            "seconds": statistics.fmean(r["seconds"] for r in rs),
+            "initial_best": _mean_se([r["initial_best"] for r in rs]),
+            "queries_per_round": rs[0]["round_sizes"][0],
+        }
+    lines = [f"# {meta.get('title', 'Batch active learning on Ehrlich')}", "",
+             f"Command: `{command}`", "",
+             f"Task: `{meta.get('task')}`; {meta.get('setting', '')}", "",
+             "| method | seeds | best after 100 / 300 / 500 / 1000 queries | final best | "
+             "feasible queries | solved (1.0) | s per seed |", "|---|---|---|---|---|---|---|"]
+    for method, row in table.items():
+        q = row["queries_per_round"]
+        picks = []
+        for n in (100, 300, 500, 1000):
+            i = n // q - 1
+            picks.append(f"{row['best_curve_mean'][i]:.3f}" if 0 <= i < row["rounds"] else "–")
+        fb, fs = row["final_best"]
+        fe, fse = row["feasible"]
+        lines.append(f"| {LABELS[method]} | {len(row['seeds'])} | {' / '.join(picks)} | "
+                     f"{fb:.3f} ± {fs:.3f} | {fe:.3f} ± {fse:.3f} | {row['solved']}/{len(row['seeds'])} | "
+                     f"{row['seconds']:.0f} |")
+    if table:
+        ib = next(iter(table.values()))["initial_best"][0]
+        lines += ["", f"Best of the initial designs (mean over seeds): {ib:.3f}. ± is the standard error "
+                  "over seeds. 'feasible queries' is the fraction of all queries the oracle scored "
+                  "finite (not −inf)."]
+    lines += ["", f"Machine: {platform.processor() or platform.machine()}, torch "
+              f"{torch.__version__}, threads {torch.get_num_threads()}.", ""]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "methods": table}, indent=1))
+    plot(out, table)
+    print("\n".join(lines))
+    return table
+
+
+def plot(out: Path, table: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, row in table.items():
+        q = row["queries_per_round"]
+        x = [q * (i + 1) for i in range(row["rounds"])]
+        m, se = row["best_curve_mean"], row["best_curve_se"]
+        ax.plot(x, m, marker="o", ms=3, label=LABELS[method])
+        if len(row["seeds"]) > 1:
+            ax.fill_between(x, [a - b for a, b in zip(m, se, strict=True)],
+                            [a + b for a, b in zip(m, se, strict=True)], alpha=0.2)
+    ax.set_xlabel("oracle queries")
+    ax.set_ylabel("best true score found")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out.with_suffix(".png"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task-arg", action="append", default=[], help="Ehrlich argument, e.g. length=64")
+    p.add_argument("--override", action="append", default=[], help="extra mbo-run config override")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--initial", type=int, default=100)
+    p.add_argument("--alpha", type=float, default=0.1, help="SEIKO KL weight (× std of measured values)")
+    p.add_argument("--iterations", type=int, default=60, help="SEIKO fine-tuning iterations per round")
+    p.add_argument("--pool", type=int, default=1000, help="SEIKO candidates sampled per round")
+    p.add_argument("--out", type=Path, required=True, help="results prefix (OUT.md, OUT.json, OUT/runs/)")
+    p.add_argument("--report", action="store_true", help="only aggregate existing runs")
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    command = "python experiments/bench_seiko.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    cfg = load_config(args.task_arg, args.override)
+    meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
+                                      f"{args.batch} queries; SEIKO: {args.iterations} fine-tuning "
+                                      f"iterations/round, α = {args.alpha}, pool {args.pool}, KL to the "
+                                      "previous round's model")}
+    if not args.report:
+        from hydra.utils import instantiate
+
+        from experiments.run import pretrained_diffusion
+
+        task = instantiate(cfg.task)
+        meta["task"] = task.name
+        pretrained = pretrained_diffusion(cfg, task, torch.device("cpu")).eval().requires_grad_(False)
+        for seed in args.seeds:
+            for method in args.methods:
+                path = args.out / "runs" / f"{method}_seed{seed}.json"
+                if path.exists():
+                    continue
+                initial = initial_designs(task, args.initial, seed)
+                start = time.perf_counter()
+                batches = run_method(method, seed, cfg, task, pretrained, initial, args)
+                rec = record(method, seed, initial, batches, time.perf_counter() - start)
+                rec["command"] = command
+                atomic_write_text(path, json.dumps(rec))
+                print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
+                      f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)
+    meta["task"] = meta["task"] or ", ".join(args.task_arg) or "Ehrlich defaults"
+    report(args.out, command, meta)
+
+
+if __name__ == "__main__":
+    main()

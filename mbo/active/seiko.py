@@ -1,0 +1,190 @@
+"""SEIKO rounds: optimistic fine-tuning on the feasible manifold, one plate at a time (arXiv 2402.16359).
+
+One round (:func:`seiko_round`), given every measurement so far and the previous round's model:
+
+1. fit a reward model with uncertainty on the measured designs (infeasible ones, ``-inf``, are
+   counted and never suggested again, but cannot be regressed on, so the fit leaves them out);
+2. fine-tune ``θ_i = argmax E_pθ[r̂ + c·ĝ] − α·KL(pθ || p_ref)`` by reward backprop, where the
+   reference is the previous round's model (as SEIKO's reference code does) or the pretrained one;
+3. sample a pool from ``p_θi`` and pick the plate with a BoTorch acquisition function
+   (:func:`mbo.active.selection.select_batch`), never re-suggesting a measured design.
+
+Because every candidate comes from a model KL-leashed to the pretrained one, candidates stay on the
+manifold the pretraining data spans (for Ehrlich functions: the feasible set), which is the point.
+:func:`run_seiko` plays the lab with an oracle for a closed-loop simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from conservative import OptimisticReward
+from mbo.active.selection import Acquisition, Selection, select_batch
+from mbo.data.dataset import SequenceDataset
+from mbo.diffusion import MaskedDiffusion
+from mbo.finetune.backprop import finetune_backprop
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """One round of queries: designs ``tokens (q, L)`` and the values measured for them ``(q,)``."""
+
+    tokens: Tensor
+    values: Tensor
+
+
+@dataclass
+class RoundResult:
+    """What one SEIKO round produced: the fine-tuned model ``θ_i``, the fitted reward model, the
+    chosen :class:`Selection`, and the fine-tuning history (one dict per iteration)."""
+
+    model: MaskedDiffusion
+    reward_model: object
+    selection: Selection
+    history: list[dict] = field(default_factory=list)
+
+
+def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "drop") -> SequenceDataset:
+    """The measured designs as a dataset a reward model can be fitted on.
+
+    Args:
+        tokens: LongTensor ``(N, L)``; values: ``(N,)`` (``-inf`` = measured infeasible).
+        alphabet: the tokens' :class:`~mbo.data.alphabet.Alphabet`.
+        infeasible: ``"drop"`` leaves infeasible designs out of the fit; ``"impute"`` fits them at
+            the lowest finite value measured, so the reward model learns what makes a design fail
+            and the acquisition stops picking look-alikes. Either way they stay counted in the
+            campaign's metrics and are never suggested again.
+    """
+    if infeasible not in ("drop", "impute"):
+        raise ValueError(f"infeasible must be 'drop' or 'impute', got {infeasible!r}")
+    finite = torch.isfinite(values)
+    if int(finite.sum()) < 2:
+        raise ValueError(f"need at least 2 designs with a finite measured value to fit a reward model, "
+                         f"got {int(finite.sum())} of {len(values)}")
+    if infeasible == "drop":
+        return SequenceDataset(tokens[finite], alphabet, labels=values[finite].float())
+    labels = torch.where(finite, values, values[finite].min()).float()
+    return SequenceDataset(tokens, alphabet, labels=labels)
+
+
+def seiko_round(
+    reference: MaskedDiffusion,
+    data: SequenceDataset,
+    reward_model,
+    *,
+    batch_size: int,
+    c: float = 1.0,
+    alpha: float = 0.1,
+    acquisition: Acquisition = "ucb",
+    pool_size: int = 1000,
+    min_distance: int = 1,
+    exclude: Tensor | None = None,
+    finetune: dict | None = None,
+    sampling_steps: int = 32,
+    seed: int = 0,
+    progress: bool = False,
+) -> RoundResult:
+    """Run one SEIKO round and choose the next plate.
+
+    Args:
+        reference: the KL reference and starting point (previous round's model, or pretrained).
+        data: the measured designs with finite values (see :func:`feasible_rows`), labels ``(N,)``.
+        reward_model: an unfitted model from ``reward_models`` (fitted here, returned fitted).
+        batch_size: q, designs on the plate.
+        c: optimism: the fine-tuning reward is ``r̂ + c·ĝ`` (ĝ = the model's std) and qUCB uses
+            ``beta = c²``; ``c = 0`` is the greedy loop.
+        alpha: KL weight in units of the std of the measured values (scale-free, like ``mbo-run``).
+        acquisition: ``"ucb"``, ``"lognei"`` or ``"thompson"`` (see :func:`select_batch`).
+        pool_size: candidates sampled from the fine-tuned model.
+        min_distance: minimum pairwise Hamming distance on the plate.
+        exclude: designs ``(M, L)`` never to suggest (default: every design in ``data``); pass
+            every measured design here, infeasible ones included.
+        finetune: keyword arguments for :func:`finetune_backprop` (iterations, batch_size, lr, ...).
+        sampling_steps: reverse-diffusion steps for the pool.
+        seed: seeds the reward-model fit, fine-tuning, pool and acquisition.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`RoundResult`.
+    """
+    reward_model.fit(data, seed=seed, progress=progress)
+    y = data.labels
+    scale = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
+    reward = OptimisticReward(reward_model, c=c)
+    model, history = finetune_backprop(reference, reward, alpha=alpha * scale, seed=seed,
+                                       progress=progress, **(finetune or {}))
+    model.eval().requires_grad_(False)
+    gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
+    with torch.no_grad():
+        pool = model.sample(pool_size, steps=sampling_steps, generator=gen).cpu()
+    selection = select_batch(
+        reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
+        beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
+        min_distance=min_distance, seed=seed,
+    )
+    return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history)
+
+
+def run_seiko(
+    oracle: Callable[[Tensor], Tensor],
+    initial: SequenceDataset,
+    pretrained: MaskedDiffusion,
+    make_reward_model: Callable[[], object],
+    *,
+    rounds: int,
+    batch_size: int,
+    kl_to: str = "previous",
+    infeasible: str = "impute",
+    seed: int = 0,
+    progress: bool = False,
+    **round_kwargs,
+) -> list[QueryBatch]:
+    """Closed-loop SEIKO: ``rounds`` plates of ``batch_size`` designs measured by ``oracle``.
+
+    Args:
+        oracle: LongTensor ``(N, L)`` -> values ``(N,)`` (``-inf`` = infeasible): plays the lab.
+        initial: the measured starting designs.
+        pretrained: the pretrained diffusion model (round 1's reference).
+        make_reward_model: builds a fresh unfitted reward model each round.
+        rounds, batch_size: the query budget is ``rounds * batch_size``.
+        kl_to: ``"previous"`` (leash to the last round's model) or ``"pretrained"``.
+        infeasible: how measured-infeasible designs enter the fit (see :func:`feasible_rows`).
+        seed: base seed; round r uses ``seed * 1000 + r``.
+        round_kwargs: passed to :func:`seiko_round` (c, alpha, acquisition, finetune, ...).
+
+    Returns:
+        One :class:`QueryBatch` per round, in order.
+    """
+    if kl_to not in ("previous", "pretrained"):
+        raise ValueError(f"kl_to must be 'previous' or 'pretrained', got {kl_to!r}")
+    tokens, values = initial.tokens, initial.labels.float()
+    reference = pretrained
+    batches: list[QueryBatch] = []
+    for r in tqdm(range(rounds), desc="SEIKO rounds", disable=not progress):
+        data = feasible_rows(tokens, values, initial.alphabet, infeasible)
+        result = seiko_round(reference, data, make_reward_model(), batch_size=batch_size,
+                             exclude=tokens, seed=seed * 1000 + r, **round_kwargs)
+        chosen = result.selection.tokens
+        measured = oracle(chosen).float().cpu()
+        batches.append(QueryBatch(tokens=chosen, values=measured))
+        tokens, values = torch.cat([tokens, chosen]), torch.cat([values, measured])
+        if kl_to == "previous":
+            reference = result.model
+    return batches
+
+
+def best_so_far(initial_best: float, batches: list[QueryBatch]) -> list[float]:
+    """Best value after each round (``-inf`` values never count as best)."""
+    best, out = initial_best, []
+    for b in batches:
+        finite = b.values[torch.isfinite(b.values)]
+        if len(finite):
+            best = max(best, float(finite.max()))
+        out.append(best if math.isfinite(best) else -math.inf)
+    return out

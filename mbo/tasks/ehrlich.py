@@ -1,0 +1,131 @@
+"""Ehrlich functions (holo-bench): closed-form motif objectives on a feasible Markov-chain manifold.
+
+A sequence is feasible iff every transition has non-zero probability under a sparse, banded transition
+matrix; infeasible sequences score ``-inf`` (never clipped, never dropped: count them). A feasible
+sequence scores the product over motifs of the quantized fraction of each motif present at its
+spacing, so the optimum is exactly 1. Random uniform sequences are almost never feasible (0.06 % at
+32 states and length 32), which is what makes the task a test of staying on the data manifold.
+
+The pretraining corpus is sampled from the feasible Markov chain itself, as a stand-in for the
+unlabeled natural sequences a user would pretrain on; the offline split is a low-scoring subset of
+fresh samples from the same chain.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from mbo.data.alphabet import Alphabet
+from mbo.data.dataset import SequenceDataset
+from mbo.tasks.base import Task
+
+# 64 distinct printable letters, so up to 64 states read and write as ordinary CSV strings.
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+="
+
+
+class Ehrlich(Task):
+    """An Ehrlich function as a design task.
+
+    Args:
+        num_states: vocabulary size V (at most 64).
+        length: sequence length L.
+        num_motifs: number of motifs c; motif_length: k, elements per motif.
+        quantization: motif presence is quantized to this many levels (``None``: k levels).
+        seed: seeds the function (transition matrix, motifs, spacings) and the data drawn here.
+        corpus_size: unlabeled feasible sequences for pretraining.
+        offline_size: labeled sequences in the offline split.
+        offline_max_score: the offline split keeps only chain samples scoring at most this.
+
+    The score is already in ``[0, 1]``, so :meth:`normalize` is the identity.
+    """
+
+    has_oracle = True
+
+    def __init__(self, num_states: int = 32, length: int = 32, num_motifs: int = 2,
+                 motif_length: int = 4, quantization: int | None = 4, seed: int = 0,
+                 corpus_size: int = 20_000, offline_size: int = 2_000,
+                 offline_max_score: float = 0.5):
+        # Imported here: holo pulls in pandas at import, which only this task needs.
+        from holo.test_functions.closed_form import Ehrlich as HoloEhrlich
+
+        if not 2 <= num_states <= len(_LETTERS):
+            raise ValueError(f"Ehrlich: num_states must be in [2, {len(_LETTERS)}], got {num_states}")
+        if offline_size < 1 or corpus_size < 1:
+            raise ValueError("Ehrlich: corpus_size and offline_size must be positive")
+        self.function = HoloEhrlich(num_states=num_states, dim=length, num_motifs=num_motifs,
+                                    motif_length=motif_length, quantization=quantization,
+                                    random_seed=seed)
+        self.alphabet = Alphabet(_LETTERS[:num_states], name=f"ehrlich{num_states}")
+        self.length = int(length)
+        self.seed = int(seed)
+        self.corpus_size, self.offline_size = int(corpus_size), int(offline_size)
+        self.offline_max_score = float(offline_max_score)
+        q = "none" if quantization is None else quantization
+        self.name = f"ehrlich_s{num_states}_l{length}_m{num_motifs}x{motif_length}_q{q}_seed{seed}"
+
+    def sample_feasible(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` sequences ``(n, L)`` from the feasible Markov chain (all feasible by construction)."""
+        from holo.test_functions.elemental import sample_dmp
+
+        f = self.function
+        return sample_dmp(f.stationary_dist.squeeze(-1), f.transition_matrix, self.length, n,
+                          generator)
+
+    def is_feasible(self, tokens: Tensor) -> Tensor:
+        """Bool ``(N,)``: every transition of the sequence is allowed."""
+        tokens = self.check_tokens(tokens).long().cpu()
+        allowed = self.function.transition_matrix[tokens[:, :-1], tokens[:, 1:]] > 0
+        return allowed.all(dim=1)
+
+    def pretrain_corpus(self) -> Tensor:
+        return self._corpus
+
+    @cached_property
+    def _corpus(self) -> Tensor:
+        return self.sample_feasible(self.corpus_size, torch.Generator().manual_seed(self.seed + 1))
+
+    def offline_dataset(self) -> SequenceDataset:
+        return self._offline
+
+    @cached_property
+    def _offline(self) -> SequenceDataset:
+        gen = torch.Generator().manual_seed(self.seed + 2)
+        kept: list[Tensor] = []
+        n_kept = 0
+        for _ in range(100):
+            x = self.sample_feasible(max(4 * self.offline_size, 1000), gen)
+            x = x[self.oracle(x) <= self.offline_max_score]
+            kept.append(x)
+            # Distinct sequences only: a measured design appears once in a dataset.
+            kept = [_distinct(torch.cat(kept))]
+            n_kept = len(kept[0])
+            if n_kept >= self.offline_size:
+                break
+        else:
+            raise ValueError(f"{self.name}: could not draw {self.offline_size} chain samples scoring "
+                             f"<= {self.offline_max_score}; raise offline_max_score")
+        tokens = torch.cat(kept)[: self.offline_size]
+        return SequenceDataset(tokens, self.alphabet, labels=self.oracle(tokens).float(),
+                               ids=[f"offline_{i}" for i in range(len(tokens))])
+
+    def oracle(self, tokens: Tensor) -> Tensor:
+        """True score ``(N,)`` in ``[0, 1]``; ``-inf`` for infeasible sequences."""
+        tokens = self.check_tokens(tokens)
+        return self.function(tokens.long().cpu()).to(torch.float32).to(tokens.device)
+
+    def label_range(self) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    def optimal_solution(self) -> Tensor:
+        """A sequence ``(L,)`` scoring exactly 1 (for tests and sanity checks)."""
+        return self.function.optimal_solution()
+
+
+def _distinct(tokens: Tensor) -> Tensor:
+    """The distinct rows of ``tokens``, in first-seen order."""
+    seen: set[tuple[int, ...]] = set()
+    keep = [i for i, row in enumerate(map(tuple, tokens.tolist())) if not (row in seen or seen.add(row))]
+    return tokens[torch.tensor(keep, dtype=torch.long)]

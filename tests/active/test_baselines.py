@@ -1,0 +1,128 @@
+import math
+
+import pytest
+import torch
+
+from mbo.active.baselines import QueryBatch, _gp_training_set, _selection_loss, genetic_algorithm, gp_bo
+from mbo.tasks.ehrlich import Ehrlich
+
+# L-BFGS fitting the GP on ~20 points with two distinct labels may stop "ABNORMAL"; harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.OptimizationWarning")
+
+ROUNDS, BATCH = 3, 6
+
+
+@pytest.fixture(scope="module")
+def task():
+    return Ehrlich(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2,
+                   corpus_size=200, offline_size=20)
+
+
+class CountingOracle:
+    def __init__(self, task):
+        self.task, self.sizes = task, []
+
+    def __call__(self, tokens):
+        self.sizes.append(len(tokens))
+        return self.task.oracle(tokens)
+
+
+def _rows(tokens):
+    return {tuple(r) for r in tokens.tolist()}
+
+
+def _run(method, task, **kw):
+    return method(task.oracle, task.offline_dataset(), rounds=ROUNDS, batch_size=BATCH, seed=0, **kw)
+
+
+METHODS = [genetic_algorithm, gp_bo]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batches_are_the_oracles_answers(method, task):
+    oracle = CountingOracle(task)
+    batches = method(oracle, task.offline_dataset(), rounds=ROUNDS, batch_size=BATCH, seed=0)
+    assert oracle.sizes == [BATCH] * ROUNDS  # every query counted, nothing else asked
+    assert len(batches) == ROUNDS
+    for b in batches:
+        assert isinstance(b, QueryBatch)
+        assert b.tokens.dtype == torch.long and b.tokens.shape == (BATCH, task.length)
+        assert b.values.is_floating_point() and b.values.shape == (BATCH,)
+        assert torch.equal(b.values, task.oracle(b.tokens))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_seeded_and_leaves_global_rng_alone(method, task):
+    state = torch.get_rng_state()
+    first = _run(method, task)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = _run(method, task)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.values, b.values)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_never_requeries_a_measured_design(method, task):
+    seen = _rows(task.offline_dataset().tokens)
+    for b in _run(method, task):
+        rows = _rows(b.tokens)
+        assert len(rows) == BATCH and not rows & seen
+        seen |= rows
+
+
+def test_ga_best_so_far_never_below_initial(task):
+    initial_best = task.offline_dataset().labels.max().item()
+    best = initial_best
+    for b in _run(genetic_algorithm, task):
+        best = max(best, b.values.max().item())
+        assert best >= initial_best
+
+
+def test_ga_initial_smaller_than_population(task):
+    small = task.offline_dataset().subset(slice(0, 3))
+    batches = genetic_algorithm(task.oracle, small, rounds=2, batch_size=8, seed=1)
+    assert [b.tokens.shape for b in batches] == [(8, task.length)] * 2
+
+
+def test_gp_bo_stays_in_trust_region(task):
+    # Round 1 searches Hamming balls of radius max_distance around the best initial designs.
+    init = task.offline_dataset().tokens
+    first = gp_bo(task.oracle, task.offline_dataset(), rounds=1, batch_size=BATCH, seed=0,
+                  max_distance=1)[0]
+    dist = (first.tokens.unsqueeze(1) != init).sum(-1).amin(-1)
+    assert (dist == 1).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rejects_bad_arguments(method, task):
+    data = task.offline_dataset()
+    with pytest.raises(ValueError):
+        method(task.oracle, data, rounds=-1, batch_size=BATCH)
+    with pytest.raises(ValueError):
+        method(task.oracle, data, rounds=1, batch_size=0)
+    with pytest.raises(ValueError):
+        method(task.oracle, data.subset(slice(0, 0)), rounds=1, batch_size=BATCH)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_rounds(method, task):
+    assert method(task.oracle, task.offline_dataset(), rounds=0, batch_size=BATCH) == []
+
+
+def test_infeasible_handling():
+    values = torch.tensor([0.5, -math.inf, 0.25, -math.inf], dtype=torch.float64)
+    # GP labels: -inf becomes the minimum finite value.
+    _, y = _gp_training_set(torch.zeros(4, 3, dtype=torch.long), values, 10, 2, torch.Generator())
+    assert y.tolist() == [0.5, 0.25, 0.25, 0.25]
+    # GA selection: finite losses, infeasible strictly worse than every feasible design.
+    loss = _selection_loss(values, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss).all()
+    assert loss[1] > loss[2] > loss[0] and loss[3] > loss[2]
+
+
+def test_gp_training_subset_keeps_the_best():
+    values = torch.arange(10, dtype=torch.float64)
+    tokens = torch.arange(10).unsqueeze(1)
+    X, y = _gp_training_set(tokens, values, 5, 2, torch.Generator().manual_seed(0))
+    assert len(y) == 5 and {9.0, 8.0} <= set(y.tolist())
+    assert torch.equal(X.squeeze(1).double(), y)

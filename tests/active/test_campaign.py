@@ -1,0 +1,311 @@
+"""``mbo-campaign``: the round trip, ingest validation (nothing changes on a bad file), crash safety,
+resuming ``simulate``. Tiny models and a tiny DNA CSV or Ehrlich task: a few seconds per campaign."""
+
+import csv
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mbo.active.campaign as campaign
+from mbo.diffusion import load_masked_diffusion
+
+TINY = """\
+device: cpu
+diffusion:
+  denoiser: {dim: 16, depth: 1, heads: 2}
+  pretrain: {steps: 30, batch_size: 32}
+  sampling_steps: 8
+reward_model: {num_members: 2, conv_channels: [8], kernel_size: 3, hidden_dims: [8], epochs: 2}
+seiko:
+  pool_size: 64
+  finetune: {iterations: 2, batch_size: 8, sampling_steps: 8, backprop_steps: 2}
+"""
+EHRLICH = ["--task", "ehrlich"] + [f"--task-arg={a}" for a in (
+    "num_states=8", "length=8", "num_motifs=1", "motif_length=2", "quantization=2", "corpus_size=300",
+    "offline_size=30")]
+
+
+def cli(*args) -> int:
+    return campaign.main([str(a) for a in args])
+
+
+def tree_hash(root) -> dict:
+    """Every directory and file under ``root`` (hidden ones too) with its content hash."""
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        out[rel + "/"] = None
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.join(rel, name)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_results(path, rows, header=("id", "value")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("conf") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dna_csv(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "start.csv"
+    rows = []
+    for i in range(24):
+        seq = "".join(rng.choice("ACGT") for _ in range(8))
+        rows.append((f"s{i}", seq, f"{seq.count('G') + 0.1 * seq.count('C'):.1f}"))
+    write_results(path, rows, header=("id", "sequence", "label"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def suggested(tmp_path_factory, config, dna_csv):
+    """A DNA campaign with round 0 suggested (4 designs) and its first two results ingested."""
+    root = tmp_path_factory.mktemp("suggested") / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    assert cli("suggest", root, "--batch", 4) == 0
+    ids = [r["id"] for r in read_rows(root / "round_000" / "suggestions.csv")]
+    plate_a = write_results(root.parent / "plate_a.csv", [(ids[0], "1.5"), (ids[1], "-inf")])
+    assert cli("ingest", root, plate_a) == 0
+    return root, ids
+
+
+@pytest.fixture
+def camp(suggested, tmp_path):
+    root, ids = suggested
+    copy = tmp_path / "camp"
+    shutil.copytree(root, copy)
+    return copy, ids
+
+
+def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
+    references = []
+    real = campaign.seiko_round
+    monkeypatch.setattr(campaign, "seiko_round",
+                        lambda ref, *a, **k: (references.append(ref), real(ref, *a, **k))[1])
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    meas = read_rows(root / "measurements.csv")
+    assert list(meas[0]) == ["id", "sequence", "value", "round", "source"]
+    assert len(meas) == 24 and {m["round"] for m in meas} == {"-1"} and meas[0]["source"] == "start.csv"
+    assert meas[0]["id"] == "s0"
+
+    assert cli("suggest", root, "--batch", 4) == 0
+    first = (root / "round_000" / "suggestions.csv").read_bytes()
+    plate = read_rows(root / "round_000" / "suggestions.csv")
+    assert list(plate[0]) == ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
+    assert [p["id"] for p in plate] == [f"r000_{i:04d}" for i in range(4)]
+    # A crash after the model was written but before suggestions.csv: the round is redone, identically.
+    (root / "round_000" / "suggestions.csv").unlink()
+    assert cli("suggest", root, "--batch", 4) == 0
+    assert (root / "round_000" / "suggestions.csv").read_bytes() == first
+    assert not (root / "round_001").exists()
+
+    results = write_results(tmp_path / "plate0.csv", [(p["id"], str(i)) for i, p in enumerate(plate)])
+    assert cli("ingest", root, results) == 0
+    assert (root / "round_000" / "results" / "plate0.csv").read_bytes() == results.read_bytes()
+    meas = read_rows(root / "measurements.csv")
+    assert len(meas) == 28 and meas[-1] == {"id": "r000_0003", "sequence": plate[3]["sequence"],
+                                           "value": "3.0", "round": "0", "source": "plate0.csv"}
+
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    out = capsys.readouterr().out
+    assert "best_so_far" in out and "start" in out and (root / "status.png").stat().st_size > 1000
+
+    assert cli("suggest", root, "--batch", 4) == 0
+    plate1 = read_rows(root / "round_001" / "suggestions.csv")
+    assert [p["id"] for p in plate1] == [f"r001_{i:04d}" for i in range(4)]
+    measured = {m["sequence"] for m in meas}
+    assert not measured & {p["sequence"] for p in plate1}  # never re-suggests a measured design
+    # Round 0 started from the pretrained model, round 1 from round 0's fine-tuned model (kl_to: previous).
+    assert len(references) == 3
+    for ref, path in ((references[0], "pretrained.safetensors"),
+                      (references[2], "round_000/model.safetensors")):
+        stored = load_masked_diffusion(root / path).state_dict()
+        assert all(torch.equal(v, stored[k]) for k, v in ref.state_dict().items())
+
+
+@pytest.mark.parametrize("case", ["unknown_id", "duplicate_id", "non_numeric", "empty", "nan", "plus_inf",
+                                  "missing_column", "round_never_suggested", "conflict", "missing_file",
+                                  "wrong_sequence"])
+def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
+    root, ids = camp
+    path = tmp_path / "bad.csv"
+    row, column = 3, "'value'"
+    if case == "unknown_id":
+        write_results(path, [(ids[2], "1"), ("r000_0099", "2")])
+        row, column, problem = 3, "'id'", "unknown id 'r000_0099'"
+    elif case == "duplicate_id":
+        write_results(path, [(ids[2], "1"), (ids[3], "2"), (ids[2], "1")])
+        row, column, problem = 4, "'id'", "also used in row 2"
+    elif case == "non_numeric":
+        write_results(path, [(ids[2], "1"), (ids[3], "high")])
+        problem = "'high' is not a number"
+    elif case == "empty":
+        write_results(path, [(ids[2], "1"), (ids[3], "")])
+        problem = "empty value"
+    elif case == "nan":
+        write_results(path, [(ids[2], "1"), (ids[3], "NaN")])
+        problem = "is NaN"
+    elif case == "plus_inf":
+        write_results(path, [(ids[2], "1"), (ids[3], "inf")])
+        problem = "+inf"
+    elif case == "missing_column":
+        write_results(path, [(ids[2], "1")], header=("id", "measurement"))
+        row, column, problem = 1, None, "missing column(s) ['value']"
+    elif case == "round_never_suggested":
+        write_results(path, [(ids[2], "1"), ("r004_0000", "2")])
+        column, problem = "'id'", "round 4, which was never suggested"
+    elif case == "conflict":
+        write_results(path, [(ids[2], "1"), (ids[0], "2.5")])  # ids[0] was ingested as 1.5
+        problem = "conflict"
+    elif case == "missing_file":
+        path = tmp_path / "nope.csv"
+        row, column, problem = None, None, "does not exist"
+    else:
+        write_results(path, [(ids[2], "AAAAAAAA", "1")], header=("id", "sequence", "value"))
+        row, column, problem = 2, "'sequence'", "is not the sequence suggested"
+    before = tree_hash(root)
+    capsys.readouterr()
+    assert cli("ingest", root, path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and problem in err, err
+    if row is not None:
+        assert f"row {row}" in err, err
+    if column is not None:
+        assert f"column {column}" in err, err
+    assert tree_hash(root) == before
+
+
+def test_reingest_same_file_is_a_noop_and_partial_plates_add_up(camp, tmp_path, capsys):
+    root, ids = camp
+    results = write_results(tmp_path / "plate_b.csv", [(ids[0], "1.5"), (ids[2], "0.25")])  # ids[0]: known
+    assert cli("ingest", root, results) == 0
+    assert "1 results" in capsys.readouterr().out
+    before = tree_hash(root)
+    assert cli("ingest", root, results) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert tree_hash(root) == before
+    meas = read_rows(root / "measurements.csv")
+    assert [(m["id"], m["value"], m["source"]) for m in meas[-3:]] == [
+        (ids[0], "1.5", "plate_a.csv"), (ids[1], "-inf", "plate_a.csv"), (ids[2], "0.25", "plate_b.csv")]
+
+
+def test_suggest_refuses_while_results_are_outstanding(tmp_path, config, dna_csv, capsys):
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    assert cli("suggest", root, "--batch", 3) == 0
+    before = tree_hash(root)
+    capsys.readouterr()
+    assert cli("suggest", root, "--batch", 3) == 2
+    err = capsys.readouterr().err
+    assert "round 0's 3 suggestions have no results yet" in err and "--force" in err
+    assert tree_hash(root) == before
+    assert cli("suggest", root, "--batch", 3, "--force") == 0
+    plates = [read_rows(root / f"round_{r:03d}" / "suggestions.csv") for r in (0, 1)]
+    assert not {p["sequence"] for p in plates[0]} & {p["sequence"] for p in plates[1]}
+
+
+def test_interrupted_ingest_keeps_measurements(camp, tmp_path, monkeypatch):
+    root, ids = camp
+    old = (root / "measurements.csv").read_bytes()
+    results = write_results(tmp_path / "plate_c.csv", [(ids[2], "0.5"), (ids[3], "0.75")])
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", crash)  # the crash hits between validation and the replace
+        with pytest.raises(SystemExit):
+            cli("ingest", root, results)
+    assert (root / "measurements.csv").read_bytes() == old
+    assert cli("ingest", root, results) == 0
+    assert [m["id"] for m in read_rows(root / "measurements.csv")][-2:] == [ids[2], ids[3]]
+    # The copy kept by the interrupted attempt is reused, not duplicated.
+    kept = sorted(p.name for p in (root / "round_000" / "results").iterdir())
+    assert kept == ["plate_a.csv", "plate_c.csv"]
+
+
+def test_kill_9_during_ingest(camp, tmp_path):
+    root, ids = camp
+    old = (root / "measurements.csv").read_bytes()
+    results = write_results(tmp_path / "plate_d.csv", [(ids[2], "0.5")])
+    script = ("import os, signal, sys\nimport mbo.active.campaign as c\n"
+              "os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "c.main(sys.argv[1:])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, "ingest", str(root), str(results)], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (root / "measurements.csv").read_bytes() == old  # the old file, whole
+    assert list(root.glob(".measurements.csv.*.tmp"))  # the new one, written, never renamed
+    assert cli("ingest", root, results) == 0
+    assert read_rows(root / "measurements.csv")[-1]["id"] == ids[2]
+    assert not list(root.glob(".*"))  # the killed writer's temporary file is gone too
+
+
+def test_simulate_resumes(tmp_path, config, monkeypatch, capsys):
+    rounds_run = []
+    real = campaign.seiko_round
+    monkeypatch.setattr(campaign, "seiko_round",
+                        lambda *a, seed, **k: (rounds_run.append(seed), real(*a, seed=seed, **k))[1])
+    root = tmp_path / "camp"
+    assert cli("init", root, *EHRLICH, "--config", config) == 0
+    meas = read_rows(root / "measurements.csv")
+    assert len(meas) == 30 and meas[0]["source"].endswith(":offline")
+    assert cli("simulate", root, "--rounds", 2, "--batch", 4) == 0
+    assert rounds_run == [0, 1]
+    oracle = read_rows(root / "round_001" / "oracle_results.csv")
+    assert [o["id"] for o in oracle] == [f"r001_{i:04d}" for i in range(4)]
+    assert (root / "round_001" / "results" / "oracle_results.csv").is_file()
+    assert cli("simulate", root, "--rounds", 3, "--batch", 4) == 0
+    assert rounds_run == [0, 1, 2]  # only the missing round
+    meas = read_rows(root / "measurements.csv")
+    assert [sum(m["round"] == str(r) for m in meas) for r in range(-1, 3)] == [30, 4, 4, 4]
+    capsys.readouterr()
+    assert cli("simulate", root, "--rounds", 3, "--batch", 4) == 0
+    assert "nothing to do" in capsys.readouterr().out and rounds_run == [0, 1, 2]
+
+
+def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
+    root = tmp_path / "camp"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sequence,label\nACGTACGT,1\nACGTACXT,2\n")
+    assert cli("init", root, "--data", bad) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "row 3" in err and "'X'" in err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("seiko: {finetune: {iterationz: 3}}\n")
+    assert cli("init", root, "--data", dna_csv, "--config", unknown) == 2
+    assert "unknown setting 'seiko.finetune.iterationz'" in capsys.readouterr().err
+    assert cli("init", root, *EHRLICH[:2], "--task-arg", "colours=3", "--config", config) == 2
+    assert "unknown argument(s) ['colours']" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "unknown.yaml"]
+    root.mkdir()
+    (root / "x").write_text("")
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 2
+    assert "not an empty directory" in capsys.readouterr().err
+    assert cli("status", tmp_path / "nowhere") == 2

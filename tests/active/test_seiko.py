@@ -1,0 +1,130 @@
+import math
+
+import pytest
+import torch
+from botorch.acquisition import qUpperConfidenceBound
+
+from mbo.active import best_so_far, feasible_rows, run_seiko, seiko_round, select_batch, unmeasured
+from mbo.active.selection import PoolEnsemble
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.tasks import Ehrlich
+from reward_models import BootstrapEnsemble, DeepEnsemble
+
+TINY = dict(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2, corpus_size=300,
+            offline_size=40)
+FT = dict(iterations=2, batch_size=8, sampling_steps=4, backprop_steps=1, lr=1e-3, hard=True)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return Ehrlich(**TINY)
+
+
+@pytest.fixture(scope="module")
+def ensemble(task):
+    return DeepEnsemble(num_members=3, conv_channels=[8], kernel_size=3, hidden_dims=[8],
+                        epochs=40, lr=3e-3).fit(task.offline_dataset(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def pretrained(task):
+    torch.manual_seed(0)
+    d = MaskedDiffusion(TransformerDenoiser(8, 8, dim=16, depth=1, heads=2, local_kernel=3), 8, 8)
+    pretrain(d, task.pretrain_corpus(), steps=20, batch_size=64, seed=0, progress=False)
+    return d.eval()
+
+
+def test_unmeasured_drops_duplicates_and_measured():
+    pool = torch.tensor([[0, 1], [1, 1], [0, 1], [2, 2]])
+    out = unmeasured(pool, torch.tensor([[2, 2]]))
+    assert out.tolist() == [[0, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("acq", ["ucb", "lognei", "thompson"])
+def test_select_batch_distinct_unmeasured_reproducible(task, ensemble, acq):
+    off = task.offline_dataset()
+    pool = torch.cat([task.sample_feasible(200, torch.Generator().manual_seed(1)), off.tokens[:10]])
+    kw = dict(vocab_size=8, acquisition=acq, exclude=off.tokens, baseline=off.tokens, seed=3)
+    sel = select_batch(ensemble, pool, 12, **kw)
+    again = select_batch(ensemble, pool, 12, **kw)
+    assert sel.tokens.shape == (12, 8) and torch.equal(sel.tokens, again.tokens)
+    assert len(torch.unique(sel.tokens, dim=0)) == 12
+    measured = {tuple(r) for r in off.tokens.tolist()}
+    assert not any(tuple(r) in measured for r in sel.tokens.tolist())
+    assert sel.mean.shape == sel.std.shape == (12,)
+    assert bool((sel.std >= 0).all())
+
+
+def test_greedy_ucb_first_pick_is_the_best_mean_and_min_distance_holds(task, ensemble):
+    pool = task.sample_feasible(150, torch.Generator().manual_seed(2))
+    sel = select_batch(ensemble, pool, 10, vocab_size=8, beta=0.0, min_distance=3)
+    cand = unmeasured(pool, None)
+    mean, _ = ensemble.mean_std(torch.nn.functional.one_hot(cand, 8).float())
+    # qUCB averages over Monte Carlo draws of members, so "best" is up to that noise.
+    top = {tuple(r) for r in cand[mean.argsort(descending=True)[:5]].tolist()}
+    assert tuple(sel.tokens[0].tolist()) in top
+    d = (sel.tokens[:, None, :] != sel.tokens[None, :, :]).sum(-1)
+    assert int(d[~torch.eye(len(d), dtype=torch.bool)].min()) >= 3
+
+
+def test_pool_lookup_gives_the_models_own_acquisition_values(task, ensemble):
+    pool = unmeasured(task.sample_feasible(30, torch.Generator().manual_seed(4)), None)
+    X = torch.nn.functional.one_hot(pool, 8).flatten(1).float()
+    members = ensemble.member_predictions(X.view(len(pool), 8, 8)).detach()
+    torch.manual_seed(0)
+    direct = qUpperConfidenceBound(ensemble, beta=1.0)(X.unsqueeze(1))
+    torch.manual_seed(0)
+    lookup = qUpperConfidenceBound(PoolEnsemble(members), beta=1.0)(
+        torch.arange(len(pool), dtype=torch.float).view(-1, 1, 1))
+    assert torch.allclose(direct.detach(), lookup, atol=1e-5)
+
+
+def test_select_batch_errors(task, ensemble):
+    off = task.offline_dataset()
+    with pytest.raises(ValueError, match="unknown acquisition"):
+        select_batch(ensemble, off.tokens, 2, vocab_size=8, acquisition="ei")
+    with pytest.raises(ValueError, match="already measured"):
+        select_batch(ensemble, off.tokens, 2, vocab_size=8, exclude=off.tokens)
+    with pytest.raises(ValueError, match="baseline"):
+        select_batch(ensemble, task.sample_feasible(20, torch.Generator()), 2, vocab_size=8,
+                     acquisition="lognei")
+
+
+def test_feasible_rows_leaves_out_minus_inf(task):
+    off = task.offline_dataset()
+    labels = off.labels.clone()
+    labels[:5] = -math.inf
+    data = feasible_rows(off.tokens, labels, off.alphabet)
+    assert torch.equal(data.tokens, off.tokens[5:]) and torch.equal(data.labels, off.labels[5:])
+    with pytest.raises(ValueError, match="finite"):
+        feasible_rows(off.tokens[:3], torch.full((3,), -math.inf), off.alphabet)
+
+
+def test_seiko_round_and_closed_loop(task, pretrained):
+    off = task.offline_dataset()
+    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), batch_size=6,
+                         c=1.0, pool_size=64, finetune=FT, sampling_steps=8, seed=0)
+    assert result.selection.tokens.shape == (6, 8) and len(result.history) == 2
+    assert result.model is not pretrained and result.reward_model.is_fitted
+    batches = run_seiko(task.oracle, off, pretrained,
+                        lambda: BootstrapEnsemble(num_members=2, epochs=2), rounds=2, batch_size=5,
+                        acquisition="thompson", pool_size=64, finetune=FT, sampling_steps=8, seed=1)
+    assert [b.tokens.shape for b in batches] == [(5, 8), (5, 8)]
+    for b in batches:
+        assert torch.equal(b.values, task.oracle(b.tokens))
+    every = torch.cat([off.tokens, *[b.tokens for b in batches]])
+    assert len(torch.unique(every, dim=0)) == len(every)  # nothing measured twice
+    curve = best_so_far(float(off.labels.max()), batches)
+    assert len(curve) == 2 and curve[1] >= curve[0] >= float(off.labels.max())
+    with pytest.raises(ValueError, match="kl_to"):
+        run_seiko(task.oracle, off, pretrained, DeepEnsemble, rounds=1, batch_size=2, kl_to="start")
+
+
+def test_feasible_rows_can_impute_the_lowest_value(task):
+    off = task.offline_dataset()
+    labels = off.labels.clone()
+    labels[:2] = -math.inf
+    data = feasible_rows(off.tokens, labels, off.alphabet, infeasible="impute")
+    assert len(data) == len(off) and bool((data.labels[:2] == labels[2:].min()).all())
+    with pytest.raises(ValueError, match="infeasible"):
+        feasible_rows(off.tokens, labels, off.alphabet, infeasible="zero")

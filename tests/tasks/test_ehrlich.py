@@ -1,0 +1,42 @@
+import math
+
+import pytest
+import torch
+
+from mbo.tasks import Ehrlich
+
+TINY = dict(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2, corpus_size=300,
+            offline_size=30)
+
+
+def test_corpus_is_feasible_and_offline_is_low_scoring():
+    task = Ehrlich(**TINY)
+    corpus = task.pretrain_corpus()
+    assert corpus.shape == (300, 8) and bool(task.is_feasible(corpus).all())
+    off = task.offline_dataset()
+    assert len(off) == 30 and len(set(off.ids)) == 30
+    assert len(torch.unique(off.tokens, dim=0)) == 30
+    assert bool((off.labels <= 0.5).all()) and bool(torch.isfinite(off.labels).all())
+    assert torch.equal(off.labels, task.oracle(off.tokens))
+    assert task.best_offline == float(off.labels.max())  # normalization is the identity
+
+
+def test_oracle_marks_infeasible_with_minus_inf_and_optimum_is_one():
+    task = Ehrlich(**TINY)
+    assert task.oracle(task.optimal_solution()[None]).item() == 1.0
+    banned = (task.function.transition_matrix == 0).nonzero()
+    a, b = (int(v) for v in banned[0])
+    x = task.pretrain_corpus()[:1].clone()
+    x[0, 3], x[0, 4] = a, b
+    assert not bool(task.is_feasible(x)[0])
+    assert task.oracle(x).item() == -math.inf
+
+
+def test_same_seed_same_task_and_bad_arguments():
+    a, b = Ehrlich(**TINY), Ehrlich(**TINY)
+    assert torch.equal(a.offline_dataset().tokens, b.offline_dataset().tokens)
+    assert a.name == b.name and "seed0" in a.name
+    with pytest.raises(ValueError, match="num_states"):
+        Ehrlich(**{**TINY, "num_states": 65})
+    with pytest.raises(ValueError, match="offline_max_score"):
+        Ehrlich(**{**TINY, "offline_max_score": -1.0}).offline_dataset()
