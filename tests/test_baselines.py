@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from mbo.baselines import exhaustive_search, gradient_ascent
+from mbo.baselines import exhaustive_search, gradient_ascent, hill_climb
 from mbo.data.alphabet import one_hot
 
 
@@ -75,3 +75,15 @@ def test_gradient_ascent_rejects_bad_start():
         gradient_ascent(reward, torch.tensor([[0, 2]]), vocab_size=2)
     with pytest.raises(TypeError, match="integer"):
         gradient_ascent(reward, one_hot(torch.tensor([[0, 1]]), 2), vocab_size=2)
+
+
+def test_hill_climb_improves_and_reaches_the_optimum_of_an_additive_reward():
+    torch.manual_seed(0)
+    weights = torch.randn(5, 4)
+    reward = linear_reward(weights)
+    start = torch.zeros(6, 5, dtype=torch.long)
+    out = hill_climb(reward, start, 4, steps=200, proposals=8, seed=1)
+    assert torch.equal(out, weights.argmax(-1).expand(6, -1))
+    again = hill_climb(reward, start, 4, steps=3, proposals=2, seed=1)
+    assert torch.equal(again, hill_climb(reward, start, 4, steps=3, proposals=2, seed=1))
+    assert bool((reward(one_hot(again, 4)) >= reward(one_hot(start, 4))).all())

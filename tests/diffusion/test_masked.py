@@ -176,3 +176,11 @@ def test_sample_relaxed_rows_sum_to_one_and_truncated_backprop():
     xh, _ = m.sample_relaxed(6, steps=steps, backprop_steps=1, hard=True)
     assert torch.equal(xh.detach().max(-1).values, torch.ones(6, 3))
     assert xh.requires_grad
+
+
+def test_local_kernel_denoiser_shapes_and_validation():
+    net = TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, local_kernel=3)
+    out = net(torch.nn.functional.one_hot(torch.randint(5, (2, 6)), 5).float())
+    assert out.shape == (2, 6, 4) and net.config["local_kernel"] == 3
+    with pytest.raises(ValueError, match="local_kernel"):
+        TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, local_kernel=2)

@@ -28,6 +28,8 @@ FACTORIES = {
     "DeepEnsemble": lambda: DeepEnsemble(num_members=3, hidden_dims=(16,), epochs=30, batch_size=16),
     "BootstrapEnsemble": lambda: BootstrapEnsemble(num_members=3, hidden_dims=(16,), epochs=30,
                                                    batch_size=16),
+    "CNNEnsemble": lambda: BootstrapEnsemble(num_members=3, conv_channels=(8,), kernel_size=3,
+                                             hidden_dims=(16,), epochs=30, batch_size=16),
     "OneHotGP": lambda: OneHotGP(maxiter=15),
     "CategoricalGP": lambda: CategoricalGP(maxiter=15),
     "VariationalGP": lambda: VariationalGP(num_inducing=12, batch_size=16, epochs=3),
