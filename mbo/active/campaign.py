@@ -62,7 +62,7 @@ import numpy as np
 import torch
 import yaml
 
-from mbo.active.seiko import seiko_round
+from mbo.active.seiko import feasible_rows, seiko_round
 from mbo.active.selection import ACQUISITIONS
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import CheckpointError, save_checkpoint
@@ -101,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "pool_size": 1000,
         "min_distance": 1,
         "kl_to": "previous",  # or pretrained
+        "infeasible": "impute",  # measured -inf enter the fit at the lowest value; or drop
         "finetune": {"iterations": 60, "batch_size": 32, "sampling_steps": 16, "backprop_steps": 4,
                      "lr": 1e-3, "hard": True, "tau": 1.0},
     },
@@ -183,6 +184,7 @@ def _check_settings(s: dict, where: str) -> None:
     k = s["seiko"]
     need(k["acquisition"] in ACQUISITIONS, "seiko.acquisition", f"must be one of {', '.join(ACQUISITIONS)}")
     need(k["kl_to"] in ("previous", "pretrained"), "seiko.kl_to", "must be previous or pretrained")
+    need(k["infeasible"] in ("impute", "drop"), "seiko.infeasible", "must be impute or drop")
     need(k["c"] >= 0 and k["alpha"] >= 0, "seiko.c", "and seiko.alpha must be >= 0")
     need(k["pool_size"] >= 1 and k["min_distance"] >= 1, "seiko.pool_size", "and min_distance must be >= 1")
     f = k["finetune"]
@@ -621,16 +623,16 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
             raise CampaignError(f"round {r - 1}'s {len(rounds[r - 1])} suggestions have no results yet: "
                                 f"ingest them first (mbo-campaign ingest {c.dir} RESULTS.csv), or pass "
                                 f"--force to suggest round {r} without them")
-    finite = [m for m in measurements if math.isfinite(m.value)]
-    if len(finite) < 2:
-        raise CampaignError(f"{c.measurements_path}: need at least 2 measurements with a finite value to fit "
-                            f"a reward model, have {len(finite)}")
     s = c.settings
     k = s["seiko"]
     torch.set_num_threads(s["threads"])
     device = resolve_device(s["device"])
-    data = SequenceDataset(c.encode([m.sequence for m in finite]), c.alphabet,
-                           labels=torch.tensor([m.value for m in finite], dtype=torch.float32))
+    try:
+        data = feasible_rows(c.encode([m.sequence for m in measurements]),
+                             torch.tensor([m.value for m in measurements], dtype=torch.float32),
+                             c.alphabet, k["infeasible"])
+    except ValueError as err:
+        raise CampaignError(f"{c.measurements_path}: {err}") from None
     # Never suggest a design again: neither a measured one nor one already on an earlier plate.
     seen = sorted({m.sequence for m in measurements} | {x.sequence for sg in rounds.values() for x in sg})
     exclude = c.encode(seen)
