@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import statistics
@@ -118,15 +119,27 @@ def main(argv: list[str] | None = None) -> None:
     offline = task.offline_dataset()
     pretrained = pretrained_diffusion(cfg, task, torch.device("cpu")).eval().requires_grad_(False)
     start = time.perf_counter()
-    per_seed = [run_seed(s, args, task, offline, pretrained, cfg) for s in args.seeds]
+    runs = args.out.with_name(args.out.name + "_runs")
+    runs.mkdir(parents=True, exist_ok=True)
+    per_seed = []
+    for s in args.seeds:  # each seed is kept as soon as it is done; a rerun skips it
+        path = runs / f"seed{s}.json"
+        if not path.exists():
+            atomic_write_text(path, json.dumps(run_seed(s, args, task, offline, pretrained, cfg)))
+        per_seed.append(json.loads(path.read_text()))
     rows = list(per_seed[0])
     table = {}
     for row in rows:
-        table[row] = {k: [statistics.fmean(r[row][k] for r in per_seed),
-                          statistics.stdev(r[row][k] for r in per_seed) if len(per_seed) > 1 else 0.0]
-                      for k in per_seed[0][row]}
+        table[row] = {}
+        for k in per_seed[0][row]:
+            # A method with no feasible design has no true score (NaN): average the seeds that have one.
+            vals = [r[row][k] for r in per_seed if math.isfinite(r[row][k])]
+            table[row][k] = ([statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0]
+                             if vals else None)
 
     def cell(row, key, digits=3):
+        if table[row][key] is None:
+            return "– (no feasible design)"
         m, s = table[row][key]
         return f"{m:.{digits}f} ± {s:.{digits}f}"
 

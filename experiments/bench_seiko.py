@@ -167,8 +167,10 @@ def report(out: Path, command: str, meta: dict) -> dict:
                      f"{fb:.3f} ± {fs:.3f} | {fe:.3f} ± {fse:.3f} | {row['solved']}/{len(row['seeds'])} | "
                      f"{row['seconds']:.0f} |")
     if table:
-        ib = next(iter(table.values()))["initial_best"][0]
-        lines += ["", f"Best of the initial designs (mean over seeds): {ib:.3f}. ± is the standard error "
+        ib = {r["seed"]: r["initial_best"] for r in runs}
+        lines += ["", "Best of the initial designs per seed: "
+                  + ", ".join(f"seed {k}: {v:.3f}" for k, v in sorted(ib.items()))
+                  + ". Compare methods on the same seeds. ± is the standard error "
                   "over seeds. 'feasible queries' is the fraction of all queries the oracle scored "
                   "finite (not −inf)."]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}, torch "
