@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cell(row, 'unique', 1)} | {cell(row, 'time_s', 0)} |")
     lines += ["", "± is the standard deviation over seeds; '> offline best' is the fraction of the 128 "
               "designs whose true score beats the best offline label (infeasible designs count as not).", ""]
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines))
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines), overwrite=True)
     atomic_write_text(args.out.with_suffix(".json"),
-                      json.dumps({"command": command, "per_seed": per_seed, "table": table}, indent=1))
+                      json.dumps({"command": command, "per_seed": per_seed, "table": table}, indent=1),
+                      overwrite=True)
     print("\n".join(lines))
 
 

@@ -152,6 +152,8 @@ def report(out: Path, command: str, meta: dict) -> dict:
         }
     lines = [f"# {meta.get('title', 'Batch active learning on Ehrlich')}", "",
              f"Command: `{command}`", "",
+             "The runs it aggregates were produced by (each run's JSON in the runs folder keeps its "
+             "command):", "", *sorted({f"- `{r['command']}`" for r in runs}), "",
              f"Task: `{meta.get('task')}`; {meta.get('setting', '')}", "",
              "| method | seeds | best after 100 / 300 / 500 / 1000 queries | final best | "
              "feasible queries | solved (1.0) | s per seed |", "|---|---|---|---|---|---|---|"]
@@ -175,8 +177,9 @@ def report(out: Path, command: str, meta: dict) -> dict:
                   "finite (not −inf)."]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}, torch "
               f"{torch.__version__}, threads {torch.get_num_threads()}.", ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "methods": table}, indent=1))
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines), overwrite=True)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "methods": table}, indent=1),
+                      overwrite=True)
     plot(out, table)
     print("\n".join(lines))
     return table
@@ -253,7 +256,10 @@ def main(argv: list[str] | None = None) -> None:
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
                       f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)
-    meta["task"] = meta["task"] or ", ".join(args.task_arg) or "Ehrlich defaults"
+    if meta["task"] is None:  # report only: the name is cheap (the task's data are built lazily)
+        from hydra.utils import instantiate
+
+        meta["task"] = instantiate(cfg.task).name
     report(args.out, command, meta)
 
 
