@@ -43,7 +43,6 @@ import copy
 import csv
 import fcntl
 import inspect
-import io
 import json
 import math
 import os
@@ -68,7 +67,7 @@ from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.data.alphabet import Alphabet, get_alphabet
 from mbo.data.dataset import SequenceDataset
-from mbo.data.io import DataError, _Problems, _read_text, read_csv, read_fasta, write_csv
+from mbo.data.io import DataError, _Problems, _read_text, csv_records, read_csv, read_fasta, write_csv
 from mbo.device import resolve_device
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, load_masked_diffusion, pretrain
 
@@ -302,27 +301,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _csv_records(path: Path, text: str) -> tuple[list[str], int, list[tuple[int, list[str]]]]:
-    """Header, its line, and ``(line, fields)`` of the non-blank data rows (lines are 1-based)."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    header: list[str] | None = None
-    header_line, start = 0, 1
-    records: list[tuple[int, list[str]]] = []
-    try:
-        for fields in reader:
-            if fields and any(f.strip() for f in fields):
-                if header is None:
-                    header, header_line = [f.strip() for f in fields], start
-                else:
-                    records.append((start, fields))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}", reader.line_num) from None
-    if header is None:
-        raise DataError(path, "file is empty (expected a header row and data rows)")
-    return header, header_line, records
-
-
 def _need_columns(path: Path, header: list[str], header_line: int, wanted: list[str]) -> dict[str, int]:
     missing = [c for c in wanted if c not in header]
     if missing:
@@ -353,7 +331,7 @@ def _parse_value(raw: str, what: str = "value") -> float | str:
 def read_measurements(c: Campaign) -> list[Measurement]:
     """Every row of ``measurements.csv``, checked (it may have been edited by hand)."""
     path = c.measurements_path
-    header, header_line, records = _csv_records(path, _read_text(path))
+    header, header_line, records = csv_records(path, _read_text(path))
     col = _need_columns(path, header, header_line, MEASUREMENT_COLUMNS)
     problems = _Problems(path, "row")
     out: list[Measurement] = []
@@ -419,7 +397,7 @@ def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
     path = c.round_dir(r) / "suggestions.csv"
     if not path.is_file():
         return None
-    header, header_line, records = _csv_records(path, _read_text(path))
+    header, header_line, records = csv_records(path, _read_text(path))
     col = _need_columns(path, header, header_line, SUGGESTION_COLUMNS)
     out = []
     for line, fields in records:
@@ -692,7 +670,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     suggestions = {x.id: x for sg in rounds.values() for x in sg}
     text = _read_text(path)
     raw_bytes = path.read_bytes()
-    header, header_line, records = _csv_records(path, text)
+    header, header_line, records = csv_records(path, text)
     if id_column == value_column:
         raise CampaignError(f"--id-column and --value-column must differ, both are {id_column!r}")
     col = _need_columns(path, header, header_line, [id_column, value_column])

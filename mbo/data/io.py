@@ -129,6 +129,32 @@ def _label_columns_list(label_columns: str | Sequence[str] | None) -> list[str]:
     return list(label_columns)
 
 
+def csv_records(path: str | os.PathLike, text: str) -> tuple[list[str], int, list[tuple[int, list[str]]]]:
+    """Split CSV ``text`` (read from ``path``) into its header, the header's line, and the non-blank
+    data rows as ``(first line of the record, fields)``; line numbers are 1-based.
+
+    Raises:
+        DataError: malformed CSV (with the line), or no header at all.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    header_line, start = 0, 1
+    records: list[tuple[int, list[str]]] = []
+    try:
+        for fields in reader:
+            if fields and any(f.strip() for f in fields):
+                if header is None:
+                    header, header_line = [f.strip() for f in fields], start
+                else:
+                    records.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(path, f"malformed CSV: {e}", reader.line_num) from None
+    if header is None:
+        raise DataError(path, "file is empty (expected a header row and data rows)")
+    return header, header_line, records
+
+
 def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column: str = "sequence",
              label_columns: str | Sequence[str] | None = "label", id_column: str | None = None,
              length: int | None = None) -> SequenceDataset:
@@ -161,25 +187,7 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     if len(set(wanted)) != len(wanted):
         raise ValueError(f"sequence, label and id columns must differ, got {wanted}")
 
-    text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, list[str]]] = []  # (first line of the record, fields)
-    try:
-        header: list[str] | None = None
-        header_line = 0
-        start = 1
-        for fields in reader:
-            if fields and any(f.strip() for f in fields):
-                if header is None:
-                    header, header_line = [f.strip() for f in fields], start
-                else:
-                    records.append((start, fields))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}", reader.line_num) from None
-
-    if header is None:
-        raise DataError(path, "file is empty (expected a header row and data rows)")
+    header, header_line, records = csv_records(path, _read_text(path))
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataError(path, f"missing column(s) {missing}; the header has {header}", header_line)
