@@ -130,6 +130,10 @@ def _mean_se(xs: list[float]) -> tuple[float, float]:
     return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
+def _pm(mean: float, se: float) -> str:
+    return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
+
+
 def report(out: Path, command: str, meta: dict) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     table: dict[str, dict] = {}
@@ -166,7 +170,7 @@ def report(out: Path, command: str, meta: dict) -> dict:
         fb, fs = row["final_best"]
         fe, fse = row["feasible"]
         lines.append(f"| {LABELS[method]} | {len(row['seeds'])} | {' / '.join(picks)} | "
-                     f"{fb:.3f} ± {fs:.3f} | {fe:.3f} ± {fse:.3f} | {row['solved']}/{len(row['seeds'])} | "
+                     f"{_pm(fb, fs)} | {_pm(fe, fse)} | {row['solved']}/{len(row['seeds'])} | "
                      f"{row['seconds']:.0f} |")
     if table:
         ib = {r["seed"]: r["initial_best"] for r in runs}
