@@ -106,16 +106,12 @@ def initial_designs(task, n: int, seed: int) -> SequenceDataset:
 
 
 def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: float) -> dict:
+    from mbo.active import best_so_far
+
     init_best = float(initial.labels.max())
-    best, curve, feasible, n_queries = init_best, [], 0, 0
-    for b in batches:
-        v = b.values
-        feasible += int(torch.isfinite(v).sum())
-        n_queries += len(v)
-        finite = v[torch.isfinite(v)]
-        if len(finite):
-            best = max(best, float(finite.max()))
-        curve.append(best)
+    curve = best_so_far(init_best, batches)
+    values = torch.cat([b.values for b in batches])
+    n_queries, feasible = len(values), int(torch.isfinite(values).sum())
     first_solved = next((i + 1 for i, c in enumerate(curve) if c >= 1.0), None)
     return {"method": method, "seed": seed, "initial_best": init_best, "best_curve": curve,
             "round_sizes": [len(b.values) for b in batches],
