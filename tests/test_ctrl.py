@@ -15,6 +15,7 @@ from mbo.ctrl import (
     Factor,
     calibration,
     condition_name,
+    ctrl_objective,
     encode_condition,
     finetune_ctrl,
     make_conditional,
@@ -248,3 +249,23 @@ def test_factor_labels_from_a_users_csv(tmp_path):
     bad = OmegaConf.merge(spec, {"landscape": "PAX6_REF_R1"})
     with pytest.raises(ValueError, match="exactly one"):
         labeled_factor(bad, TFBind8(), seed=0)
+
+
+def test_ctrl_objective_is_zero_kl_and_jensen_gap_at_the_pretrained_model():
+    pre = tiny_diffusion()
+    model = make_conditional(pre, [3, 3]).eval()
+    clf = {"A": tiny_classifier(1), "B": tiny_classifier(2)}
+    log_p = ConditionLogProb(FACTORS, clf)
+    code = encode_condition(FACTORS, "A=high,B=low")
+    with torch.no_grad():
+        pool = pre.sample(4000, steps=8, generator=torch.Generator().manual_seed(0))
+        pool_log_p = log_p(one_hot(pool, V), code.expand(len(pool), -1))
+    out = ctrl_objective(model, pre, log_p, code, pool_log_p, gamma=2.0, n=4000, steps=8,
+                         generator=torch.Generator().manual_seed(1))
+    # Before training the conditional model is p_pre: no KL, J = γ·E_pre[log p̂], and the gap is
+    # Jensen's log E[p̂^γ] − E[log p̂^γ] > 0.
+    assert out["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert out["objective"] == pytest.approx(2.0 * pool_log_p.mean().item(), abs=0.05)
+    assert out["log_z"] == pytest.approx(torch.logsumexp(2 * pool_log_p.double(), 0).item()
+                                         - torch.log(torch.tensor(4000.0)).item())
+    assert out["gap"] > 0

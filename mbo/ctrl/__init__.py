@@ -13,7 +13,7 @@ from mbo.ctrl.conditions import (
     parse_condition,
     satisfies,
 )
-from mbo.ctrl.finetune import ConditionLogProb, finetune_ctrl, nfe_backprop
+from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl, nfe_backprop
 from mbo.ctrl.sampling import rejection_select, sample_cfg, sample_classifier_guided
 from mbo.ctrl.train import train_conditional
 
@@ -26,6 +26,7 @@ __all__ = [
     "calibration",
     "condition_name",
     "conditional_from_scratch",
+    "ctrl_objective",
     "encode_condition",
     "finetune_ctrl",
     "make_conditional",

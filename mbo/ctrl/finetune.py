@@ -8,6 +8,7 @@ classifier may be trained on a different labeled file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from mbo.ctrl.conditional import make_conditional
 from mbo.ctrl.conditions import ConditionSampler, Factor
+from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.finetune.backprop import finetune_backprop
 
@@ -79,3 +81,35 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, sampler
                              sampling_steps=sampling_steps, backprop_steps=backprop_steps, tau=tau,
                              hard=hard, lr=lr, grad_clip=grad_clip, seed=seed, progress=progress,
                              condition_sampler=sampler)
+
+
+@torch.no_grad()
+def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, log_prob: ConditionLogProb,
+                   code: Tensor, pretrained_log_p: Tensor, gamma: float = 1.0, n: int = 128,
+                   steps: int = 32, generator: torch.Generator | None = None) -> dict[str, float]:
+    """How far a CTRL model is from its own optimum for one condition.
+
+    CTRL maximizes J(θ) = E_θ[γ·log p̂(c|x)] − KL(p_θ ‖ p_pre); J ≤ log Z = log E_pre[p̂(c|x)^γ], with
+    equality only at the target p_pre·p̂^γ / Z, and log Z − J = KL(p_θ ‖ target) (trajectory
+    level, so it bounds the KL of the samples). Reward and KL are estimated from ``n`` ``steps``-step
+    trajectories (the KL exactly per step), log Z from pretrained samples.
+
+    Args:
+        model: the conditional model (``sample(..., cond=...)``).
+        pretrained: the reference p_pre.
+        log_prob: Σ log p̂(c | x) at γ = 1 (``ConditionLogProb(..., gamma=1)``).
+        code: the condition, LongTensor ``(F,)``.
+        pretrained_log_p: ``(N,)`` log p̂(c | x) of N samples of the pretrained model.
+        gamma: the guidance strength the model was trained for.
+
+    Returns:
+        ``objective`` J, ``kl`` (mean trajectory KL to p_pre), ``log_z`` and ``gap`` = log Z − J.
+    """
+    rows = code.to(model.device).expand(n, -1)
+    traj = model.sample(n, steps=steps, generator=generator, ref=pretrained, return_trajectory=True,
+                        cond=rows)
+    reward = gamma * log_prob(one_hot(traj.x0, model.vocab_size), rows)
+    kl = traj.kls.sum(0)
+    objective = (reward - kl).mean().item()
+    log_z = (torch.logsumexp(gamma * pretrained_log_p.double(), 0) - math.log(len(pretrained_log_p))).item()
+    return {"objective": objective, "kl": kl.mean().item(), "log_z": log_z, "gap": log_z - objective}
