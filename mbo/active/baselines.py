@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
+import gpytorch
 import torch
 from botorch.acquisition import AcquisitionFunction, qUpperConfidenceBound
 from botorch.models.model import Model
@@ -393,7 +394,10 @@ def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: 
     seen = set(_row_keys(tokens))
     batches: list[QueryBatch] = []
 
-    with torch.random.fork_rng(devices=[]), _flush_denormal():
+    # Kriging-believer fantasies pile up near-duplicate points, and the kernel matrix can then need
+    # more jitter than GPyTorch's default three tries give (Ehrlich L=64 crashed at 1e-3). More
+    # tries change nothing where the default succeeds.
+    with torch.random.fork_rng(devices=[]), _flush_denormal(), gpytorch.settings.cholesky_max_tries(8):
         torch.manual_seed(seed)
         for r in tqdm(range(rounds), desc=name, disable=not progress):
             X_train, y_train = _gp_training_set(tokens, values, max_train, max(max_train // 4, 1), gen)
