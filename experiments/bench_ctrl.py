@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.ctrl_run import condition_metrics, fit_classifier
+from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.ctrl import (
     ConditionLogProb,
@@ -251,17 +252,10 @@ def main(argv=None) -> dict:
     return results
 
 
-def _mean_se(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, float("nan")
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
-
-
 def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
     """Mean ± standard error over seeds of every per-seed metric."""
     def agg(dicts: list[dict]) -> dict:
-        return {k: _mean_se([d[k] for d in dicts]) for k, v in dicts[0].items()
+        return {k: mean_se([d[k] for d in dicts]) for k, v in dicts[0].items()
                 if isinstance(v, (int, float)) and all(k in d for d in dicts)}
 
     first = records[0]
@@ -275,12 +269,12 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
         "runs_commands": sorted({r["command"] for r in records}), "command": command,
         "torch": torch.__version__, "machine": platform.machine()},
         "pretrained": {c: agg([r["pretrained"][c] for r in records]) for c in first["pretrained"]},
-        "runs": {}, "seconds_per_seed": _mean_se([r["timings"]["total_s"] for r in records])}
+        "runs": {}, "seconds_per_seed": mean_se([r["timings"]["total_s"] for r in records])}
     for n in first["runs"]:
         rs = [r["runs"][n] for r in records if n in r["runs"]]
         out["runs"][n] = {
             "classifiers": {f: {**agg([r["classifiers"][f]["test_calibration"] for r in rs]),
-                                "temperature": _mean_se([r["classifiers"][f]["temperature"] for r in rs]),
+                                "temperature": mean_se([r["classifiers"][f]["temperature"] for r in rs]),
                                 "class_counts": rs[0]["classifiers"][f]["class_counts"]}
                             for f in rs[0]["classifiers"]},
             "methods": {m: {c: agg([r["methods"][m][c] for r in rs]) for c in per}
@@ -289,11 +283,6 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
                                for g, per in rs[0]["ctrl_objective"].items()},
             "timings": agg([r["timings"] for r in rs])}
     return out
-
-
-def _pm(ms: tuple[float, float], fmt: str = ".3f") -> str:
-    m, se = ms
-    return f"{m:{fmt}}" if math.isnan(se) else f"{m:{fmt}} ± {se:{fmt}}"
 
 
 def render_markdown(r: dict) -> str:
@@ -332,8 +321,8 @@ def render_markdown(r: dict) -> str:
              "| condition | satisfied (128) | satisfied (pool) | diversity | naturalness |",
              "|---|---|---|---|---|"]
     for name, m in r["pretrained"].items():
-        lines.append(f"| {name} | {_pm(m['frac_satisfied'])} | {_pm(m['pool_rate'], '.4f')} | "
-                     f"{_pm(m['diversity'], '.2f')} | {_pm(m['naturalness'], '.2f')} |")
+        lines.append(f"| {name} | {plus_minus(m['frac_satisfied'])} | {plus_minus(m['pool_rate'], '.4f')} | "
+                     f"{plus_minus(m['diversity'], '.2f')} | {plus_minus(m['naturalness'], '.2f')} |")
     for n, run in r["runs"].items():
         lines += ["", f"## {n} labels per factor", "", "Classifier calibration on 5,000 held-out corpus "
                   "rows (true classes), mean over seeds:", "", "| factor | counts low/mid/high (seed 0) "
@@ -349,17 +338,17 @@ def render_markdown(r: dict) -> str:
             for method, per in run["methods"].items():
                 m = per[cond]
                 acc = f"{m['accepted'][0]:.0f}" if "accepted" in m else ""
-                lines.append(f"| {cond} | {method} | {_pm(m['frac_satisfied'])} | "
+                lines.append(f"| {cond} | {method} | {plus_minus(m['frac_satisfied'])} | "
                              f"{m['diversity'][0]:.2f} | {m['naturalness'][0]:.2f} | "
-                             f"{_pm(m['pred_log_p'], '.2f')} | {acc} |")
+                             f"{plus_minus(m['pred_log_p'], '.2f')} | {acc} |")
         lines += ["", "CTRL against its own optimum: objective J = E[γ·log p̂] − KL(p_θ ‖ p_pre) "
                   "(exact per-step KL along 32-step trajectories) vs log Z = log E_pre[p̂^γ] (from the "
                   "pool); the gap log Z − J ≥ 0 bounds KL(p_θ ‖ target).", "",
                   "| γ | condition | J | KL to pretrained | log Z | gap |", "|---|---|---|---|---|---|"]
         for g, per in run["ctrl_objective"].items():
             for cond, m in per.items():
-                lines.append(f"| {g.split('=')[1]} | {cond} | {_pm(m['objective'], '.2f')} | "
-                             f"{_pm(m['kl'], '.2f')} | {_pm(m['log_z'], '.2f')} | {_pm(m['gap'], '.2f')} |")
+                cells = [plus_minus(m[k], ".2f") for k in ("objective", "kl", "log_z", "gap")]
+                lines.append(f"| {g.split('=')[1]} | {cond} | " + " | ".join(cells) + " |")
         lines += ["", "Timings (s, mean per seed): " +
                   ", ".join(f"{k} {v[0]:.0f}" for k, v in run["timings"].items())]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shlex
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.data.dataset import SequenceDataset
 
@@ -121,15 +121,6 @@ def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: f
             "unique": len(torch.unique(torch.cat([b.tokens for b in batches]), dim=0))}
 
 
-def _mean_se(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
-
-
-def _pm(mean: float, se: float) -> str:
-    return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
-
-
 def report(out: Path, command: str, meta: dict) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     table: dict[str, dict] = {}
@@ -138,16 +129,16 @@ def report(out: Path, command: str, meta: dict) -> dict:
         if not rs:
             continue
         rounds = min(len(r["best_curve"]) for r in rs)
-        curve = [_mean_se([r["best_curve"][i] for r in rs]) for i in range(rounds)]
+        curve = [mean_se([r["best_curve"][i] for r in rs]) for i in range(rounds)]
         table[method] = {
             "seeds": sorted(r["seed"] for r in rs), "rounds": rounds,
             "best_curve_mean": [c[0] for c in curve], "best_curve_se": [c[1] for c in curve],
-            "final_best": _mean_se([r["best_curve"][rounds - 1] for r in rs]),
-            "feasible": _mean_se([r["feasible_fraction"] for r in rs]),
+            "final_best": mean_se([r["best_curve"][rounds - 1] for r in rs]),
+            "feasible": mean_se([r["feasible_fraction"] for r in rs]),
             "solved": sum(r["solved_round"] is not None for r in rs),
             "solved_rounds": [r["solved_round"] for r in rs],
             "seconds": statistics.fmean(r["seconds"] for r in rs),
-            "initial_best": _mean_se([r["initial_best"] for r in rs]),
+            "initial_best": mean_se([r["initial_best"] for r in rs]),
             "queries_per_round": rs[0]["round_sizes"][0],
         }
     lines = [f"# {meta.get('title', 'Batch active learning on Ehrlich')}", "",
@@ -163,10 +154,9 @@ def report(out: Path, command: str, meta: dict) -> dict:
         for n in (100, 300, 500, 1000):
             i = n // q - 1
             picks.append(f"{row['best_curve_mean'][i]:.3f}" if 0 <= i < row["rounds"] else "–")
-        fb, fs = row["final_best"]
-        fe, fse = row["feasible"]
         lines.append(f"| {LABELS[method]} | {len(row['seeds'])} | {' / '.join(picks)} | "
-                     f"{_pm(fb, fs)} | {_pm(fe, fse)} | {row['solved']}/{len(row['seeds'])} | "
+                     f"{plus_minus(row['final_best'])} | {plus_minus(row['feasible'])} | "
+                     f"{row['solved']}/{len(row['seeds'])} | "
                      f"{row['seconds']:.0f} |")
     if table:
         ib = {r["seed"]: r["initial_best"] for r in runs}

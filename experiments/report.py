@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +14,19 @@ import torch
 
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.data.alphabet import one_hot
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds (``nan`` for one seed)."""
+    m = statistics.fmean(xs)
+    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
+
+
+def plus_minus(ms: tuple[float, float], fmt: str = ".3f") -> str:
+    """``mean ± se`` as text; the mean alone when there is no standard error."""
+    m, se = ms
+    return f"{m:{fmt}}" if math.isnan(se) else f"{m:{fmt}} ± {se:{fmt}}"
+
 
 COLUMNS = [("true_p100", "true p100"), ("true_p50", "true p50"), ("feasible", "feasible"),
            ("pred_mean", "pred mean"), ("pred_std", "pred std"), ("reward_mean", "cons. reward"),
