@@ -177,8 +177,8 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
             t = time.perf_counter()
             sampler = ConditionSampler(factors, conditions=torch.stack(list(codes.values())),
                                        drop_prob=0.1)
-            model, history = finetune_ctrl(pretrained, ConditionLogProb(factors, classifiers, gamma),
-                                           sampler, iterations=args.iterations, seed=seed,
+            reward = ConditionLogProb(factors, classifiers, gamma)
+            model, history = finetune_ctrl(pretrained, reward, sampler, iterations=args.iterations, seed=seed,
                                            progress=progress, **FINETUNE)
             run["timings"][f"ctrl_finetune_s {g_tag}"] = time.perf_counter() - t
             run.setdefault("ctrl_history_tail", {})[g_tag] = history[-1]
@@ -205,7 +205,7 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                         x, code, factors, log_p, ctx["oracle_list"], pretrained, 4)
                 methods[f"rejection {g_tag}"][name]["accepted"] = accepted
                 run["ctrl_objective"][g_tag][name] = ctrl_objective(
-                    model, pretrained, log_p, code, pool_log_p[name], gamma, N_DESIGNS, DESIGN_STEPS, g)
+                    model, pretrained, reward, code, gamma * pool_log_p[name], N_DESIGNS, DESIGN_STEPS, g)
             run["timings"][f"sampling_eval_s {g_tag}"] = time.perf_counter() - t
         out["runs"][str(n_labels)] = run
         print(f"seed {seed}, labels {n_labels}: " + json.dumps(

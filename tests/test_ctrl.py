@@ -255,12 +255,12 @@ def test_ctrl_objective_is_zero_kl_and_jensen_gap_at_the_pretrained_model():
     pre = tiny_diffusion()
     model = make_conditional(pre, [3, 3]).eval()
     clf = {"A": tiny_classifier(1), "B": tiny_classifier(2)}
-    log_p = ConditionLogProb(FACTORS, clf)
+    reward = ConditionLogProb(FACTORS, clf, gamma=2.0)
     code = encode_condition(FACTORS, "A=high,B=low")
     with torch.no_grad():
         pool = pre.sample(4000, steps=8, generator=torch.Generator().manual_seed(0))
-        pool_log_p = log_p(one_hot(pool, V), code.expand(len(pool), -1))
-    out = ctrl_objective(model, pre, log_p, code, pool_log_p, gamma=2.0, n=4000, steps=8,
+        pool_log_p = reward(one_hot(pool, V), code.expand(len(pool), -1)) / 2.0
+    out = ctrl_objective(model, pre, reward, code, 2.0 * pool_log_p, n=4000, steps=8,
                          generator=torch.Generator().manual_seed(1))
     # Before training the conditional model is p_pre: no KL, J = γ·E_pre[log p̂], and the gap is
     # Jensen's log E[p̂^γ] − E[log p̂^γ] > 0.

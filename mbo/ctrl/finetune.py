@@ -84,9 +84,9 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, sampler
 
 
 @torch.no_grad()
-def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, log_prob: ConditionLogProb,
-                   code: Tensor, pretrained_log_p: Tensor, gamma: float = 1.0, n: int = 128,
-                   steps: int = 32, generator: torch.Generator | None = None) -> dict[str, float]:
+def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: ConditionLogProb,
+                   code: Tensor, pretrained_reward: Tensor, n: int = 128, steps: int = 32,
+                   generator: torch.Generator | None = None) -> dict[str, float]:
     """How far a CTRL model is from its own optimum for one condition.
 
     CTRL maximizes J(θ) = E_θ[γ·log p̂(c|x)] − KL(p_θ ‖ p_pre); J ≤ log Z = log E_pre[p̂(c|x)^γ], with
@@ -97,10 +97,9 @@ def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, log_prob
     Args:
         model: the conditional model (``sample(..., cond=...)``).
         pretrained: the reference p_pre.
-        log_prob: Σ log p̂(c | x) at γ = 1 (``ConditionLogProb(..., gamma=1)``).
+        reward: the reward the model was trained on, γ·Σ log p̂(c | x) (γ inside).
         code: the condition, LongTensor ``(F,)``.
-        pretrained_log_p: ``(N,)`` log p̂(c | x) of N samples of the pretrained model.
-        gamma: the guidance strength the model was trained for.
+        pretrained_reward: ``(N,)`` that reward on N samples of the pretrained model.
 
     Returns:
         ``objective`` J, ``kl`` (mean trajectory KL to p_pre), ``log_z`` and ``gap`` = log Z − J.
@@ -108,8 +107,8 @@ def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, log_prob
     rows = code.to(model.device).expand(n, -1)
     traj = model.sample(n, steps=steps, generator=generator, ref=pretrained, return_trajectory=True,
                         cond=rows)
-    reward = gamma * log_prob(one_hot(traj.x0, model.vocab_size), rows)
+    r = reward(one_hot(traj.x0, model.vocab_size), rows)
     kl = traj.kls.sum(0)
-    objective = (reward - kl).mean().item()
-    log_z = (torch.logsumexp(gamma * pretrained_log_p.double(), 0) - math.log(len(pretrained_log_p))).item()
+    objective = (r - kl).mean().item()
+    log_z = (torch.logsumexp(pretrained_reward.double(), 0) - math.log(len(pretrained_reward))).item()
     return {"objective": objective, "kl": kl.mean().item(), "log_z": log_z, "gap": log_z - objective}
