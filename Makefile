@@ -1,19 +1,24 @@
-# Both targets build .venv themselves on a fresh machine; the stamp makes later calls fast.
+# Both targets build .venv themselves on a fresh machine, from the committed lock of exact versions
+# (requirements.lock); the stamp makes later calls fast. `make lock` refreshes the lock.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
+LOCK := requirements.lock
+# torch first and pinned: the CPU wheel of this version is served locally; any other pulls gigabytes
+# of CUDA wheels.
+TORCH := torch==2.13.0
 
-.PHONY: run test test-all lint clean
+.PHONY: run test test-all lint lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: any other version pulls gigabytes of CUDA wheels.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	# pytorch-holo's metadata pins numpy<2 and wandb; it works without them.
-	$(BIN)/python -m pip install -q --no-deps pytorch-holo
+	$(BIN)/python -m pip install -q $$(grep -E '^(pip|setuptools)==' $(LOCK))
+	$(BIN)/python -m pip install -q $(TORCH)
+	# Exactly the lock, without resolving: it lists every package (pytorch-holo's metadata pins
+	# numpy<2 and wandb, which it does not need, so resolving would fail or pull them in).
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -27,6 +32,22 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Resolve pyproject.toml's ranges afresh in a throwaway venv and write every resolved version to
+# the lock. Run it when pyproject.toml's dependencies change or to move to newer releases, then
+# `make clean test` (and `make run`) before committing the new lock.
+lock:
+	rm -rf .lock-venv
+	$(PY) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip setuptools
+	.lock-venv/bin/python -m pip install -q $(TORCH)
+	.lock-venv/bin/python -m pip install -q '.[dev]'
+	.lock-venv/bin/python -m pip install -q --no-deps pytorch-holo
+	{ echo "# Exact versions for make run / make test / CI; regenerate with make lock."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vE '^mbo-diffusion( @|==)'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lock-venv build
+	@echo "wrote $(LOCK) ($$(grep -c '==' $(LOCK)) packages)"
 
 clean:
 	rm -rf $(VENV) outputs multirun

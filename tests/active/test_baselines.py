@@ -1,9 +1,13 @@
 import math
+import warnings
 
+import linear_operator.utils.cholesky as cholesky
 import pytest
 import torch
 
 from mbo.active.baselines import QueryBatch, _gp_training_set, _selection_loss, genetic_algorithm, gp_bo
+from linear_operator.utils.warnings import NumericalWarning
+
 from mbo.tasks.ehrlich import Ehrlich
 
 # L-BFGS fitting the GP on ~20 points with two distinct labels may stop "ABNORMAL"; harmless here.
@@ -126,3 +130,21 @@ def test_gp_training_subset_keeps_the_best():
     X, y = _gp_training_set(tokens, values, 5, 2, torch.Generator().manual_seed(0))
     assert len(y) == 5 and {9.0, 8.0} <= set(y.tolist())
     assert torch.equal(X.squeeze(1).double(), y)
+
+
+def test_gp_bo_absorbs_jitter_warnings_and_nothing_else_does(task, monkeypatch):
+    # Whether a Kriging-believer kernel matrix needs jitter depends on the CPU's rounding; simulate a
+    # machine where every Cholesky needs it.
+    original = cholesky._psd_safe_cholesky
+
+    def needs_jitter(*args, **kwargs):
+        warnings.warn("A not p.d., added jitter of 1.0e-08 to the diagonal", NumericalWarning)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cholesky, "_psd_safe_cholesky", needs_jitter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = _run(gp_bo, task)
+        assert len(batches) == ROUNDS
+        with pytest.raises(NumericalWarning):  # outside gp_bo the warning is still an error
+            cholesky.psd_safe_cholesky(torch.eye(2, dtype=torch.float64))
