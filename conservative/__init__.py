@@ -1,5 +1,11 @@
 """Conservative (pessimistic) and optimistic rewards over any reward model with uncertainty."""
 
-from conservative.rewards import ConservativeReward, OptimisticReward, PessimisticReward
+from conservative.rewards import (
+    ConservativeReward,
+    OptimisticReward,
+    PessimisticReward,
+    ScaledReward,
+    label_scale,
+)
 
-__all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward"]
+__all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward", "ScaledReward", "label_scale"]

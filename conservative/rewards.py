@@ -11,6 +11,7 @@ A reward model here is anything with ``mean_std(x: float (N, L, V)) -> (mean (N,
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -73,3 +74,38 @@ class OptimisticReward(ConservativeReward):
     """``r̂ + c·ĝ``: the optimistic reward for exploration (SEIKO)."""
 
     sign = 1.0
+
+
+def label_scale(labels: Tensor) -> float:
+    """The spread of measured labels, std in float64 (1.0 for labels that are all equal): the unit in
+    which :class:`ScaledReward` expresses a reward."""
+    std = float(labels.double().std()) if labels.numel() > 1 else 0.0
+    return std if std > 0 and math.isfinite(std) else 1.0
+
+
+class ScaledReward(nn.Module):
+    """``reward(x) / scale``: a reward in units of the labels' spread.
+
+    Fine-tuners aim at p_pre·exp(r/α); with r in units of std(y) one KL weight α means the same for
+    labels in any unit (nM, log-fold change, 1e-9 or 1e30), and the gradients stay of order one.
+
+    Args:
+        reward: any reward callable (``(N, L, V) -> (N,)``); its ``components`` (r̂, ĝ) are scaled too.
+        scale: the label spread, e.g. :func:`label_scale` of the offline labels.
+    """
+
+    def __init__(self, reward, scale: float):
+        super().__init__()
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be positive and finite, got {scale}")
+        self.reward = reward
+        self.scale = float(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.reward(x) / self.scale
+
+    @property
+    def components(self):
+        """The wrapped reward's ``components(x) -> (r̂, ĝ)``, scaled; absent when it has none."""
+        inner = self.reward.components  # AttributeError (so hasattr is False) when there is none
+        return lambda x: tuple(v / self.scale for v in inner(x))

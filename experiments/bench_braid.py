@@ -15,6 +15,9 @@ each method proposes 128 designs, scored by the ground-truth table. Rows:
 One reward model of each kind is fitted per seed and shared by the methods; the pretrained
 diffusion model is trained once (seed 0) and cached exactly as ``mbo-run`` caches it.
 
+Every setting is ``mbo-run``'s (the config of :mod:`mbo.conf`, with ``--override KEY=VALUE`` on top);
+the GP row adds the overrides in :data:`GP_ROW`.
+
 Run: ``.venv/bin/python experiments/bench_braid.py [--overwrite]`` (all 8 seeds, writes
 ``experiments/results/braid_tfbind8.{md,json}``), or ``--sweep`` for the seed-0 settings sweep that
 chose alpha / c (written to ``braid_tfbind8_sweep.{md,json}``, or ``--out``; embed it in the
@@ -34,32 +37,29 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import Tensor
 
-from conservative import PessimisticReward
-from experiments.run import kl_weight, pretrained_diffusion
+from conservative import ScaledReward, label_scale
 from mbo.atomic import atomic_write_text
-from mbo.baselines import exhaustive_search, gradient_ascent
+from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
 from mbo.device import resolve_device
+from mbo.diffusion.cache import pretrained_diffusion
 from mbo.evaluate import evaluate_designs
-from mbo.finetune import finetune_backprop
-from mbo.tasks.tfbind8 import TFBind8
-from reward_models import CategoricalGP, DeepEnsemble
+from mbo.reward_optimizers import exhaustive_search, gradient_ascent
 
 RESULTS = Path(__file__).parent / "results"
-CONF = Path(__file__).resolve().parent / "conf"
 N_DESIGNS = 128
 
 # Published Design-Bench TFBind8 100th percentiles (Trabucco et al., 2022, Table 2, mean of 8 trials).
 DESIGN_BENCH_P100 = {"Grad. Mean": 0.986, "CMA-ES": 0.953, "COMs": 0.945, "REINFORCE": 0.948,
                      "CbAS": 0.927, "BO-qEI": 0.798}
 
-# Settings fixed by the seed-0 sweep (see braid_tfbind8_sweep.md). alpha is scale-free (times
-# std(y_offline), as in mbo-run); c multiplies each model's own std.
-DEFAULTS = {"alpha": 0.03, "c_ensemble": 10.0, "c_gp": 2.0, "iterations": 150, "lr": 1e-3,
-            "hard": True, "gp_max_train": 2000, "gp_maxiter": 100, "ga_steps": 200, "ga_lr": 0.05}
+# The GP row: an exact Hamming-kernel GP with its own c (its std is larger than the ensemble's; see
+# braid_tfbind8_sweep.md) and a shorter hyperparameter fit.
+GP_ROW = ["reward_model=gp", "conservative.c=2.0", "reward_model.maxiter=100"]
 
 ROWS = ["best in data", "pretrained", "naive fine-tuning (c=0)", "BRAID ensemble-std",
         "BRAID GP-std", "gradient ascent (ensemble)", "exhaustive search (ensemble, conservative)"]
@@ -67,34 +67,32 @@ METRICS = ["true_p100", "true_p50", "novelty", "overopt_gap", "unique", "natural
            "ensemble_mean_spread", "ensemble_std_mean", "gp_mean_spread", "gp_std_mean", "final_kl"]
 
 
-def load_config(overrides: list[str]):
-    """The ``mbo-run`` config (so the pretrained-model cache key is the app's)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+def settings_of(overrides: list[str]) -> dict:
+    """The app config with ``overrides``, and the same with :data:`GP_ROW` for the GP row."""
+    return {"overrides": list(overrides), "app": compose_config("config", overrides),
+            "gp": compose_config("config", [*overrides, *GP_ROW])}
 
 
-def finetune(pretrained, reward, settings, offline, seed, progress):
-    """Fine-tune with the app's backprop settings, alpha scale-free; returns the model and history."""
-    return finetune_backprop(
-        pretrained, reward, iterations=settings["iterations"], batch_size=64,
-        alpha=kl_weight(settings["alpha"], offline), sampling_steps=32, backprop_steps=4, tau=1.0,
-        hard=settings["hard"], lr=settings["lr"], seed=seed, progress=progress)
+def finetune(cfg, pretrained, reward, offline, seed, progress):
+    """Fine-tune as ``mbo-run`` does (reward in units of std(y)); returns the model and history."""
+    return instantiate(cfg.finetune)(pretrained, ScaledReward(reward, label_scale(offline.labels)),
+                                     alpha=cfg.finetune.alpha, seed=seed, progress=progress)
 
 
 def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progress: bool,
              methods: set[str] | None = None) -> dict[str, dict]:
     """All methods for one seed; returns ``{row: metrics}``."""
     torch.manual_seed(seed)
+    cfg, gp_cfg = settings["app"], settings["gp"]
     wanted = set(ROWS) if methods is None else methods
     out: dict[str, dict] = {}
     gen = torch.Generator(device=device).manual_seed(seed)
 
     t = time.perf_counter()
-    ensemble = DeepEnsemble(num_members=5, hidden_dims=[64, 64], epochs=20, device=device)
-    ensemble.fit(offline, seed=seed)
+    ensemble = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=seed)
     t_ens = time.perf_counter() - t
-    naive = PessimisticReward(ensemble, c=0.0)
-    braid_ens = PessimisticReward(ensemble, c=settings["c_ensemble"])
+    naive = instantiate(cfg.conservative, c=0.0)(ensemble)
+    braid_ens = instantiate(cfg.conservative)(ensemble)
 
     def score(name, designs, reward_model, reward, seconds, extra=None):
         m = evaluate_designs(designs.cpu(), task=task, reward_model=reward_model, reward=reward,
@@ -108,7 +106,7 @@ def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progr
 
     if "pretrained" in wanted:
         t = time.perf_counter()
-        designs = pretrained.sample(N_DESIGNS, steps=32, generator=gen)
+        designs = pretrained.sample(N_DESIGNS, generator=gen)
         score("pretrained", designs, ensemble, naive, time.perf_counter() - t,
               scale("ensemble", ensemble, designs, task.alphabet.size))
 
@@ -116,28 +114,25 @@ def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progr
         if name not in wanted:
             continue
         t = time.perf_counter()
-        model, history = finetune(pretrained, reward, settings, offline, seed, progress)
-        designs = model.sample(N_DESIGNS, steps=32, generator=gen)
+        model, history = finetune(cfg, pretrained, reward, offline, seed, progress)
+        designs = model.sample(N_DESIGNS, generator=gen)
         score(name, designs, ensemble, reward, time.perf_counter() - t + t_ens,
               {"final_kl": history[-1]["kl"]})
 
     if "BRAID GP-std" in wanted:
         t = time.perf_counter()
-        gp = CategoricalGP(max_train=settings["gp_max_train"], maxiter=settings["gp_maxiter"],
-                           device=device).fit(offline, seed=seed)
-        braid_gp = PessimisticReward(gp, c=settings["c_gp"])
-        gp_scale = scale("gp", gp, pretrained.sample(N_DESIGNS, steps=32, generator=gen),
-                         task.alphabet.size)
-        model, history = finetune(pretrained, braid_gp, settings, offline, seed, progress)
-        designs = model.sample(N_DESIGNS, steps=32, generator=gen)
+        gp = instantiate(gp_cfg.reward_model, device=str(device)).fit(offline, seed=seed)
+        braid_gp = instantiate(gp_cfg.conservative)(gp)
+        gp_scale = scale("gp", gp, pretrained.sample(N_DESIGNS, generator=gen), task.alphabet.size)
+        model, history = finetune(gp_cfg, pretrained, braid_gp, offline, seed, progress)
+        designs = model.sample(N_DESIGNS, generator=gen)
         score("BRAID GP-std", designs, gp, braid_gp, time.perf_counter() - t,
               {"final_kl": history[-1]["kl"], **gp_scale})
 
     if "gradient ascent (ensemble)" in wanted:
         t = time.perf_counter()
         start = offline.tokens[offline.labels.argsort(descending=True)[:N_DESIGNS]].to(device)
-        designs = gradient_ascent(naive, start, task.alphabet.size, steps=settings["ga_steps"],
-                                  lr=settings["ga_lr"])
+        designs = gradient_ascent(naive, start, task.alphabet.size)
         score("gradient ascent (ensemble)", designs, ensemble, naive,
               time.perf_counter() - t + t_ens)
 
@@ -206,9 +201,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--sweep", action="store_true",
                         help="seed-0 sweep over alpha and c (fine-tuning rows only)")
-    for key, value in DEFAULTS.items():
-        kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="mbo-run config override for every row (repeatable)")
     parser.add_argument("--out", type=Path, default=None, help="results stem (default: results/...)")
     parser.add_argument("--sweep-json", type=Path, default=None,
                         help="a --sweep run's JSON, to embed in the results (how settings were chosen)")
@@ -231,13 +225,15 @@ def main() -> None:
                max(p["wall_s"] for p in parts), command + "  # merging: "
                + "; ".join(p["command"] for p in parts))
         return
-    cfg = load_config([f"progress={not args.no_progress}"])
+    settings = settings_of(args.override)
+    cfg = settings["app"]
     device = resolve_device(cfg.device)
-    task = TFBind8()
+    task = instantiate(cfg.task)
     offline = task.offline_dataset()
-    pretrained = pretrained_diffusion(cfg, task, device).eval().requires_grad_(False)
-    settings = {k: getattr(args, k) for k in DEFAULTS}
     progress = not args.no_progress
+    pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+                                      cfg.cache_dir, name=task.name, device=device, progress=progress)
+    pretrained.requires_grad_(False)
 
     if args.sweep:
         sweep(args, settings, task, offline, pretrained, device, progress, command, t0)
@@ -246,8 +242,16 @@ def main() -> None:
     per_seed = []
     for seed in args.seeds:
         per_seed.append(run_seed(seed, settings, task, offline, pretrained, device, progress))
-    finish(args, settings, args.seeds, per_seed, task.best_offline, time.perf_counter() - t0,
+    finish(args, recorded(settings), args.seeds, per_seed, task.best_offline, time.perf_counter() - t0,
            command)
+
+
+def recorded(settings: dict) -> dict:
+    """The settings as written to the results: overrides and the rows' resolved settings."""
+    keep = ("reward_model", "conservative", "finetune")
+    return {"overrides": settings["overrides"], "gp_row": GP_ROW,
+            **{k: OmegaConf.to_container(settings["app"][k], resolve=True) for k in keep},
+            "gp": {k: OmegaConf.to_container(settings["gp"][k], resolve=True) for k in keep[:2]}}
 
 
 def finish(args, settings, seeds, per_seed, best_offline, wall, command) -> None:
@@ -278,12 +282,13 @@ def sweep(args, settings, task, offline, pretrained, device, progress, command, 
     """Seed 0 only: fine-tuning rows over a small grid of alpha and c."""
     results = []
     for alpha, c_ens, c_gp in SWEEP_GRID:
-        s = dict(settings, alpha=alpha)
+        point = [*settings["overrides"], f"finetune.alpha={alpha}"]
         if c_ens is not None:
-            s["c_ensemble"] = c_ens
+            s = settings_of([*point, f"conservative.c={c_ens}"])
             rows = {"naive fine-tuning (c=0)" if c_ens == 0 else "BRAID ensemble-std"}
         else:
-            s["c_gp"] = c_gp
+            s = settings_of(point)
+            s["gp"] = compose_config("config", [*point, *GP_ROW, f"conservative.c={c_gp}"])
             rows = {"BRAID GP-std"}
         print(f"sweep alpha={alpha} c_ens={c_ens} c_gp={c_gp}", flush=True)
         out = run_seed(0, s, task, offline, pretrained, device, progress, methods=rows)
@@ -294,7 +299,7 @@ def sweep(args, settings, task, offline, pretrained, device, progress, command, 
         partial = Path(str(args.out or RESULTS / "braid_tfbind8_sweep") + ".partial.json")
         atomic_write_text(partial, json.dumps(results, indent=2), overwrite=True)
     wall = time.perf_counter() - t0
-    data = {"command": command, "settings": settings, "results": results, "wall_s": wall}
+    data = {"command": command, "settings": recorded(settings), "results": results, "wall_s": wall}
     lines = ["# BRAID on TFBind8: seed-0 settings sweep", "", *sweep_lines(data)]
     stem = args.out or RESULTS / "braid_tfbind8_sweep"
     write(stem, data, "\n".join(lines) + "\n", args.overwrite)
@@ -304,12 +309,13 @@ def sweep(args, settings, task, offline, pretrained, device, progress, command, 
 def sweep_lines(data: dict) -> list[str]:
     """Markdown table of a sweep run."""
     s = data["settings"]
+    ft = s.get("finetune", s)  # older results recorded the fine-tuning settings flat
     lines = ["## How the settings were chosen: seed-0 sweep", "",
              f"Command: `{data['command']}`"
              + (f" ({data['wall_s'] / 60:.1f} min wall)" if data["wall_s"] is not None else "")
              + ". Seed 0 only, "
-             f"fine-tuning rows only; iterations {s['iterations']}, lr {s['lr']}, "
-             f"hard {s['hard']}. alpha is scale-free; c multiplies the row's own model std.", "",
+             f"fine-tuning rows only; iterations {ft['iterations']}, lr {ft['lr']}, "
+             f"hard {ft['hard']}. alpha is scale-free; c multiplies the row's own model std.", "",
              "| row | alpha | c | p100 | p50 | unique | novelty | over-opt gap | pred mean | "
              "pred std | final KL |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
@@ -325,7 +331,8 @@ def findings(table: dict, settings: dict) -> list[str]:
     def get(row, key):
         return table.get(row, {}).get(key, [float("nan")])[0]
 
-    settings_c = {"ensemble": settings.get("c_ensemble"), "gp": settings.get("c_gp")}
+    settings_c = {"ensemble": settings.get("conservative", {}).get("c", settings.get("c_ensemble")),
+                  "gp": settings.get("gp", {}).get("conservative", {}).get("c", settings.get("c_gp"))}
     naive = "naive fine-tuning (c=0)"
     lines = ["## Findings (computed from the table above)", ""]
     for row in ("BRAID ensemble-std", "BRAID GP-std"):

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.ctrl_run import condition_metrics, fit_classifier
 from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
+from mbo.config import compose_config
 from mbo.ctrl import (
     ConditionLogProb,
     ConditionSampler,
@@ -58,35 +59,30 @@ from mbo.ctrl import (
     satisfies,
     train_conditional,
 )
+from mbo.ctrl.pipeline import condition_metrics, fit_classifier
 from mbo.data.alphabet import one_hot
+from mbo.diffusion.cache import pretrained_diffusion
 from mbo.tasks.tfbind8 import TFBind8
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The app's classifier and fine-tuning settings, so the benchmark measures what `mbo-run mode=ctrl` does.
-APP = OmegaConf.load(Path(__file__).resolve().parent / "conf" / "ctrl" / "tfbind8.yaml")
-CLASSIFIER = APP.classifier
-FINETUNE = {k: v for k, v in OmegaConf.to_container(APP.finetune).items() if k != "iterations"}
-ITERATIONS = APP.finetune.iterations
+APP = compose_config("config", ["progress=false"])
+CLASSIFIER = APP.ctrl.classifier
+FINETUNE = {k: v for k, v in OmegaConf.to_container(APP.ctrl.finetune).items() if k != "iterations"}
+ITERATIONS = APP.ctrl.finetune.iterations
 FACTORS = {"A": "PAX6_REF_R1", "B": "KLF1_REF_R1"}
 CONDITIONS = ["A=high", "A=high,B=low", "A=low,B=high", "A=high,B=high"]
 N_DESIGNS = 128
 DESIGN_STEPS = 32
-CTRL_NFE = nfe_backprop(ITERATIONS, FINETUNE["batch_size"], FINETUNE["sampling_steps"],
+CTRL_NFE = nfe_backprop(ITERATIONS, FINETUNE["batch_size"], FINETUNE["sampler"]["steps"],
                         FINETUNE["backprop_steps"])
 
 
 def app_pretrained(device: torch.device):
     """The app's cached pretrained model (trained now if the cache is empty)."""
-    from hydra import compose, initialize_config_module
-
-    from experiments.run import pretrained_diffusion
-
-    with initialize_config_module("experiments.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["progress=false"])
-    from hydra.utils import instantiate
-
-    task = instantiate(cfg.task, _partial_=True)()
-    return cfg, task, pretrained_diffusion(cfg, task, device)
+    task = instantiate(APP.task)
+    return APP, task, pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, APP.diffusion,
+                                           APP.cache_dir, name=task.name, device=device)
 
 
 def setup(seed: int, device: torch.device) -> dict:
@@ -104,10 +100,10 @@ def setup(seed: int, device: torch.device) -> dict:
     # Calibration rows are the same for every seed; labels are drawn from the rest.
     perm = torch.randperm(len(corpus), generator=torch.Generator().manual_seed(12345))
     gen = torch.Generator().manual_seed(seed)
-    base = pretrained.sample(N_DESIGNS, steps=DESIGN_STEPS, generator=gen)
+    base = pretrained.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=gen)
     pool_size = CTRL_NFE // DESIGN_STEPS
     t = time.perf_counter()
-    pool = torch.cat([pretrained.sample(4096, steps=DESIGN_STEPS, generator=gen)
+    pool = torch.cat([pretrained.sample(4096, sampler=DESIGN_STEPS, generator=gen)
                       for _ in range(math.ceil(pool_size / 4096))])[:pool_size]
     oracle_list = [oracles[f.name] for f in factors]
     return {"cfg": cfg, "pretrained": pretrained, "oracles": oracles, "oracle_list": oracle_list,
@@ -178,8 +174,9 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
             sampler = ConditionSampler(factors, conditions=torch.stack(list(codes.values())),
                                        drop_prob=0.1)
             reward = ConditionLogProb(factors, classifiers, gamma)
+            settings = {**FINETUNE, "sampler": instantiate(APP.ctrl.finetune.sampler)}
             model, history = finetune_ctrl(pretrained, reward, sampler, iterations=args.iterations, seed=seed,
-                                           progress=progress, **FINETUNE)
+                                           progress=progress, **settings)
             run["timings"][f"ctrl_finetune_s {g_tag}"] = time.perf_counter() - t
             run.setdefault("ctrl_history_tail", {})[g_tag] = history[-1]
             t = time.perf_counter()
@@ -189,13 +186,13 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
             for name, code in codes.items():
                 g = torch.Generator().manual_seed(seed)
                 designs = {
-                    "ctrl": model.sample(N_DESIGNS, steps=DESIGN_STEPS, generator=g,
+                    "ctrl": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g,
                                          cond=code.expand(N_DESIGNS, -1)),
                     "classifier_guidance": sample_classifier_guided(
                         pretrained, lambda x, c=code, lp=log_p: lp(x, c.expand(x.shape[0], -1)), N_DESIGNS,
-                        steps=DESIGN_STEPS, gamma=gamma, generator=g),
+                        sampler=DESIGN_STEPS, gamma=gamma, generator=g),
                     # w = γ − 1 makes the from-scratch model's target p(x|c)^γ · p(x)^(1−γ).
-                    "scratch_cfg": sample_cfg(scratch, code, N_DESIGNS, steps=DESIGN_STEPS,
+                    "scratch_cfg": sample_cfg(scratch, code, N_DESIGNS, sampler=DESIGN_STEPS,
                                               weight=gamma - 1.0, generator=g),
                 }
                 designs["rejection"], accepted = rejection_select(ctx["pool"], gamma * pool_log_p[name],
@@ -303,7 +300,7 @@ def render_markdown(r: dict) -> str:
              "error over seeds.",
              "- γ is the guidance strength: every method aims at p_pre(x) · p̂(c|x)^γ.",
              f"- CTRL: fine-tuning {ft['iterations']} iterations × {ft['batch_size']}, "
-             f"{ft['sampling_steps']}-step relaxed sampler (straight-through, τ = {ft['tau']}), full "
+             f"{ft['sampler']['steps']}-step relaxed sampler (straight-through, τ = {ft['tau']}), full "
              f"backprop, lr {ft['lr']}, KL weight 1, reward γ·log p̂; {s['ctrl_nfe']:,} denoiser "
              "evaluations (rows × passes, backward = 2).",
              f"- Rejection: pool of {s['rejection_pool']:,} pretrained samples × {s['design_steps']} steps "

@@ -10,6 +10,8 @@ ensemble per seed, and the diffusion model pretrained on unlabeled chain samples
 - hill climbing and gradient ascent: unconstrained optimization of the ensemble mean from the 128
   best offline sequences (the off-manifold failure BRAID is meant to avoid).
 
+Settings are ``mbo-run``'s config with the overrides in :data:`EHRLICH` (and ``--override``).
+
 Run: ``.venv/bin/python experiments/bench_ehrlich_offline.py --seeds 0 1 2`` (writes
 ``experiments/results/ehrlich_offline.{md,json}``).
 """
@@ -29,16 +31,19 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from conservative import PessimisticReward
-from experiments.bench_seiko import load_config
-from experiments.run import kl_weight, pretrained_diffusion
+from conservative import ScaledReward, label_scale
 from mbo.atomic import atomic_write_text
-from mbo.baselines import gradient_ascent, hill_climb
+from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
-from mbo.finetune import finetune_backprop
+from mbo.diffusion.cache import pretrained_diffusion
+from mbo.reward_optimizers import gradient_ascent, hill_climb
 
 RESULTS = Path(__file__).parent / "results"
 N_DESIGNS = 128
+# mbo-run on an Ehrlich task: the prior with a local convolution, a CNN ensemble, and the KL weight
+# and pessimism this benchmark was run with.
+EHRLICH = ["task=ehrlich", "diffusion=masked_local", "reward_model=conv_ensemble", "finetune.alpha=0.1",
+           "conservative.c=1.0"]
 
 
 def metrics(task, designs: torch.Tensor, best_offline: float) -> dict:
@@ -72,25 +77,24 @@ def run_seed(seed: int, args, task, offline, pretrained, cfg) -> dict[str, dict]
 
     with torch.no_grad():
         t = time.perf_counter()
-        record("pretrained", pretrained.sample(N_DESIGNS, steps=32, generator=gen), time.perf_counter() - t)
+        record("pretrained", pretrained.sample(N_DESIGNS, generator=gen), time.perf_counter() - t)
         t = time.perf_counter()
-        pool = torch.cat([pretrained.sample(1000, steps=32, generator=gen)
-                          for _ in range(args.ranked // 1000)])
+        pool = torch.cat([pretrained.sample(1000, generator=gen) for _ in range(args.ranked // 1000)])
         mean, _ = ensemble.mean_std(one_hot(pool, vocab))
-        record(f"best-of-{args.ranked} ranked by ensemble", pool[mean.argsort(descending=True)[:N_DESIGNS]],
-               time.perf_counter() - t + t_fit)
-    for name, c in (("naive fine-tuning (c=0)", 0.0), (f"BRAID ensemble-std (c={args.c:g})", args.c)):
+        ranked = pool[mean.argsort(descending=True)[:N_DESIGNS]]
+        record(f"best-of-{args.ranked} ranked by ensemble", ranked, time.perf_counter() - t + t_fit)
+    braid_c = cfg.conservative.c
+    for name, c in (("naive fine-tuning (c=0)", 0.0), (f"BRAID ensemble-std (c={braid_c:g})", braid_c)):
         t = time.perf_counter()
-        reward = PessimisticReward(ensemble, c=c)
-        model, history = finetune_backprop(
-            pretrained, reward, iterations=args.iterations, batch_size=64,
-            alpha=kl_weight(args.alpha, offline), sampling_steps=32, backprop_steps=4, tau=1.0,
-            hard=True, lr=1e-3, seed=seed, progress=args.progress)
+        reward = instantiate(cfg.conservative, c=c)(ensemble)
+        scaled = ScaledReward(reward, label_scale(offline.labels))
+        model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha, seed=seed,
+                                                   progress=args.progress)
         with torch.no_grad():
-            designs = model.sample(N_DESIGNS, steps=32, generator=gen)
+            designs = model.sample(N_DESIGNS, generator=gen)
         record(name, designs, time.perf_counter() - t + t_fit, {"final_kl": history[-1]["kl"]})
     start = offline.tokens[offline.labels.argsort(descending=True)[:N_DESIGNS]]
-    naive = PessimisticReward(ensemble, c=0.0)
+    naive = instantiate(cfg.conservative, c=0.0)(ensemble)
     t = time.perf_counter()
     record("hill climbing (ensemble mean)", hill_climb(naive, start, vocab, steps=200, seed=seed),
            time.perf_counter() - t + t_fit)
@@ -103,10 +107,8 @@ def run_seed(seed: int, args, task, offline, pretrained, cfg) -> dict[str, dict]
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--task-arg", action="append", default=[])
-    p.add_argument("--alpha", type=float, default=0.1, help="KL weight × std(y_offline)")
-    p.add_argument("--c", type=float, default=1.0, help="BRAID pessimism (× ensemble std)")
-    p.add_argument("--iterations", type=int, default=150)
+    p.add_argument("--task-arg", action="append", default=[], help="Ehrlich argument, e.g. length=64")
+    p.add_argument("--override", action="append", default=[], help="mbo-run config override")
     p.add_argument("--ranked", type=int, default=10000)
     p.add_argument("--out", type=Path, default=RESULTS / "ehrlich_offline")
     p.add_argument("--progress", action="store_true")
@@ -114,10 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     command = ("python experiments/bench_ehrlich_offline.py "
                + shlex.join(sys.argv[1:] if argv is None else argv))
-    cfg = load_config(args.task_arg, [])
+    cfg = compose_config("config", [*EHRLICH, *[f"task.{a}" for a in args.task_arg], *args.override])
     task = instantiate(cfg.task)
     offline = task.offline_dataset()
-    pretrained = pretrained_diffusion(cfg, task, torch.device("cpu")).eval().requires_grad_(False)
+    pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+                                      cfg.cache_dir, name=task.name, progress=args.progress)
+    pretrained.requires_grad_(False)
     start = time.perf_counter()
     runs = args.out.with_name(args.out.name + "_runs")
     runs.mkdir(parents=True, exist_ok=True)
@@ -147,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
              f"Command: `{command}`", "",
              f"Offline split: {len(offline)} feasible chain samples scoring ≤ {task.offline_max_score}; best "
              f"offline {float(offline.labels.max()):.3f}. Reward model: `{cfg.reward_model._target_}` "
-             f"with conv_channels {list(cfg.reward_model.conv_channels)}. α = {args.alpha} (× std of "
-             f"offline labels), {args.iterations} fine-tuning iterations. torch {torch.__version__}, "
+             f"with conv_channels {list(cfg.reward_model.conv_channels)}. α = {cfg.finetune.alpha} (× std "
+             f"of offline labels), {cfg.finetune.iterations} fine-tuning iterations. "
+             f"torch {torch.__version__}, "
              "1 thread, "
              f"{platform.machine()} CPU; wall {(time.perf_counter() - start) / 60:.1f} min.", "",
              "| method | feasible | best true | median true (feasible) | > offline best | unique | time s |",

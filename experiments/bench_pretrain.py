@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=0.01,
+        warmup=100,
         seed=args.seed,
         progress=not args.no_progress,
         log_every=100,
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     gen = torch.Generator().manual_seed(args.seed + 4)
     t0 = time.perf_counter()
-    samples = model.sample(args.samples, steps=args.sample_steps, generator=gen)
+    samples = model.sample(args.samples, sampler=args.sample_steps, generator=gen)
     big_sample_time = time.perf_counter() - t0
 
     # Noise floor: the same statistics for as many draws (with replacement) from the corpus itself.
@@ -126,11 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
     pair_floor = (pair_freqs(ref_draw, v) - pair_freqs(corpus, v)).abs().max().item()
 
     # Throughput for a 128-design batch (the benchmark protocol's batch), median of 5 after warmup.
-    model.sample(128, steps=args.sample_steps)
+    model.sample(128, sampler=args.sample_steps)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        model.sample(128, steps=args.sample_steps)
+        model.sample(128, sampler=args.sample_steps)
         times.append(time.perf_counter() - t0)
     t128 = sorted(times)[2]
 

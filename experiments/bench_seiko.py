@@ -16,6 +16,9 @@ Each (method, seed) result is written to ``OUT/runs/<method>_seed<k>.json`` as s
 and skipped if present, so methods can be split over processes and an interrupted run resumes;
 ``--report`` (alone or after a run) aggregates whatever exists into ``OUT.md`` / ``OUT.json`` / PNG.
 
+Settings are a campaign's (``mbo-campaign``'s ``campaign`` config of :mod:`mbo.conf`, with
+``--override KEY=VALUE`` on top); each SEIKO variant adds the overrides in :data:`SEIKO`.
+
 Run, e.g.: ``.venv/bin/python experiments/bench_seiko.py --task-arg length=32 --seeds 0 1 2
 --methods seiko_ucb greedy --out experiments/results/seiko_ehrlich_l32``.
 """
@@ -32,67 +35,55 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
 from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
+from mbo.config import compose_config
 from mbo.data.dataset import SequenceDataset
+from mbo.diffusion.cache import pretrained_diffusion
 
-CONF = Path(__file__).resolve().parent / "conf"
 METHODS = ("seiko_ucb", "seiko_boot", "greedy", "ga", "gpbo", "random")
 LABELS = {"seiko_ucb": "SEIKO (UCB, CNN ensemble)", "seiko_boot": "SEIKO (bootstrap, Thompson)",
           "greedy": "greedy loop (c = 0)", "ga": "genetic algorithm (holo)",
           "gpbo": "GP-BO (Hamming GP, local search)", "random": "random pretrained samples"}
 
 
-def load_config(task_args: list[str], overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("config", overrides=["task=ehrlich", "diffusion=masked_local",
-                                            "reward_model=conv_ensemble",
-                                            *[f"task.{a}" for a in task_args], *overrides])
+def load_config(task_args: list[str], overrides: list[str], method: str = "seiko_ucb"):
+    """The campaign settings for ``method`` (see :data:`SEIKO`), and the Ehrlich task's config."""
+    cfg = compose_config("campaign", [*SEIKO.get(method, []), *overrides])
+    task_cfg = compose_config("config", ["task=ehrlich", *[f"task.{a}" for a in task_args]]).task
+    return cfg, task_cfg
 
 
-def reward_model_factory(cfg, bootstrap: bool):
-    from hydra.utils import instantiate
-
-    def make():
-        rm = OmegaConf.to_container(cfg.reward_model, resolve=True)
-        if bootstrap:
-            rm["_target_"] = "reward_models.BootstrapEnsemble"
-        return instantiate(rm)
-    return make
-
-
-SEIKO = {"seiko_ucb": dict(c=1.0, acquisition="ucb", bootstrap=False),
-         "seiko_boot": dict(c=1.0, acquisition="thompson", bootstrap=True),
-         "greedy": dict(c=0.0, acquisition="ucb", bootstrap=False)}
+# Each SEIKO variant: overrides of the campaign settings.
+SEIKO = {"seiko_ucb": [],
+         "seiko_boot": ["reward_model._target_=reward_models.BootstrapEnsemble",
+                        "seiko.acquisition=thompson"],
+         "greedy": ["seiko.c=0.0"]}
 
 
 def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceDataset, args):
     from mbo.active import QueryBatch, run_seiko, unmeasured
 
     if method in SEIKO:
-        spec = SEIKO[method]
-        return run_seiko(task.oracle, initial, pretrained, reward_model_factory(cfg, spec["bootstrap"]),
-                         rounds=args.rounds, batch_size=args.batch, seed=seed, c=spec["c"],
-                         acquisition=spec["acquisition"], alpha=args.alpha, pool_size=args.pool,
-                         sampling_steps=cfg.diffusion.sampling_steps,
-                         finetune=dict(iterations=args.iterations, batch_size=32, sampling_steps=16,
-                                       backprop_steps=4, lr=1e-3, hard=True, tau=1.0),
+        k = cfg.seiko
+        return run_seiko(task.oracle, initial, pretrained, lambda: instantiate(cfg.reward_model),
+                         instantiate(cfg.finetune), rounds=args.rounds, batch_size=args.batch,
+                         kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c, alpha=cfg.finetune.alpha,
+                         acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
                          progress=args.progress)
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
         measured, out = initial.tokens, []
         for _ in range(args.rounds):
             with torch.no_grad():
-                pool = pretrained.sample(4 * args.batch, steps=cfg.diffusion.sampling_steps, generator=gen)
+                pool = pretrained.sample(4 * args.batch, generator=gen)
             tokens = unmeasured(pool.cpu(), measured)[: args.batch]
             out.append(QueryBatch(tokens=tokens, values=task.oracle(tokens).float()))
             measured = torch.cat([measured, tokens])
         return out
-    from mbo.active import baselines
+    from mbo.active import oracle_baselines as baselines
 
     fn = {"ga": baselines.genetic_algorithm, "gpbo": baselines.gp_bo}[method]
     return fn(task.oracle, initial, rounds=args.rounds, batch_size=args.batch, seed=seed,
@@ -204,15 +195,12 @@ def plot(out: Path, table: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task-arg", action="append", default=[], help="Ehrlich argument, e.g. length=64")
-    p.add_argument("--override", action="append", default=[], help="extra mbo-run config override")
+    p.add_argument("--override", action="append", default=[], help="campaign settings override")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--initial", type=int, default=100)
-    p.add_argument("--alpha", type=float, default=0.1, help="SEIKO KL weight (× std of measured values)")
-    p.add_argument("--iterations", type=int, default=60, help="SEIKO fine-tuning iterations per round")
-    p.add_argument("--pool", type=int, default=1000, help="SEIKO candidates sampled per round")
     p.add_argument("--out", type=Path, required=True, help="results prefix (OUT.md, OUT.json, OUT/runs/)")
     p.add_argument("--report", action="store_true", help="only aggregate existing runs")
     p.add_argument("--progress", action="store_true")
@@ -220,19 +208,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     command = "python experiments/bench_seiko.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.task_arg, args.override)
+    cfg, task_cfg = load_config(args.task_arg, args.override)
+    ft, k = cfg.finetune, cfg.seiko
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
-                                      f"{args.batch} queries; SEIKO: {args.iterations} fine-tuning "
-                                      f"iterations/round, α = {args.alpha}, pool {args.pool}, KL to the "
-                                      "previous round's model")}
+                                      f"{args.batch} queries; SEIKO: {ft.iterations} fine-tuning "
+                                      f"iterations/round, α = {ft.alpha}, pool {k.pool_size}, KL to the "
+                                      f"{k.kl_to} round's model"),
+            "overrides": args.override}
     if not args.report:
-        from hydra.utils import instantiate
-
-        from experiments.run import pretrained_diffusion
-
-        task = instantiate(cfg.task)
+        task = instantiate(task_cfg)
         meta["task"] = task.name
-        pretrained = pretrained_diffusion(cfg, task, torch.device("cpu")).eval().requires_grad_(False)
+        pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+                                          cfg.cache_dir, name=task.name, progress=args.progress)
+        pretrained.requires_grad_(False)
         for seed in args.seeds:
             for method in args.methods:
                 path = args.out / "runs" / f"{method}_seed{seed}.json"
@@ -240,16 +228,15 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 initial = initial_designs(task, args.initial, seed)
                 start = time.perf_counter()
-                batches = run_method(method, seed, cfg, task, pretrained, initial, args)
+                method_cfg, _ = load_config(args.task_arg, args.override, method)
+                batches = run_method(method, seed, method_cfg, task, pretrained, initial, args)
                 rec = record(method, seed, initial, batches, time.perf_counter() - start)
                 rec["command"] = command
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
                       f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)
     if meta["task"] is None:  # report only: the name is cheap (the task's data are built lazily)
-        from hydra.utils import instantiate
-
-        meta["task"] = instantiate(cfg.task).name
+        meta["task"] = instantiate(task_cfg).name
     report(args.out, command, meta)
 
 

@@ -46,8 +46,30 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def best_offline_text(result: dict) -> str:
+    """The best offline label: normalized where a benchmark defines the scale, else in the file's units."""
+    if result.get("has_oracle", True):
+        return f"best offline (normalized) {result['best_offline']:.3f}"
+    return f"best offline label {result['best_offline_label']:.6g} (in the label column's units)"
+
+
+def data_lines(result: dict) -> list[str]:
+    """What the run read and wrote, in sentences for report.md."""
+    d = result.get("designs", {})
+    lines = [f"Offline data: {result.get('n_offline', '?')} sequences; {best_offline_text(result)}."]
+    if result.get("replicates_merged"):
+        lines.append(f"Replicates: {result['replicates_merged']} rows measured a sequence already in the "
+                     f"file and were merged into it (see task.replicates).")
+    if d:
+        lines.append(f"Designs: {d['written']} distinct of {d['asked']} asked for, "
+                     f"{'possibly' if d['include_offline'] else 'none'} from the offline data, from "
+                     f"{d['sampled']} samples of the fine-tuned model; ranked by the conservative reward "
+                     f"(designs.csv, designs.fasta).")
+    return lines
+
+
 def print_summary(result: dict) -> None:
-    print(f"\n{result['task']}  seed={result['seed']}  best offline={result['best_offline']:.3f}  "
+    print(f"\n{result['task']}  seed={result['seed']}  {best_offline_text(result)}  "
           f"total {result['timings']['total_s']:.1f}s")
     print(summary_table(result))
 
@@ -109,8 +131,7 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
         _savefig(fig, outdir / "history.png")
         plots.append("history.png")
 
-    text = [f"# mbo-run report: {result['task']} (seed {result['seed']})", "",
-            f"Best offline (normalized): {result['best_offline']:.3f}", "",
+    text = [f"# mbo-run report: {result['task']} (seed {result['seed']})", "", *data_lines(result), "",
             summary_table(result), "", "Timings (s): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in result["timings"].items()), ""]
     text += [f"![{p}]({p})" for p in plots]

@@ -27,6 +27,10 @@ from mbo import checkpoint
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 
+MIN_STD = float(torch.finfo(torch.float64).tiny)
+"""The smallest label spread an outcome transform scales by: labels of any finite scale are
+standardized (only labels that are all equal are merely de-meaned)."""
+
 
 def dataset_labels(dataset: SequenceDataset, where: str) -> Tensor:
     """The labels of ``dataset`` as float ``(N,)``; a clear error if absent or multi-output."""

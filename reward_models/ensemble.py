@@ -12,13 +12,14 @@ from typing import Any, Self
 
 import torch
 from botorch.models.ensemble import EnsembleModel
+from botorch.models.transforms.outcome import Standardize
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from reward_models.base import RewardModel, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP
 
 
@@ -54,8 +55,11 @@ class DeepEnsemble(RewardModel, EnsembleModel):
                         "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size)}
         self.device = resolve_device(device)
         self.net: EnsembleMLP | EnsembleCNN | None = None
-        self.register_buffer("y_mean", torch.zeros((), device=self.device))
-        self.register_buffer("y_std", torch.ones((), device=self.device))
+        # Members learn standardized labels; BoTorch's posterior() and mean_std() both un-standardize
+        # through this one transform. Its statistics are computed in float64 (a float32 sum of squares
+        # overflows past |y| ~ 1e19), and any positive spread is used (BoTorch's default only
+        # de-means labels whose std is below 1e-8, so labels in units of 1e-9 would not be scaled).
+        self.outcome_transform = Standardize(m=1, min_stdv=MIN_STD).to(self.device)
         # Label-noise variance in standardized units, used only for observation_noise=True.
         self.register_buffer("noise_var", torch.zeros((), device=self.device))
 
@@ -83,16 +87,14 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         y = dataset_labels(dataset, where).to(self.device)
         X = dataset.one_hot().flatten(1).to(self.device)
         n, k = X.shape[0], self.num_members
-        y_mean, y_std = y.mean(), y.std()
-        y_std = y_std if y_std > 0 else torch.ones_like(y_std)
-        ys = (y - y_mean) / y_std
+        self.outcome_transform.train()
+        ys = self.outcome_transform.double()(y.double().unsqueeze(-1))[0].squeeze(-1).float()
+        self.outcome_transform.float()
         cfg = self._config
         gen = torch.Generator(device="cpu").manual_seed(seed)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             self._build(dataset.length, dataset.alphabet.size)
-        self.y_mean.copy_(y_mean)
-        self.y_std.copy_(y_std)
         # Each member's training set as row indices into X: all rows, or a resample with replacement.
         if self.bootstrap:
             member_rows = torch.randint(n, (k, n), generator=gen)
@@ -144,21 +146,33 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     def member_predictions(self, x: Tensor) -> Tensor:
         """Member outputs ``(K, N)`` in label units for float one-hot ``x (N, L, V)``."""
         self._check_onehot(x)
-        return self.net(x.flatten(1).to(self.device)) * self.y_std + self.y_mean
+        return self._untransform(self.net(x.flatten(1).to(self.device)))
+
+    def _untransform(self, values: Tensor) -> Tensor:
+        return self.outcome_transform.untransform(values.unsqueeze(-1))[0].squeeze(-1)
+
+    @property
+    def label_std(self) -> Tensor:
+        """The standard deviation of the training labels (the outcome transform's scale), ``()``."""
+        return self.outcome_transform.stdvs.reshape(())
 
     def mean_std(self, x: Tensor, observation_noise: bool = False) -> tuple[Tensor, Tensor]:
         """Member mean and (unbiased) member std, each ``(N,)``; see :meth:`RewardModel.mean_std`."""
-        preds = self.member_predictions(x)
+        self._check_onehot(x)
+        # The spread in standardized units, then scaled: a variance in label units overflows float32
+        # for labels past ~1e19.
+        preds = self.net(x.flatten(1).to(self.device))
         var = preds.var(dim=0)
         if observation_noise:
-            var = var + self.noise_var * self.y_std**2
-        return preds.mean(dim=0), var.sqrt()
+            var = var + self.noise_var
+        return self._untransform(preds.mean(dim=0)), var.sqrt() * self.label_std
 
     def forward(self, X: Tensor) -> Tensor:
-        """``X (batch..., q, L*V)`` -> member values ``(batch..., K, q, 1)`` in label units."""
+        """``X (batch..., q, L*V)`` -> standardized member values ``(batch..., K, q, 1)``
+        (``posterior`` un-standardizes them through ``outcome_transform``)."""
         self._check_flat(X)
         batch = X.shape[:-1]
-        out = self.net(X.reshape(-1, X.shape[-1]).to(self.device)) * self.y_std + self.y_mean
+        out = self.net(X.reshape(-1, X.shape[-1]).to(self.device))
         out = out.reshape(self.num_members, *batch)  # (K, batch..., q)
         return out.movedim(0, -2).unsqueeze(-1)
 

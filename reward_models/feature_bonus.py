@@ -91,7 +91,7 @@ class FeatureBonus(RewardModel):
         mean = self._net_mean(x)
         std = self.scale * self.bonus(x)
         if observation_noise and isinstance(self.net, DeepEnsemble):
-            std = (std.pow(2) + self.net.noise_var * self.net.y_std**2).sqrt()
+            std = (std.pow(2) + self.net.noise_var * self.net.label_std**2).sqrt()
         return mean, std
 
     def calibrate(self, dataset: SequenceDataset) -> Self:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from reward_models.base import RewardModel, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 
 DTYPE = torch.float64
@@ -101,7 +101,8 @@ class _ExactGP(_GPRewardModel):
     def _make_gp(self, X: Tensor, Y: Tensor) -> SingleTaskGP:
         covar = self._covar_module()
         kwargs = {} if covar is None else {"covar_module": covar}
-        return SingleTaskGP(X, Y, outcome_transform=Standardize(m=1), **kwargs).to(self.device)
+        transform = Standardize(m=1, min_stdv=MIN_STD)
+        return SingleTaskGP(X, Y, outcome_transform=transform, **kwargs).to(self.device)
 
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Fit hyperparameters by exact marginal likelihood (L-BFGS, ``maxiter`` steps at most)."""
@@ -201,7 +202,7 @@ class VariationalGP(_GPRewardModel):
         cfg = self._config
         X, Y = self._train_data(dataset, seed, None)
         n = X.shape[0]
-        tf = Standardize(m=1).to(self.device, DTYPE)
+        tf = Standardize(m=1, min_stdv=MIN_STD).to(self.device, DTYPE)
         tf.train()
         Ys, _ = tf(Y)
         tf.eval()
@@ -238,5 +239,6 @@ class VariationalGP(_GPRewardModel):
             raise CheckpointError(f"{path}: missing {err}") from None
         # Shapes only: the inducing points stand in for the (unsaved) training inputs.
         dummy_y = torch.zeros(inducing.shape[0], 1, dtype=DTYPE, device=self.device)
-        self.gp = self._make_gp(inducing, dummy_y, inducing.clone(), Standardize(m=1))
+        self.gp = self._make_gp(inducing, dummy_y, inducing.clone(),
+                               Standardize(m=1, min_stdv=MIN_STD))
         load_state_strict(self.gp, {k[3:]: v for k, v in tensors.items()}, path)

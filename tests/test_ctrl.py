@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
+from mbo.config import compose_config
 from mbo.ctrl import (
     ConditionalDenoiser,
     ConditionLogProb,
@@ -25,6 +25,7 @@ from mbo.ctrl import (
     sample_classifier_guided,
     satisfies,
 )
+from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
 
@@ -124,11 +125,11 @@ def test_zero_init_conditional_model_equals_pretrained_before_training():
         ref = pre.x0_log_probs(xt)
         assert torch.equal(cond_model.x0_log_probs(xt, conds), ref)
         assert torch.equal(cond_model.x0_log_probs(xt), ref)
-        x0 = pre.sample(4, steps=4, generator=torch.Generator().manual_seed(3))
+        x0 = pre.sample(4, sampler=4, generator=torch.Generator().manual_seed(3))
         assert torch.equal(cond_model.elbo(x0, generator=torch.Generator().manual_seed(2), cond=conds[:4]),
                            pre.elbo(x0, generator=torch.Generator().manual_seed(2)))
-    a = pre.sample(8, steps=4, generator=torch.Generator().manual_seed(5))
-    b = cond_model.sample(8, steps=4, generator=torch.Generator().manual_seed(5),
+    a = pre.sample(8, sampler=4, generator=torch.Generator().manual_seed(5))
+    b = cond_model.sample(8, sampler=4, generator=torch.Generator().manual_seed(5),
                           cond=torch.tensor([2, 0]).expand(8, -1))
     assert torch.equal(a, b)
     assert all(p is not q for p, q in zip(pre.parameters(), cond_model.parameters(), strict=False))
@@ -156,11 +157,11 @@ def test_conditional_denoiser_rebuilds_from_config():
 def test_classifier_guidance_with_zero_strength_is_the_pretrained_sampler():
     pre = tiny_diffusion()
     clf = tiny_classifier()
-    a = pre.sample(8, steps=4, generator=torch.Generator().manual_seed(0))
-    b = sample_classifier_guided(pre, lambda x: clf(x)[:, 2], 8, steps=4, gamma=0.0,
+    a = pre.sample(8, sampler=4, generator=torch.Generator().manual_seed(0))
+    b = sample_classifier_guided(pre, lambda x: clf(x)[:, 2], 8, sampler=4, gamma=0.0,
                                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
-    strong = sample_classifier_guided(pre, lambda x: 50.0 * x[:, :, 0].sum(-1), 16, steps=4, gamma=1.0,
+    strong = sample_classifier_guided(pre, lambda x: 50.0 * x[:, :, 0].sum(-1), 16, sampler=4, gamma=1.0,
                                       generator=torch.Generator().manual_seed(0))
     assert (strong == 0).double().mean() > 0.9  # a reward for token 0 everywhere
 
@@ -168,7 +169,7 @@ def test_classifier_guidance_with_zero_strength_is_the_pretrained_sampler():
 def test_cfg_sampling_and_rejection_selection():
     model = make_conditional(tiny_diffusion(), [3, 3])
     code = torch.tensor([2, 3])
-    x = sample_cfg(model, code, 6, steps=4, weight=1.5, generator=torch.Generator().manual_seed(0))
+    x = sample_cfg(model, code, 6, sampler=4, weight=1.5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (6, L) and x.max() < V
     pool = torch.arange(10)[:, None].expand(10, L) % V
     log_acc = torch.tensor([0.0, -1e9, 0.0, -1e9, -1e9, -2.0, -1e9, -1e9, -1e9, -1e9])
@@ -182,8 +183,8 @@ def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference():
     before = {k: v.clone() for k, v in pre.state_dict().items()}
     reward = ConditionLogProb(FACTORS, {"A": tiny_classifier(0), "B": tiny_classifier(1)})
     sampler = ConditionSampler(FACTORS, conditions=torch.tensor([[2, 0]]), drop_prob=0.0)
-    model, hist = finetune_ctrl(pre, reward, sampler, iterations=3, batch_size=8, sampling_steps=4,
-                                backprop_steps=4, progress=False)
+    model, hist = finetune_ctrl(pre, reward, sampler, iterations=3, batch_size=8, sampler=4,
+                                backprop_steps=4, tau=1.0, hard=True, lr=3e-3, grad_clip=1.0)
     assert len(hist) == 3 and all(set(h) >= {"reward", "kl"} for h in hist)
     assert model.denoiser.embeddings[0].weight[2].abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in pre.state_dict().items())
@@ -192,7 +193,7 @@ def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference():
 # ------------------------------------------------------------------------------------ mbo-run
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
-    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampling_steps=4",
+    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampler.steps=4",
     "n_designs=8", "progress=false", "mode=ctrl",
     "ctrl.factors.0.n_labels=100", "ctrl.factors.1.n_labels=100", "ctrl.classifier.steps=20",
     "ctrl.classifier.members=2", "ctrl.finetune.iterations=2", "ctrl.finetune.batch_size=8",
@@ -201,15 +202,10 @@ TINY = [
 
 
 def ctrl_config(tmp_path, *overrides):
-    with initialize_config_module("experiments.conf", version_base="1.3"):
-        has_group = "ctrl" in compose("config")
-        group = [] if has_group else ["+ctrl=tfbind8"]
-        return compose("config", overrides=[*group, *TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
+    return compose_config("config", [*TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
 
 
 def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path):
-    from experiments.ctrl_run import run_ctrl
-
     out = tmp_path / "run"
     out.mkdir()
     result = run_ctrl(ctrl_config(tmp_path), out)
@@ -233,7 +229,7 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path):
 def test_factor_labels_from_a_users_csv(tmp_path):
     from omegaconf import OmegaConf
 
-    from experiments.ctrl_run import labeled_factor
+    from mbo.ctrl.pipeline import labeled_factor
     from mbo.tasks import TFBind8
 
     gen = torch.Generator().manual_seed(0)
@@ -258,9 +254,9 @@ def test_ctrl_objective_is_zero_kl_and_jensen_gap_at_the_pretrained_model():
     reward = ConditionLogProb(FACTORS, clf, gamma=2.0)
     code = encode_condition(FACTORS, "A=high,B=low")
     with torch.no_grad():
-        pool = pre.sample(4000, steps=8, generator=torch.Generator().manual_seed(0))
+        pool = pre.sample(4000, sampler=8, generator=torch.Generator().manual_seed(0))
         pool_log_p = reward(one_hot(pool, V), code.expand(len(pool), -1)) / 2.0
-    out = ctrl_objective(model, pre, reward, code, 2.0 * pool_log_p, n=4000, steps=8,
+    out = ctrl_objective(model, pre, reward, code, 2.0 * pool_log_p, n=4000, sampler=8,
                          generator=torch.Generator().manual_seed(1))
     # Before training the conditional model is p_pre: no KL, J = γ·E_pre[log p̂], and the gap is
     # Jensen's log E[p̂^γ] − E[log p̂^γ] > 0.

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from conservative import OptimisticReward
+from conservative import OptimisticReward, ScaledReward, label_scale
 from mbo.active.selection import Acquisition, Selection, select_batch
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
-from mbo.finetune.backprop import finetune_backprop
+from mbo.diffusion.samplers import Sampler
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
             the lowest finite value measured, so the reward model learns what makes a design fail
             and the acquisition stops picking look-alikes. Either way they stay counted in the
             campaign's metrics and are never suggested again.
+
+    Replicates (one design measured several times) become one row with their mean value.
     """
     if infeasible not in ("drop", "impute"):
         raise ValueError(f"infeasible must be 'drop' or 'impute', got {infeasible!r}")
@@ -68,34 +70,42 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
         raise ValueError(f"need at least 2 designs with a finite measured value to fit a reward model, "
                          f"got {int(finite.sum())} of {len(values)}")
     if infeasible == "drop":
-        return SequenceDataset(tokens[finite], alphabet, labels=values[finite].float())
-    labels = torch.where(finite, values, values[finite].min()).float()
-    return SequenceDataset(tokens, alphabet, labels=labels)
+        data = SequenceDataset(tokens[finite], alphabet, labels=values[finite].float())
+    else:
+        imputed = torch.where(finite, values, values[finite].min()).float()
+        data = SequenceDataset(tokens, alphabet, labels=imputed)
+    # Replicate measurements of one design (the start data may have them) are one row, their mean.
+    return data.merge_replicates("mean")[0]
 
 
 def seiko_round(
     reference: MaskedDiffusion,
     data: SequenceDataset,
     reward_model,
+    finetune: Callable[..., tuple[MaskedDiffusion, list[dict]]],
     *,
     batch_size: int,
-    c: float = 1.0,
-    alpha: float = 0.1,
-    acquisition: Acquisition = "ucb",
-    pool_size: int = 1000,
-    min_distance: int = 1,
+    c: float,
+    alpha: float,
+    acquisition: Acquisition,
+    pool_size: int,
+    min_distance: int,
     exclude: Tensor | None = None,
-    finetune: dict | None = None,
-    sampling_steps: int = 32,
+    sampler: Sampler | int | str | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> RoundResult:
     """Run one SEIKO round and choose the next plate.
 
+    The settings' defaults live in the ``seiko`` and ``finetune`` config groups (``campaign.yaml``).
+
     Args:
         reference: the KL reference and starting point (previous round's model, or pretrained).
         data: the measured designs with finite values (see :func:`feasible_rows`), labels ``(N,)``.
         reward_model: an unfitted model from ``reward_models`` (fitted here, returned fitted).
+        finetune: a fine-tuner with the ``mbo.finetune`` signature ``(reference, reward, *, alpha,
+            seed, progress) -> (model, history)``, its other settings bound (``instantiate`` of the
+            ``finetune`` config group).
         batch_size: q, designs on the plate.
         c: optimism: the fine-tuning reward is ``r̂ + c·ĝ`` (ĝ = the model's std) and qUCB uses
             ``beta = c²``; ``c = 0`` is the greedy loop.
@@ -105,8 +115,7 @@ def seiko_round(
         min_distance: minimum pairwise Hamming distance on the plate.
         exclude: designs ``(M, L)`` never to suggest (default: every design in ``data``); pass
             every measured design here, infeasible ones included.
-        finetune: keyword arguments for :func:`finetune_backprop` (iterations, batch_size, lr, ...).
-        sampling_steps: reverse-diffusion steps for the pool.
+        sampler: how the pool is sampled (default: the model's own sampler).
         seed: seeds the reward-model fit, fine-tuning, pool and acquisition.
         progress: show progress bars.
 
@@ -114,15 +123,13 @@ def seiko_round(
         A :class:`RoundResult`.
     """
     reward_model.fit(data, seed=seed, progress=progress)
-    y = data.labels
-    scale = float(y.std()) if len(y) > 1 and float(y.std()) > 0 else 1.0
-    reward = OptimisticReward(reward_model, c=c)
-    model, history = finetune_backprop(reference, reward, alpha=alpha * scale, seed=seed,
-                                       progress=progress, **(finetune or {}))
+    # The reward in units of the measured values' spread: alpha means the same at any label scale.
+    reward = ScaledReward(OptimisticReward(reward_model, c=c), label_scale(data.labels))
+    model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
     with torch.no_grad():
-        pool = model.sample(pool_size, steps=sampling_steps, generator=gen).cpu()
+        pool = model.sample(pool_size, sampler=sampler, generator=gen).cpu()
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
@@ -136,11 +143,12 @@ def run_seiko(
     initial: SequenceDataset,
     pretrained: MaskedDiffusion,
     make_reward_model: Callable[[], object],
+    finetune: Callable[..., tuple[MaskedDiffusion, list[dict]]],
     *,
     rounds: int,
     batch_size: int,
-    kl_to: str = "previous",
-    infeasible: str = "impute",
+    kl_to: str,
+    infeasible: str,
     seed: int = 0,
     progress: bool = False,
     **round_kwargs,
@@ -152,11 +160,12 @@ def run_seiko(
         initial: the measured starting designs.
         pretrained: the pretrained diffusion model (round 1's reference).
         make_reward_model: builds a fresh unfitted reward model each round.
+        finetune: the fine-tuner (see :func:`seiko_round`).
         rounds, batch_size: the query budget is ``rounds * batch_size``.
         kl_to: ``"previous"`` (leash to the last round's model) or ``"pretrained"``.
         infeasible: how measured-infeasible designs enter the fit (see :func:`feasible_rows`).
         seed: base seed; round r uses ``seed * 1000 + r``.
-        round_kwargs: passed to :func:`seiko_round` (c, alpha, acquisition, finetune, ...).
+        round_kwargs: passed to :func:`seiko_round` (c, alpha, acquisition, pool_size, ...).
 
     Returns:
         One :class:`QueryBatch` per round, in order.
@@ -168,7 +177,7 @@ def run_seiko(
     batches: list[QueryBatch] = []
     for r in tqdm(range(rounds), desc="SEIKO rounds", disable=not progress):
         data = feasible_rows(tokens, values, initial.alphabet, infeasible)
-        result = seiko_round(reference, data, make_reward_model(), batch_size=batch_size,
+        result = seiko_round(reference, data, make_reward_model(), finetune, batch_size=batch_size,
                              exclude=tokens, seed=seed * 1000 + r, **round_kwargs)
         chosen = result.selection.tokens
         measured = oracle(chosen).float().cpu()

@@ -4,7 +4,7 @@ Target for a condition c: p(x | c) ∝ p_pre(x) · p̂(c | x)^γ, with p̂ a cla
 """
 
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
-from mbo.ctrl.conditional import ConditionalDenoiser, conditional_from_scratch, make_conditional
+from mbo.ctrl.conditional import conditional_from_scratch, make_conditional
 from mbo.ctrl.conditions import (
     ConditionSampler,
     Factor,
@@ -16,6 +16,7 @@ from mbo.ctrl.conditions import (
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl, nfe_backprop
 from mbo.ctrl.sampling import rejection_select, sample_cfg, sample_classifier_guided
 from mbo.ctrl.train import train_conditional
+from mbo.diffusion.denoiser import ConditionalDenoiser
 
 __all__ = [
     "ConditionLogProb",

@@ -18,6 +18,7 @@ from mbo.ctrl.conditional import make_conditional
 from mbo.ctrl.conditions import ConditionSampler, Factor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.samplers import Sampler
 from mbo.finetune.backprop import finetune_backprop
 
 
@@ -58,18 +59,18 @@ def nfe_backprop(iterations: int, batch_size: int, sampling_steps: int, backprop
     return iterations * batch_size * (2 * sampling_steps + 2 * min(backprop_steps, sampling_steps))
 
 
-def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, sampler: ConditionSampler, *,
-                  iterations: int = 400, batch_size: int = 64, sampling_steps: int = 16,
-                  backprop_steps: int = 16, tau: float = 1.0, hard: bool = True, lr: float = 3e-3,
-                  grad_clip: float = 1.0, seed: int = 0,
-                  progress: bool = True) -> tuple[MaskedDiffusion, list[dict]]:
+def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditions: ConditionSampler, *,
+                  iterations: int, batch_size: int, sampler: Sampler | int | str | None,
+                  backprop_steps: int, tau: float, hard: bool, lr: float, grad_clip: float, seed: int = 0,
+                  progress: bool = False) -> tuple[MaskedDiffusion, list[dict]]:
     """Fine-tune a conditional copy of ``pretrained`` towards p_pre(x) · p̂(c | x)^γ for every c.
 
     Args:
         pretrained: the unconditional model (unchanged; the KL reference).
         reward: the condition log-prob (γ inside).
-        sampler: draws the conditions of each batch (a user's list or the label marginals).
-        Others: as :func:`mbo.finetune.finetune_backprop`; the KL weight is fixed to 1.
+        conditions: draws the conditions of each batch (a user's list or the label marginals).
+        Others: as :func:`mbo.finetune.finetune_backprop` (defaults: the ``ctrl`` config group's
+            ``finetune``); the KL weight is fixed to 1.
 
     Returns:
         The conditional model (``sample(n, cond=...)`` with ``cond`` LongTensor ``(n, F)``) and the
@@ -78,21 +79,22 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, sampler
     start = make_conditional(pretrained, [f.num_classes for f in reward.factors])
     reward = reward.to(pretrained.device).eval().requires_grad_(False)
     return finetune_backprop(start, reward, iterations=iterations, batch_size=batch_size, alpha=1.0,
-                             sampling_steps=sampling_steps, backprop_steps=backprop_steps, tau=tau,
+                             sampler=sampler, backprop_steps=backprop_steps, tau=tau,
                              hard=hard, lr=lr, grad_clip=grad_clip, seed=seed, progress=progress,
-                             condition_sampler=sampler)
+                             condition_sampler=conditions)
 
 
 @torch.no_grad()
 def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: ConditionLogProb,
-                   code: Tensor, pretrained_reward: Tensor, n: int = 128, steps: int = 32,
+                   code: Tensor, pretrained_reward: Tensor, n: int = 128,
+                   sampler: Sampler | int | str | None = None,
                    generator: torch.Generator | None = None) -> dict[str, float]:
     """How far a CTRL model is from its own optimum for one condition.
 
     CTRL maximizes J(θ) = E_θ[γ·log p̂(c|x)] − KL(p_θ ‖ p_pre); J ≤ log Z = log E_pre[p̂(c|x)^γ], with
     equality only at the target p_pre·p̂^γ / Z, and log Z − J = KL(p_θ ‖ target) (trajectory
-    level, so it bounds the KL of the samples). Reward and KL are estimated from ``n`` ``steps``-step
-    trajectories (the KL exactly per step), log Z from pretrained samples.
+    level, so it bounds the KL of the samples). Reward and KL are estimated from ``n`` trajectories
+    of ``sampler`` (the KL exactly per step), log Z from pretrained samples.
 
     Args:
         model: the conditional model (``sample(..., cond=...)``).
@@ -105,7 +107,7 @@ def ctrl_objective(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: 
         ``objective`` J, ``kl`` (mean trajectory KL to p_pre), ``log_z`` and ``gap`` = log Z − J.
     """
     rows = code.to(model.device).expand(n, -1)
-    traj = model.sample(n, steps=steps, generator=generator, ref=pretrained, return_trajectory=True,
+    traj = model.sample(n, sampler=sampler, generator=generator, ref=pretrained, return_trajectory=True,
                         cond=rows)
     r = reward(one_hot(traj.x0, model.vocab_size), rows)
     kl = traj.kls.sum(0)

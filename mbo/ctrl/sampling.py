@@ -1,8 +1,9 @@
 """Sampling conditional designs, and the baselines CTRL is compared with.
 
 - :func:`sample_classifier_guided`: the pretrained model with the same clean-x classifier applied at
-  sampling time: each step's token distribution is tilted by γ·∇ log p̂(c | x̂_0) (first-order
-  guidance on the predicted clean sequence; no training).
+  sampling time through a guidance hook (:func:`classifier_guidance`): each step's token
+  distribution is tilted by γ·∇ log p̂(c | x̂_0) (first-order guidance on the predicted clean
+  sequence; no training).
 - :func:`sample_cfg`: a conditional model with classifier-free guidance weight w
   (log x̂ = (1 + w)·log x̂(·|c) − w·log x̂(·|∅)); w = 0 is plain conditional sampling.
 - :func:`rejection_select`: exact rejection sampling of p_pre · p̂(c | x)^γ from a pool of pretrained
@@ -15,70 +16,61 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from mbo.diffusion.masked import MaskedDiffusion, _gumbel
-
-
-@torch.no_grad()
-def _sample_with(diffusion: MaskedDiffusion, n: int, steps: int, generator: torch.Generator | None,
-                 log_x0_fn: Callable[[Tensor], Tensor], progress: bool = False) -> Tensor:
-    """Ancestral sampling where ``log_x0_fn(xt (n, L)) -> (n, L, V)`` replaces log x̂_θ(x_t)."""
-    xt = torch.full((n, diffusion.length), diffusion.mask_id, dtype=torch.long, device=diffusion.device)
-    for k in tqdm(range(steps, 0, -1), disable=not progress, desc="sampling", leave=False):
-        t, s = k / steps, (k - 1) / steps
-        log_x0 = log_x0_fn(xt)
-        masked = xt == diffusion.mask_id
-        unmask = masked & (torch.rand(xt.shape, device=xt.device, generator=generator)
-                           < diffusion._unmask_prob(t, s))
-        tokens = (log_x0 + _gumbel(log_x0.shape, xt.device, generator)).argmax(-1)
-        xt = torch.where(unmask, tokens, xt)
-    return xt
+from mbo.diffusion.masked import Guidance, MaskedDiffusion
+from mbo.diffusion.samplers import Sampler
 
 
-def sample_classifier_guided(diffusion: MaskedDiffusion, log_prob: Callable[[Tensor], Tensor], n: int,
-                             steps: int = 32, gamma: float = 1.0,
-                             generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
-    """Classifier guidance with a classifier on clean sequences.
+def classifier_guidance(diffusion: MaskedDiffusion, log_prob: Callable[[Tensor], Tensor],
+                        gamma: float = 1.0) -> Guidance:
+    """A :data:`~mbo.diffusion.masked.Guidance` hook tilting each step by γ·∇ log p̂(c | x̂_0).
 
-    At each step, with x̂_0 = x̂_θ(x_t) (soft, carry-over applied) the masked positions' token
-    log-probs become ``log x̂_θ + γ·∂ log p̂(c | x̂_0)/∂x̂_0`` renormalized: the first-order Taylor
-    estimate of p̂(c | x̂_0 with that token placed).
-
-    Args:
-        diffusion: the pretrained (unconditional) model.
-        log_prob: ``(B, L, V)`` soft one-hot -> ``(B,)`` log p̂(c | x) (differentiable).
-
-    Returns:
-        LongTensor ``(n, L)``.
+    With x̂_0 = exp(log x̂_θ(x_t)) (soft, carry-over applied), the token log-probs become
+    ``log x̂_θ + γ·∂ log p̂(c | x̂_0)/∂x̂_0`` renormalized: the first-order Taylor estimate of
+    p̂(c | x̂_0 with that token placed). Carried-over positions keep their token (their log-probs are
+    LOG_ZERO off the token, which a finite tilt cannot lift).
     """
-    def guided(xt: Tensor) -> Tensor:
-        log_x0 = diffusion.x0_log_probs(diffusion.encode(xt))
+    def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
         with torch.enable_grad():
             x0_hat = log_x0.exp().requires_grad_(True)
             (grad,) = torch.autograd.grad(log_prob(x0_hat).sum(), x0_hat)
         return torch.log_softmax(log_x0 + gamma * grad, dim=-1)
 
-    return _sample_with(diffusion, n, steps, generator, guided, progress)
+    return guided
 
 
-def sample_cfg(model: MaskedDiffusion, cond: Tensor, n: int, steps: int = 32, weight: float = 0.0,
-               generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+def sample_classifier_guided(diffusion: MaskedDiffusion, log_prob: Callable[[Tensor], Tensor], n: int,
+                             sampler: Sampler | int | str | None = None, gamma: float = 1.0,
+                             generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+    """``n`` designs ``(n, L)`` from the pretrained model under :func:`classifier_guidance`.
+
+    Args:
+        diffusion: the pretrained (unconditional) model.
+        log_prob: ``(B, L, V)`` soft one-hot -> ``(B,)`` log p̂(c | x) (differentiable).
+    """
+    return diffusion.sample(n, sampler=sampler, generator=generator, progress=progress,
+                            guidance=classifier_guidance(diffusion, log_prob, gamma))
+
+
+def sample_cfg(model: MaskedDiffusion, cond: Tensor, n: int, sampler: Sampler | int | str | None = None,
+               weight: float = 0.0, generator: torch.Generator | None = None,
+               progress: bool = False) -> Tensor:
     """Sample ``n`` designs from a conditional model under one condition ``cond`` LongTensor ``(F,)``.
 
-    ``weight`` is the classifier-free guidance weight w (needs a model trained with null conditions).
+    ``weight`` is the classifier-free guidance weight w (needs a model trained with null conditions):
+    log x̂ = (1 + w)·log x̂(·|c) − w·log x̂(·|∅), renormalized.
     """
     rows = cond.to(model.device).expand(n, -1)
     if weight == 0.0:
-        return model.sample(n, steps=steps, generator=generator, progress=progress, cond=rows)
+        return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows)
     null = model.denoiser.null_condition.to(model.device).expand(n, -1)
 
-    def guided(xt: Tensor) -> Tensor:
-        inp = model.encode(xt)
-        lc, lu = model.x0_log_probs(inp, rows), model.x0_log_probs(inp, null)
-        return torch.log_softmax((1 + weight) * lc - weight * lu, dim=-1)
+    def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
+        lu = model.x0_log_probs(model.encode(xt), null)
+        return torch.log_softmax((1 + weight) * log_x0 - weight * lu, dim=-1)
 
-    return _sample_with(model, n, steps, generator, guided, progress)
+    return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows,
+                        guidance=guided)
 
 
 def rejection_select(pool: Tensor, log_accept: Tensor, n: int,

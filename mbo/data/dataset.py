@@ -76,6 +76,36 @@ class SequenceDataset:
             ids=ids,
         )
 
+    def merge_replicates(self, how: str = "mean") -> tuple[SequenceDataset, int]:
+        """One row per distinct sequence, replicate labels combined (labels ``(N,)`` or ``(N, k)``).
+
+        Args:
+            how: ``mean``, ``median``, ``max``, ``min`` or ``first`` (the first row's labels).
+
+        Returns:
+            ``(dataset, n_merged)``: rows in order of each sequence's first appearance, keeping its
+            first id; ``n_merged`` is how many rows were folded into an earlier one (0: no replicates).
+        """
+        reducers = {"mean": lambda v: v.mean(0), "median": lambda v: v.median(0).values,
+                    "max": lambda v: v.max(0).values, "min": lambda v: v.min(0).values,
+                    "first": lambda v: v[0]}
+        if how not in reducers:
+            raise ValueError(f"replicates: how must be one of {sorted(reducers)}, got {how!r}")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(self.tokens.tolist()):
+            groups.setdefault(tuple(row), []).append(i)
+        if len(groups) == len(self):
+            return self, 0
+        first = [rows[0] for rows in groups.values()]
+        labels = None
+        if self.labels is not None:
+            # float64: the mean of replicates must not overflow or lose digits at any label scale.
+            y = self.labels.double()
+            labels = torch.stack([reducers[how](y[rows]) for rows in groups.values()]).to(self.labels.dtype)
+        merged = SequenceDataset(self.tokens[first], self.alphabet, labels,
+                                 None if self.ids is None else [self.ids[i] for i in first])
+        return merged, len(self) - len(groups)
+
     @classmethod
     def from_strings(cls, seqs: list[str], alphabet: Alphabet, labels=None,
                      ids: list[str] | None = None) -> SequenceDataset:

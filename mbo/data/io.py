@@ -22,7 +22,11 @@ from mbo.atomic import atomic_path
 from mbo.data.alphabet import Alphabet, get_alphabet
 from mbo.data.dataset import SequenceDataset
 
-__all__ = ["DataError", "read_csv", "read_fasta", "write_csv", "write_fasta"]
+__all__ = ["DataError", "Problems", "check_learnable", "csv_header", "csv_records", "parse_number",
+           "read_csv", "read_fasta", "read_text", "require_columns", "write_csv", "write_fasta"]
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class DataError(ValueError):
@@ -55,8 +59,9 @@ class DataError(ValueError):
         super().__init__(message)
 
 
-class _Problems:
-    """Collects the first problem per row while a reader scans the whole file."""
+class Problems:
+    """Collects the first problem per row while a reader scans a whole file; :meth:`raise_first`
+    raises a :class:`DataError` for the problem nearest the top, with the count of rows that have one."""
 
     def __init__(self, path: str | os.PathLike, row_word: str) -> None:
         self.path = path
@@ -75,7 +80,7 @@ class _Problems:
             raise DataError(self.path, problem, row, column, len(self.rows), self.row_word)
 
 
-def _read_text(path: str | os.PathLike) -> str:
+def read_text(path: str | os.PathLike) -> str:
     """The file's text (UTF-8, optional BOM); a missing or undecodable file is a :class:`DataError`."""
     p = Path(path)
     if not p.exists():
@@ -155,6 +160,58 @@ def csv_records(path: str | os.PathLike, text: str) -> tuple[list[str], int, lis
     return header, header_line, records
 
 
+def csv_header(path: str | os.PathLike) -> list[str]:
+    """The column names of the CSV file at ``path`` (its first non-blank row).
+
+    Raises:
+        DataError: a missing, unreadable or empty file.
+    """
+    return csv_records(path, read_text(path))[0]
+
+
+def require_columns(path: str | os.PathLike, header: list[str], header_line: int,
+                    wanted: Sequence[str]) -> dict[str, int]:
+    """Each of ``wanted``'s column index in ``header``.
+
+    Raises:
+        DataError: a column is missing or appears twice (naming the header's line).
+    """
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the header has {header}", header_line)
+    repeated = [c for c in wanted if header.count(c) > 1]
+    if repeated:
+        raise DataError(path, f"column(s) {repeated} appear more than once in the header", header_line)
+    return {c: header.index(c) for c in wanted}
+
+
+def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> float | str:
+    """The cell ``raw`` as a float that fits float32, or a sentence saying what is wrong with it.
+
+    Args:
+        raw: the cell's text, stripped.
+        what: the word for the value in messages ("label", "value").
+        allow_neg_inf: accept ``-inf`` (a measured infeasible / failed design); NaN and +inf never.
+    """
+    if not raw:
+        return f"empty {what}"
+    try:
+        value = float(raw)
+    except ValueError:
+        return f"{what} {raw!r} is not a number"
+    if allow_neg_inf and value == -math.inf:
+        return value
+    if not math.isfinite(value):
+        if allow_neg_inf:
+            if math.isnan(value):
+                return f"{what} {raw!r} is NaN; write -inf for a measured infeasible / failed design"
+            return f"{what} {raw!r} is +inf; only -inf (measured infeasible / failed) is allowed"
+        return f"{what} {raw!r} is not finite (NaN or inf {what}s are not allowed)"
+    if abs(value) > FLOAT32_MAX:
+        return f"{what} {raw!r} is too large (beyond float32, |x| > 3.4e38)"
+    return value
+
+
 def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column: str = "sequence",
              label_columns: str | Sequence[str] | None = "label", id_column: str | None = None,
              length: int | None = None) -> SequenceDataset:
@@ -187,19 +244,12 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     if len(set(wanted)) != len(wanted):
         raise ValueError(f"sequence, label and id columns must differ, got {wanted}")
 
-    header, header_line, records = csv_records(path, _read_text(path))
-    missing = [c for c in wanted if c not in header]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}; the header has {header}", header_line)
-    repeated = [c for c in wanted if header.count(c) > 1]
-    if repeated:
-        raise DataError(path, f"column(s) {repeated} appear more than once in the header",
-                        header_line)
+    header, header_line, records = csv_records(path, read_text(path))
+    col = require_columns(path, header, header_line, wanted)
     if not records:
         raise DataError(path, "no data rows after the header")
 
-    col = {name: header.index(name) for name in wanted}
-    problems = _Problems(path, "row")
+    problems = Problems(path, "row")
     seqs: list[str] = []
     labels: list[list[float]] = []
     ids: list[str] = []
@@ -226,7 +276,7 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
         row_labels = []
         for name in labels_wanted:
             raw = fields[col[name]].strip()
-            value = _parse_label(raw)
+            value = parse_number(raw)
             if isinstance(value, str):
                 problems.add(line, value, name)
             else:
@@ -253,17 +303,21 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     return SequenceDataset(tokens, alphabet, label_tensor, ids if id_column is not None else None)
 
 
-def _parse_label(raw: str) -> float | str:
-    """The label as a float, or a string saying what is wrong with it."""
-    if not raw:
-        return "empty label"
-    try:
-        value = float(raw)
-    except ValueError:
-        return f"label {raw!r} is not a number"
-    if not math.isfinite(value):
-        return f"label {raw!r} is not finite (NaN or inf labels are not allowed)"
-    return value
+def check_learnable(dataset: SequenceDataset, path: str | os.PathLike, column: str) -> None:
+    """Refuse labels a reward model cannot learn from: fewer than 2 distinct sequences, or labels
+    that are all equal (there is nothing to rank designs by).
+
+    Raises:
+        DataError: naming ``path`` and the label ``column``.
+    """
+    n_seqs = len({tuple(r) for r in dataset.tokens.tolist()})
+    if n_seqs < 2:
+        raise DataError(path, f"need at least 2 distinct labeled sequences to fit a reward model, got "
+                              f"{n_seqs}", column=column)
+    y = dataset.labels.double()
+    if bool((y == y.reshape(len(y), -1)[0]).all()):
+        raise DataError(path, f"all {len(y)} labels are equal ({_format_value(float(y.reshape(-1)[0]))}): "
+                              f"there is nothing to learn which designs are better", column=column)
 
 
 def _format_value(value) -> str:
@@ -375,8 +429,8 @@ def read_fasta(path: str | os.PathLike, alphabet: Alphabet | str,
             letters, ragged lengths.
     """
     alphabet = _as_alphabet(alphabet)
-    text = _read_text(path)
-    problems = _Problems(path, "line")
+    text = read_text(path)
+    problems = Problems(path, "line")
     # One record: header line, id, and its sequence lines as (line number, text).
     records: list[tuple[int, str, list[tuple[int, str]]]] = []
     for number, raw in enumerate(text.splitlines(), start=1):

@@ -13,6 +13,7 @@ import torch
 from mbo.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from mbo.diffusion.denoiser import DENOISERS
 from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.samplers import Sampler
 
 
 def load_masked_diffusion(
@@ -20,6 +21,7 @@ def load_masked_diffusion(
     device: str | torch.device | None = None,
     vocab_size: int | None = None,
     length: int | None = None,
+    sampler: Sampler | int | str | None = None,
 ) -> MaskedDiffusion:
     """Rebuild a :class:`MaskedDiffusion` (denoiser included) from a checkpoint, in eval mode.
 
@@ -27,6 +29,7 @@ def load_masked_diffusion(
         path: file written by ``save_checkpoint(path, diffusion)``.
         device: where to put the model (default CPU).
         vocab_size, length: if given, the checkpoint must have been trained for these.
+        sampler: the loaded model's default sampler (not stored: how to sample is the caller's choice).
 
     Raises:
         CheckpointError: missing, corrupt or mismatched checkpoint (the path is named).
@@ -44,10 +47,13 @@ def load_masked_diffusion(
             f"(known: {sorted(DENOISERS)})"
         )
     try:
-        denoiser = cls(**config["denoiser"])
-        diffusion = MaskedDiffusion(
-            denoiser, config["vocab_size"], config["length"], eps=config.get("eps", 1e-3)
-        )
+        # The random initialization is overwritten below; drawing it must not move the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            denoiser = cls(**config["denoiser"])
+        extra = {} if sampler is None else {"sampler": sampler}
+        diffusion = MaskedDiffusion(denoiser, config["vocab_size"], config["length"],
+                                    eps=config.get("eps", 1e-3), schedule=config.get("schedule", "linear"),
+                                    **extra)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model from its config ({e})") from None
     load_state_strict(diffusion, state, path)

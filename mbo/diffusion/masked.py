@@ -1,18 +1,24 @@
-"""Masked discrete diffusion (MDLM-style) with the linear schedule alpha_t = 1 - t.
+"""Masked discrete diffusion (MDLM-style) around a denoiser network, with a swappable schedule and sampler.
 
 Tokens are ``0..V-1``; MASK is token ``V``. At time ``t`` every token is masked independently with
-probability ``t``. The denoiser predicts a distribution x̂_θ(x_t) over the V real tokens per position;
-unmasked positions are carried over unchanged. The reverse step t -> s unmasks each masked position
-with probability (t - s) / t, drawing its token from x̂_θ(x_t). See DESIGN.md, "Masked discrete
-diffusion".
+probability 1 − α_t (:mod:`mbo.diffusion.schedule`). The denoiser predicts a distribution x̂_θ(x_t)
+over the V real tokens per position; unmasked positions are carried over unchanged. A reverse step
+unmasks some masked positions (which ones: :mod:`mbo.diffusion.samplers`, policy-free) and draws their
+tokens from x̂_θ(x_t) (the policy).
 
-The step is where the policy log-probs and the exact per-step KL to a reference model live
-(:meth:`MaskedDiffusion.step`), in the style of diffusers schedulers; the network is a separate object
-(lucidrains/denoising-diffusion-pytorch style): ``loss = diffusion(x0)``, ``diffusion.sample(n)``.
+The network is a separate object (lucidrains/denoising-diffusion-pytorch style): ``loss = diffusion(x0)``,
+``diffusion.sample(n)``. As in diffusers' schedulers, :meth:`MaskedDiffusion.step` takes the
+denoiser's log-probs rather than calling the network, so one loop serves plain sampling, guidance
+(a hook that edits the log-probs, :data:`Guidance`), exact per-step KLs to a reference model, and the
+inference-time and fine-tuning algorithms built on single steps.
+
+Exactness: with the true conditionals the continuous-time NELBO equals −log p(x_0) (every unmasking
+order factorizes the joint), so NELBO minus the data's entropy is the model's distance from the truth.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +26,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mbo.diffusion.samplers import Sampler, get_sampler
+from mbo.diffusion.schedule import Schedule, get_schedule
+
 DEFAULT_SAMPLING_STEPS = 32
-"""Reverse steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
+"""Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
 the same step (and so are drawn independently) with probability 1/32."""
+
+Guidance = Callable[[Tensor, Tensor], Tensor]
+"""A hook ``(xt LongTensor (B, L), log_x0 (B, L, V)) -> log-probs (B, L, V)`` applied to the denoiser's
+prediction before each step draws its tokens (normalized over V; carry-over positions must stay)."""
 
 
 LOG_ZERO = -1e4
@@ -63,15 +76,13 @@ class Trajectory:
     """A batch of reverse trajectories from all-MASK (t = 1) to clean (t = 0).
 
     Attributes:
-        states: LongTensor ``(steps + 1, n, L)``; ``states[k]`` is the state at ``times[k]``,
+        states: LongTensor ``(steps + 1, n, L)``; ``states[k]`` is the state after ``k`` steps,
             ``states[0]`` all MASK, ``states[-1]`` the samples.
-        times: ``(steps + 1,)`` float, descending from 1 to 0 (``times[k] = 1 - k / steps``).
         log_probs: ``(steps, n)``, policy log-prob of the step ``states[k] -> states[k + 1]``.
         kls: ``(steps, n)``, exact per-step KL to the reference (zeros without one).
     """
 
     states: Tensor
-    times: Tensor
     log_probs: Tensor
     kls: Tensor
 
@@ -88,10 +99,15 @@ class MaskedDiffusion(nn.Module):
         denoiser: module mapping float ``(B, L, V+1)`` to logits ``(B, L, V)``.
         vocab_size: V, the number of real tokens; ``mask_id = V``.
         length: L.
-        eps: smallest diffusion time used by the training loss (1/t weight stays bounded).
+        eps: smallest diffusion time used by the training loss (its weight w(t) stays bounded).
+        schedule: the noise schedule α_t, a :class:`~mbo.diffusion.schedule.Schedule` or its name.
+        sampler: the default sampler of :meth:`sample` and :meth:`sample_relaxed` (a
+            :class:`~mbo.diffusion.samplers.Sampler`, a number of grid steps, or ``"first_hitting"``).
     """
 
-    def __init__(self, denoiser: nn.Module, vocab_size: int, length: int, eps: float = 1e-3) -> None:
+    def __init__(self, denoiser: nn.Module, vocab_size: int, length: int, eps: float = 1e-3,
+                 schedule: Schedule | str = "linear",
+                 sampler: Sampler | int | str = DEFAULT_SAMPLING_STEPS) -> None:
         super().__init__()
         cfg = getattr(denoiser, "config", None)
         if isinstance(cfg, dict) and (
@@ -106,6 +122,8 @@ class MaskedDiffusion(nn.Module):
         self.length = length
         self.mask_id = vocab_size
         self.eps = eps
+        self.schedule = get_schedule(schedule)
+        self.sampler = get_sampler(sampler)
 
     @property
     def config(self) -> dict:
@@ -115,6 +133,7 @@ class MaskedDiffusion(nn.Module):
             "vocab_size": self.vocab_size,
             "length": self.length,
             "eps": self.eps,
+            "schedule": self.schedule.name,
             "denoiser_class": type(self.denoiser).__name__,
             "denoiser": dict(getattr(self.denoiser, "config", {})),
         }
@@ -172,15 +191,16 @@ class MaskedDiffusion(nn.Module):
         """Per-row NELBO estimates ``(B,)`` (nats per sequence) with one stratified t per row."""
         b = x0.shape[0]
         t = self._sample_times(b, x0.device, generator)
-        masked = torch.rand(x0.shape, device=x0.device, generator=generator) < t[:, None]
+        p_mask = self.schedule.mask_prob(t)[:, None]
+        masked = torch.rand(x0.shape, device=x0.device, generator=generator) < p_mask
         xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
         logp = self.x0_log_probs(self.encode(xt), cond)
         nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
-        return (nll * masked).sum(-1) / t
+        return self.schedule.weigh((nll * masked).sum(-1), t)
 
     def loss(self, x0: Tensor, generator: torch.Generator | None = None,
              cond: Tensor | None = None) -> Tensor:
-        """NELBO per token, E_t[(1/t) Σ_{i masked} −log x̂_θ(x_t)_i[x0_i]] / L.
+        """NELBO per token, E_t[w(t) Σ_{i masked} −log x̂_θ(x_t)_i[x0_i]] / L (w = 1/t when linear).
 
         Args:
             x0: LongTensor ``(B, L)`` of clean tokens.
@@ -218,75 +238,55 @@ class MaskedDiffusion(nn.Module):
         u = torch.rand((b, 1), device=x0.device, generator=generator)
         t = (u + torch.arange(n_samples, device=x0.device) / n_samples) % 1.0
         t = (self.eps + (1.0 - self.eps) * t).reshape(-1)
-        masked = torch.rand(rep.shape, device=x0.device, generator=generator) < t[:, None]
+        p_mask = self.schedule.mask_prob(t)[:, None]
+        masked = torch.rand(rep.shape, device=x0.device, generator=generator) < p_mask
         xt = torch.where(masked, torch.full_like(rep, self.mask_id), rep)
         rep_cond = None if cond is None else cond.repeat_interleave(n_samples, dim=0)
         logp = self.x0_log_probs(self.encode(xt), rep_cond)
         nll = -logp.gather(-1, rep[..., None]).squeeze(-1)
-        terms = (nll * masked).sum(-1) / t
+        terms = self.schedule.weigh((nll * masked).sum(-1), t)
         return -terms.view(b, n_samples).mean(1)
 
     # ------------------------------------------------------------------------------------- sampling
-    @staticmethod
-    def _check_times(t: float, s: float) -> None:
-        if not (0.0 <= s < t <= 1.0):
-            raise ValueError(f"need 0 <= s < t <= 1 for a reverse step, got t={t}, s={s}")
-
-    def _unmask_prob(self, t: float, s: float) -> float:
-        return 1.0 if s == 0 else (t - s) / t
-
-    def _step_kl(self, log_x0: Tensor, log_ref: Tensor, masked: Tensor, t: float, s: float) -> Tensor:
-        per_pos = (log_x0.exp() * (log_x0 - log_ref)).sum(-1)
-        return self._unmask_prob(t, s) * (per_pos * masked).sum(-1)
-
     def step(
         self,
         xt: Tensor,
-        t: float,
-        s: float,
-        ref: MaskedDiffusion | None = None,
+        log_x0: Tensor,
+        unmask: Tensor,
+        unmask_prob: float | Tensor | None = None,
+        log_ref: Tensor | None = None,
         generator: torch.Generator | None = None,
-        cond: Tensor | None = None,
     ) -> StepOutput:
-        """One reverse step t -> s.
-
-        Each masked position unmasks with probability (t - s) / t (1 at s = 0) to a token drawn from
-        x̂_θ(x_t); unmasked positions stay.
+        """One reverse step: the positions in ``unmask`` get tokens drawn from ``exp(log_x0)``.
 
         Args:
             xt: LongTensor ``(B, L)``, MASK = V.
-            t, s: times with 0 <= s < t <= 1.
-            ref: reference model for the exact per-step KL (run without gradient, and without
-                ``cond``: the reference is the unconditional pretrained model).
-            generator: optional RNG.
-            cond: optional condition ``(B, ...)`` for a conditional denoiser.
+            log_x0: ``(B, L, V)`` log x̂(x_t): the denoiser's prediction (:meth:`x0_log_probs`),
+                possibly edited by guidance. It carries gradients into ``log_prob`` and ``kl``.
+            unmask: bool ``(B, L)``, the masked positions that unmask now (a sampler's draw).
+            unmask_prob: the probability of each masked position unmasking now (the sampler's: a
+                float or ``(B, L)``); needed for ``kl``.
+            log_ref: ``(B, L, V)`` the reference model's log x̂_ref(x_t) for the exact per-step KL.
+            generator: optional RNG for the token draws.
 
         Returns:
-            :class:`StepOutput`. ``log_prob`` and ``kl`` carry gradients to this model's weights
-            when grad is enabled.
+            :class:`StepOutput`; ``kl`` is Σ_{i masked} P(i unmasks)·KL(x̂_i ‖ x̂_ref,i), zeros
+            without ``log_ref``.
         """
-        self._check_times(t, s)
         self._check_tokens(xt, "xt", allow_mask=True)
-        inp = self.encode(xt)
-        log_x0 = self.x0_log_probs(inp, cond)
         masked = xt == self.mask_id
-        unmask = masked & (
-            torch.rand(xt.shape, device=xt.device, generator=generator) < self._unmask_prob(t, s)
-        )
-        gumbel = _gumbel(log_x0.shape, xt.device, generator)
-        tokens = (log_x0.detach() + gumbel).argmax(-1)
+        tokens = (log_x0.detach() + _gumbel(log_x0.shape, xt.device, generator)).argmax(-1)
         xs = torch.where(unmask, tokens, xt)
         log_prob = (log_x0.gather(-1, tokens[..., None]).squeeze(-1) * unmask).sum(-1)
-        if ref is None:
+        if log_ref is None:
             kl = torch.zeros(xt.shape[0], device=xt.device)
         else:
-            with torch.no_grad():
-                log_ref = ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
-            kl = self._step_kl(log_x0, log_ref, masked, t, s)
+            if unmask_prob is None:
+                raise ValueError("step: the KL to a reference needs unmask_prob")
+            kl = _step_kl(log_x0, log_ref, masked, unmask_prob)
         return StepOutput(xs=xs, x0_probs=log_x0.exp(), log_prob=log_prob, kl=kl)
 
-    def log_prob_of_step(self, xt: Tensor, xs: Tensor, t: float, s: float,
-                         cond: Tensor | None = None) -> Tensor:
+    def log_prob_of_step(self, xt: Tensor, xs: Tensor, cond: Tensor | None = None) -> Tensor:
         """Policy log-prob ``(B,)`` of the given transition xt -> xs under the current weights.
 
         Σ over positions masked in ``xt`` and unmasked in ``xs`` of log x̂_θ(x_t)_i[xs_i]; the same
@@ -295,7 +295,6 @@ class MaskedDiffusion(nn.Module):
         Raises:
             ValueError: ``xs`` changes a position that was already unmasked in ``xt`` (impossible).
         """
-        self._check_times(t, s)
         self._check_tokens(xt, "xt", allow_mask=True)
         self._check_tokens(xs, "xs", allow_mask=True)
         masked = xt == self.mask_id
@@ -306,37 +305,49 @@ class MaskedDiffusion(nn.Module):
         idx = torch.where(unmask, xs, 0)
         return (log_x0.gather(-1, idx[..., None]).squeeze(-1) * unmask).sum(-1)
 
+    def _sampler(self, sampler: Sampler | int | str | None) -> Sampler:
+        return self.sampler if sampler is None else get_sampler(sampler)
+
     @torch.no_grad()
     def sample(
         self,
         n: int,
-        steps: int = DEFAULT_SAMPLING_STEPS,
+        sampler: Sampler | int | str | None = None,
         generator: torch.Generator | None = None,
         ref: MaskedDiffusion | None = None,
         return_trajectory: bool = False,
         progress: bool = False,
         cond: Tensor | None = None,
+        guidance: Guidance | None = None,
     ) -> Tensor | Trajectory:
-        """Ancestral sampling on the grid t_k = k / steps, from t = 1 (all MASK) to 0.
+        """Ancestral sampling from all-MASK to clean.
 
         Args:
             n: number of sequences.
-            steps: reverse steps.
+            sampler: which positions each step unmasks: a :class:`~mbo.diffusion.samplers.Sampler`,
+                a number of grid steps, or ``"first_hitting"``; default this model's ``sampler``.
             generator: optional RNG (on this model's device).
             ref: reference model; per-step KLs are recorded in the trajectory.
             return_trajectory: return a :class:`Trajectory` instead of the samples.
             progress: show a tqdm bar over steps.
             cond: optional condition ``(n, ...)`` for a conditional denoiser.
+            guidance: optional hook editing the denoiser's log-probs before each draw.
 
         Returns:
             LongTensor ``(n, L)`` with tokens in [0, V) (no MASK), or a :class:`Trajectory`.
         """
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        sampler = self._sampler(sampler)
+        steps = sampler.num_steps(self.length)
         xt = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=self.device)
         states, log_probs, kls = [xt], [], []
-        for k in tqdm(range(steps, 0, -1), disable=not progress, desc="sampling", leave=False):
-            out = self.step(xt, k / steps, (k - 1) / steps, ref=ref, generator=generator, cond=cond)
+        for k in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
+            inp = self.encode(xt)
+            log_x0 = self.x0_log_probs(inp, cond)
+            if guidance is not None:
+                log_x0 = guidance(xt, log_x0)
+            unmask, prob = sampler.unmask(xt == self.mask_id, k, self.schedule, generator)
+            log_ref = None if ref is None else ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
+            out = self.step(xt, log_x0, unmask, prob, log_ref, generator)
             xt = out.xs
             if return_trajectory:
                 states.append(xt)
@@ -344,18 +355,13 @@ class MaskedDiffusion(nn.Module):
                 kls.append(out.kl)
         if not return_trajectory:
             return xt
-        times = 1.0 - torch.arange(steps + 1, dtype=torch.float32) / steps
-        return Trajectory(
-            states=torch.stack(states),
-            times=times,
-            log_probs=torch.stack(log_probs),
-            kls=torch.stack(kls),
-        )
+        return Trajectory(states=torch.stack(states), log_probs=torch.stack(log_probs),
+                          kls=torch.stack(kls))
 
     def sample_relaxed(
         self,
         n: int,
-        steps: int = DEFAULT_SAMPLING_STEPS,
+        sampler: Sampler | int | str | None = None,
         tau: float = 1.0,
         backprop_steps: int = 1,
         ref: MaskedDiffusion | None = None,
@@ -365,15 +371,15 @@ class MaskedDiffusion(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Differentiable sampling for reward backprop (Gumbel-softmax on the token choice).
 
-        The unmask decision is policy-free and sampled; the token drawn at an unmasking position is
-        relaxed to softmax((log x̂_θ + G) / τ) (with ``hard=True``: a straight-through one-hot whose
-        gradient is the soft one's). Soft states are fed back to the denoiser as float ``(n, L, V+1)``.
-        Gradients flow only through the last ``backprop_steps`` steps: earlier steps run without
-        gradient and their states are detached (truncated backprop).
+        The unmask decision is policy-free and drawn by the sampler as in :meth:`sample`; the token
+        drawn at an unmasking position is relaxed to softmax((log x̂_θ + G) / τ) (with ``hard=True``:
+        a straight-through one-hot whose gradient is the soft one's). Soft states are fed back to the
+        denoiser as float ``(n, L, V+1)``. Gradients flow only through the last ``backprop_steps``
+        steps: earlier steps run without gradient and their states are detached (truncated backprop).
 
         Args:
             n: number of sequences.
-            steps: reverse steps on the grid t_k = k / steps.
+            sampler: as in :meth:`sample`.
             tau: Gumbel-softmax temperature.
             backprop_steps: K, steps (counted from the end) that carry gradients; 0 = none.
             ref: reference model for the exact per-step KL. Its input is the (soft) state, so the KL
@@ -387,26 +393,23 @@ class MaskedDiffusion(nn.Module):
             ``(x0_soft, kl)``: float ``(n, L, V)`` rows summing to 1, and ``(n,)`` the summed exact
             per-step KL to ``ref`` (zeros without one); both differentiable through the last K steps.
         """
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        sampler = self._sampler(sampler)
+        steps = sampler.num_steps(self.length)
         v = self.vocab_size
         device = self.device
         state = torch.zeros(n, self.length, v + 1, device=device)
         state[..., v] = 1.0
         kl_total = torch.zeros(n, device=device)
-        for k in range(steps, 0, -1):
-            t, s = k / steps, (k - 1) / steps
-            with_grad = k <= backprop_steps and torch.is_grad_enabled()
+        for k in range(steps):
+            with_grad = steps - k <= backprop_steps and torch.is_grad_enabled()
             if not with_grad:
                 state = state.detach()
             with torch.set_grad_enabled(with_grad):
                 log_x0 = self.x0_log_probs(state, cond)
                 masked = state[..., v] > 0.5
-                unmask = masked & (
-                    torch.rand(masked.shape, device=device, generator=generator) < self._unmask_prob(t, s)
-                )
+                unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
                 gumbel = _gumbel(log_x0.shape, device, generator)
                 y = torch.softmax((log_x0 + gumbel) / tau, dim=-1)
                 if hard:
@@ -416,6 +419,16 @@ class MaskedDiffusion(nn.Module):
                 new_mask = torch.where(unmask, 0.0, state[..., v])
                 if ref is not None:
                     log_ref = ref.x0_log_probs(state)
-                    kl_total = kl_total + self._step_kl(log_x0, log_ref, masked, t, s)
+                    kl_total = kl_total + _step_kl(log_x0, log_ref, masked, prob)
                 state = torch.cat([new_tokens, new_mask[..., None]], dim=-1)
         return state[..., :v], kl_total
+
+
+def _step_kl(log_x0: Tensor, log_ref: Tensor, masked: Tensor, unmask_prob: float | Tensor) -> Tensor:
+    """Exact KL ``(B,)`` of one step's policy to the reference's given x_t: the unmask choice is the
+    same for both, so KL_t = Σ_{i masked} P(i unmasks)·KL(x̂_θ,i ‖ x̂_ref,i). ``unmask_prob`` is one
+    number when it is the same for every masked position (a grid step), else ``(B, L)``."""
+    per_pos = (log_x0.exp() * (log_x0 - log_ref)).sum(-1)
+    if isinstance(unmask_prob, Tensor):
+        return (unmask_prob * per_pos * masked).sum(-1)
+    return unmask_prob * (per_pos * masked).sum(-1)

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
+from hydra.utils import instantiate
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
+
+
+def build_diffusion(settings: Mapping, vocab_size: int, length: int,
+                    device: str | torch.device | None = None) -> MaskedDiffusion:
+    """A freshly initialized model from the ``diffusion`` config group.
+
+    ``settings`` holds ``denoiser`` (a ``_target_`` node; vocab size and length are filled in),
+    ``schedule``, ``sampler`` and ``pretrain.seed``, which seeds the initialization (the caller's RNG is
+    left alone), so a model depends on its settings only.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(settings["pretrain"]["seed"]))
+        denoiser = instantiate(settings["denoiser"], vocab_size=vocab_size, length=length)
+    diffusion = MaskedDiffusion(denoiser, vocab_size, length, schedule=settings["schedule"],
+                                sampler=instantiate(settings["sampler"]))
+    return diffusion if device is None else diffusion.to(device)
 
 
 def _check_corpus(corpus: Tensor, diffusion: MaskedDiffusion) -> None:
@@ -31,19 +49,21 @@ def _check_corpus(corpus: Tensor, diffusion: MaskedDiffusion) -> None:
 def pretrain(
     diffusion: MaskedDiffusion,
     corpus: Tensor,
-    steps: int = 2500,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    weight_decay: float = 0.01,
-    warmup: int = 100,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: int,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool = False,
     log_every: int = 50,
 ) -> list[dict]:
     """Fit ``diffusion`` to ``corpus`` by minimizing the NELBO (AdamW, warmup then cosine decay).
 
-    Batches are drawn uniformly with replacement; everything random comes from ``seed``.
+    Batches are drawn uniformly with replacement; everything random comes from ``seed``. The
+    settings' defaults are those of the ``diffusion`` config group's ``pretrain`` node.
 
     Args:
         diffusion: the model, trained in place (moved to ``device`` if given).

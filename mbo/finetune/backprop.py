@@ -16,26 +16,30 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mbo.diffusion.samplers import Sampler
+
 
 def finetune_backprop(
     pretrained: nn.Module,
     reward: Callable[[Tensor], Tensor],
     *,
-    iterations: int = 200,
-    batch_size: int = 64,
-    alpha: float = 0.1,
-    sampling_steps: int = 16,
-    backprop_steps: int = 4,
-    tau: float = 1.0,
-    hard: bool = False,
-    lr: float = 3e-4,
-    grad_clip: float = 1.0,
+    iterations: int,
+    batch_size: int,
+    alpha: float,
+    sampler: Sampler | int | str | None,
+    backprop_steps: int,
+    tau: float,
+    hard: bool,
+    lr: float,
+    grad_clip: float,
     kl_budget: float | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool = False,
     condition_sampler: Callable[[int, torch.Generator], Tensor] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune a copy of ``pretrained`` (a ``MaskedDiffusion``) to maximize ``reward`` with a KL leash.
+
+    The settings' defaults live in the ``finetune/backprop`` config group (``mbo.config``).
 
     Args:
         pretrained: the reference model; left unchanged and frozen.
@@ -43,7 +47,8 @@ def finetune_backprop(
             ``components(x) -> (mean, g)`` method (conservative rewards do), r̂ and ĝ are logged too.
         iterations: optimizer steps; ``batch_size`` samples each.
         alpha: KL weight α.
-        sampling_steps: reverse-diffusion steps per sample.
+        sampler: which positions each sampler step unmasks (a ``Sampler``, a number of grid steps,
+            or ``"first_hitting"``); None = the model's own.
         backprop_steps: K, the last sampler steps gradients flow through (truncated backprop).
         tau: Gumbel-softmax temperature; ``hard`` uses straight-through exact one-hots.
         lr: AdamW learning rate; ``grad_clip`` the max gradient norm.
@@ -69,7 +74,7 @@ def finetune_backprop(
     for it in bar:
         cond = None if condition_sampler is None else condition_sampler(batch_size, gen)
         x0, kl = model.sample_relaxed(
-            batch_size, steps=sampling_steps, tau=tau,
+            batch_size, sampler=sampler, tau=tau,
             backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=cond,
         )
         r = reward(x0) if cond is None else reward(x0, cond)

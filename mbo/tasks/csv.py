@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -11,34 +12,49 @@ from torch import Tensor
 
 from mbo.data.alphabet import Alphabet, get_alphabet
 from mbo.data.dataset import SequenceDataset
-from mbo.data.io import read_csv
+from mbo.data.io import check_learnable, csv_header, read_csv
 from mbo.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 
 class CSVTask(Task):
     """Designs of the length found in ``path``, pretrained and scored on that file alone.
 
-    The file is read and validated once, at construction, so a bad CSV is refused before any training.
-    The task's ``name`` carries a hash of the file's content: cached pretrained models are reused
-    only for the same data.
+    The file is read and validated once, at construction, so a bad CSV is refused before any training:
+    every problem the readers find, fewer than 2 distinct sequences, or labels that are all equal.
+    Replicate measurements of a sequence (the same sequence on several rows) are merged into one row
+    (``replicates``: mean by default); ``n_replicates_merged`` says how many rows were folded. The
+    task's ``name`` carries a hash of the file's content: cached pretrained models are reused only
+    for the same data.
 
     Args:
         path: CSV file with a header.
         sequence_column: column holding the sequences.
         label_column: column holding the measured property (higher is better).
         alphabet: ``dna``, ``rna``, ``protein``, or the letters of a custom alphabet.
-        id_column: optional column of unique ids.
+        id_column: column of unique ids; ``None`` uses a column named ``id`` when the file has one.
+            Duplicate ids are refused.
+        replicates: how replicate labels combine: ``mean``, ``median``, ``max``, ``min``, ``first``.
     """
 
     has_oracle = False
 
     def __init__(self, path: str | os.PathLike, sequence_column: str = "sequence",
                  label_column: str = "label", alphabet: str | Alphabet = "dna",
-                 id_column: str | None = None):
+                 id_column: str | None = None, replicates: str = "mean"):
         path = Path(path)
         alphabet = alphabet if isinstance(alphabet, Alphabet) else get_alphabet(alphabet)
-        self._data = read_csv(path, alphabet, sequence_column=sequence_column,
-                              label_columns=label_column, id_column=id_column)
+        if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column, label_column):
+            id_column = "id"
+        data = read_csv(path, alphabet, sequence_column=sequence_column, label_columns=label_column,
+                        id_column=id_column)
+        check_learnable(data, path, label_column)
+        self._data, self.n_replicates_merged = data.merge_replicates(replicates)
+        self.replicates = replicates
+        if self.n_replicates_merged:
+            log.info("%s: merged %d replicate rows into %d distinct sequences (%s of their labels)",
+                     path, self.n_replicates_merged, len(self._data), replicates)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
         self.name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', path.stem)}-{digest}"
         self.alphabet = alphabet

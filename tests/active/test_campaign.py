@@ -3,6 +3,7 @@ resuming ``simulate``. Tiny models and a tiny DNA CSV or Ehrlich task: a few sec
 
 import csv
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 import mbo.active.campaign as campaign
+import mbo.active.campaign.commands as commands
 from mbo.diffusion import load_masked_diffusion
 
 TINY = """\
@@ -21,11 +23,11 @@ device: cpu
 diffusion:
   denoiser: {dim: 16, depth: 1, heads: 2}
   pretrain: {steps: 30, batch_size: 32}
-  sampling_steps: 8
+  sampler: {steps: 8}
 reward_model: {num_members: 2, conv_channels: [8], kernel_size: 3, hidden_dims: [8], epochs: 2}
+finetune: {iterations: 2, batch_size: 8, sampler: {steps: 8}, backprop_steps: 2}
 seiko:
   pool_size: 64
-  finetune: {iterations: 2, batch_size: 8, sampling_steps: 8, backprop_steps: 2}
 """
 EHRLICH = ["--task", "ehrlich"] + [f"--task-arg={a}" for a in (
     "num_states=8", "length=8", "num_motifs=1", "motif_length=2", "quantization=2", "corpus_size=300",
@@ -102,8 +104,8 @@ def camp(suggested, tmp_path):
 
 def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     references = []
-    real = campaign.seiko_round
-    monkeypatch.setattr(campaign, "seiko_round",
+    real = commands.seiko_round
+    monkeypatch.setattr(commands, "seiko_round",
                         lambda ref, *a, **k: (references.append(ref), real(ref, *a, **k))[1])
     root = tmp_path / "camp"
     assert cli("init", root, "--data", dna_csv, "--config", config) == 0
@@ -117,7 +119,11 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     plate = read_rows(root / "round_000" / "suggestions.csv")
     assert list(plate[0]) == ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
     assert [p["id"] for p in plate] == [f"r000_{i:04d}" for i in range(4)]
-    # A crash after the model was written but before suggestions.csv: the round is redone, identically.
+    # A crash after the model was written but before the plate's checksum was recorded: the round is
+    # redone, identically.
+    sums = json.loads((root / "checksums.json").read_text())
+    del sums["round_000/suggestions.csv"]
+    (root / "checksums.json").write_text(json.dumps(sums))
     (root / "round_000" / "suggestions.csv").unlink()
     assert cli("suggest", root, "--batch", 4) == 0
     assert (root / "round_000" / "suggestions.csv").read_bytes() == first
@@ -264,13 +270,13 @@ def test_kill_9_during_ingest(camp, tmp_path):
     assert list(root.glob(".measurements.csv.*.tmp"))  # the new one, written, never renamed
     assert cli("ingest", root, results) == 0
     assert read_rows(root / "measurements.csv")[-1]["id"] == ids[2]
-    assert not list(root.glob(".*"))  # the killed writer's temporary file is gone too
+    assert [p.name for p in root.glob(".*")] == [".lock"]  # the killed writer's temporary file is gone
 
 
 def test_simulate_resumes(tmp_path, config, monkeypatch, capsys):
     rounds_run = []
-    real = campaign.seiko_round
-    monkeypatch.setattr(campaign, "seiko_round",
+    real = commands.seiko_round
+    monkeypatch.setattr(commands, "seiko_round",
                         lambda *a, seed, **k: (rounds_run.append(seed), real(*a, seed=seed, **k))[1])
     root = tmp_path / "camp"
     assert cli("init", root, *EHRLICH, "--config", config) == 0
@@ -298,9 +304,9 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     err = capsys.readouterr().err
     assert str(bad) in err and "row 3" in err and "'X'" in err
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("seiko: {finetune: {iterationz: 3}}\n")
+    unknown.write_text("finetune: {iterationz: 3}\n")
     assert cli("init", root, "--data", dna_csv, "--config", unknown) == 2
-    assert "unknown setting 'seiko.finetune.iterationz'" in capsys.readouterr().err
+    assert "unknown setting 'finetune.iterationz'" in capsys.readouterr().err
     assert cli("init", root, *EHRLICH[:2], "--task-arg", "colours=3", "--config", config) == 2
     assert "unknown argument(s) ['colours']" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "unknown.yaml"]
@@ -309,3 +315,79 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert cli("init", root, "--data", dna_csv, "--config", config) == 2
     assert "not an empty directory" in capsys.readouterr().err
     assert cli("status", tmp_path / "nowhere") == 2
+
+
+def _err(capsys, *args) -> str:
+    capsys.readouterr()
+    assert cli(*args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_an_issued_id_never_names_another_sequence(camp, capsys):
+    root, _ = camp
+    (root / "round_000" / "suggestions.csv").unlink()  # round 0 has measurements
+    for command in (("suggest", root, "--batch", 4), ("status", root)):
+        err = _err(capsys, *command)
+        assert "round_000/suggestions.csv" in err and "restore" in err
+
+
+@pytest.mark.parametrize("edit, where, problem", [
+    (lambda m: m.pop("settings"), "campaign.json", "key 'settings' is missing"),
+    (lambda m: m.update(length="8"), "campaign.json", "key 'length' must be a int"),
+    (lambda m: m.update(length=9), "campaign.json", "changed since mbo-campaign wrote it"),
+    (lambda m: m["settings"]["seiko"].update(c="high"), "campaign.json", "changed since"),
+])
+def test_edited_campaign_json_is_refused_naming_it(camp, capsys, edit, where, problem):
+    root, _ = camp
+    meta = json.loads((root / "campaign.json").read_text())
+    edit(meta)
+    (root / "campaign.json").write_text(json.dumps(meta))
+    before = tree_hash(root)
+    err = _err(capsys, "suggest", root, "--batch", 2)
+    assert str(root / where) in err and problem in err, err
+    assert tree_hash(root) == before
+
+
+def test_corrupt_checkpoints_and_plates_are_refused_naming_them(camp, capsys):
+    root, ids = camp
+    model = root / "round_000" / "model.safetensors"  # round 1's reference
+    data = bytearray(model.read_bytes())
+    data[-8:] = b"\x00" * 8  # tensor bytes overwritten: still a loadable file, wrong numbers
+    model.write_bytes(bytes(data))
+    err = _err(capsys, "suggest", root, "--batch", 2, "--force")
+    assert str(model) in err and "changed since mbo-campaign wrote it" in err
+    plate = root / "round_000" / "suggestions.csv"
+    plate.write_text(plate.read_text()[:-20])  # truncated
+    err = _err(capsys, "ingest", root, write_results(root.parent / "p.csv", [(ids[2], "1")]))
+    assert str(plate) in err and "changed since" in err
+
+
+def test_leftovers_of_killed_writers_are_removed_and_readers_need_no_lock(camp, capsys):
+    from filelock import FileLock
+
+    root, ids = camp
+    stale = [root / ".measurements.csv.abc.tmp", root / "round_000" / ".suggestions.csv.x.tmp"]
+    for p in stale:
+        p.write_text("half")
+    dead = root.parent / f".{root.name}.init-999999999-abc"
+    dead.mkdir()
+    with FileLock(root / ".lock"):  # a writer is busy: status still reads, writers are refused
+        capsys.readouterr()
+        assert cli("status", root) == 0
+        assert "another mbo-campaign command is working" in _err(capsys, "suggest", root, "--batch", 2)
+    assert cli("ingest", root, write_results(root.parent / "q.csv", [(ids[2], "0.5")])) == 0
+    assert not any(p.exists() for p in stale) and not dead.exists()
+
+
+def test_labels_at_any_scale_make_a_working_campaign(tmp_path, config, dna_csv):
+    big = tmp_path / "big.csv"
+    rows = read_rows(dna_csv)
+    write_results(big, [(r["id"], r["sequence"], repr(float(r["label"]) * 1e30)) for r in rows],
+                  header=("id", "sequence", "label"))
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", big, "--config", config) == 0
+    assert cli("suggest", root, "--batch", 3) == 0
+    plate = read_rows(root / "round_000" / "suggestions.csv")
+    assert len(plate) == 3 and all(abs(float(p["predicted_mean"])) > 1e28 for p in plate)

@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -7,12 +8,15 @@ from botorch.acquisition import qUpperConfidenceBound
 from mbo.active import best_so_far, feasible_rows, run_seiko, seiko_round, select_batch, unmeasured
 from mbo.active.selection import PoolEnsemble
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.finetune import finetune_backprop
 from mbo.tasks import Ehrlich
 from reward_models import BootstrapEnsemble, DeepEnsemble
 
 TINY = dict(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2, corpus_size=300,
             offline_size=40)
-FT = dict(iterations=2, batch_size=8, sampling_steps=4, backprop_steps=1, lr=1e-3, hard=True)
+FT = partial(finetune_backprop, iterations=2, batch_size=8, sampler=4, backprop_steps=1, lr=1e-3, hard=True,
+             tau=1.0, grad_clip=1.0)
+ROUND = dict(c=1.0, alpha=0.1, acquisition="ucb", pool_size=64, min_distance=1, sampler=8)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def ensemble(task):
 def pretrained(task):
     torch.manual_seed(0)
     d = MaskedDiffusion(TransformerDenoiser(8, 8, dim=16, depth=1, heads=2, local_kernel=3), 8, 8)
-    pretrain(d, task.pretrain_corpus(), steps=20, batch_size=64, seed=0, progress=False)
+    pretrain(d, task.pretrain_corpus(), steps=20, batch_size=64, lr=2e-3, weight_decay=0.01, warmup=5)
     return d.eval()
 
 
@@ -102,13 +106,13 @@ def test_feasible_rows_leaves_out_minus_inf(task):
 
 def test_seiko_round_and_closed_loop(task, pretrained):
     off = task.offline_dataset()
-    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), batch_size=6,
-                         c=1.0, pool_size=64, finetune=FT, sampling_steps=8, seed=0)
+    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), FT, batch_size=6, seed=0,
+                         **ROUND)
     assert result.selection.tokens.shape == (6, 8) and len(result.history) == 2
     assert result.model is not pretrained and result.reward_model.is_fitted
-    batches = run_seiko(task.oracle, off, pretrained,
-                        lambda: BootstrapEnsemble(num_members=2, epochs=2), rounds=2, batch_size=5,
-                        acquisition="thompson", pool_size=64, finetune=FT, sampling_steps=8, seed=1)
+    batches = run_seiko(task.oracle, off, pretrained, lambda: BootstrapEnsemble(num_members=2, epochs=2), FT,
+                        rounds=2, batch_size=5, kl_to="previous", infeasible="impute", seed=1,
+                        **{**ROUND, "acquisition": "thompson"})
     assert [b.tokens.shape for b in batches] == [(5, 8), (5, 8)]
     for b in batches:
         assert torch.equal(b.values, task.oracle(b.tokens))
@@ -117,7 +121,8 @@ def test_seiko_round_and_closed_loop(task, pretrained):
     curve = best_so_far(float(off.labels.max()), batches)
     assert len(curve) == 2 and curve[1] >= curve[0] >= float(off.labels.max())
     with pytest.raises(ValueError, match="kl_to"):
-        run_seiko(task.oracle, off, pretrained, DeepEnsemble, rounds=1, batch_size=2, kl_to="start")
+        run_seiko(task.oracle, off, pretrained, DeepEnsemble, FT, rounds=1, batch_size=2, kl_to="start",
+                  infeasible="drop", **ROUND)
 
 
 def test_feasible_rows_can_impute_the_lowest_value(task):

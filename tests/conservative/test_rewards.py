@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from conservative import OptimisticReward, PessimisticReward
+from conservative import OptimisticReward, PessimisticReward, ScaledReward, label_scale
 
 
 class LinearEnsemble(nn.Module):
@@ -62,3 +62,18 @@ def test_bad_arguments_are_refused():
         PessimisticReward(MeanOnly(), penalty="min")
     with pytest.raises(ValueError, match="unknown penalty"):
         PessimisticReward(LinearEnsemble(), penalty="max")
+
+
+def test_scaled_reward_divides_reward_and_components():
+    model, x = LinearEnsemble(), soft_onehot()
+    base = PessimisticReward(model, c=1.0)
+    scaled = ScaledReward(base, 4.0)
+    torch.testing.assert_close(scaled(x), base(x) / 4.0)
+    mean, g = scaled.components(x)
+    torch.testing.assert_close(mean, model.mean_std(x)[0] / 4.0)
+    torch.testing.assert_close(g, model.mean_std(x)[1] / 4.0)
+    assert not hasattr(ScaledReward(lambda z: z.sum((1, 2)), 2.0), "components")
+    assert label_scale(torch.tensor([1e30, 3e30])) == pytest.approx(1.4142135e30)
+    assert label_scale(torch.tensor([2.0, 2.0])) == 1.0
+    with pytest.raises(ValueError):
+        ScaledReward(base, 0.0)

@@ -52,3 +52,22 @@ def test_validation(kwargs, match):
     args = {"tokens": torch.zeros(2, 3, dtype=torch.long), "alphabet": DNA} | kwargs
     with pytest.raises(ValueError, match=match):
         SequenceDataset(**args)
+
+
+@pytest.mark.parametrize("how, expected", [("mean", [2.0, 5.0]), ("median", [1.0, 5.0]),
+                                           ("max", [4.0, 5.0]), ("first", [1.0, 5.0])])
+def test_merge_replicates(how, expected):
+    ds = SequenceDataset.from_strings(["AC", "GT", "AC", "AC"], DNA, labels=[1.0, 5.0, 1.0, 4.0],
+                                      ids=["a", "b", "c", "d"])
+    merged, n = ds.merge_replicates(how)
+    assert n == 2 and merged.sequences() == ["AC", "GT"] and merged.ids == ["a", "b"]
+    assert merged.labels.tolist() == expected
+
+
+def test_merge_replicates_without_replicates_and_at_any_scale():
+    ds = _ds()
+    assert ds.merge_replicates() == (ds, 0)
+    big = SequenceDataset.from_strings(["AC", "AC"], DNA, labels=[3e38, 3e38])
+    assert big.merge_replicates()[0].labels.tolist() == [pytest.approx(3e38, rel=1e-6)]
+    with pytest.raises(ValueError, match="how"):
+        ds.merge_replicates("sum")

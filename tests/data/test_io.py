@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mbo.data import DNA, PROTEIN, DataError, SequenceDataset, read_csv, read_fasta, write_csv, write_fasta
+from mbo.data.io import check_learnable, csv_header
 
 
 def _write(tmp_path, name, text):
@@ -102,7 +103,8 @@ def test_csv_ragged_length_against_given_length(tmp_path):
 
 
 @pytest.mark.parametrize("value,problem", [("", "empty label"), ("abc", "'abc' is not a number"),
-                                           ("nan", "not finite"), ("-inf", "not finite")])
+                                           ("nan", "not finite"), ("-inf", "not finite"),
+                                           ("1e308", "too large (beyond float32")])
 def test_csv_bad_label(tmp_path, value, problem):
     path = _write(tmp_path, "d.csv", f"sequence,label\nAC,1\nGT,{value}\n")
     _assert_located(_error(read_csv, path, DNA), 3, problem, "label")
@@ -260,3 +262,23 @@ def test_write_fasta_refuses_overwrite_and_bad_ids(tmp_path):
     with pytest.raises(ValueError, match="cannot be a FASTA id"):
         write_fasta(tmp_path / "b.fa", bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.fa"]
+
+
+def test_check_learnable_refuses_constant_labels_and_a_single_sequence(tmp_path):
+    path = _write(tmp_path, "d.csv", "sequence,kd\nAC,2.5\nGT,2.5\n")
+    data = read_csv(path, DNA, label_columns="kd")
+    with pytest.raises(DataError) as err:
+        check_learnable(data, path, "kd")
+    _assert_located(err.value, None, "all 2 labels are equal (2.5)", "kd")
+    one = read_csv(_write(tmp_path, "one.csv", "sequence,kd\nAC,1\nAC,2\n"), DNA, label_columns="kd")
+    with pytest.raises(DataError, match="at least 2 distinct labeled sequences to fit a reward model, got 1"):
+        check_learnable(one, tmp_path / "one.csv", "kd")
+    check_learnable(read_csv(_write(tmp_path, "ok.csv", "sequence,kd\nAC,1\nGT,1e-9\n"), DNA,
+                             label_columns="kd"), tmp_path / "ok.csv", "kd")
+
+
+def test_csv_header(tmp_path):
+    path = _write(tmp_path, "d.csv", "\nid, sequence ,label\nx,AC,1\n")
+    assert csv_header(path) == ["id", "sequence", "label"]
+    with pytest.raises(DataError, match="does not exist"):
+        csv_header(tmp_path / "missing.csv")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+from mbo.diffusion import FirstHittingSampler, GridSampler, MaskedDiffusion, TransformerDenoiser
 
 
 def tiny(seed: int, vocab: int = 3, length: int = 3, sharpen: float = 4.0) -> MaskedDiffusion:
@@ -17,25 +17,48 @@ def tiny(seed: int, vocab: int = 3, length: int = 3, sharpen: float = 4.0) -> Ma
     return MaskedDiffusion(net, vocab, length).eval()
 
 
+def grid_step(m, xt, t, s, ref=None, generator=None):
+    """One reverse step t -> s of the grid sampler, as ``MaskedDiffusion.sample`` takes it."""
+    inp = m.encode(xt)
+    p = m.schedule.unmask_prob(t, s)
+    unmask = (xt == m.mask_id) & (torch.rand(xt.shape, generator=generator) < p)
+    log_ref = None if ref is None else ref.x0_log_probs(inp)
+    return m.step(xt, m.x0_log_probs(inp), unmask, p, log_ref, generator)
+
+
 def test_sample_shapes_range_no_mask():
     m = tiny(0)
-    x = m.sample(50, steps=5, generator=torch.Generator().manual_seed(0))
+    x = m.sample(50, sampler=5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (50, 3) and x.dtype == torch.long
     assert int(x.min()) >= 0 and int(x.max()) < 3
-    tr = m.sample(7, steps=4, return_trajectory=True)
+    tr = m.sample(7, sampler=4, return_trajectory=True)
     assert tr.states.shape == (5, 7, 3)
     assert bool((tr.states[0] == m.mask_id).all()) and bool((tr.x0 < 3).all())
     assert tr.log_probs.shape == (4, 7) and tr.kls.shape == (4, 7)
-    assert torch.allclose(tr.times, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
     # A single step from all-MASK to s = 0 unmasks everything.
-    assert bool((m.sample(9, steps=1) < 3).all())
+    assert bool((m.sample(9, sampler=1) < 3).all())
+
+
+def test_first_hitting_unmasks_one_position_per_step():
+    m = tiny(0, vocab=3, length=5)
+    tr = m.sample(40, sampler="first_hitting", return_trajectory=True,
+                  generator=torch.Generator().manual_seed(0))
+    assert tr.states.shape == (6, 40, 5)
+    masked = (tr.states == m.mask_id).sum(-1)  # (steps + 1, n)
+    assert torch.equal(masked, torch.arange(5, -1, -1)[:, None].expand(6, 40))
+    # Every position is equally likely to go first.
+    first = (tr.states[1] != m.mask_id).float().mean(0)
+    assert torch.allclose(first, torch.full((5,), 0.2), atol=0.15)
+    assert isinstance(m.sample(3, sampler="first_hitting") , torch.Tensor)
+    with pytest.raises(ValueError, match="first_hitting"):
+        m.sample(3, sampler="zigzag")
 
 
 def test_seeds_reproduce_samples():
     m = tiny(0)
-    a = m.sample(20, steps=4, generator=torch.Generator().manual_seed(3))
-    b = m.sample(20, steps=4, generator=torch.Generator().manual_seed(3))
-    c = m.sample(20, steps=4, generator=torch.Generator().manual_seed(4))
+    a = m.sample(20, sampler=4, generator=torch.Generator().manual_seed(3))
+    b = m.sample(20, sampler=4, generator=torch.Generator().manual_seed(3))
+    c = m.sample(20, sampler=4, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -68,24 +91,25 @@ def test_loss_and_elbo_shapes():
 def test_kl_to_itself_is_exactly_zero():
     m = tiny(0)
     xt = torch.tensor([[3, 3, 3], [0, 3, 1]])
-    assert torch.equal(m.step(xt, 1.0, 0.5, ref=m).kl, torch.zeros(2))
-    tr = m.sample(10, steps=3, ref=m, return_trajectory=True)
-    assert torch.equal(tr.kls, torch.zeros(3, 10))
-    _, kl = m.sample_relaxed(4, steps=3, backprop_steps=2, ref=m)
-    assert torch.equal(kl.detach(), torch.zeros(4))
+    assert torch.equal(grid_step(m, xt, 1.0, 0.5, ref=m).kl, torch.zeros(2))
+    for sampler in (GridSampler(3), FirstHittingSampler()):
+        tr = m.sample(10, sampler=sampler, ref=m, return_trajectory=True)
+        assert torch.equal(tr.kls, torch.zeros(3, 10))
+        _, kl = m.sample_relaxed(4, sampler=sampler, backprop_steps=2, ref=m)
+        assert torch.equal(kl.detach(), torch.zeros(4))
 
 
 def test_log_prob_of_step_matches_step():
     m = tiny(1)
     g = torch.Generator().manual_seed(0)
     xt = torch.tensor([[3, 3, 3]] * 6 + [[0, 3, 3]] * 6)
-    out = m.step(xt, 0.75, 0.25, generator=g)
-    again = m.log_prob_of_step(xt, out.xs, 0.75, 0.25)
+    out = grid_step(m, xt, 0.75, 0.25, generator=g)
+    again = m.log_prob_of_step(xt, out.xs)
     assert torch.allclose(out.log_prob, again, atol=1e-6)
     with pytest.raises(ValueError, match="already unmasked"):
-        m.log_prob_of_step(xt, torch.full_like(xt, 1), 0.75, 0.25)
-    with pytest.raises(ValueError, match="0 <= s < t"):
-        m.step(xt, 0.25, 0.75)
+        m.log_prob_of_step(xt, torch.full_like(xt, 1))
+    with pytest.raises(ValueError, match="unmask_prob"):
+        m.step(xt, m.x0_log_probs(m.encode(xt)), xt == m.mask_id, log_ref=m.x0_log_probs(m.encode(xt)))
 
 
 def _transition_probs(m, xt, t, s):
@@ -94,7 +118,7 @@ def _transition_probs(m, xt, t, s):
     choices = [[mask, *range(v)] if int(tok) == mask else [int(tok)] for tok in xt[0]]
     succ = torch.tensor(list(itertools.product(*choices)))
     rep = xt.expand(len(succ), -1)
-    policy = m.log_prob_of_step(rep, succ, t, s).exp()
+    policy = m.log_prob_of_step(rep, succ).exp()
     was = rep == mask
     stays = (succ == mask) & was
     unm = was & ~stays
@@ -120,7 +144,7 @@ def test_per_step_kl_equals_trajectory_kl_exact_and_monte_carlo():
             live = p_theta > 0  # at s = 0 staying masked has probability 0 under both
             ratio = (p_theta[live] / p_ref[live]).log()
             exact_path_kl += p_state * (p_theta[live] * ratio).sum().item()
-            exact_step_kl += p_state * theta.step(xt, t, s, ref=ref).kl.item()
+            exact_step_kl += p_state * grid_step(theta, xt, t, s, ref=ref).kl.item()
             for x, p in zip(succ.tolist(), p_theta.tolist(), strict=True):
                 nxt[tuple(x)] = nxt.get(tuple(x), 0.0) + p_state * p
         marg = nxt
@@ -130,12 +154,11 @@ def test_per_step_kl_equals_trajectory_kl_exact_and_monte_carlo():
     # Monte Carlo: E_theta[sum_t KL_t] vs E_theta[sum_t log p_theta(step) / p_ref(step)].
     n = 8000
     tr = theta.sample(
-        n, steps=steps, ref=ref, generator=torch.Generator().manual_seed(0), return_trajectory=True
+        n, sampler=steps, ref=ref, generator=torch.Generator().manual_seed(0), return_trajectory=True
     )
     log_ratio = torch.zeros(n)
     for k in range(steps):
-        t, s = tr.times[k].item(), tr.times[k + 1].item()
-        log_ratio += tr.log_probs[k] - ref.log_prob_of_step(tr.states[k], tr.states[k + 1], t, s)
+        log_ratio += tr.log_probs[k] - ref.log_prob_of_step(tr.states[k], tr.states[k + 1])
     summed_kl = tr.kls.sum(0)
     tol = 4 * log_ratio.std().item() / math.sqrt(n)  # 4 standard errors
     assert abs(log_ratio.mean().item() - summed_kl.mean().item()) < tol
@@ -154,7 +177,7 @@ def test_sample_relaxed_rows_sum_to_one_and_truncated_backprop():
 
     handle = m.denoiser.register_forward_hook(hook)
     x0, kl = m.sample_relaxed(
-        6, steps=steps, tau=0.5, backprop_steps=k, ref=ref, generator=torch.Generator().manual_seed(0)
+        6, sampler=steps, tau=0.5, backprop_steps=k, ref=ref, generator=torch.Generator().manual_seed(0)
     )
     handle.remove()
     assert x0.shape == (6, 3, 3)
@@ -168,12 +191,12 @@ def test_sample_relaxed_rows_sum_to_one_and_truncated_backprop():
 
     # K = 0: no gradient path at all; same generator gives the same values whatever K is.
     x0_none, kl_none = m.sample_relaxed(
-        6, steps=steps, tau=0.5, backprop_steps=0, ref=ref, generator=torch.Generator().manual_seed(0)
+        6, sampler=steps, tau=0.5, backprop_steps=0, ref=ref, generator=torch.Generator().manual_seed(0)
     )
     assert not x0_none.requires_grad and not kl_none.requires_grad
     assert torch.allclose(x0_none, x0.detach(), atol=1e-6)
 
-    xh, _ = m.sample_relaxed(6, steps=steps, backprop_steps=1, hard=True)
+    xh, _ = m.sample_relaxed(6, sampler=steps, backprop_steps=1, hard=True)
     assert torch.equal(xh.detach().max(-1).values, torch.ones(6, 3))
     assert xh.requires_grad
 
@@ -184,3 +207,18 @@ def test_local_kernel_denoiser_shapes_and_validation():
     assert out.shape == (2, 6, 4) and net.config["local_kernel"] == 3
     with pytest.raises(ValueError, match="local_kernel"):
         TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, local_kernel=2)
+
+
+@torch.no_grad()
+def test_first_hitting_step_kls_sum_to_the_trajectory_kl():
+    theta, ref = tiny(0, vocab=2, length=3), tiny(1, vocab=2, length=3)
+    n = 8000
+    tr = theta.sample(n, sampler="first_hitting", ref=ref, generator=torch.Generator().manual_seed(0),
+                      return_trajectory=True)
+    # The position choice is the same under both models, so log ratios of the token draws suffice.
+    log_ratio = sum(tr.log_probs[k] - ref.log_prob_of_step(tr.states[k], tr.states[k + 1])
+                    for k in range(3))
+    summed_kl = tr.kls.sum(0)
+    assert summed_kl.mean() > 0.05
+    tol = 4 * log_ratio.std().item() / math.sqrt(n)
+    assert abs(log_ratio.mean().item() - summed_kl.mean().item()) < tol

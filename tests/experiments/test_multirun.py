@@ -4,21 +4,17 @@ cache, and reproducibility of a run from its config and seed. Tiny configs: seco
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
-import torch
-from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import experiments.run as app
 from experiments.summarize import load_sweep
+from mbo.config import compose_config
 
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
-    "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16", "diffusion.sampling_steps=4",
+    "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16", "diffusion.sampler.steps=4",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
     "finetune.iterations=2", "finetune.batch_size=8", "finetune.backprop_steps=1", "n_designs=8",
     "progress=false",
@@ -72,8 +68,7 @@ def test_submitit_local_multirun(tmp_path):
 
 
 def tiny_config(cache_dir, *overrides):
-    with initialize_config_module("experiments.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"cache_dir={cache_dir}", *overrides])
+    return compose_config("config", [*TINY, f"cache_dir={cache_dir}", *overrides])
 
 
 def test_same_config_and_seed_gives_identical_designs(tmp_path):
@@ -86,32 +81,3 @@ def test_same_config_and_seed_gives_identical_designs(tmp_path):
     other = app.run(tiny_config(tmp_path / "cache", "seed=4"), tmp_path / "c")
     assert (tmp_path / "c" / "designs.csv").read_bytes() != (tmp_path / "a" / "designs.csv").read_bytes()
     assert other["seed"] == 4
-
-
-def test_parallel_callers_pretrain_once(tmp_path, monkeypatch):
-    calls = []
-    real_pretrain = app.pretrain
-
-    def slow_pretrain(*args, **kwargs):
-        calls.append(threading.get_ident())
-        time.sleep(0.3)  # hold the lock long enough that the other caller must wait for it
-        return real_pretrain(*args, **kwargs)
-
-    monkeypatch.setattr(app, "pretrain", slow_pretrain)
-    cfg = tiny_config(tmp_path / "cache")
-    task = instantiate(cfg.task)
-    models = [None, None]
-
-    def worker(i):
-        models[i] = app.pretrained_diffusion(cfg, task, torch.device("cpu"))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert len(calls) == 1
-    assert all(m is not None for m in models)
-    sd0, sd1 = (m.state_dict() for m in models)
-    assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)  # the waiter loaded what the first wrote
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1

@@ -2,16 +2,20 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
-from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 
 from experiments.run import run
+from mbo.config import compose_config
 from mbo.data.io import DataError
 
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
-    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampling_steps=4",
+    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampler.steps=4",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=16", "progress=false",
 ]
@@ -23,8 +27,7 @@ def read_rows(path):
 
 
 def config(tmp_path, *overrides):
-    with initialize_config_module("experiments.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
+    return compose_config("config", [*TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
 
 
 def test_tfbind8_pipeline_writes_all_outputs(tmp_path):
@@ -87,3 +90,109 @@ def test_stale_cache_entry_is_rebuilt(tmp_path):
     run(config(tmp_path, "seed=1"), tmp_path / "b")
     (rebuilt,) = (tmp_path / "cache").glob("*.safetensors")
     assert rebuilt.stat().st_size > 100
+
+
+def test_designs_are_distinct_new_ranked_and_named(tmp_path):
+    out = tmp_path / "run"
+    cfg = config(tmp_path)
+    run(cfg, out)
+    rows = read_rows(out / "designs.csv")
+    seqs = [r["sequence"] for r in rows]
+    assert len(seqs) == len(set(seqs)) == 16
+    offline = set(instantiate(cfg.task).offline_dataset().sequences())
+    assert not offline & set(seqs)
+    assert [r["id"] for r in rows] == [f"design_{i:04d}" for i in range(1, 17)]
+    assert [int(r["rank"]) for r in rows] == list(range(1, 17))
+    scores = [float(r["conservative"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    fasta = (out / "designs.fasta").read_text().split("\n")
+    assert fasta[:2] == [">design_0001", seqs[0]]
+
+
+def write_labels(path, labels):
+    seqs = [f"{a}{b}{c}{d}CG" for a in "ACGT" for b in "ACGT" for c in "ACGT" for d in "AC"]
+    path.write_text("seq,kd\n" + "".join(f"{s},{y!r}\n" for s, y in zip(seqs, labels, strict=False)))
+    return path
+
+
+CSV = ["task=csv", "task.sequence_column=seq", "task.label_column=kd"]
+
+
+def test_any_label_scale_trains_the_same_way(tmp_path):
+    base = [0.1 * i for i in range(128)]
+    outs = []
+    for k, factor in enumerate((1.0, 1e30, 1e-9)):
+        path = write_labels(tmp_path / f"s{k}.csv", [y * factor for y in base])
+        out = tmp_path / f"run{k}"
+        result = run(config(tmp_path, *CSV, f"task.path={path}"), out)
+        outs.append([r["sequence"] for r in read_rows(out / "designs.csv")])
+        assert result["best_offline_label"] == pytest.approx(12.7 * factor, rel=1e-6)
+    assert outs[0] == outs[1] == outs[2]
+    report = (tmp_path / "run1" / "report.md").read_text()
+    assert "best offline label 1.27e+31 (in the label column's units)" in report
+
+
+def test_replicates_are_merged_and_reported(tmp_path):
+    labels = [0.1 * i for i in range(128)]
+    path = write_labels(tmp_path / "rep.csv", labels)
+    path.write_text(path.read_text() + "AAAACG,5.0\nAAAACG,7.0\n")
+    out = tmp_path / "run"
+    result = run(config(tmp_path, *CSV, f"task.path={path}"), out)
+    assert result["replicates_merged"] == 2 and result["n_offline"] == 128
+    assert "2 rows measured a sequence already in the file" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("n_designs=0", "n_designs must be >= 1"),
+    ("device=cuda", "no CUDA device"),
+    ("finetune.alpha=-1", "finetune.alpha must be >= 0"),
+])
+def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, problem):
+    with pytest.raises(ValueError, match=problem):
+        run(config(tmp_path, setting), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("seq,kd\nACGT,2\nTTGA,2\n", "all 2 labels are equal"),
+    ("seq,kd\nACGT,2\n", "at least 2 distinct labeled sequences"),
+    ("seq,kd\nACGT,2\nTTGA,1e308\n", "row 3"),
+])
+def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, problem):
+    data = tmp_path / "bad.csv"
+    data.write_text(text)
+    with pytest.raises(DataError, match=problem):
+        run(config(tmp_path, *CSV, f"task.path={data}"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
+def app(tmp_path, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={tmp_path / 'out'}",
+           f"cache_dir={tmp_path / 'cache'}"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_user_errors_are_one_line_on_stderr_with_exit_status_2(tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("seq,kd\nACGT,1\nACXT,2\n")
+    proc = app(tmp_path, *CSV, f"task.path={data}")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "bad.csv, row 3" in proc.stderr and "'X'" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = app(tmp_path, "device=cuda")
+    assert proc.returncode == 2 and proc.stderr.startswith("mbo-run: error: device 'cuda'")
+
+
+def test_help_describes_the_app(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "mbo-run: offline dataset in, designs out" in proc.stdout
+    assert "reward_model: bootstrap, conv_ensemble, ensemble, gp, variational_gp" in proc.stdout
+
+
+def test_a_redirected_run_writes_no_progress_bars(tmp_path):
+    proc = app(tmp_path, *TINY[:-1], "progress=auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr and "\r" not in proc.stdout

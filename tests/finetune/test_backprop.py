@@ -5,6 +5,8 @@ from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
 from mbo.finetune import finetune_backprop
 
 VOCAB, LENGTH = 3, 4
+# Settings the tests do not vary (the defaults of the finetune/backprop config group, fewer steps).
+FIXED = dict(backprop_steps=2, tau=1.0, hard=True, grad_clip=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +14,7 @@ def pretrained():
     torch.manual_seed(0)
     corpus = torch.randint(0, VOCAB, (256, LENGTH), generator=torch.Generator().manual_seed(0))
     model = MaskedDiffusion(TransformerDenoiser(VOCAB, LENGTH, dim=32, depth=1, heads=2), VOCAB, LENGTH)
-    pretrain(model, corpus, steps=150, batch_size=64, lr=3e-3, warmup=10, progress=False)
+    pretrain(model, corpus, steps=150, batch_size=64, lr=3e-3, weight_decay=0.01, warmup=10)
     return model
 
 
@@ -22,14 +24,13 @@ def count_of_token0(x):
 
 
 def frac_token0(model, n=512):
-    x = model.sample(n, steps=8, generator=torch.Generator().manual_seed(1))
+    x = model.sample(n, sampler=8, generator=torch.Generator().manual_seed(1))
     return (x == 0).float().mean().item()
 
 
 def tune(pretrained, alpha, iterations=40):
     return finetune_backprop(pretrained, count_of_token0, iterations=iterations, batch_size=32,
-                             alpha=alpha, sampling_steps=8, backprop_steps=2, lr=3e-3,
-                             hard=True, progress=False, seed=0)
+                             alpha=alpha, sampler=8, lr=3e-3, seed=0, **FIXED)
 
 
 def test_reward_goes_up_and_pretrained_is_untouched(pretrained):
@@ -57,8 +58,8 @@ def test_same_seed_same_model(pretrained):
 
 def test_kl_budget_stops_early(pretrained):
     _, history = finetune_backprop(pretrained, lambda x: 100 * count_of_token0(x), iterations=50,
-                                   batch_size=16, alpha=0.0, sampling_steps=8, lr=1e-2,
-                                   kl_budget=0.5, progress=False)
+                                   batch_size=16, alpha=0.0, sampler=8, lr=1e-2,
+                                   kl_budget=0.5, **FIXED)
     assert len(history) < 50 and history[-1]["kl"] > 0.5
 
 
@@ -70,6 +71,6 @@ def test_logs_conservative_components(pretrained):
         def components(self, x):
             return count_of_token0(x), torch.zeros(x.shape[0])
 
-    _, history = finetune_backprop(pretrained, WithComponents(), iterations=2, batch_size=8,
-                                   sampling_steps=4, progress=False)
+    _, history = finetune_backprop(pretrained, WithComponents(), iterations=2, batch_size=8, alpha=0.1,
+                                   sampler=4, lr=1e-3, **FIXED)
     assert {"mean", "g", "reward", "kl"} <= history[0].keys()

@@ -40,3 +40,31 @@ def test_bad_csv_is_refused_naming_file_and_row(tmp_path, text, problem):
     with pytest.raises(DataError) as err:
         CSVTask(path)
     assert "d.csv" in str(err.value) and problem in str(err.value)
+
+
+def test_replicates_are_merged_by_mean_and_counted(tmp_path):
+    path = write(tmp_path, "sequence,label\nACGT,1\nTTGA,2\nACGT,3\n")
+    task = CSVTask(path)
+    data = task.offline_dataset()
+    assert data.sequences() == ["ACGT", "TTGA"] and data.labels.tolist() == [2.0, 2.0]
+    assert task.n_replicates_merged == 1
+    assert CSVTask(path, replicates="max").offline_dataset().labels.tolist() == [3.0, 2.0]
+
+
+def test_an_id_column_is_used_when_present_and_duplicate_ids_are_refused(tmp_path):
+    task = CSVTask(write(tmp_path, "id,sequence,label\na,ACGT,1\nb,TTGA,2\n"))
+    assert task.offline_dataset().ids == ["a", "b"]
+    with pytest.raises(DataError) as err:
+        CSVTask(write(tmp_path, "id,sequence,label\na,ACGT,1\na,TTGA,2\n"))
+    assert "row 3" in str(err.value) and "id 'a' is also used in row 2" in str(err.value)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("sequence,label\nACGT,1\nTTGA,1\n", "all 2 labels are equal"),
+    ("sequence,label\nACGT,1\n", "at least 2 distinct labeled sequences"),
+    ("sequence,label\nACGT,1\nTTGA,1e308\n", "too large"),
+])
+def test_unlearnable_labels_are_refused(tmp_path, text, problem):
+    with pytest.raises(DataError, match=problem) as err:
+        CSVTask(write(tmp_path, text))
+    assert "d.csv" in str(err.value)

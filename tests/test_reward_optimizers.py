@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from mbo.baselines import exhaustive_search, gradient_ascent, hill_climb
 from mbo.data.alphabet import one_hot
+from mbo.reward_optimizers import exhaustive_search, gradient_ascent, hill_climb
 
 
 def linear_reward(weights):

@@ -1,4 +1,5 @@
-"""``mbo-run mode=ctrl``: classifiers from offline labels → conditional fine-tuning → designs per condition.
+"""The CTRL pipeline (``mbo-run mode=ctrl``): classifiers from offline labels → conditional fine-tuning →
+designs per condition.
 
 Writes into the output directory ``designs_<condition>.csv`` (one per requested condition),
 ``metrics.json`` (classifier calibration, per-condition metrics, timings), ``history.json`` and the
@@ -21,23 +22,17 @@ from torch import Tensor
 
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import save_checkpoint
-from mbo.ctrl import (
-    ConditionalDenoiser,
-    ConditionLogProb,
-    ConditionSampler,
-    EnsembleClassifier,
-    Factor,
-    calibration,
-    condition_name,
-    encode_condition,
-    finetune_ctrl,
-    satisfies,
-)
+from mbo.config import progress_bars
+from mbo.ctrl.classifier import EnsembleClassifier, calibration
+from mbo.ctrl.conditions import ConditionSampler, Factor, condition_name, encode_condition, satisfies
+from mbo.ctrl.finetune import ConditionLogProb, finetune_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
 from mbo.device import resolve_device
+from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.checkpoint import load_masked_diffusion
+from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.evaluate import mean_pairwise_hamming
 from mbo.tasks.tfbind8 import TFBind8
 
@@ -133,20 +128,22 @@ def load_ctrl_model(path: str, factors, device: torch.device):
 
 
 def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
-    """The CTRL pipeline for one config; returns the metrics written to ``metrics.json``."""
-    from experiments.run import pretrained_diffusion  # run.py dispatches here
-
+    """The CTRL pipeline for one config (``mbo.conf``'s ``config`` with the ``ctrl`` group); writes its
+    outputs into ``output_dir`` and returns the metrics written to ``metrics.json``."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    progress = progress_bars(cfg.progress)
     c = cfg.ctrl
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
     task = instantiate(cfg.task, _partial_=True)()
     vocab = task.alphabet.size
-    pretrained = pretrained_diffusion(cfg, task, device)
+    pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
+                                      to_absolute_path(cfg.cache_dir), name=task.name, device=device,
+                                      progress=progress)
     timings["pretrain_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -179,20 +176,20 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     else:
         ft = c.finetune
         model, history = finetune_ctrl(pretrained, reward, sampler, iterations=ft.iterations,
-                                       batch_size=ft.batch_size, sampling_steps=ft.sampling_steps,
+                                       batch_size=ft.batch_size, sampler=instantiate(ft.sampler),
                                        backprop_steps=ft.backprop_steps, tau=ft.tau, hard=ft.hard,
                                        lr=ft.lr, grad_clip=ft.grad_clip, seed=cfg.seed,
-                                       progress=cfg.progress)
+                                       progress=progress)
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
                         {**model.config, "factors": factor_spec}, overwrite=True)
     timings["finetune_s"] = time.perf_counter() - t
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    steps = cfg.diffusion.sampling_steps
+    design_sampler = instantiate(cfg.diffusion.sampler)
     per_condition = {}
     for text, code in zip(c.conditions, codes, strict=True):
         name = condition_name(factors, code)
-        designs = model.sample(cfg.n_designs, steps=steps, generator=gen,
+        designs = model.sample(cfg.n_designs, sampler=design_sampler, generator=gen,
                                cond=code.to(device).expand(cfg.n_designs, -1)).cpu()
         per_condition[name] = {"condition": text,
                                **condition_metrics(designs, code, factors, reward, oracles, pretrained,

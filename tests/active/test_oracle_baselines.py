@@ -4,10 +4,15 @@ import warnings
 import linear_operator.utils.cholesky as cholesky
 import pytest
 import torch
-
-from mbo.active.baselines import QueryBatch, _gp_training_set, _selection_loss, genetic_algorithm, gp_bo
 from linear_operator.utils.warnings import NumericalWarning
 
+from mbo.active.oracle_baselines import (
+    QueryBatch,
+    _gp_training_set,
+    _selection_loss,
+    genetic_algorithm,
+    gp_bo,
+)
 from mbo.tasks.ehrlich import Ehrlich
 
 # L-BFGS fitting the GP on ~20 points with two distinct labels may stop "ABNORMAL"; harmless here.
@@ -138,7 +143,7 @@ def test_gp_bo_absorbs_jitter_warnings_and_nothing_else_does(task, monkeypatch):
     original = cholesky._psd_safe_cholesky
 
     def needs_jitter(*args, **kwargs):
-        warnings.warn("A not p.d., added jitter of 1.0e-08 to the diagonal", NumericalWarning)
+        warnings.warn("A not p.d., added jitter of 1.0e-08 to the diagonal", NumericalWarning, stacklevel=2)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(cholesky, "_psd_safe_cholesky", needs_jitter)

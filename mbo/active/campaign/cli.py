@@ -1,0 +1,109 @@
+"""``mbo-campaign``: a wet-lab campaign of SEIKO rounds, kept in one directory between plates.
+
+Commands (``mbo-campaign COMMAND --help`` for the options)::
+
+    mbo-campaign init DIR --data START.csv [--alphabet dna] [--corpus FILE] [--config F.yaml] [KEY=VAL ...]
+    mbo-campaign init DIR --task ehrlich [--task-arg key=value ...]     # a benchmark with an oracle
+    mbo-campaign suggest DIR --batch N [--force]      # next plate -> DIR/round_XXX/suggestions.csv
+    mbo-campaign ingest DIR RESULTS.csv [--id-column id] [--value-column value]
+    mbo-campaign status DIR                           # per-round table, DIR/status.png
+    mbo-campaign simulate DIR --rounds R --batch N    # --task campaigns: the oracle plays the lab
+
+Every user error is one line on stderr and exit status 2, with nothing changed on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mbo.active.campaign import commands
+from mbo.active.campaign.store import CampaignError, locked, open_campaign
+from mbo.checkpoint import CheckpointError
+from mbo.config import SettingsError
+from mbo.data.io import DataError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mbo-campaign", description="Wet-lab campaigns of SEIKO rounds: "
+                                "suggest a plate, ingest its measurements, repeat.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--progress", action="store_true",
+                        help="show progress bars (default: only when stderr is a terminal)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser("init", parents=[common], help="start a campaign: read the start data, pretrain",
+                       description="Start a campaign in a new directory: read the measured start data, "
+                                   "pretrain the diffusion model, store everything. Settings are the "
+                                   "campaign config (mbo/conf/campaign.yaml) with Hydra overrides "
+                                   "(e.g. reward_model=bootstrap seiko.c=2) and --config FILE.yaml on top.")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of the settings")
+    q.add_argument("--data", metavar="FILE.csv", help="measured start data (sequence and label columns)")
+    q.add_argument("--sequence-column", default="sequence")
+    q.add_argument("--label-column", default="label")
+    q.add_argument("--id-column", default=None, help="column of unique ids (default: 'id' if present)")
+    q.add_argument("--alphabet", default="dna", help="dna, rna, protein, or the letters (default dna)")
+    q.add_argument("--corpus", metavar="FILE", help="unlabeled pretraining sequences, CSV or FASTA "
+                                                    "(default: the start data's sequences)")
+    q.add_argument("--task", choices=sorted(commands.TASKS), help="start from a benchmark task instead of "
+                                                                   "--data")
+    q.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
+    q.add_argument("--config", metavar="FILE.yaml", help="settings overriding the defaults (same nesting)")
+    q.add_argument("--seed", type=int, default=0)
+
+    q = sub.add_parser("suggest", parents=[common], help="run the next round, write its suggestions.csv")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("--batch", type=int, required=True, metavar="N", help="designs on the plate")
+    q.add_argument("--force", action="store_true", help="suggest even if the last plate has no results")
+
+    q = sub.add_parser("ingest", parents=[common], help="add measured values from a results CSV")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("results", metavar="RESULTS.csv")
+    q.add_argument("--id-column", default="id")
+    q.add_argument("--value-column", default="value")
+
+    q = sub.add_parser("status", parents=[common], help="per-round table and DIR/status.png")
+    q.add_argument("dir", metavar="DIR")
+
+    q = sub.add_parser("simulate", parents=[common], help="--task campaigns: let the oracle play the lab")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("--rounds", type=int, required=True, metavar="R", help="total rounds wanted (resumes)")
+    q.add_argument("--batch", type=int, required=True, metavar="N")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mbo-campaign``; returns the exit status (2 for every user error)."""
+    args = _parser().parse_args(argv)
+    progress = args.progress or sys.stderr.isatty()
+    try:
+        if args.command == "init":
+            message = commands.init(
+                args.dir, data=args.data, task=args.task, task_args=args.task_arg,
+                sequence_column=args.sequence_column, label_column=args.label_column,
+                id_column=args.id_column, alphabet=args.alphabet, corpus=args.corpus, config=args.config,
+                overrides=args.overrides, seed=args.seed, progress=progress)
+        elif args.command == "status":
+            message = commands.status(open_campaign(args.dir))  # a reader: no lock needed
+        else:
+            directory = Path(args.dir)
+            open_campaign(directory)
+            with locked(directory):
+                c = open_campaign(directory)
+                if args.command == "suggest":
+                    message = f"wrote {commands.suggest(c, args.batch, args.force, progress)}"
+                elif args.command == "ingest":
+                    message = commands.ingest(c, args.results, args.id_column, args.value_column)
+                else:
+                    message = commands.simulate(c, args.rounds, args.batch, progress)
+    except (CampaignError, DataError, CheckpointError, SettingsError) as err:
+        print(f"mbo-campaign {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

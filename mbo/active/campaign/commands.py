@@ -1,0 +1,483 @@
+"""The campaign's commands: init, suggest, ingest, status, simulate (each returns a one-line report).
+
+Writers are called with the campaign's lock held (see :mod:`mbo.active.campaign.cli`); each validates
+everything it was given before it changes anything on disk, and then changes it atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mbo.active.campaign.settings import build_check, load_settings
+from mbo.active.campaign.store import (
+    FORMAT,
+    SUGGESTION_ID,
+    Campaign,
+    CampaignError,
+    Measurement,
+    Suggestion,
+    fsync_dir,
+    load_model,
+    read_measurements,
+    read_suggestions,
+    record,
+    save_model,
+    suggested_rounds,
+    write_measurements,
+    write_suggestions,
+)
+from mbo.active.campaign.store import format_value as _format_value
+from mbo.active.seiko import feasible_rows, seiko_round
+from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from mbo.checkpoint import save_checkpoint
+from mbo.data.alphabet import get_alphabet
+from mbo.data.io import (
+    DataError,
+    Problems,
+    check_learnable,
+    csv_header,
+    csv_records,
+    parse_number,
+    read_csv,
+    read_fasta,
+    read_text,
+    require_columns,
+)
+from mbo.device import resolve_device
+from mbo.diffusion.cache import pretrained_diffusion
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".faa", ".ffn")
+
+TASKS = {"ehrlich": "mbo.tasks.ehrlich.Ehrlich"}
+"""Benchmark tasks a campaign can be initialized from (they have an oracle, so ``simulate`` works)."""
+
+
+# ---------------------------------------------------------------------------------------- init
+def _task_class(name: str):
+    if name not in TASKS:
+        raise CampaignError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    module, cls = TASKS[name].rsplit(".", 1)
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse_task_args(items: list[str]) -> dict:
+    """``["key=value", ...]`` to a dict, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CampaignError(f"--task-arg {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def build_task(spec: dict):
+    """The task described by ``{"name": ..., "args": {...}}`` (as stored in ``campaign.json``)."""
+    cls = _task_class(spec["name"])
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(spec["args"]) - set(params))
+    if unknown:
+        raise CampaignError(f"task {spec['name']}: unknown argument(s) {unknown}; it takes "
+                            f"{', '.join(params)}")
+    try:
+        return cls(**spec["args"])
+    except (TypeError, ValueError, AssertionError) as err:
+        raise CampaignError(f"task {spec['name']} with {spec['args']}: {err}") from None
+
+
+def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id_column, corpus_path):
+    try:
+        alphabet = get_alphabet(alphabet_name)
+    except ValueError as err:
+        raise CampaignError(f"--alphabet {alphabet_name!r}: {err}") from None
+    if id_column is None and "id" in csv_header(data_path) and "id" not in (sequence_column, label_column):
+        id_column = "id"
+    data = read_csv(data_path, alphabet, sequence_column=sequence_column, label_columns=label_column,
+                    id_column=id_column)
+    check_learnable(data, data_path, label_column)
+    if data.ids is None:
+        data.ids = [f"start_{i:04d}" for i in range(len(data))]
+    else:
+        for ident in data.ids:
+            if SUGGESTION_ID.match(ident):
+                raise DataError(data_path, f"id {ident!r} looks like a suggestion id (rNNN_NNNN), which "
+                                           f"mbo-campaign reserves for its own plates; rename it",
+                                column=id_column)
+    if corpus_path is None:
+        corpus = data.tokens
+    elif Path(corpus_path).suffix.lower() in FASTA_SUFFIXES:
+        corpus = read_fasta(corpus_path, alphabet, length=data.length).tokens
+    else:
+        corpus = read_csv(corpus_path, alphabet, sequence_column=sequence_column, label_columns=None,
+                          length=data.length).tokens
+    start = {"data": Path(data_path).name, "sequence_column": sequence_column,
+             "label_column": label_column, "id_column": id_column,
+             "corpus": None if corpus_path is None else Path(corpus_path).name}
+    return data, corpus, start, Path(data_path).name
+
+
+def _start_from_task(name: str, task_args: list[str]):
+    spec = {"name": name, "args": parse_task_args(task_args)}
+    task = build_task(spec)
+    data = task.offline_dataset()
+    if data.ids is None:
+        data.ids = [f"start_{i:04d}" for i in range(len(data))]
+    return data, task.pretrain_corpus(), {"task": spec}, f"{task.name}:offline"
+
+
+def init(directory: str | os.PathLike, *, data: str | None = None, task: str | None = None,
+         task_args: list[str] | None = None, sequence_column: str = "sequence",
+         label_column: str = "label", id_column: str | None = None, alphabet: str = "dna",
+         corpus: str | None = None, config: str | None = None, overrides: list[str] | None = None,
+         seed: int = 0, progress: bool = False) -> str:
+    """Create a campaign in the new (or empty) ``directory``: validate, pretrain, store everything."""
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CampaignError(f"{target}: exists and is not an empty directory; init needs a new one")
+    if (data is None) == (task is None):
+        raise CampaignError("init needs exactly one of --data FILE.csv or --task NAME")
+    if task_args and task is None:
+        raise CampaignError("--task-arg needs --task")
+    settings = load_settings(overrides or [], config)
+    # The campaign's seed is its pretraining seed: one number reproduces the whole directory.
+    settings.diffusion.pretrain.seed = seed
+    if data is not None:
+        start_data, corpus_tokens, start, source = _start_from_file(data, alphabet, sequence_column,
+                                                                    label_column, id_column, corpus)
+    else:
+        start_data, corpus_tokens, start, source = _start_from_task(task, task_args or [])
+    if len(start_data) < 2:
+        raise CampaignError(f"{source}: need at least 2 measured designs to start, got {len(start_data)}")
+    abc, length = start_data.alphabet, start_data.length
+    build_check(settings, abc.size, length, config or "settings")
+
+    torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    diffusion = pretrained_diffusion(corpus_tokens, abc.size, settings.diffusion, settings.cache_dir,
+                                     name=target.name, device=device, progress=progress)
+    with torch.no_grad():
+        sample = corpus_tokens[:512].to(device)
+        nelbo = float(-diffusion.elbo(sample, n_samples=8, generator=torch.Generator(device).manual_seed(0))
+                      .mean()) / length
+    meta = {"format": FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "alphabet": {"name": abc.name, "letters": abc.letters}, "length": length,
+            "seed": seed, "start": {**start, "size": len(start_data)},
+            "corpus_size": len(corpus_tokens), "pretrain_nelbo": nelbo,
+            "settings": OmegaConf.to_container(settings, resolve=True)}
+    # Build the whole directory next to the target, then rename it into place: a crash leaves no
+    # half-made campaign, only a hidden directory named with this process's id, which the next
+    # command on this campaign removes once the process is gone.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.init-{os.getpid()}-"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        staged = Campaign(tmp, meta)
+        atomic_write_text(tmp / "campaign.json", json.dumps(meta, indent=2) + "\n")
+        save_checkpoint(tmp / "pretrained.safetensors", diffusion)
+        record(tmp, "campaign.json", "pretrained.safetensors")
+        values = [str(np.float32(v)) for v in start_data.labels.tolist()]
+        write_measurements(staged, [Measurement(i, s, float(v), -1, source) for i, s, v in
+                                    zip(start_data.ids, start_data.sequences(), values, strict=True)],
+                           overwrite=False)
+        try:
+            os.rename(tmp, target)  # replaces an empty target directory; refuses a non-empty one
+        except OSError:
+            raise CampaignError(f"{target}: appeared meanwhile and is not empty; init needs a new one"
+                                ) from None
+        fsync_dir(target.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    best = float(start_data.labels.max())
+    return (f"campaign {target}: {len(start_data)} starting measurements (best {best:g}), alphabet "
+            f"{abc.name} ({abc.letters}), length {length}; pretrained on {len(corpus_tokens)} "
+            f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token). "
+            f"Next: mbo-campaign suggest {target} --batch N")
+
+
+# ---------------------------------------------------------------------------------------- suggest
+def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False) -> Path:
+    """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path."""
+    if batch < 1:
+        raise CampaignError(f"--batch must be >= 1, got {batch}")
+    measurements = read_measurements(c)
+    rounds = suggested_rounds(c, measurements)
+    r = len(rounds)
+    if r > 0 and not force:
+        measured_last = sum(m.round == r - 1 for m in measurements)
+        if measured_last == 0:
+            raise CampaignError(f"round {r - 1}'s {len(rounds[r - 1])} suggestions have no results yet: "
+                                f"ingest them first (mbo-campaign ingest {c.dir} RESULTS.csv), or pass "
+                                f"--force to suggest round {r} without them")
+    s = c.settings
+    k = s.seiko
+    torch.set_num_threads(s.threads)
+    device = resolve_device(s.device)
+    try:
+        data = feasible_rows(c.encode([m.sequence for m in measurements]),
+                             torch.tensor([m.value for m in measurements], dtype=torch.float32),
+                             c.alphabet, k.infeasible)
+    except ValueError as err:
+        raise CampaignError(f"{c.measurements_path}: {err}") from None
+    # Never suggest a design again: neither a measured one nor one already on an earlier plate.
+    seen = sorted({m.sequence for m in measurements} | {x.sequence for sg in rounds.values() for x in sg})
+    exclude = c.encode(seen)
+    ref_name = ("pretrained.safetensors" if r == 0 or k.kl_to == "pretrained"
+                else f"round_{r - 1:03d}/model.safetensors")
+    reference = load_model(c, ref_name, device)
+    seed = int(c.meta["seed"]) * 1000 + r
+    torch.manual_seed(seed)
+    try:
+        result = seiko_round(reference, data, instantiate(s.reward_model, device=str(device)),
+                             instantiate(s.finetune), batch_size=batch, c=k.c, alpha=s.finetune.alpha,
+                             acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
+                             exclude=exclude, sampler=reference.sampler, seed=seed, progress=progress)
+    except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
+        raise CampaignError(f"round {r}: {err}") from None
+    sel = result.selection
+    if len(sel.tokens) < batch:
+        print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: the pool of "
+              f"{k.pool_size} samples had too few new, distinct ones (raise seiko.pool_size)",
+              file=sys.stderr)
+    # Replaces only the model of an interrupted round (no recorded plate), recomputed the same way.
+    save_model(c, f"round_{r:03d}/model.safetensors", result.model)
+    return write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition)
+
+
+# ---------------------------------------------------------------------------------------- ingest
+def _store_copy(folder: Path, name: str, data: bytes) -> str:
+    """Keep ``data`` as ``folder/name`` (or ``name.K`` if another file has that name); its name."""
+    stem, suffix = os.path.splitext(name)
+    k = 0
+    while True:
+        candidate = folder / (name if k == 0 else f"{stem}.{k}{suffix}")
+        if not candidate.exists():
+            atomic_write_bytes(candidate, data)
+            return candidate.name
+        if candidate.is_file() and candidate.read_bytes() == data:
+            return candidate.name  # an earlier, interrupted ingest of this very file
+        k += 1
+
+
+def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
+           value_column: str = "value") -> str:
+    """Validate a whole results file, then add its new measurements; returns a one-line report."""
+    path = Path(results)
+    measurements = read_measurements(c)
+    known = {m.id: m for m in measurements}
+    rounds = suggested_rounds(c, measurements)
+    suggestions = {x.id: x for sg in rounds.values() for x in sg}
+    text = read_text(path)
+    raw_bytes = path.read_bytes()
+    header, header_line, records = csv_records(path, text)
+    if id_column == value_column:
+        raise CampaignError(f"--id-column and --value-column must differ, both are {id_column!r}")
+    col = require_columns(path, header, header_line, [id_column, value_column])
+    seq_col = header.index("sequence") if "sequence" in header and "sequence" not in col else None
+    if not records:
+        raise DataError(path, "no data rows after the header")
+
+    upper = c.alphabet.letters.isupper()
+
+    def norm(seq: str) -> str:  # as the readers do: strip, upper-case for an upper-case alphabet
+        return seq.strip().upper() if upper else seq.strip()
+
+    problems = Problems(path, "row")
+    seen: dict[str, int] = {}
+    new: list[tuple[Suggestion, float]] = []
+    already = 0
+    for line, fields in records:
+        if len(fields) != len(header):
+            problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
+            continue
+        ident = fields[col[id_column]].strip()
+        value = parse_number(fields[col[value_column]].strip(), "value", allow_neg_inf=True)
+        if isinstance(value, str):
+            problems.add(line, value, value_column)
+        if not ident:
+            problems.add(line, "empty id", id_column)
+            continue
+        if ident in seen:
+            problems.add(line, f"id {ident!r} is also used in row {seen[ident]}", id_column)
+            continue
+        seen[ident] = line
+        sugg = suggestions.get(ident)
+        if sugg is None:
+            m = SUGGESTION_ID.match(ident)
+            if m and int(m.group(1)) not in rounds:
+                problems.add(line, f"id {ident!r} is from round {int(m.group(1))}, which was never suggested "
+                                   f"(suggested rounds: {len(rounds)})", id_column)
+            elif ident in known:
+                problems.add(line, f"id {ident!r} is a starting measurement, not a suggestion", id_column)
+            else:
+                problems.add(line, f"unknown id {ident!r}: not in any round's suggestions.csv", id_column)
+            continue
+        if seq_col is not None and norm(fields[seq_col]) != sugg.sequence:
+            problems.add(line, f"sequence {fields[seq_col].strip()!r} is not the sequence suggested as "
+                               f"{ident!r} ({sugg.sequence})", "sequence")
+        if isinstance(value, str):
+            continue
+        if ident in known:
+            if known[ident].value != value:
+                problems.add(line, f"conflict: {ident!r} was already ingested with value "
+                                   f"{_format_value(known[ident].value)} (from {known[ident].source}); this "
+                                   f"file says {_format_value(value)}", value_column)
+            else:
+                already += 1
+            continue
+        new.append((sugg, value))
+    problems.raise_first()
+
+    if not new:
+        return f"nothing to do: all {already} results in {path} were already ingested with the same values"
+    sources = {r: _store_copy(c.round_dir(r) / "results", path.name, raw_bytes)
+               for r in sorted({s.round for s, _ in new})}
+    added = [Measurement(s.id, s.sequence, v, s.round, sources[s.round]) for s, v in new]
+    write_measurements(c, measurements + added)
+    infeasible = sum(not math.isfinite(v) for _, v in new)
+    per_round = ", ".join(
+        f"round {r}: {sum(m.round == r for m in measurements + added)}/{len(rounds[r])} measured"
+        for r in sources)
+    return (f"ingested {len(new)} results from {path} ({infeasible} infeasible/failed"
+            + (f", {already} already ingested" if already else "") + f"); {per_round}")
+
+
+# ---------------------------------------------------------------------------------------- status
+def round_table(c: Campaign) -> list[dict]:
+    """One dict per round (the start data first): counts, feasibility, best values, predictions."""
+    measurements = read_measurements(c)
+    rounds = suggested_rounds(c, measurements)
+    rows, best = [], -math.inf
+    for r in [-1, *rounds]:
+        ms = [m for m in measurements if m.round == r]
+        finite = [m for m in ms if math.isfinite(m.value)]
+        best_round = max((m.value for m in finite), default=-math.inf)
+        best = max(best, best_round)
+        pred = {s.id: s.predicted_mean for s in rounds.get(r, [])}
+        row = {"round": "start" if r < 0 else str(r), "suggested": len(rounds[r]) if r >= 0 else None,
+               "measured": len(ms), "feasible": len(finite) / len(ms) if ms else None,
+               "best_round": best_round if finite else None,
+               "best_so_far": best if math.isfinite(best) else None,
+               "pred_mean": float(np.mean([pred[m.id] for m in finite])) if finite and pred else None,
+               "actual_mean": float(np.mean([m.value for m in finite])) if finite and pred else None}
+        rows.append(row)
+    return rows
+
+
+def _table_text(rows: list[dict]) -> str:
+    heads = ["round", "suggested", "measured", "feasible", "best_round", "best_so_far", "pred_mean",
+             "actual_mean"]
+
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [heads] + [[cell(row[h]) for h in heads] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(heads))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def _plot(c: Campaign, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ms = read_measurements(c)
+    fig = Figure(figsize=(7, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    n_start = sum(m.round < 0 for m in ms)
+    ordered = [m for m in ms if m.round < 0] + sorted((m for m in ms if m.round >= 0), key=lambda m: m.round)
+    xs = np.arange(1, len(ordered) + 1)
+    vals = np.array([m.value for m in ordered])
+    finite = np.isfinite(vals)
+    best = np.maximum.accumulate(np.where(finite, vals, -np.inf))
+    low = vals[finite].min() if finite.any() else 0.0
+    for r in sorted({m.round for m in ordered}):
+        sel = np.array([m.round == r for m in ordered])
+        label = "start data" if r < 0 else f"round {r}"
+        ax.scatter(xs[sel & finite], vals[sel & finite], s=12, label=label, alpha=0.8)
+        if (sel & ~finite).any():
+            ax.scatter(xs[sel & ~finite], np.full((sel & ~finite).sum(), low), marker="x", color="k", s=14)
+    ok = np.isfinite(best)
+    ax.step(xs[ok], best[ok], where="post", color="k", lw=1.5, label="best so far")
+    ax.axvline(n_start + 0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("number of measurements (x: infeasible / failed)")
+    ax.set_ylabel("measured value")
+    ax.set_title(f"{c.dir.name}: {len(ms) - n_start} measurements in {len({m.round for m in ms}) - 1} rounds")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def status(c: Campaign) -> str:
+    """The per-round table (and ``DIR/status.png``)."""
+    rows = round_table(c)
+    _plot(c, c.dir / "status.png")
+    outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])
+    return (_table_text(rows) + f"\n{sum(r['measured'] for r in rows)} measurements, {outstanding} suggested "
+            f"designs without results; plot: {c.dir / 'status.png'}")
+
+
+# ---------------------------------------------------------------------------------------- simulate
+def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False) -> str:
+    """Play the lab with the task's oracle until the campaign has ``rounds`` ingested rounds."""
+    spec = c.meta["start"].get("task")
+    if spec is None:
+        raise CampaignError(f"{c.dir}: simulate needs a campaign initialized with --task (this one has no "
+                            f"oracle: its start data came from {c.meta['start'].get('data')})")
+    if rounds < 1 or batch < 1:
+        raise CampaignError(f"--rounds and --batch must be >= 1, got {rounds} and {batch}")
+    suggested_rounds(c)  # refuse a tampered directory before doing anything
+    task = build_task(spec)
+    lines = []
+    for r in range(rounds):
+        measured = {m.round for m in read_measurements(c)}
+        have = suggested_rounds(c)
+        if r in have and r in measured:
+            continue
+        if r not in have:
+            suggest(c, batch, progress=progress)
+        plate = read_suggestions(c, r)
+        oracle_path = c.round_dir(r) / "oracle_results.csv"
+        if not oracle_path.exists():
+            values = task.oracle(c.encode([s.sequence for s in plate])).tolist()
+            with atomic_path(oracle_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(["id", "sequence", "value"])
+                for s, v in zip(plate, values, strict=True):
+                    w.writerow([s.id, s.sequence, _format_value(v)])
+        ingest(c, oracle_path)
+        row = round_table(c)[r + 1]  # rows: the start data, then rounds 0, 1, ...
+        lines.append(f"round {r}: {row['measured']} measured, feasible {row['feasible']:.2f}, best "
+                     f"{_fmt(row['best_round'])}, best so far {_fmt(row['best_so_far'])}")
+    if not lines:
+        return f"nothing to do: {c.dir} already has {rounds} or more ingested rounds"
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"

@@ -1,0 +1,96 @@
+"""A campaign's settings: the ``campaign`` config of :mod:`mbo.conf`, with the user's overrides.
+
+They are composed once, at ``init`` (Hydra overrides such as ``reward_model=bootstrap seiko.c=2``, then
+an optional YAML file of the same nesting), checked, and stored whole in ``campaign.json``; every later
+command reads them from there, so a campaign never changes its settings under the user's feet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mbo.active.campaign.store import CampaignError
+from mbo.active.selection import ACQUISITIONS
+from mbo.config import SettingsError, check_types, compose_config, merge_settings_file
+from mbo.diffusion.pretrain import build_diffusion
+
+
+def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None = None) -> DictConfig:
+    """The campaign settings: ``campaign.yaml`` with ``overrides`` and then the YAML file ``path``.
+
+    Raises:
+        SettingsError: an unknown key, a wrong type, or a value that cannot work (the key named).
+    """
+    cfg = compose_config("campaign", overrides)
+    if path is not None:
+        cfg = merge_settings_file(cfg, path)
+    OmegaConf.resolve(cfg)
+    check_values(cfg, str(path) if path is not None else "settings")
+    return cfg
+
+
+def check_stored_settings(stored: Mapping, where: os.PathLike | str) -> None:
+    """Settings read back from ``campaign.json``: the same keys as the defaults, values of their types."""
+    defaults = compose_config("campaign")
+    OmegaConf.resolve(defaults)
+    try:
+        check_types(defaults, dict(stored), str(where), "settings.")
+        missing = sorted(_missing(defaults, stored, "settings."))
+        if missing:
+            raise SettingsError(f"{where}: setting(s) {missing} are missing (was the file edited?)")
+        check_values(OmegaConf.create(dict(stored)), str(where))
+    except SettingsError as err:
+        raise CampaignError(str(err)) from None
+
+
+def _missing(defaults: DictConfig, stored: Mapping, prefix: str) -> list[str]:
+    out = []
+    for key in defaults:
+        if key not in stored:
+            out.append(f"{prefix}{key}")
+        elif isinstance(defaults[key], DictConfig) and "_target_" not in defaults[key]:
+            if isinstance(stored[key], Mapping):
+                out += _missing(defaults[key], stored[key], f"{prefix}{key}.")
+    return out
+
+
+def check_values(cfg: DictConfig, where: str) -> None:
+    """Values that have the right type but cannot work; the checks the constructors do not make."""
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise SettingsError(f"{where}: setting {name!r} {what}")
+
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except RuntimeError:
+            raise SettingsError(f"{where}: setting 'device' must be auto, cpu, cuda or cuda:N, "
+                                f"got {cfg.device!r}") from None
+    need(cfg.threads >= 1, "threads", "must be >= 1")
+    k = cfg.seiko
+    need(k.acquisition in ACQUISITIONS, "seiko.acquisition", f"must be one of {', '.join(ACQUISITIONS)}")
+    need(k.kl_to in ("previous", "pretrained"), "seiko.kl_to", "must be previous or pretrained")
+    need(k.infeasible in ("impute", "drop"), "seiko.infeasible", "must be impute or drop")
+    need(k.c >= 0, "seiko.c", "must be >= 0")
+    need(k.pool_size >= 1, "seiko.pool_size", "must be >= 1")
+    need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
+    need(cfg.finetune.alpha >= 0, "finetune.alpha", "must be >= 0")
+
+
+def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> None:
+    """Build every part once (diffusion model, reward model, fine-tuner) so a value no constructor
+    accepts is refused at ``init``, before any training, with the group named."""
+    parts = {"diffusion": lambda: build_diffusion(cfg.diffusion, vocab_size, length),
+             "reward_model": lambda: instantiate(cfg.reward_model, device="cpu"),
+             "finetune": lambda: instantiate(cfg.finetune)}
+    for group, build in parts.items():
+        try:
+            build()
+        except Exception as err:  # constructors raise many kinds; each means a bad setting
+            raise SettingsError(f"{where}: settings of {group!r} do not build "
+                                f"({' '.join(str(err).split())})") from None

@@ -1,0 +1,399 @@
+"""The campaign directory on disk: its files, their validation, their checksums and the writer's lock.
+
+Layout (everything human-readable except the checkpoints)::
+
+    DIR/campaign.json              format, created, alphabet, length, seed, start data / corpus / task
+                                   spec, all settings; written once by init
+    DIR/checksums.json             sha256 of campaign.json, every checkpoint and every suggestions.csv,
+                                   recorded when mbo-campaign writes them and checked when it reads them
+    DIR/pretrained.safetensors     the pretrained model (round 0's reference)
+    DIR/measurements.csv           id,sequence,value,round,source: every measurement, start data as
+                                   round -1; value -inf = measured infeasible / failed. Replaced
+                                   atomically, whole.
+    DIR/round_XXX/model.safetensors   θ_i (round i+1's reference)
+    DIR/round_XXX/suggestions.csv     id,sequence,predicted_mean,predicted_std,acquisition; ids
+                                      rXXX_NNNN, issued once and never again for another sequence
+    DIR/round_XXX/results/         a byte copy of every results file ingested for the round
+    DIR/status.png                 written by ``status``
+    DIR/.lock                      the writers' lock
+
+Writers (init, suggest, ingest, simulate) hold the lock; readers (status) do not need it, because
+every file is replaced by an atomic rename. A ``suggestions.csv`` is written last in a round and its
+checksum recorded after it: a round whose plate has no recorded checksum was interrupted, and the next
+``suggest`` redoes it (same seeds, same plate). Once recorded, a plate may not disappear or change.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mbo.atomic import atomic_path, atomic_write_text
+from mbo.checkpoint import save_checkpoint
+from mbo.data.alphabet import Alphabet
+from mbo.data.dataset import SequenceDataset
+from mbo.data.io import DataError, Problems, csv_records, parse_number, read_text, require_columns, write_csv
+from mbo.diffusion import MaskedDiffusion, load_masked_diffusion
+
+FORMAT = "mbo-campaign/2"
+MEASUREMENT_COLUMNS = ["id", "sequence", "value", "round", "source"]
+SUGGESTION_COLUMNS = ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
+SUGGESTION_ID = re.compile(r"^r(\d{3,})_(\d{4,})$")
+CHECKSUMS = "checksums.json"
+LOCK = ".lock"
+
+
+class CampaignError(Exception):
+    """A user error that is not about one data file (wrong state, bad setting): exit status 2."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    id: str
+    sequence: str
+    value: float
+    round: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    id: str
+    sequence: str
+    predicted_mean: float
+    predicted_std: float
+    acquisition: float
+    round: int
+
+
+@dataclass
+class Campaign:
+    """An open campaign directory (its ``campaign.json`` read and checked)."""
+
+    dir: Path
+    meta: dict
+
+    @property
+    def alphabet(self) -> Alphabet:
+        a = self.meta["alphabet"]
+        return Alphabet(a["letters"], a["name"])
+
+    @property
+    def length(self) -> int:
+        return int(self.meta["length"])
+
+    @property
+    def settings(self) -> DictConfig:
+        return OmegaConf.create(self.meta["settings"])
+
+    @property
+    def measurements_path(self) -> Path:
+        return self.dir / "measurements.csv"
+
+    def round_dir(self, r: int) -> Path:
+        return self.dir / f"round_{r:03d}"
+
+    def encode(self, seqs: list[str]) -> torch.Tensor:
+        return self.alphabet.encode_batch(seqs).reshape(len(seqs), self.length)
+
+
+# ---------------------------------------------------------------------------------------- campaign.json
+def _check_meta(meta, path: Path) -> None:
+    """The shape of ``campaign.json``; every problem names the file and the key."""
+    if not isinstance(meta, dict):
+        raise CampaignError(f"{path}: must hold a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        found = meta.get("format")
+        if isinstance(found, str) and found.startswith("mbo-campaign/"):
+            raise CampaignError(f"{path}: made by another version of mbo-campaign (format {found}, this one "
+                                f"reads {FORMAT}); start a new campaign with its measurements.csv as --data")
+        raise CampaignError(f"{path}: not an {FORMAT} campaign (format {found!r})")
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise CampaignError(f"{path}: key {key!r} {what} (was the file edited?)")
+
+    for key, kind in (("created", str), ("alphabet", dict), ("length", int), ("seed", int),
+                      ("start", dict), ("settings", dict)):
+        need(key in meta, key, "is missing")
+        need(isinstance(meta[key], kind) and not isinstance(meta[key], bool), key,
+             f"must be {'an object' if kind is dict else 'a ' + kind.__name__}")
+    a = meta["alphabet"]
+    need(isinstance(a.get("name"), str), "alphabet.name", "must be a string")
+    letters = a.get("letters")
+    need(isinstance(letters, str) and len(letters) >= 2 and len(set(letters)) == len(letters),
+         "alphabet.letters", "must be a string of at least 2 distinct letters")
+    need(meta["length"] >= 1, "length", "must be >= 1")
+
+
+def open_campaign(directory: str | os.PathLike) -> Campaign:
+    """Read and check ``DIR/campaign.json`` (its schema and its recorded checksum)."""
+    from mbo.active.campaign.settings import check_stored_settings
+
+    d = Path(directory)
+    path = d / "campaign.json"
+    if not d.is_dir():
+        raise CampaignError(f"{d}: no such campaign directory (create one with `mbo-campaign init`)")
+    if not path.is_file():
+        raise CampaignError(f"{d}: not a campaign directory (no campaign.json)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CampaignError(f"{path}: not valid JSON ({err})") from None
+    _check_meta(meta, path)
+    c = Campaign(d, meta)
+    verify(c, "campaign.json")
+    check_stored_settings(meta["settings"], path)
+    return c
+
+
+# ---------------------------------------------------------------------------------------- checksums
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksums(directory: Path) -> dict[str, str]:
+    """The recorded ``relative path -> sha256`` of the campaign's files."""
+    path = directory / CHECKSUMS
+    if not path.is_file():
+        raise CampaignError(f"{path}: missing (was it deleted?); it records the campaign's files")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CampaignError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and
+                                             re.fullmatch(r"[0-9a-f]{64}", v) for k, v in data.items()):
+        raise CampaignError(f"{path}: must map file names to sha256 digests (was it edited?)")
+    return data
+
+
+def record(directory: Path, *names: str) -> None:
+    """Record the current sha256 of each file ``names`` (relative to ``directory``)."""
+    path = directory / CHECKSUMS
+    data = checksums(directory) if path.exists() else {}
+    for name in names:
+        data[name] = _sha256(directory / name)
+    atomic_write_text(path, json.dumps(dict(sorted(data.items())), indent=1) + "\n", overwrite=True)
+
+
+def verify(c: Campaign, name: str) -> Path:
+    """``DIR/name``, after checking it against its recorded checksum.
+
+    Raises:
+        CampaignError: naming the file: it is missing, was changed since mbo-campaign wrote it, or was
+            never recorded.
+    """
+    path = c.dir / name
+    want = checksums(c.dir).get(name)
+    if want is None:
+        raise CampaignError(f"{path}: not recorded in {CHECKSUMS}; mbo-campaign did not write it")
+    if not path.is_file():
+        raise CampaignError(f"{path}: missing; restore it from a backup (sha256 {want})")
+    if _sha256(path) != want:
+        raise CampaignError(f"{path}: changed since mbo-campaign wrote it (its sha256 differs from the one "
+                            f"recorded in {CHECKSUMS}); restore the original from a backup")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- lock, cleanup
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """The writers' lock on a campaign (an OS lock, released if the holder dies); stale temporary files
+    of killed writers are removed once it is held."""
+    lock = FileLock(directory / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CampaignError(f"{directory}: another mbo-campaign command is working on this campaign; "
+                            f"wait for it to finish") from None
+    try:
+        remove_stale_files(directory)
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_files(directory: Path) -> None:
+    """Temporary files of writers killed mid-write (the caller holds the lock: none is live), and
+    directories of killed ``init`` runs of this campaign whose process is gone."""
+    for folder in [directory, *directory.glob("round_*")]:
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    for staged in directory.parent.glob(f".{directory.name}.init-*"):
+        m = re.match(rf"\.{re.escape(directory.name)}\.init-(\d+)-", staged.name)
+        if m and staged.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------- models
+def save_model(c: Campaign, name: str, model: MaskedDiffusion) -> None:
+    """Write a checkpoint ``DIR/name`` and record its checksum (replacing an interrupted round's)."""
+    save_checkpoint(c.dir / name, model, overwrite=True)
+    record(c.dir, name)
+
+
+def load_model(c: Campaign, name: str, device: torch.device) -> MaskedDiffusion:
+    """The checkpoint ``DIR/name``, checked against its recorded checksum first."""
+    path = verify(c, name)
+    return load_masked_diffusion(path, device=device, vocab_size=c.alphabet.size, length=c.length,
+                                 sampler=instantiate(c.settings.diffusion.sampler))
+
+
+# ---------------------------------------------------------------------------------------- measurements
+def read_measurements(c: Campaign) -> list[Measurement]:
+    """Every row of ``measurements.csv``, checked (it may have been edited by hand)."""
+    path = c.measurements_path
+    header, header_line, records = csv_records(path, read_text(path))
+    col = require_columns(path, header, header_line, MEASUREMENT_COLUMNS)
+    problems = Problems(path, "row")
+    out: list[Measurement] = []
+    seen: dict[str, int] = {}
+    for line, fields in records:
+        if len(fields) != len(header):
+            problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
+            continue
+        get = {name: fields[i].strip() for name, i in col.items()}
+        if not get["id"]:
+            problems.add(line, "empty id", "id")
+        elif get["id"] in seen:
+            problems.add(line, f"id {get['id']!r} is also used in row {seen[get['id']]}", "id")
+        seen.setdefault(get["id"], line)
+        seq = get["sequence"]
+        if c.alphabet.unknown_letters(seq) or len(seq) != c.length:
+            problems.add(line, f"sequence {seq!r} is not a length-{c.length} sequence of "
+                               f"{c.alphabet.letters}", "sequence")
+        value = parse_number(get["value"], "value", allow_neg_inf=True)
+        if isinstance(value, str):
+            problems.add(line, value, "value")
+        try:
+            rnd = int(get["round"])
+        except ValueError:
+            problems.add(line, f"round {get['round']!r} is not an integer", "round")
+            continue
+        if isinstance(value, float):
+            out.append(Measurement(get["id"], seq, value, rnd, get["source"]))
+    problems.raise_first()
+    return out
+
+
+def format_value(value: float) -> str:
+    return repr(float(value))
+
+
+def write_measurements(c: Campaign, rows: list[Measurement], overwrite: bool = True) -> None:
+    """Replace ``measurements.csv`` with ``rows`` in one atomic rename."""
+    with atomic_path(c.measurements_path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(MEASUREMENT_COLUMNS)
+            for m in rows:
+                w.writerow([m.id, m.sequence, format_value(m.value), m.round, m.source])
+    fsync_dir(c.dir)
+
+
+# ---------------------------------------------------------------------------------------- suggestions
+def round_numbers(c: Campaign) -> list[int]:
+    """Every ``round_XXX`` directory's number, sorted."""
+    out = []
+    for p in c.dir.iterdir():
+        m = re.fullmatch(r"round_(\d{3,})", p.name)
+        if m and p.is_dir():
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def _plate_name(r: int) -> str:
+    return f"round_{r:03d}/suggestions.csv"
+
+
+def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
+    """Round ``r``'s plate, or ``None`` if it has none (never suggested, or interrupted before its
+    checksum was recorded); a recorded plate that is missing or changed is an error."""
+    name = _plate_name(r)
+    if name not in checksums(c.dir):
+        return None
+    path = verify(c, name)
+    header, header_line, records = csv_records(path, read_text(path))
+    col = require_columns(path, header, header_line, SUGGESTION_COLUMNS)
+    out = []
+    for line, fields in records:
+        try:
+            get = {key: fields[i].strip() for key, i in col.items()}
+            out.append(Suggestion(get["id"], get["sequence"], float(get["predicted_mean"]),
+                                  float(get["predicted_std"]), float(get["acquisition"]), r))
+        except (IndexError, ValueError):
+            raise DataError(path, "not a suggestions file written by mbo-campaign (edited?)", line) from None
+    return out
+
+
+def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acquisition) -> Path:
+    """Write round ``r``'s plate (ids ``rXXX_NNNN``) and record its checksum; returns its path."""
+    ids = [f"r{r:03d}_{i:04d}" for i in range(len(tokens))]
+    path = c.dir / _plate_name(r)
+    write_csv(path, SequenceDataset(tokens, c.alphabet, ids=ids), overwrite=True,
+              extra_columns={"predicted_mean": mean, "predicted_std": std, "acquisition": acquisition})
+    fsync_dir(path.parent)
+    record(c.dir, _plate_name(r))
+    return path
+
+
+def suggested_rounds(c: Campaign, measurements: list[Measurement] | None = None
+                     ) -> dict[int, list[Suggestion]]:
+    """Rounds that have a plate, ``0 .. n-1``, checked against the measurements.
+
+    Raises:
+        CampaignError: a gap in the rounds, or a measured id of a round whose plate is gone: an id
+            names one sequence forever, so the plate must be restored, never re-suggested.
+    """
+    recorded = {int(m.group(1)) for name in checksums(c.dir)
+                if (m := re.fullmatch(r"round_(\d{3,})/suggestions\.csv", name))}
+    rounds = {}
+    for r in sorted(set(round_numbers(c)) | recorded):
+        s = read_suggestions(c, r)
+        if s is not None:
+            rounds[r] = s
+    if sorted(rounds) != list(range(len(rounds))):
+        raise CampaignError(f"{c.dir}: rounds with suggestions are {sorted(rounds)}, not "
+                            f"0..{len(rounds) - 1}; was a round directory removed or renamed?")
+    for m in measurements if measurements is not None else read_measurements(c):
+        if m.round >= 0 and m.round not in rounds:
+            raise CampaignError(
+                f"{c.dir / _plate_name(m.round)}: missing, but {c.measurements_path.name} holds results "
+                f"for its ids (e.g. {m.id}); ids are never issued twice, so restore the file from a "
+                f"backup rather than suggesting the round again")
+    return rounds

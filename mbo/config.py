@@ -1,0 +1,123 @@
+"""Settings from the Hydra config groups of :mod:`mbo.conf`, the one place every default is set.
+
+``mbo-run`` reads them through ``@hydra.main``; everything else (a campaign's settings, the
+benchmarks, a library user who wants the app's defaults) composes them here with Hydra's Compose API,
+and may lay a user's YAML file of the same nesting on top (:func:`merge_settings_file`), which refuses
+unknown keys and values of the wrong type with the key named.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_MODULE = "mbo.conf"
+
+
+class SettingsError(ValueError):
+    """A setting that does not exist, has the wrong type, or cannot be composed; the key is named."""
+
+
+def compose_config(config_name: str = "config", overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``mbo/conf/<config_name>.yaml`` with Hydra ``overrides`` (``key=value``, ``group=option``).
+
+    Interpolations are left unresolved (resolve with ``OmegaConf.resolve`` or on access); the result
+    is in struct mode, so a misspelt key is an error rather than a silent new setting.
+
+    Raises:
+        SettingsError: an override names an unknown key or group option, or does not parse.
+    """
+    # The Compose API needs Hydra's global state; a Hydra app (mbo-run) may already hold it.
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise SettingsError(" ".join(str(err).split())) from None
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra", None)  # composed without a run, Hydra's own node is empty
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def merge_settings_file(cfg: DictConfig, path: str | os.PathLike) -> DictConfig:
+    """``cfg`` with the values of the YAML file at ``path`` laid on top (same nesting as ``cfg``).
+
+    Every key of the file must exist in ``cfg``, and every value must have the type of the value it
+    replaces (an int where an int is, a number where a float is, a list where a list is; ``null`` and
+    interpolations are allowed anywhere a value may be unset).
+
+    Raises:
+        SettingsError: naming ``path`` and the key: a missing or unreadable file, YAML that is not a
+            mapping, an unknown key, or a value of the wrong type.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SettingsError(f"{path}: config file does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if loaded is None:
+        return cfg
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{path}: must be a mapping of settings, got {type(loaded).__name__}")
+    check_types(cfg, loaded, str(path), "")
+    merged = OmegaConf.merge(cfg, loaded)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def check_types(base: DictConfig, override: dict, where: str, prefix: str = "") -> None:
+    """Refuse keys of ``override`` that ``base`` lacks and values whose type differs from ``base``'s."""
+    for key, value in override.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(map(str, base.keys()))
+            raise SettingsError(f"{where}: unknown setting {name!r} (known here: {known})")
+        default = base._get_node(key)
+        if isinstance(default, DictConfig):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{where}: setting {name!r} is a group of settings, got {value!r}")
+            check_types(default, value, where, f"{name}.")
+            continue
+        if value is None or (isinstance(value, str) and value.startswith("${")):
+            continue
+        if isinstance(default, ListConfig):
+            if not isinstance(value, list):
+                raise SettingsError(f"{where}: setting {name!r} must be a list, got {value!r}")
+            continue
+        old = default._value()
+        if old is None or (isinstance(old, str) and old.startswith("${")):
+            continue  # an unset or interpolated default says nothing about the type
+        if not _same_kind(old, value):
+            raise SettingsError(f"{where}: setting {name!r} must be {_kind(old)}, got {value!r}")
+
+
+def _same_kind(old, new) -> bool:
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, float):
+        return isinstance(new, int | float)
+    return type(old) is type(new)
+
+
+def _kind(value) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), f"a {type(value).__name__}")
+
+
+def progress_bars(setting) -> bool:
+    """The ``progress`` setting as a yes/no: ``auto`` shows bars only when stderr is a terminal, so a
+    run redirected to a log file writes no carriage-return updates into it."""
+    return sys.stderr.isatty() if setting == "auto" else bool(setting)

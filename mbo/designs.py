@@ -1,0 +1,57 @@
+"""Designs a lab can order: distinct, new, ranked, named.
+
+A sampler can return the same sequence twice, or a sequence the lab already measured. A plate wants
+neither, so :func:`unique_designs` keeps drawing until it has the designs asked for (or gives up and
+says how many it found), and :func:`ranked` orders them by the score the method optimized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | None = None,
+                   max_draws: int = 50) -> tuple[Tensor, int]:
+    """Up to ``n`` distinct designs, none a row of ``exclude``.
+
+    Args:
+        sample: draws ``k`` designs, LongTensor ``(k, L)``.
+        n: designs wanted.
+        exclude: LongTensor ``(M, L)`` of sequences never to return (e.g. the offline data).
+        max_draws: stop after this many calls of ``sample(n)``.
+
+    Returns:
+        ``(designs, drawn)``: LongTensor ``(m, L)`` with ``m <= n`` distinct new designs in the order
+        they were first drawn, and the number of designs sampled to get them.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    seen = set() if exclude is None else {tuple(r) for r in exclude.tolist()}
+    kept: list[Tensor] = []
+    drawn = 0
+    for _ in range(max_draws):
+        batch = sample(n).cpu()
+        drawn += len(batch)
+        for row in batch:
+            key = tuple(row.tolist())
+            if key not in seen:
+                seen.add(key)
+                kept.append(row)
+                if len(kept) == n:
+                    return torch.stack(kept), drawn
+    return (torch.stack(kept) if kept else torch.empty(0, 0, dtype=torch.long)), drawn
+
+
+def ranked(designs: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
+    """``designs (N, L)`` and ``score (N,)`` sorted by score, best first (ties keep their order)."""
+    order = torch.sort(score, descending=True, stable=True).indices
+    return designs[order], score[order]
+
+
+def design_ids(n: int, prefix: str = "design") -> list[str]:
+    """``design_0001 .. design_{n:04d}``: ids that sort in rank order."""
+    width = max(4, len(str(n)))
+    return [f"{prefix}_{i:0{width}d}" for i in range(1, n + 1)]

@@ -1,0 +1,106 @@
+"""The pretrained model of a corpus and recipe, trained once and then loaded from a cache directory.
+
+Every caller (``mbo-run``, a campaign's ``init``, the benchmarks) that asks for the same corpus and the
+same ``diffusion`` settings gets the same checkpoint. The key hashes the corpus tokens and the settings
+that shape training (the sampler is left out: it only decides how the trained model is sampled), so a
+sweep over seeds and fine-tuning settings pretrains once. Parallel jobs take a file lock on the entry:
+the first trains and writes it, the others wait and then load it; the lock is an OS lock released if
+its holder dies, so a killed job never leaves the others waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from mbo.checkpoint import CheckpointError, save_checkpoint
+from mbo.diffusion.checkpoint import load_masked_diffusion
+from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.pretrain import build_diffusion, pretrain
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(corpus: Tensor, vocab_size: int, settings: Mapping) -> str:
+    """16 hex digits identifying a pretrained model: corpus tokens, vocabulary and training settings."""
+    spec = _plain(settings)
+    spec.pop("sampler", None)
+    h = hashlib.sha256()
+    h.update(json.dumps({"vocab_size": vocab_size, "shape": list(corpus.shape), "diffusion": spec},
+                        sort_keys=True).encode())
+    h.update(corpus.to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
+                         cache_dir: str | os.PathLike, name: str = "model",
+                         device: str | torch.device = "cpu", progress: bool = False) -> MaskedDiffusion:
+    """The model pretrained on ``corpus (N, L)`` with the ``diffusion`` settings, cached.
+
+    Args:
+        corpus: LongTensor ``(N, L)`` of tokens in ``[0, vocab_size)``.
+        vocab_size: V.
+        settings: the ``diffusion`` config group (denoiser, schedule, sampler, pretrain).
+        cache_dir: where checkpoints live; created if missing.
+        name: a readable prefix for the file name (e.g. the task's name).
+        device: where the returned model lives (and trains).
+        progress: show a progress bar while pretraining.
+
+    Returns:
+        The model in eval mode, with the settings' sampler as its default.
+    """
+    key = cache_key(corpus, vocab_size, settings)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    path = Path(cache_dir) / f"pretrained-{safe}-{key}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sampler = instantiate(settings["sampler"])
+    lock = FileLock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another job to finish pretraining %s", path)
+        lock.acquire()
+    try:
+        if path.exists():
+            try:
+                model = load_masked_diffusion(path, sampler=sampler).to(device)
+                log.info("loading cached pretrained model %s", path)
+                return model
+            except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild
+                log.warning("cached model unusable, pretraining again: %s", err)
+        log.info("pretraining; will cache the model at %s", path)
+        diffusion, _ = train_diffusion(corpus, vocab_size, settings, device=device, progress=progress)
+        # We hold the lock, so replacing is safe; only a stale entry can be there.
+        save_checkpoint(path, diffusion, {**diffusion.config, "spec": _plain(settings)}, overwrite=True)
+        return diffusion
+    finally:
+        lock.release()
+
+
+def train_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping, device: str | torch.device = "cpu",
+                    progress: bool = False) -> tuple[MaskedDiffusion, list[dict]]:
+    """A model built and pretrained from the ``diffusion`` settings (no cache), in eval mode, and its
+    training history (see :func:`~mbo.diffusion.pretrain.pretrain`)."""
+    diffusion = build_diffusion(settings, vocab_size, corpus.shape[1], device=device)
+    p = settings["pretrain"]
+    history = pretrain(diffusion, corpus, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
+                       weight_decay=p["weight_decay"], warmup=p["warmup"], seed=p["seed"], device=device,
+                       progress=progress)
+    return diffusion.eval(), history
+
+
+def _plain(settings: Mapping) -> dict:
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)
+    return json.loads(json.dumps(settings))

@@ -1,0 +1,64 @@
+"""The cached, locked pretraining shared by mbo-run, campaigns and benchmarks."""
+
+import threading
+import time
+
+import torch
+
+import mbo.diffusion.cache as cache
+from mbo.config import compose_config
+
+TINY = ["diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
+        "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16"]
+
+
+def settings(*overrides):
+    return compose_config("config", [*TINY, *overrides]).diffusion
+
+
+def corpus(seed=0):
+    return torch.randint(0, 4, (64, 6), generator=torch.Generator().manual_seed(seed))
+
+
+def test_parallel_callers_pretrain_once(tmp_path, monkeypatch):
+    calls = []
+    real_pretrain = cache.pretrain
+
+    def slow_pretrain(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # hold the lock long enough that the other caller must wait for it
+        return real_pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "pretrain", slow_pretrain)
+    models = [None, None]
+    shared = settings()
+
+    def worker(i):
+        models[i] = cache.pretrained_diffusion(corpus(), 4, shared, tmp_path)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(calls) == 1
+    assert all(m is not None for m in models)
+    sd0, sd1 = (m.state_dict() for m in models)
+    assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)  # the waiter loaded what the first wrote
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_key_follows_corpus_and_training_settings_not_the_sampler():
+    key = cache.cache_key(corpus(), 4, settings())
+    assert key == cache.cache_key(corpus(), 4, settings("diffusion/sampler=first_hitting"))
+    assert key != cache.cache_key(corpus(1), 4, settings())
+    assert key != cache.cache_key(corpus(), 4, settings("diffusion.pretrain.lr=1e-3"))
+
+
+def test_loaded_model_takes_the_callers_sampler(tmp_path):
+    first = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
+    again = cache.pretrained_diffusion(corpus(), 4, settings("diffusion/sampler=first_hitting"), tmp_path)
+    assert type(first.sampler).__name__ == "GridSampler"
+    assert type(again.sampler).__name__ == "FirstHittingSampler"
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(),
+                                                    strict=True))

@@ -1,0 +1,37 @@
+"""Settings composed from the Hydra config groups, and users' YAML files on top."""
+
+import pytest
+
+from mbo.config import SettingsError, compose_config, merge_settings_file
+
+
+def test_compose_with_overrides_and_group_choices():
+    cfg = compose_config("config", ["diffusion=masked_local", "finetune.iterations=7"])
+    assert cfg.diffusion.denoiser.local_kernel == 3 and cfg.finetune.iterations == 7
+    assert cfg.finetune.sampler.steps == cfg.diffusion.sampler.steps  # one place for the default
+    with pytest.raises(SettingsError, match=r"finetune\.iterationz"):
+        compose_config("config", ["finetune.iterationz=3"])
+    with pytest.raises(SettingsError, match="nonesuch"):
+        compose_config("config", ["reward_model=nonesuch"])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("finetune: {iterationz: 3}\n", "unknown setting 'finetune.iterationz'"),
+    ("finetune: {iterations: ten}\n", "setting 'finetune.iterations' must be an integer, got 'ten'"),
+    ("finetune: {lr: [1]}\n", "setting 'finetune.lr' must be a number"),
+    ("seiko: 3\n", "setting 'seiko' is a group of settings"),
+    ("- a\n- b\n", "must be a mapping"),
+])
+def test_settings_file_refuses_unknown_keys_and_wrong_types(tmp_path, text, problem):
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        merge_settings_file(compose_config("campaign"), path)
+    assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def test_settings_file_values_land_where_they_say(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text("finetune: {iterations: 5, lr: 1}\nseiko: {acquisition: thompson}\n")
+    cfg = merge_settings_file(compose_config("campaign"), path)
+    assert cfg.finetune.iterations == 5 and cfg.finetune.lr == 1 and cfg.seiko.acquisition == "thompson"
