@@ -265,3 +265,19 @@ def test_ctrl_objective_is_zero_kl_and_jensen_gap_at_the_pretrained_model():
     assert out["log_z"] == pytest.approx(torch.logsumexp(2 * pool_log_p.double(), 0).item()
                                          - torch.log(torch.tensor(4000.0)).item())
     assert out["gap"] > 0
+
+
+def test_a_ctrl_checkpoint_loads_without_importing_mbo_ctrl(tmp_path):
+    import subprocess
+    import sys
+
+    from mbo.checkpoint import save_checkpoint
+
+    path = tmp_path / "ctrl.safetensors"
+    save_checkpoint(path, make_conditional(tiny_diffusion(), [3, 3]))
+    code = ("import sys\nfrom mbo.diffusion import load_masked_diffusion\n"
+            f"m = load_masked_diffusion({str(path)!r})\n"
+            "assert type(m.denoiser).__name__ == 'ConditionalDenoiser'\n"
+            "assert 'mbo.ctrl' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

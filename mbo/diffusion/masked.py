@@ -319,8 +319,9 @@ class MaskedDiffusion(nn.Module):
         progress: bool = False,
         cond: Tensor | None = None,
         guidance: Guidance | None = None,
+        x_start: Tensor | None = None,
     ) -> Tensor | Trajectory:
-        """Ancestral sampling from all-MASK to clean.
+        """Ancestral sampling from all-MASK (or a partly masked ``x_start``) to clean.
 
         Args:
             n: number of sequences.
@@ -332,15 +333,24 @@ class MaskedDiffusion(nn.Module):
             progress: show a tqdm bar over steps.
             cond: optional condition ``(n, ...)`` for a conditional denoiser.
             guidance: optional hook editing the denoiser's log-probs before each draw.
+            x_start: LongTensor ``(n, L)`` with MASK = V: start here instead of all-MASK; only its
+                masked positions are drawn (re-masking and re-denoising part of a design), and the
+                loop ends once nothing is masked.
 
         Returns:
             LongTensor ``(n, L)`` with tokens in [0, V) (no MASK), or a :class:`Trajectory`.
         """
         sampler = self._sampler(sampler)
         steps = sampler.num_steps(self.length)
-        xt = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=self.device)
+        if x_start is None:
+            xt = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=self.device)
+        else:
+            self._check_tokens(x_start, "x_start", allow_mask=True)
+            xt = x_start.to(self.device)
         states, log_probs, kls = [xt], [], []
         for k in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
+            if x_start is not None and not bool((xt == self.mask_id).any()):
+                break
             inp = self.encode(xt)
             log_x0 = self.x0_log_probs(inp, cond)
             if guidance is not None:

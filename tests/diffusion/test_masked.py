@@ -222,3 +222,11 @@ def test_first_hitting_step_kls_sum_to_the_trajectory_kl():
     assert summed_kl.mean() > 0.05
     tol = 4 * log_ratio.std().item() / math.sqrt(n)
     assert abs(log_ratio.mean().item() - summed_kl.mean().item()) < tol
+
+
+def test_sampling_from_a_partly_masked_start_keeps_the_unmasked_tokens():
+    m = tiny(0, vocab=3, length=5)
+    start = torch.tensor([[0, 3, 2, 3, 1]] * 20)
+    for sampler in (4, "first_hitting"):
+        x = m.sample(20, sampler=sampler, x_start=start, generator=torch.Generator().manual_seed(0))
+        assert bool((x[:, [0, 2, 4]] == torch.tensor([0, 2, 1])).all()) and bool((x < 3).all())

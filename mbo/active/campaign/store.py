@@ -149,15 +149,19 @@ def open_campaign(directory: str | os.PathLike) -> Campaign:
         raise CampaignError(f"{d}: no such campaign directory (create one with `mbo-campaign init`)")
     if not path.is_file():
         raise CampaignError(f"{d}: not a campaign directory (no campaign.json)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CampaignError(f"{path}: not valid JSON ({err})") from None
+    meta = _read_json(path)
     _check_meta(meta, path)
     c = Campaign(d, meta)
     verify(c, "campaign.json")
     check_stored_settings(meta["settings"], path)
     return c
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CampaignError(f"{path}: not valid JSON ({err})") from None
 
 
 # ---------------------------------------------------------------------------------------- checksums
@@ -174,10 +178,7 @@ def checksums(directory: Path) -> dict[str, str]:
     path = directory / CHECKSUMS
     if not path.is_file():
         raise CampaignError(f"{path}: missing (was it deleted?); it records the campaign's files")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CampaignError(f"{path}: not valid JSON ({err})") from None
+    data = _read_json(path)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and
                                              re.fullmatch(r"[0-9a-f]{64}", v) for k, v in data.items()):
         raise CampaignError(f"{path}: must map file names to sha256 digests (was it edited?)")
