@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def cache_key(corpus: Tensor, vocab_size: int, settings: Mapping) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_path(corpus: Tensor, vocab_size: int, settings: Mapping, cache_dir: str | os.PathLike,
+               name: str = "model") -> Path:
+    """Where :func:`pretrained_diffusion` keeps this model. Its checkpoint's config has ``trained``:
+    the wall time, final training loss, device and threads of the run that trained it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return Path(cache_dir) / f"pretrained-{safe}-{cache_key(corpus, vocab_size, settings)}.safetensors"
+
+
 def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
                          cache_dir: str | os.PathLike, name: str = "model",
                          device: str | torch.device = "cpu", progress: bool = False) -> MaskedDiffusion:
@@ -60,9 +69,7 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
     Returns:
         The model in eval mode, with the settings' sampler as its default.
     """
-    key = cache_key(corpus, vocab_size, settings)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    path = Path(cache_dir) / f"pretrained-{safe}-{key}.safetensors"
+    path = cache_path(corpus, vocab_size, settings, cache_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     sampler = instantiate(settings["sampler"])
     lock = FileLock(path.with_name(path.name + ".lock"))
@@ -80,9 +87,13 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild
                 log.warning("cached model unusable, pretraining again: %s", err)
         log.info("pretraining; will cache the model at %s", path)
-        diffusion, _ = train_diffusion(corpus, vocab_size, settings, device=device, progress=progress)
+        start = time.perf_counter()
+        diffusion, history = train_diffusion(corpus, vocab_size, settings, device=device, progress=progress)
+        trained = {"seconds": time.perf_counter() - start, "final_loss": history[-1]["loss"],
+                   "device": str(device), "threads": torch.get_num_threads()}
         # We hold the lock, so replacing is safe; only a stale entry can be there.
-        save_checkpoint(path, diffusion, {**diffusion.config, "spec": _plain(settings)}, overwrite=True)
+        save_checkpoint(path, diffusion, {**diffusion.config, "spec": _plain(settings), "trained": trained},
+                        overwrite=True)
         return diffusion
     finally:
         lock.release()

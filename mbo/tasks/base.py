@@ -74,6 +74,20 @@ class Task(ABC):
         """Same as :meth:`oracle`."""
         return self.oracle(tokens)
 
+    def corpus_entropy(self) -> float | None:
+        """The exact entropy per token (nats) of the distribution the pretraining corpus is drawn from,
+        where the task knows it (a synthetic generator), else ``None``.
+
+        A masked diffusion model's NELBO per token on fresh draws minus this is its exact distance
+        from the truth (the NELBO of the true conditionals equals −log p).
+        """
+        return None
+
+    def fresh_corpus(self, n: int, generator: torch.Generator) -> Tensor | None:
+        """``n`` new draws ``(n, L)`` from the corpus distribution (held-out data no model has seen),
+        where the task can make them, else ``None``."""
+        return None
+
     def label_range(self) -> tuple[float, float]:
         """``(y_min, y_max)`` of the labels over the full dataset, used by :meth:`normalize`.
 

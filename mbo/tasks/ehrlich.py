@@ -74,6 +74,23 @@ class Ehrlich(Task):
         return sample_dmp(f.stationary_dist.squeeze(-1), f.transition_matrix, self.length, n,
                           generator)
 
+    def corpus_entropy(self) -> float:
+        """Exact entropy per token of the chain the corpus is sampled from:
+        [H(π) + (L − 1)·Σ_i π_i H(T_i·)] / L, with π the stationary (initial) distribution and T the
+        transition matrix (the chain starts stationary, so every position is π-distributed)."""
+        T = self.function.transition_matrix.double()
+        pi = self.function.stationary_dist.double().reshape(-1)
+
+        def entropy(p: Tensor) -> Tensor:
+            return -(p * torch.where(p > 0, p.log(), 0.0)).sum(-1)
+
+        total = entropy(pi) + (self.length - 1) * (pi * entropy(T)).sum()
+        return float(total) / self.length
+
+    def fresh_corpus(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` new chain samples ``(n, L)`` (held-out data for the prior's NELBO)."""
+        return self.sample_feasible(n, generator)
+
     def is_feasible(self, tokens: Tensor) -> Tensor:
         """Bool ``(N,)``: every transition of the sequence is allowed."""
         tokens = self.check_tokens(tokens).long().cpu()

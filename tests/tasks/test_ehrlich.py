@@ -40,3 +40,14 @@ def test_same_seed_same_task_and_bad_arguments():
         Ehrlich(**{**TINY, "num_states": 65})
     with pytest.raises(ValueError, match="offline_max_score"):
         Ehrlich(**{**TINY, "offline_max_score": -1.0}).offline_dataset()
+
+
+def test_corpus_entropy_is_the_chains_entropy():
+    task = Ehrlich(num_states=6, length=10, num_motifs=1, motif_length=3, quantization=3, seed=3)
+    x = task.fresh_corpus(20000, torch.Generator().manual_seed(0))
+    T = task.function.transition_matrix.double()
+    pi = task.function.stationary_dist.double().reshape(-1)
+    log_p = pi[x[:, 0]].log() + T[x[:, :-1], x[:, 1:]].log().sum(1)  # exact log-likelihood per draw
+    mc = float(-log_p.mean()) / task.length
+    se = float(log_p.std()) / task.length / 20000 ** 0.5
+    assert abs(task.corpus_entropy() - mc) < 4 * se

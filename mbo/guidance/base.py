@@ -1,0 +1,201 @@
+"""What every alignment method returns, and the bookkeeping they share: call counting, checks, chunking.
+
+All methods of :mod:`mbo.guidance` steer a pretrained :class:`~mbo.diffusion.masked.MaskedDiffusion`
+towards p*(x) ∝ p_pre(x)·exp(r(x)/α) at sampling time, without training the diffusion model. Their
+cost is counted in two currencies, because the two can differ by orders of magnitude in price:
+
+- reward calls: sequences scored by the reward (a lab assay, an oracle, a reward model);
+- network calls: sequences passed through the denoiser (rows of its input batch).
+
+A :class:`CallCounter` counts both inside one method run: rewards through :meth:`CallCounter.score`
+and :meth:`CallCounter.reward`, the denoiser with a forward hook (so every path into the network is
+counted, the model's own :meth:`~mbo.diffusion.masked.MaskedDiffusion.sample` included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mbo.data.alphabet import one_hot
+from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion
+from mbo.diffusion.samplers import Sampler, get_sampler
+
+Reward = Callable[[Tensor], Tensor]
+"""Float one-hot ``(B, L, V)`` -> ``(B,)``: hard one-hots, soft ones (differentiated) in gradient guidance."""
+
+
+@dataclass
+class AlignmentResult:
+    """The designs of one method run and what they cost.
+
+    Attributes:
+        designs: LongTensor ``(n, L)``, tokens in ``[0, V)``, on the diffusion model's device.
+        rewards: ``(n,)``, the reward of each returned design (float32).
+        reward_calls: sequences scored by the reward (the final designs' scores included).
+        network_calls: sequences passed through the denoiser (rows of its forward batches).
+        seconds: wall time of the run.
+        info: method-specific diagnostics (plain numbers), e.g. SMC's resampling rate.
+    """
+
+    designs: Tensor
+    rewards: Tensor
+    reward_calls: int
+    network_calls: int
+    seconds: float
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class CallCounter:
+    """Counts reward and denoiser calls of one method run; use as a context manager.
+
+    Args:
+        diffusion: the pretrained model; a forward hook on ``diffusion.denoiser`` counts its rows
+            while the context is open.
+        reward: the reward callable the method was given.
+        batch_size: at most this many sequences per reward call (None: all at once); bounds memory,
+            never changes a score.
+    """
+
+    def __init__(self, diffusion: MaskedDiffusion, reward: Reward, batch_size: int | None = None) -> None:
+        self.diffusion = diffusion
+        self._reward = reward
+        self.batch_size = batch_size
+        self.reward_calls = 0
+        self.network_calls = 0
+        self._start = 0.0
+        self._hook = None
+
+    def __enter__(self) -> CallCounter:
+        def count(module, args, output):
+            self.network_calls += int(args[0].shape[0])
+
+        self._hook = self.diffusion.denoiser.register_forward_hook(count)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.remove()
+
+    def reward(self, x: Tensor) -> Tensor:
+        """The reward of float (soft) one-hot ``x (B, L, V)``: ``(B,)``, counted, gradients kept."""
+        out = self._reward(x)
+        if not isinstance(out, Tensor) or out.shape != (x.shape[0],):
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"reward must map (B, L, V) to (B,); got {got} for B = {x.shape[0]}")
+        self.reward_calls += int(x.shape[0])
+        return out
+
+    @torch.no_grad()
+    def score(self, tokens: Tensor) -> Tensor:
+        """The reward of designs ``tokens (B, L)`` as float32 ``(B,)`` on the tokens' device.
+
+        Raises:
+            ValueError: the reward is not finite somewhere (the methods compare, subtract and
+                exponentiate rewards; map infeasible designs to a large negative finite number).
+        """
+        v = self.diffusion.vocab_size
+        size = self.batch_size or max(len(tokens), 1)
+        parts = [self.reward(one_hot(chunk, v)).detach().float().to(tokens.device)
+                 for chunk in tokens.split(size)]
+        out = torch.cat(parts) if parts else torch.empty(0, device=tokens.device)
+        bad = ~torch.isfinite(out)
+        if bool(bad.any()):
+            raise ValueError(f"reward is not finite for {int(bad.sum())} of {len(out)} sequences; map "
+                             f"infeasible designs (-inf) to a large negative finite number")
+        return out
+
+    def result(self, designs: Tensor, rewards: Tensor, **info: float) -> AlignmentResult:
+        """An :class:`AlignmentResult` with the counts so far and the time since entering."""
+        return AlignmentResult(designs=designs, rewards=rewards, reward_calls=self.reward_calls,
+                               network_calls=self.network_calls,
+                               seconds=time.perf_counter() - self._start, info=dict(info))
+
+
+# ------------------------------------------------------------------------------------------- checks
+def check_count(value, name: str, where: str) -> int:
+    """``value`` as an int >= 1, else a ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_alpha(alpha, where: str, allow_zero: bool) -> float:
+    """The temperature α of p* ∝ p_pre·exp(r/α): finite and > 0 (or >= 0 where argmax is meant)."""
+    a = float(alpha)
+    if not math.isfinite(a) or a < 0 or (a == 0 and not allow_zero):
+        bound = ">= 0 (0: argmax)" if allow_zero else "> 0"
+        raise ValueError(f"{where}: alpha must be finite and {bound}, got {alpha!r}")
+    return a
+
+
+def check_inputs(diffusion: MaskedDiffusion, n, batch_size, where: str) -> int:
+    """Check what every method takes; returns ``n``."""
+    if not isinstance(diffusion, MaskedDiffusion):
+        raise ValueError(f"{where}: diffusion must be a MaskedDiffusion, got {type(diffusion).__name__}")
+    if batch_size is not None:
+        check_count(batch_size, "batch_size", where)
+    return check_count(n, "n", where)
+
+
+def resolve_sampler(diffusion: MaskedDiffusion, sampler: Sampler | int | str | None) -> Sampler:
+    """The given sampler, else the model's default."""
+    return diffusion.sampler if sampler is None else get_sampler(sampler)
+
+
+def gumbel(shape: torch.Size | tuple[int, ...], device: torch.device,
+           generator: torch.Generator | None) -> Tensor:
+    """Standard Gumbel noise from ``generator``: argmax(log w + G) is a draw ∝ w (Gumbel-max)."""
+    u = torch.rand(shape, device=device, generator=generator)
+    return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+
+
+# -------------------------------------------------------------------------------- network helpers
+def all_masked(diffusion: MaskedDiffusion, n: int) -> Tensor:
+    """The start state of the reverse process: LongTensor ``(n, L)`` of MASK."""
+    return torch.full((n, diffusion.length), diffusion.mask_id, dtype=torch.long, device=diffusion.device)
+
+
+def clean_log_probs(diffusion: MaskedDiffusion, x: Tensor) -> Tensor:
+    """log x̂ of fully unmasked ``x (B, L)`` without the network: carry-over only, ``(B, L, V)``
+    (0 at the token, ``LOG_ZERO`` elsewhere, as :meth:`MaskedDiffusion.x0_log_probs` gives it)."""
+    hot = torch.nn.functional.one_hot(x, diffusion.vocab_size).bool()
+    return torch.where(hot, 0.0, LOG_ZERO)
+
+
+def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None) -> Tensor:
+    """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, ``batch_size`` rows at a
+    time (the network is deterministic at sampling time, so chunking never changes the result)."""
+    size = batch_size or max(len(xt), 1)
+    parts = [diffusion.x0_log_probs(diffusion.encode(chunk)) for chunk in xt.split(size)]
+    if not parts:
+        return torch.empty(0, diffusion.length, diffusion.vocab_size, device=xt.device)
+    return torch.cat(parts)
+
+
+def refresh_log_probs(diffusion: MaskedDiffusion, xs: Tensor, changed: Tensor, parent: Tensor,
+                      batch_size: int | None) -> Tensor:
+    """log x̂(x_s) ``(B, L, V)`` after a step, calling the network only where it must.
+
+    Args:
+        xs: LongTensor ``(B, L)``, the states after the step.
+        changed: bool ``(B,)``, rows where the step unmasked something (elsewhere x_s = x_t, so the
+            parent's prediction stands).
+        parent: ``(B, L, V)``, log x̂(x_t) of the states before the step.
+
+    Rows that changed and are now fully unmasked need no network (carry-over only).
+    """
+    out = parent.clone()
+    done = ~(xs == diffusion.mask_id).any(-1)
+    net = changed & ~done
+    if bool(net.any()):
+        out[net] = x0_log_probs(diffusion, xs[net], batch_size)
+    fin = changed & done
+    if bool(fin.any()):
+        out[fin] = clean_log_probs(diffusion, xs[fin])
+    return out

@@ -1,0 +1,208 @@
+"""SVDD: soft value-based decoding (Li et al., arXiv 2408.08252), with a lookahead or a learned value.
+
+At every reverse step each design draws M candidate next states x_{t−1}^(1..M) from the pretrained
+step (the network is called once for x_t; the M draws differ in the positions unmasked and the tokens
+drawn), scores them with a value estimate v, and keeps candidate j with probability ∝ exp(v_j / α)
+(α = 0: the best one, SVDD's default). The pretrained model is never changed, and the reward need not
+be differentiable.
+
+- :func:`svdd_pm`: v(x_{t−1}) ≈ r(x̂_0(x_{t−1})), the reward of the denoiser's predicted clean
+  sequence at the candidate (:func:`~mbo.guidance.values.lookahead`). The network output at the
+  chosen candidate is the next step's prediction, so a step costs M network calls per design.
+- :func:`svdd_mc`: v = v_φ, a small network regressed on pretrained rollouts first
+  (:func:`~mbo.guidance.values.fit_value_network`); sampling then makes no reward call at all.
+
+A candidate that unmasks nothing (possible with a grid sampler) is its parent: it keeps the parent's
+prediction and value without a call, so the budgets below are exact for
+:class:`~mbo.diffusion.samplers.FirstHittingSampler` and upper bounds for a grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.samplers import Sampler
+from mbo.guidance.base import (
+    AlignmentResult,
+    CallCounter,
+    Reward,
+    all_masked,
+    check_alpha,
+    check_count,
+    check_inputs,
+    gumbel,
+    refresh_log_probs,
+    resolve_sampler,
+    x0_log_probs,
+)
+from mbo.guidance.values import fit_value_network, lookahead
+
+# (xs (B, L), changed (B,), parent log x̂ (B, L, V), parent value (B,)) -> (log x̂ or None, value (B,))
+Evaluate = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor | None, Tensor]]
+
+
+def select_candidates(values: Tensor, alpha: float, generator: torch.Generator | None = None) -> Tensor:
+    """Index ``(n,)`` of the kept candidate per row of ``values (n, M)``: P(j) ∝ exp(v_j / α).
+
+    α = 0 is the argmax (ties: the first) and draws nothing from the generator; α > 0 draws one
+    Gumbel per candidate (Gumbel-max), so α → 0 tends to the argmax.
+    """
+    if alpha == 0:
+        return values.argmax(-1)
+    return (values / alpha + gumbel(values.shape, values.device, generator)).argmax(-1)
+
+
+def svdd_denoise(diffusion: MaskedDiffusion, xt: Tensor, log_x0: Tensor, value: Tensor, *,
+                 candidates: int, alpha: float, sampler: Sampler, evaluate: Evaluate,
+                 generator: torch.Generator | None, batch_size: int | None = None,
+                 progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Complete the masked positions of ``xt`` with SVDD steps; the loop the SVDD methods share.
+
+    Args:
+        xt: LongTensor ``(n, L)``, MASK = V (all-MASK, or a partly masked design to re-denoise).
+        log_x0: ``(n, L, V)``, log x̂_θ(xt).
+        value: ``(n,)``, the value estimate of ``xt``.
+        candidates: M draws per design per step.
+        alpha: selection temperature (0: argmax).
+        sampler: which positions a step unmasks; the loop runs its steps from all-MASK's index 0 and
+            stops early once nothing is masked.
+        evaluate: the value estimate of the ``n·M`` candidates (see :data:`Evaluate`); when it returns
+            no log-probs, the kept candidates get theirs from the network (n rows per step).
+
+    Returns:
+        ``(designs (n, L), value (n,))``; the value of a fully unmasked design is what ``evaluate``
+        said at its last change (with :func:`lookahead`, its reward).
+    """
+    n, m = xt.shape[0], candidates
+    rows = torch.arange(n, device=xt.device) * m
+    steps = sampler.num_steps(diffusion.length)
+    for k in tqdm(range(steps), desc="SVDD", disable=not progress, leave=False):
+        if not bool((xt == diffusion.mask_id).any()):
+            break
+        cand = xt.repeat_interleave(m, 0)  # (n·M, L): M copies of each design, side by side
+        cand_log_x0 = log_x0.repeat_interleave(m, 0)
+        unmask, _ = sampler.unmask(cand == diffusion.mask_id, k, diffusion.schedule, generator)
+        xs = diffusion.step(cand, cand_log_x0, unmask, generator=generator).xs
+        changed = unmask.any(-1)
+        new_log_x0, new_value = evaluate(xs, changed, cand_log_x0, value.repeat_interleave(m))
+        keep = rows + select_candidates(new_value.view(n, m), alpha, generator)
+        xt, value = xs[keep], new_value[keep]
+        if new_log_x0 is not None:
+            log_x0 = new_log_x0[keep]
+        else:
+            log_x0 = refresh_log_probs(diffusion, xt, changed[keep], log_x0, batch_size)
+    return xt, value
+
+
+def lookahead_evaluator(diffusion: MaskedDiffusion, counter: CallCounter,
+                        batch_size: int | None) -> Evaluate:
+    """The SVDD-PM value: r(x̂_0) of each changed candidate (:func:`~mbo.guidance.values.lookahead`)."""
+    def evaluate(xs, changed, parent_log_x0, parent_value):
+        return lookahead(diffusion, counter, xs, changed, parent_log_x0, parent_value, batch_size)
+
+    return evaluate
+
+
+@torch.no_grad()
+def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: int, alpha: float,
+            sampler: Sampler | int | str | None = None, generator: torch.Generator | None = None,
+            batch_size: int | None = None, progress: bool = False) -> AlignmentResult:
+    """SVDD-PM: M pretrained candidates per step, kept by the reward of their predicted clean sequence.
+
+    Args:
+        diffusion: the pretrained model (unchanged).
+        reward: float one-hot ``(B, L, V)`` -> ``(B,)``; finite, need not be differentiable.
+        n: designs.
+        candidates: M, candidates per design per step.
+        alpha: selection temperature in the reward's units; 0 keeps the best candidate.
+        sampler: default the model's.
+        generator: every random draw.
+        batch_size: at most this many sequences per network / reward call (memory only).
+        progress: a tqdm bar over steps.
+
+    Returns:
+        :class:`~mbo.guidance.base.AlignmentResult`: designs ``(n, L)`` and their exact rewards.
+
+    Budget (S = the sampler's steps; FirstHittingSampler: S = L, exact): reward calls
+    ≤ 1 + n·M·S; network calls ≤ 1 + n·M·(S − 1) (the all-MASK start is scored once for all designs;
+    a clean candidate needs no network call).
+    """
+    where = "svdd_pm"
+    n = check_inputs(diffusion, n, batch_size, where)
+    m = check_count(candidates, "candidates", where)
+    alpha = check_alpha(alpha, where, allow_zero=True)
+    sampler = resolve_sampler(diffusion, sampler)
+    with CallCounter(diffusion, reward, batch_size) as counter:
+        evaluate = lookahead_evaluator(diffusion, counter, batch_size)
+        # The start is the same for every design: one network call and one reward call for all.
+        x1 = all_masked(diffusion, 1)
+        log_x0 = x0_log_probs(diffusion, x1, batch_size)
+        value = counter.score(log_x0.argmax(-1))
+        xt, value = svdd_denoise(diffusion, x1.expand(n, -1), log_x0.expand(n, -1, -1), value.expand(n),
+                                 candidates=m, alpha=alpha, sampler=sampler, evaluate=evaluate,
+                                 generator=generator, batch_size=batch_size, progress=progress)
+        return counter.result(xt, value)
+
+
+@torch.no_grad()
+def svdd_mc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: int, alpha: float,
+            rollouts: int, value_steps: int, value_batch_size: int, value_lr: float, value_dim: int,
+            value_depth: int, sampler: Sampler | int | str | None = None,
+            generator: torch.Generator | None = None, batch_size: int | None = None,
+            progress: bool = False) -> AlignmentResult:
+    """SVDD-MC: SVDD with a value network v_φ(x_t) ≈ E[r(x_0) | x_t] fitted on pretrained rollouts.
+
+    Args:
+        diffusion, reward, n, candidates, alpha, sampler, generator, batch_size, progress: as in
+            :func:`svdd_pm`.
+        rollouts: pretrained trajectories to fit v_φ on (each costs one reward call).
+        value_steps, value_batch_size, value_lr: Adam steps, states per step, learning rate.
+        value_dim, value_depth: the value network's width and blocks (:class:`ValueNetwork`).
+
+    Returns:
+        :class:`~mbo.guidance.base.AlignmentResult`; ``info`` has ``value_loss`` (standardized MSE of
+        the fit, 1 = no better than a constant) and ``value_calls`` (rows through v_φ).
+
+    Budget (S = the sampler's steps): reward calls = rollouts + n (the designs' final scores);
+    network calls = rollouts·S (the rollouts) + ≤ 1 + n·(S − 1) (the kept candidates' predictions);
+    value-network calls ≤ 1 + n·M·S.
+    """
+    where = "svdd_mc"
+    n = check_inputs(diffusion, n, batch_size, where)
+    m = check_count(candidates, "candidates", where)
+    alpha = check_alpha(alpha, where, allow_zero=True)
+    sampler = resolve_sampler(diffusion, sampler)
+    with CallCounter(diffusion, reward, batch_size) as counter:
+        net, fit = fit_value_network(diffusion, counter.reward, rollouts=rollouts, steps=value_steps,
+                                     batch_size=value_batch_size, lr=value_lr, dim=value_dim,
+                                     depth=value_depth, sampler=sampler, generator=generator,
+                                     chunk=batch_size, progress=progress)
+        value_calls = 0
+
+        def value_of(x: Tensor) -> Tensor:
+            nonlocal value_calls
+            value_calls += len(x)
+            size = batch_size or max(len(x), 1)
+            return torch.cat([net(diffusion.encode(c)) for c in x.split(size)])
+
+        def evaluate(xs, changed, parent_log_x0, parent_value):
+            value = parent_value.clone()
+            if bool(changed.any()):
+                value[changed] = value_of(xs[changed])
+            return None, value
+
+        x1 = all_masked(diffusion, 1)
+        log_x0 = x0_log_probs(diffusion, x1, batch_size).expand(n, -1, -1)
+        value = value_of(x1).expand(n)
+        xt, _ = svdd_denoise(diffusion, x1.expand(n, -1), log_x0, value, candidates=m, alpha=alpha,
+                             sampler=sampler, evaluate=evaluate, generator=generator,
+                             batch_size=batch_size, progress=progress)
+        return counter.result(xt, counter.score(xt), value_loss=fit["value_loss"],
+                              value_calls=value_calls)
+
+

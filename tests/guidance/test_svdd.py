@@ -1,0 +1,88 @@
+"""SVDD-PM and SVDD-MC: selection, budgets, reproducibility, and that they beat the prior."""
+
+import pytest
+import torch
+
+from mbo.guidance import select_candidates, svdd_mc, svdd_pm
+from tests.guidance import L, count_zero, gen, plain_mean, rewards_of, tiny_model
+
+MC = dict(rollouts=256, value_steps=150, value_batch_size=64, value_lr=3e-3, value_dim=16, value_depth=1)
+
+
+def test_select_candidates_argmax_at_zero_and_softmax_above():
+    v = torch.tensor([[0.0, 2.0, 1.0], [5.0, 5.0, -1.0]])
+    assert select_candidates(v, 0.0).tolist() == [1, 0]
+    assert select_candidates(v, 1e-6, gen()).tolist()[0] == 1
+    draws = select_candidates(v[:1].expand(30000, -1), 1.0, gen())
+    freq = torch.bincount(draws, minlength=3).float() / 30000
+    assert torch.allclose(freq, torch.softmax(v[0], -1), atol=0.01)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-6])
+def test_vanishing_alpha_keeps_the_best_candidate(alpha):
+    # L = 1: one step, each candidate a clean design; token 1 (prior mass ~0.3) is the best, and
+    # among 50 candidates it is present for every design (miss probability 0.7^50).
+    model = tiny_model(sampler="first_hitting", length=1)
+    reward = lambda x: x[..., 1].sum(-1)  # noqa: E731
+    res = svdd_pm(model, reward, 20, candidates=50, alpha=alpha, generator=gen())
+    assert res.designs.flatten().tolist() == [1] * 20
+    hot = svdd_pm(model, reward, 400, candidates=50, alpha=1e4, generator=gen())
+    assert 0.1 < (hot.designs == 1).float().mean() < 0.6  # a high temperature keeps the prior
+
+
+@pytest.mark.parametrize("sampler", ["first_hitting", 12])
+def test_pm_budget_and_exact_rewards(sampler):
+    model = tiny_model(sampler=sampler)
+    n, m = 5, 3
+    res = svdd_pm(model, count_zero, n, candidates=m, alpha=0.0, generator=gen())
+    assert torch.equal(res.rewards, rewards_of(res.designs))
+    if sampler == "first_hitting":  # every candidate changes every step: the budget is exact
+        assert res.reward_calls == 1 + n * m * L and res.network_calls == 1 + n * m * (L - 1)
+    else:  # candidates that unmask nothing are free
+        assert res.reward_calls <= 1 + n * m * 12 and res.network_calls <= 1 + n * m * 11
+
+
+def test_one_candidate_at_zero_temperature_is_plain_sampling():
+    for sampler in (6, "first_hitting"):
+        model = tiny_model(sampler=sampler)
+        res = svdd_pm(model, count_zero, 16, candidates=1, alpha=0.0, generator=gen(2))
+        assert torch.equal(res.designs, model.sample(16, generator=gen(2)))
+
+
+def test_reproducible_and_chunking_changes_nothing():
+    model = tiny_model()
+    a = svdd_pm(model, count_zero, 6, candidates=4, alpha=0.5, generator=gen(5))
+    b = svdd_pm(model, count_zero, 6, candidates=4, alpha=0.5, generator=gen(5), batch_size=5)
+    c = svdd_pm(model, count_zero, 6, candidates=4, alpha=0.5, generator=gen(6))
+    assert torch.equal(a.designs, b.designs) and a.reward_calls == b.reward_calls
+    assert not torch.equal(a.designs, c.designs)
+
+
+def test_pm_beats_pretrained_samples():
+    model = tiny_model()
+    res = svdd_pm(model, count_zero, 100, candidates=8, alpha=0.0, generator=gen())
+    assert res.rewards.mean() > plain_mean(model) + 2.0
+
+
+def test_mc_budget_value_fit_and_beats_pretrained_samples():
+    model = tiny_model(sampler="first_hitting")
+    n, m = 100, 8
+    a = svdd_mc(model, count_zero, n, candidates=m, alpha=0.0, generator=gen(), **MC)
+    assert a.reward_calls == MC["rollouts"] + n
+    assert a.network_calls == MC["rollouts"] * L + 1 + n * (L - 1)
+    assert a.info["value_calls"] == 1 + n * m * L
+    assert a.info["value_loss"] < 0.8  # better than a constant (the masked positions are noise)
+    assert torch.equal(a.rewards, rewards_of(a.designs))
+    assert a.rewards.mean() > plain_mean(model) + 1.5
+    b = svdd_mc(model, count_zero, n, candidates=m, alpha=0.0, generator=gen(), **MC)
+    assert torch.equal(a.designs, b.designs)
+
+
+def test_settings_are_checked():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="svdd_pm: candidates must be an integer >= 1, got 0"):
+        svdd_pm(model, count_zero, 2, candidates=0, alpha=0.0)
+    with pytest.raises(ValueError, match="fit_value_network: lr must be > 0"):
+        svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_lr": 0.0})
+    with pytest.raises(ValueError, match="dim must be a positive multiple of 4"):
+        svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_dim": 6})
