@@ -63,8 +63,16 @@ def data_lines(result: dict) -> list[str]:
     if d:
         lines.append(f"Designs: {d['written']} distinct of {d['asked']} asked for, "
                      f"{'possibly' if d['include_offline'] else 'none'} from the offline data, from "
-                     f"{d['sampled']} samples of the fine-tuned model; ranked by the conservative reward "
-                     f"(designs.csv, designs.fasta).")
+                     f"{d['sampled']} samples ({d.get('method', 'finetuned')}); ranked by the conservative "
+                     f"reward (designs.csv, designs.fasta).")
+        if d.get("reward_calls"):
+            lines.append(f"Cost of the inference-time method: {d['reward_calls']:,} reward calls, "
+                         f"{d['network_calls']:,} network calls.")
+        if "target" in d:
+            g = d["target"]
+            lines.append(f"Fine-tuning reached J/α = {g['objective']:.3f} of its maximum log Z = "
+                         f"{g['log_z']:.3f} (gap {g['gap']:.3f} nats = KL to the target; KL to the prior "
+                         f"{g['kl']:.3f} nats).")
     return lines
 
 

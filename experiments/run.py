@@ -31,6 +31,7 @@ from mbo.designs import design_ids, ranked, unique_designs
 from mbo.device import DeviceError, resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.evaluate import evaluate_designs, per_design
+from mbo.finetune import target_gap
 
 log = logging.getLogger("mbo-run")
 
@@ -76,27 +77,45 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # Fine-tuning sees the reward in units of the labels' spread, so alpha means the same at any scale.
-    scale = label_scale(offline.labels)
-    model, history = instantiate(cfg.finetune)(pretrained, ScaledReward(reward, scale),
-                                               alpha=cfg.finetune.alpha, seed=cfg.seed, progress=progress)
-    timings["finetune_s"] = time.perf_counter() - t
-
+    # The methods see the reward in units of the labels' spread, so alpha means the same at any scale.
+    scaled = ScaledReward(reward, label_scale(offline.labels))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n = int(cfg.n_designs)
+    calls = {"reward_calls": 0, "network_calls": 0}
+    if cfg.get("method") is not None:
+        # Inference-time alignment: the pretrained model is steered while sampling, never trained.
+        align, history, name = instantiate(cfg.method), [], cfg.method._target_.rsplit(".", 1)[-1]
+
+        def draw(k: int) -> torch.Tensor:
+            out = align(pretrained, scaled, k, generator=gen, progress=progress)
+            calls["reward_calls"] += out.reward_calls
+            calls["network_calls"] += out.network_calls
+            return out.designs
+    else:
+        model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha,
+                                                   seed=cfg.seed, progress=progress)
+        name = "finetuned"
+        if cfg.finetune.alpha > 0:  # how far fine-tuning got from its target p_pre·exp(r/α), in nats
+            calls["target"] = target_gap(model, pretrained, scaled, cfg.finetune.alpha, n=512,
+                                         generator=torch.Generator(device=device).manual_seed(cfg.seed))
+
+        def draw(k: int) -> torch.Tensor:
+            return model.sample(k, generator=gen)
+    timings["finetune_s"] = time.perf_counter() - t
+
     baseline = pretrained.sample(n, generator=gen).cpu()
-    found, drawn = unique_designs(lambda k: model.sample(k, generator=gen), n,
-                                  exclude=None if cfg.include_offline else offline.tokens)
+    t = time.perf_counter()
+    found, drawn = unique_designs(draw, n, exclude=None if cfg.include_offline else offline.tokens)
+    timings["designs_s"] = time.perf_counter() - t
     if len(found) == 0:
-        raise SettingError(f"all {drawn} designs sampled from the fine-tuned model are in the offline data; "
-                           f"set include_offline=true to allow them")
+        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
+                           f"to allow them")
     if len(found) < n:
-        log.warning("only %d distinct new designs among %d samples of the fine-tuned model (asked for %d)",
-                    len(found), drawn, n)
+        log.warning("only %d distinct new designs among %d samples (asked for %d)", len(found), drawn, n)
     with torch.no_grad():
         score = reward(torch.nn.functional.one_hot(found, task.alphabet.size).float().to(device)).cpu()
     found, score = ranked(found, score)
-    designs = {"pretrained": baseline, "finetuned": found}
+    designs = {"pretrained": baseline, name: found}
     metrics = {
         name: evaluate_designs(x, task=task, reward_model=reward_model, reward=reward,
                                offline=offline, diffusion=pretrained)
@@ -107,7 +126,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
               "best_offline_label": float(offline.labels.max()), "has_oracle": task.has_oracle,
               "n_offline": len(offline), "replicates_merged": merged,
               "designs": {"asked": n, "written": len(found), "sampled": drawn,
-                          "include_offline": bool(cfg.include_offline)},
+                          "include_offline": bool(cfg.include_offline), "method": name, **calls},
               "methods": metrics, "timings": timings}
 
     ids = design_ids(len(found))

@@ -92,6 +92,7 @@ def seiko_round(
     min_distance: int,
     exclude: Tensor | None = None,
     sampler: Sampler | int | str | None = None,
+    pool_method: Callable | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> RoundResult:
@@ -116,6 +117,9 @@ def seiko_round(
         exclude: designs ``(M, L)`` never to suggest (default: every design in ``data``); pass
             every measured design here, infeasible ones included.
         sampler: how the pool is sampled (default: the model's own sampler).
+        pool_method: an inference-time method of :mod:`mbo.guidance` (settings bound) that draws
+            the pool from the fine-tuned model steered by the same optimistic reward; None samples
+            it plainly.
         seed: seeds the reward-model fit, fine-tuning, pool and acquisition.
         progress: show progress bars.
 
@@ -128,8 +132,11 @@ def seiko_round(
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
-    with torch.no_grad():
-        pool = model.sample(pool_size, sampler=sampler, generator=gen).cpu()
+    if pool_method is not None:
+        pool = pool_method(model, reward, pool_size, sampler=sampler, generator=gen).designs.cpu()
+    else:
+        with torch.no_grad():
+            pool = model.sample(pool_size, sampler=sampler, generator=gen).cpu()
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,

@@ -19,24 +19,19 @@ from torch import Tensor
 
 from mbo.diffusion.masked import Guidance, MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
+from mbo.guidance.gradient import reward_guidance
 
 
 def classifier_guidance(diffusion: MaskedDiffusion, log_prob: Callable[[Tensor], Tensor],
                         gamma: float = 1.0) -> Guidance:
     """A :data:`~mbo.diffusion.masked.Guidance` hook tilting each step by γ·∇ log p̂(c | x̂_0).
 
-    With x̂_0 = exp(log x̂_θ(x_t)) (soft, carry-over applied), the token log-probs become
-    ``log x̂_θ + γ·∂ log p̂(c | x̂_0)/∂x̂_0`` renormalized: the first-order Taylor estimate of
-    p̂(c | x̂_0 with that token placed). Carried-over positions keep their token (their log-probs are
-    LOG_ZERO off the token, which a finite tilt cannot lift).
+    The generic reward-gradient hook (:func:`mbo.guidance.reward_guidance`) with r = log p̂(c | x)
+    and strength γ: the token log-probs become ``log x̂_θ + γ·∂ log p̂(c | x̂_0)/∂x̂_0`` renormalized,
+    with x̂_0 = exp(log x̂_θ(x_t)) (soft, carry-over applied); carried-over positions keep their token.
+    ``diffusion`` is unused (kept for the signature).
     """
-    def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
-        with torch.enable_grad():
-            x0_hat = log_x0.exp().requires_grad_(True)
-            (grad,) = torch.autograd.grad(log_prob(x0_hat).sum(), x0_hat)
-        return torch.log_softmax(log_x0 + gamma * grad, dim=-1)
-
-    return guided
+    return reward_guidance(log_prob, gamma)
 
 
 def sample_classifier_guided(diffusion: MaskedDiffusion, log_prob: Callable[[Tensor], Tensor], n: int,

@@ -34,6 +34,11 @@ class Sampler(ABC):
         """Reverse steps from all-MASK to clean for sequences of ``length``."""
 
     @abstractmethod
+    def unmask_prob(self, masked: Tensor, k: int, schedule: Schedule) -> float | Tensor:
+        """The probability that each masked position unmasks at step ``k`` given ``masked`` (bool
+        ``(B, L)``): one float when it is the same for all of them, else float ``(B, L)``."""
+
+    @abstractmethod
     def unmask(self, masked: Tensor, k: int, schedule: Schedule,
                generator: torch.Generator | None) -> tuple[Tensor, float | Tensor]:
         """Draw the positions step ``k`` (0-based, from all-MASK) unmasks.
@@ -71,9 +76,12 @@ class GridSampler(Sampler):
         n = self.steps
         return (n - k) / n, (n - k - 1) / n
 
+    def unmask_prob(self, masked: Tensor, k: int, schedule: Schedule) -> float:
+        return schedule.unmask_prob(*self.times(k))
+
     def unmask(self, masked: Tensor, k: int, schedule: Schedule,
                generator: torch.Generator | None) -> tuple[Tensor, float | Tensor]:
-        p = schedule.unmask_prob(*self.times(k))
+        p = self.unmask_prob(masked, k, schedule)
         draw = torch.rand(masked.shape, device=masked.device, generator=generator) < p
         return masked & draw, p
 
@@ -87,10 +95,13 @@ class FirstHittingSampler(Sampler):
     def num_steps(self, length: int) -> int:
         return length
 
+    def unmask_prob(self, masked: Tensor, k: int, schedule: Schedule) -> Tensor:
+        return masked.float() / masked.sum(-1, keepdim=True).clamp_min(1)
+
     def unmask(self, masked: Tensor, k: int, schedule: Schedule,
                generator: torch.Generator | None) -> tuple[Tensor, float | Tensor]:
         count = masked.sum(-1, keepdim=True)
-        prob = masked.float() / count.clamp_min(1)
+        prob = self.unmask_prob(masked, k, schedule)
         # Gumbel-max over the masked positions: a uniform choice among them, one per row.
         u = torch.rand(masked.shape, device=masked.device, generator=generator)
         score = torch.where(masked, u, -1.0)

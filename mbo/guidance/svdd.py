@@ -69,8 +69,8 @@ def svdd_denoise(diffusion: MaskedDiffusion, xt: Tensor, log_x0: Tensor, value: 
         value: ``(n,)``, the value estimate of ``xt``.
         candidates: M draws per design per step.
         alpha: selection temperature (0: argmax).
-        sampler: which positions a step unmasks; the loop runs its steps from all-MASK's index 0 and
-            stops early once nothing is masked.
+        sampler: which positions a step unmasks; the loop runs the sampler's steps from its first
+            (k = 0) and stops early once nothing is masked.
         evaluate: the value estimate of the ``n·M`` candidates (see :data:`Evaluate`); when it returns
             no log-probs, the kept candidates get theirs from the network (n rows per step).
 
@@ -96,6 +96,8 @@ def svdd_denoise(diffusion: MaskedDiffusion, xt: Tensor, log_x0: Tensor, value: 
             log_x0 = new_log_x0[keep]
         else:
             log_x0 = refresh_log_probs(diffusion, xt, changed[keep], log_x0, batch_size)
+    if bool((xt == diffusion.mask_id).any()):
+        raise RuntimeError(f"SVDD: the sampler left masked positions after {steps} steps")
     return xt, value
 
 

@@ -106,13 +106,15 @@ def fit_value_network(diffusion: MaskedDiffusion, reward: Reward, *, rollouts: i
         raise ValueError(f"{where}: lr must be > 0, got {lr}")
     device = diffusion.device
     with CallCounter(diffusion, reward, chunk) as counter:
+        # Kept as int16 where tokens fit: (steps + 1)·rollouts·L of them is the memory that matters.
+        small = torch.int16 if diffusion.mask_id < 2**15 else torch.long
         states = []
         for size in _chunks(rollouts, chunk):
             trajectory = diffusion.sample(size, sampler=sampler, generator=generator,
                                           return_trajectory=True)
-            states.append(trajectory.states)
+            states.append(trajectory.states.to(small))
         traj = torch.cat(states, dim=1)  # (steps + 1, rollouts, L)
-        y = counter.score(traj[-1])
+        y = counter.score(traj[-1].long())
     seed = int(torch.randint(2**62, (), generator=generator, device=device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the initialization comes from the caller's generator too
@@ -126,7 +128,7 @@ def fit_value_network(diffusion: MaskedDiffusion, reward: Reward, *, rollouts: i
         for _ in tqdm(range(steps), desc="value network", disable=not progress, leave=False):
             k = torch.randint(traj.shape[0], (batch_size,), generator=generator, device=device)
             i = torch.randint(traj.shape[1], (batch_size,), generator=generator, device=device)
-            pred = net.body(diffusion.encode(traj[k, i])).squeeze(-1).mean(-1)
+            pred = net.body(diffusion.encode(traj[k, i].long())).squeeze(-1).mean(-1)
             loss = torch.nn.functional.mse_loss(pred, target[i])
             opt.zero_grad(set_to_none=True)
             loss.backward()

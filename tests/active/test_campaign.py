@@ -391,3 +391,14 @@ def test_labels_at_any_scale_make_a_working_campaign(tmp_path, config, dna_csv):
     assert cli("suggest", root, "--batch", 3) == 0
     plate = read_rows(root / "round_000" / "suggestions.csv")
     assert len(plate) == 3 and all(abs(float(p["predicted_mean"])) > 1e28 for p in plate)
+
+
+def test_plates_from_guided_pools(tmp_path, config, dna_csv):
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config, "method@seiko.pool=best_of_n",
+               "seiko.pool.num_samples=2") == 0
+    meta = json.loads((root / "campaign.json").read_text())
+    assert meta["overrides"][0] == "method@seiko.pool=best_of_n"
+    assert meta["settings"]["seiko"]["pool"]["num_samples"] == 2
+    assert cli("suggest", root, "--batch", 3) == 0
+    assert len(read_rows(root / "round_000" / "suggestions.csv")) == 3

@@ -196,3 +196,20 @@ def test_a_redirected_run_writes_no_progress_bars(tmp_path):
     proc = app(tmp_path, *TINY[:-1], "progress=auto")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\r" not in proc.stderr and "\r" not in proc.stdout
+
+
+@pytest.mark.parametrize("method, setting", [("best_of_n", "method.num_samples=2"),
+                                             ("svdd_pm", "method.candidates=2")])
+def test_an_inference_time_method_replaces_fine_tuning(tmp_path, method, setting):
+    out = tmp_path / "run"
+    result = run(config(tmp_path, f"method={method}", setting, "n_designs=8"), out)
+    assert method.split("_")[0] in next(k for k in result["methods"] if k != "pretrained")
+    d = result["designs"]
+    assert d["written"] == 8 and d["reward_calls"] > 0 and d["network_calls"] > 0
+    assert "target" not in d and json.loads((out / "history.json").read_text()) == []
+
+
+def test_fine_tuning_reports_its_gap_to_the_target(tmp_path):
+    result = run(config(tmp_path), tmp_path / "run")
+    gap = result["designs"]["target"]
+    assert gap["gap"] == pytest.approx(gap["log_z"] - gap["objective"]) and gap["kl"] > 0

@@ -44,7 +44,7 @@ def test_score_refuses_non_finite_and_misshapen_rewards():
     model = tiny_model()
     x = torch.zeros(4, L, dtype=torch.long)
     with CallCounter(model, lambda oh: torch.tensor([0.0, -float("inf"), 1.0, 2.0])) as c, \
-            pytest.raises(ValueError, match="not finite for 1 of 4.*large negative finite"):
+            pytest.raises(ValueError, match=r"not finite for 1 of 4.*large negative finite"):
         c.score(x)
     with CallCounter(model, lambda oh: oh.sum((1, 2))[:, None]) as c, \
             pytest.raises(ValueError, match=r"reward must map \(B, L, V\) to \(B,\); got \(4, 1\)"):

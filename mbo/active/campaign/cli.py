@@ -76,7 +76,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mbo-campaign``; returns the exit status (2 for every user error)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Hydra overrides may come anywhere after `init DIR`, also after the options.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "init":
+        args.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
+        extra = [x for x in extra if not ("=" in x and not x.startswith("-"))]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     progress = args.progress or sys.stderr.isatty()
     try:
         if args.command == "init":

@@ -183,7 +183,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
             "alphabet": {"name": abc.name, "letters": abc.letters}, "length": length,
             "seed": seed, "start": {**start, "size": len(start_data)},
             "corpus_size": len(corpus_tokens), "pretrain_nelbo": nelbo,
-            "settings": OmegaConf.to_container(settings, resolve=True)}
+            "overrides": list(overrides or []), "settings": OmegaConf.to_container(settings, resolve=True)}
     # Build the whole directory next to the target, then rename it into place: a crash leaves no
     # half-made campaign, only a hidden directory named with this process's id, which the next
     # command on this campaign removes once the process is gone.
@@ -253,7 +253,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
         result = seiko_round(reference, data, instantiate(s.reward_model, device=str(device)),
                              instantiate(s.finetune), batch_size=batch, c=k.c, alpha=s.finetune.alpha,
                              acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
-                             exclude=exclude, sampler=reference.sampler, seed=seed, progress=progress)
+                             exclude=exclude, sampler=reference.sampler,
+                             pool_method=instantiate(k.pool) if k.get("pool") else None, seed=seed,
+                             progress=progress)
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
     sel = result.selection

@@ -34,9 +34,13 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
     return cfg
 
 
-def check_stored_settings(stored: Mapping, where: os.PathLike | str) -> None:
-    """Settings read back from ``campaign.json``: the same keys as the defaults, values of their types."""
-    defaults = compose_config("campaign")
+def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> None:
+    """Settings read back from ``campaign.json``: the same keys as the campaign config composed with
+    the ``overrides`` given at init (group choices add keys), values of their types."""
+    try:
+        defaults = compose_config("campaign", overrides)
+    except SettingsError as err:
+        raise CampaignError(f"{where}: key 'overrides': {err}") from None
     OmegaConf.resolve(defaults)
     try:
         check_types(defaults, dict(stored), str(where), "settings.")

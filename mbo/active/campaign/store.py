@@ -127,7 +127,7 @@ def _check_meta(meta, path: Path) -> None:
             raise CampaignError(f"{path}: key {key!r} {what} (was the file edited?)")
 
     for key, kind in (("created", str), ("alphabet", dict), ("length", int), ("seed", int),
-                      ("start", dict), ("settings", dict)):
+                      ("start", dict), ("settings", dict), ("overrides", list)):
         need(key in meta, key, "is missing")
         need(isinstance(meta[key], kind) and not isinstance(meta[key], bool), key,
              f"must be {'an object' if kind is dict else 'a ' + kind.__name__}")
@@ -137,6 +137,7 @@ def _check_meta(meta, path: Path) -> None:
     need(isinstance(letters, str) and len(letters) >= 2 and len(set(letters)) == len(letters),
          "alphabet.letters", "must be a string of at least 2 distinct letters")
     need(meta["length"] >= 1, "length", "must be >= 1")
+    need(all(isinstance(o, str) for o in meta["overrides"]), "overrides", "must be a list of strings")
 
 
 def open_campaign(directory: str | os.PathLike) -> Campaign:
@@ -153,7 +154,7 @@ def open_campaign(directory: str | os.PathLike) -> Campaign:
     _check_meta(meta, path)
     c = Campaign(d, meta)
     verify(c, "campaign.json")
-    check_stored_settings(meta["settings"], path)
+    check_stored_settings(meta["settings"], meta["overrides"], path)
     return c
 
 

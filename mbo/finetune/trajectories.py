@@ -1,0 +1,53 @@
+"""Recomputing a sampled trajectory's per-step quantities under a model, with gradients.
+
+The policy-gradient and weighted-likelihood fine-tuners sample trajectories without gradients, then
+score each recorded step ``states[k] -> states[k+1]`` under the current weights: its policy log-prob
+and its exact KL to the reference (Σ over masked positions of P(unmask)·KL, see
+:mod:`mbo.diffusion.masked`). The unmask decisions are policy-free, so both need only the states and
+the sampler that drew them; all steps go through the network in one batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.samplers import Sampler
+
+
+def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | None = None,
+               sampler: Sampler | None = None) -> tuple[Tensor, Tensor | None]:
+    """Per-step policy log-probs and (with ``ref``) exact KLs of a trajectory under ``model``.
+
+    Args:
+        model: the policy; gradients flow into its weights.
+        states: LongTensor ``(S + 1, n, L)`` (``Trajectory.states``).
+        ref: the KL reference (run without gradients), or None.
+        sampler: the sampler that drew the trajectory (for its unmask probabilities; needed with ref).
+
+    Returns:
+        ``(log_probs, kls)``, each ``(S, n)``: log p_θ(states[k+1] | states[k]) and
+        KL(p_θ(·|states[k]) ‖ p_ref(·|states[k])); ``kls`` is None without ``ref``.
+    """
+    s, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
+    xt, xs = states[:-1].reshape(-1, length), states[1:].reshape(-1, length)
+    inp = model.encode(xt)
+    log_x0 = model.x0_log_probs(inp)
+    masked = xt == model.mask_id
+    unmasked = masked & (xs != model.mask_id)
+    picked = log_x0.gather(-1, torch.where(unmasked, xs, 0)[..., None]).squeeze(-1)
+    log_probs = (picked * unmasked).sum(-1).view(s, n)
+    if ref is None:
+        return log_probs, None
+    with torch.no_grad():
+        log_ref = ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
+    per_step = masked.view(s, n, length)
+    prob = torch.cat([_as_rows(sampler.unmask_prob(per_step[k], k, model.schedule), n, length, xt.device)
+                      for k in range(s)])
+    per_pos = (log_x0.exp() * (log_x0 - log_ref)).sum(-1)
+    return log_probs, (prob * per_pos * masked).sum(-1).view(s, n)
+
+
+def _as_rows(prob: float | Tensor, n: int, length: int, device: torch.device) -> Tensor:
+    return prob if isinstance(prob, Tensor) else torch.full((n, length), float(prob), device=device)
