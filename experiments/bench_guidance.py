@@ -152,7 +152,7 @@ def method_settings(method: str, n: int, length: int, m: int) -> list[str]:
     if method == "smc":
         return [f"method.particles={m}"]
     if method == "refinement":
-        rho = compose_config("config", ["+method=refinement"]).method.remask_fraction
+        rho = compose_config("config", ["method=refinement"]).method.remask_fraction
         k = max(1, round(rho * length))
         rounds = max(1, round((budget - n) / (n * (1 + m * k))))
         return [f"method.candidates={m}", f"method.rounds={rounds}"]
@@ -172,7 +172,7 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
                "info": {}}
     else:
         option = METHODS[method]
-        overrides = [f"+method={option}", *method_settings(method, n, length, candidates(args)),
+        overrides = [f"method={option}", *method_settings(method, n, length, candidates(args)),
                      *method_overrides(option, args.method_override)]
         fn = instantiate(compose_config("config", [*problem.overrides, *overrides]).method)
         gen = torch.Generator(device=problem.device).manual_seed(seed)
@@ -192,12 +192,12 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
 
 def method_overrides(option: str, overrides: list[str]) -> list[str]:
     """The ``method.KEY=VALUE`` overrides whose key the method group's ``option`` has."""
-    keys = compose_config("config", [f"+method={option}"]).method.keys()
+    keys = compose_config("config", [f"method={option}"]).method.keys()
     return [o for o in overrides if o.split("=", 1)[0].removeprefix("method.") in keys]
 
 
 def candidates(args) -> int:
-    return args.candidates or int(compose_config("config", ["+method=svdd_pm"]).method.candidates)
+    return args.candidates or int(compose_config("config", ["method=svdd_pm"]).method.candidates)
 
 
 def sampler(args):
@@ -220,7 +220,7 @@ def run_scaling(args, command: str) -> None:
         reward = ScaledReward(instantiate(problem.cfg.conservative, c=0.0)(model), problem.scale)
         for n, method in sorted(set(todo)):
             option = METHODS[method]
-            fn = instantiate(compose_config("config", [*problem.overrides, f"+method={option}",
+            fn = instantiate(compose_config("config", [*problem.overrides, f"method={option}",
                                                        *method_overrides(option, args.method_override)]
                                             ).method)
             gen = torch.Generator(device=problem.device).manual_seed(0)
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
             "scaling_n_fixed": args.scaling_n_fixed, "overrides": args.override,
             "method_overrides": args.method_override,
             "method_defaults": {opt: OmegaConf.to_container(
-                compose_config("config", [f"+method={opt}"]).method)
+                compose_config("config", [f"method={opt}"]).method)
                 for opt in sorted({o for o in METHODS.values() if o})}}
     if not args.report:
         problems: dict[str, Problem] = {}

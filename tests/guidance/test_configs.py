@@ -18,7 +18,7 @@ TINY = {"best_of_n": ["method.num_samples=2"], "svdd_pm": ["method.candidates=2"
 
 @pytest.mark.parametrize("option", sorted(TINY))
 def test_each_option_holds_every_setting_and_runs(option):
-    cfg = compose_config("config", [f"+method={option}"])
+    cfg = compose_config("config", [f"method={option}"])
     settings = OmegaConf.to_container(cfg.method)
     target = settings.pop("_target_")
     assert target.startswith("mbo.guidance.") and settings.pop("_partial_") is True
@@ -28,6 +28,6 @@ def test_each_option_holds_every_setting_and_runs(option):
                 if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
     assert set(settings) == required  # every setting, and only those without a Python default
 
-    small = compose_config("config", [f"+method={option}", *TINY[option]])
+    small = compose_config("config", [f"method={option}", *TINY[option]])
     res = instantiate(small.method)(tiny_model(sampler=3), count_zero, 2, generator=gen())
     assert res.designs.shape == (2, L) and res.reward_calls > 0
