@@ -10,11 +10,11 @@ One round, given every measurement so far (the FLEXS wheel's ``flexs/baselines/e
 2. seeds: the measured designs within ``κ`` of the best, ``f ≥ f*·(1 − sign(f*)·κ)`` (κ =
    ``threshold`` = 0.05), cycled to ``batch_size`` parents (``np.resize``);
 3. until ``model_queries`` predictions are spent (roots and children both count, as FLEXS's
-   ``model.cost``; unlike the wheel's, the budget is never exceeded): recombine the parents ``rho`` times (random pairs, crossover switching strands at
-   each position with probability ``recomb_rate``), then, ``eval_batch_size`` roots at a time, roll
-   out: mutate every node (each position redrawn with probability ``mu / L``), keep children never
-   measured nor proposed, and continue from those the model scores at least as high as their root;
-   every child is a proposal;
+   ``model.cost``; unlike the wheel's, the budget is never exceeded): recombine the parents ``rho``
+   times (random pairs, crossover switching strands at each position with probability
+   ``recomb_rate``), then, ``eval_batch_size`` roots at a time, roll out: mutate every node (each
+   position redrawn with probability ``mu / L``), keep children never measured nor proposed, and
+   continue from those the model scores at least as high as their root; every child is a proposal;
 4. measure the ``batch_size`` proposals the model ranks highest.
 
 Choices where the paper and the wheel differ or are silent, and why:

@@ -19,7 +19,8 @@ def make_conditional(pretrained: MaskedDiffusion, num_classes: Sequence[int]) ->
     embeddings; ``pretrained`` itself is not modified."""
     denoiser = ConditionalDenoiser(copy.deepcopy(pretrained.denoiser), num_classes)
     return MaskedDiffusion(denoiser, pretrained.vocab_size, pretrained.length, eps=pretrained.eps,
-                           schedule=pretrained.schedule, sampler=pretrained.sampler).to(pretrained.device)
+                           schedule=pretrained.schedule, sampler=pretrained.sampler,
+                           policy=pretrained.policy).to(pretrained.device)
 
 
 def conditional_from_scratch(config: dict, num_classes: Sequence[int], vocab_size: int, length: int,

@@ -61,7 +61,7 @@ def sample_cfg(model: MaskedDiffusion, cond: Tensor, n: int, sampler: Sampler | 
     null = model.denoiser.null_condition.to(model.device).expand(n, -1)
 
     def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
-        lu = model.x0_log_probs(model.encode(xt), null)
+        lu = model.policy_log_probs(model.encode(xt), null)
         return torch.log_softmax((1 + weight) * log_x0 - weight * lu, dim=-1)
 
     return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows,

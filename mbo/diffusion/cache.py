@@ -2,10 +2,10 @@
 
 Every caller (``mbo-run``, a campaign's ``init``, the benchmarks) that asks for the same corpus and the
 same ``diffusion`` settings gets the same checkpoint. The key hashes the corpus tokens and the settings
-that shape training (the sampler is left out: it only decides how the trained model is sampled), so a
-sweep over seeds and fine-tuning settings pretrains once. Parallel jobs take a file lock on the entry:
-the first trains and writes it, the others wait and then load it; the lock is an OS lock released if
-its holder dies, so a killed job never leaves the others waiting.
+that shape training (the sampler and ``min_prob`` are left out: they only decide how the trained model
+is sampled), so a sweep over seeds and fine-tuning settings pretrains once. Parallel jobs take a file
+lock on the entry: the first trains and writes it, the others wait and then load it; the lock is an OS
+lock released if its holder dies, so a killed job never leaves the others waiting.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import Tensor
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
-from mbo.diffusion.pretrain import build_diffusion, pretrain
+from mbo.diffusion.pretrain import build_diffusion, pretrain, sampling_policy
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 def cache_key(corpus: Tensor, vocab_size: int, settings: Mapping) -> str:
     """16 hex digits identifying a pretrained model: corpus tokens, vocabulary and training settings."""
     spec = _plain(settings)
-    spec.pop("sampler", None)
+    for how_to_sample in ("sampler", "min_prob"):
+        spec.pop(how_to_sample, None)
     h = hashlib.sha256()
     h.update(json.dumps({"vocab_size": vocab_size, "shape": list(corpus.shape), "diffusion": spec},
                         sort_keys=True).encode())
@@ -82,6 +83,7 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
         if path.exists():
             try:
                 model = load_masked_diffusion(path, sampler=sampler).to(device)
+                model.policy = sampling_policy(settings)
                 log.info("loading cached pretrained model %s", path)
                 return model
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mbo.diffusion.policy import LOG_ZERO, PolicyTransform
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.diffusion.schedule import Schedule, get_schedule
 
@@ -38,8 +39,6 @@ Guidance = Callable[[Tensor, Tensor], Tensor]
 prediction before each step draws its tokens (normalized over V; carry-over positions must stay)."""
 
 
-LOG_ZERO = -1e4
-"""Stand-in for log 0: finite (so log-mixtures, KLs and gradients stay finite), exp() of it is 0."""
 
 
 def _safe_log(x: Tensor) -> Tensor:
@@ -103,11 +102,15 @@ class MaskedDiffusion(nn.Module):
         schedule: the noise schedule α_t, a :class:`~mbo.diffusion.schedule.Schedule` or its name.
         sampler: the default sampler of :meth:`sample` and :meth:`sample_relaxed` (a
             :class:`~mbo.diffusion.samplers.Sampler`, a number of grid steps, or ``"first_hitting"``).
+        policy: a transform of the prediction into the distribution tokens are drawn from (min-p
+            truncation, per-position constraints: :mod:`mbo.diffusion.policy`); None draws from the
+            prediction itself. Not part of the checkpoint: how to sample is the caller's choice.
     """
 
     def __init__(self, denoiser: nn.Module, vocab_size: int, length: int, eps: float = 1e-3,
                  schedule: Schedule | str = "linear",
-                 sampler: Sampler | int | str = DEFAULT_SAMPLING_STEPS) -> None:
+                 sampler: Sampler | int | str = DEFAULT_SAMPLING_STEPS,
+                 policy: PolicyTransform | None = None) -> None:
         super().__init__()
         cfg = getattr(denoiser, "config", None)
         if isinstance(cfg, dict) and (
@@ -124,6 +127,7 @@ class MaskedDiffusion(nn.Module):
         self.eps = eps
         self.schedule = get_schedule(schedule)
         self.sampler = get_sampler(sampler)
+        self.policy = policy
 
     @property
     def config(self) -> dict:
@@ -178,6 +182,14 @@ class MaskedDiffusion(nn.Module):
             # Hard mask channel: select, which keeps the denoiser's log-softmax precision.
             return torch.where(m.bool(), logp, _safe_log(tokens))
         return torch.logaddexp(_safe_log(m) + logp, _safe_log(tokens))
+
+    def policy_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The log-probabilities a reverse step draws from: :meth:`x0_log_probs` through
+        :attr:`policy` (unchanged without one). Every sampler, guidance method and fine-tuner uses
+        these, so a policy rule (constraints, truncation) holds for all of them and KLs are between
+        the transformed policies. Shapes as :meth:`x0_log_probs`."""
+        log_x0 = self.x0_log_probs(xt, cond)
+        return log_x0 if self.policy is None else self.policy(log_x0)
 
     # ------------------------------------------------------------------------------------- training
     def _sample_times(self, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -301,7 +313,7 @@ class MaskedDiffusion(nn.Module):
         if bool(((xs != xt) & ~masked).any()):
             raise ValueError("xs changes positions that are already unmasked in xt")
         unmask = masked & (xs != self.mask_id)
-        log_x0 = self.x0_log_probs(self.encode(xt), cond)
+        log_x0 = self.policy_log_probs(self.encode(xt), cond)
         idx = torch.where(unmask, xs, 0)
         return (log_x0.gather(-1, idx[..., None]).squeeze(-1) * unmask).sum(-1)
 
@@ -352,11 +364,11 @@ class MaskedDiffusion(nn.Module):
             if x_start is not None and not bool((xt == self.mask_id).any()):
                 break
             inp = self.encode(xt)
-            log_x0 = self.x0_log_probs(inp, cond)
+            log_x0 = self.policy_log_probs(inp, cond)
             if guidance is not None:
                 log_x0 = guidance(xt, log_x0)
             unmask, prob = sampler.unmask(xt == self.mask_id, k, self.schedule, generator)
-            log_ref = None if ref is None else ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
+            log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
             out = self.step(xt, log_x0, unmask, prob, log_ref, generator)
             xt = out.xs
             if return_trajectory:
@@ -417,7 +429,7 @@ class MaskedDiffusion(nn.Module):
             if not with_grad:
                 state = state.detach()
             with torch.set_grad_enabled(with_grad):
-                log_x0 = self.x0_log_probs(state, cond)
+                log_x0 = self.policy_log_probs(state, cond)
                 masked = state[..., v] > 0.5
                 unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
                 gumbel = _gumbel(log_x0.shape, device, generator)
@@ -428,7 +440,7 @@ class MaskedDiffusion(nn.Module):
                 new_tokens = torch.where(unmask[..., None], y, state[..., :v])
                 new_mask = torch.where(unmask, 0.0, state[..., v])
                 if ref is not None:
-                    log_ref = ref.x0_log_probs(state)
+                    log_ref = ref.policy_log_probs(state)
                     kl_total = kl_total + _step_kl(log_x0, log_ref, masked, prob)
                 state = torch.cat([new_tokens, new_mask[..., None]], dim=-1)
         return state[..., :v], kl_total

@@ -11,6 +11,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.policy import MinProbability
+
+
+def sampling_policy(settings: Mapping) -> MinProbability | None:
+    """The sampling rule of the ``diffusion`` settings: min-p truncation at ``min_prob`` (or none)."""
+    min_prob = float(settings.get("min_prob", 0.0))
+    return MinProbability(min_prob) if min_prob > 0 else None
 
 
 def build_diffusion(settings: Mapping, vocab_size: int, length: int,
@@ -18,14 +25,14 @@ def build_diffusion(settings: Mapping, vocab_size: int, length: int,
     """A freshly initialized model from the ``diffusion`` config group.
 
     ``settings`` holds ``denoiser`` (a ``_target_`` node; vocab size and length are filled in),
-    ``schedule``, ``sampler`` and ``pretrain.seed``, which seeds the initialization (the caller's RNG is
-    left alone), so a model depends on its settings only.
+    ``schedule``, ``sampler``, ``min_prob`` (:func:`sampling_policy`) and ``pretrain.seed``, which
+    seeds the initialization (the caller's RNG is left alone), so a model depends on its settings only.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["pretrain"]["seed"]))
         denoiser = instantiate(settings["denoiser"], vocab_size=vocab_size, length=length)
     diffusion = MaskedDiffusion(denoiser, vocab_size, length, schedule=settings["schedule"],
-                                sampler=instantiate(settings["sampler"]))
+                                sampler=instantiate(settings["sampler"]), policy=sampling_policy(settings))
     return diffusion if device is None else diffusion.to(device)
 
 

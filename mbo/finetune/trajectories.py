@@ -33,7 +33,7 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
     s, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
     xt, xs = states[:-1].reshape(-1, length), states[1:].reshape(-1, length)
     inp = model.encode(xt)
-    log_x0 = model.x0_log_probs(inp)
+    log_x0 = model.policy_log_probs(inp)
     masked = xt == model.mask_id
     unmasked = masked & (xs != model.mask_id)
     picked = log_x0.gather(-1, torch.where(unmasked, xs, 0)[..., None]).squeeze(-1)
@@ -41,7 +41,7 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
     if ref is None:
         return log_probs, None
     with torch.no_grad():
-        log_ref = ref.x0_log_probs(inp.to(next(ref.parameters()).dtype))
+        log_ref = ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
     per_step = masked.view(s, n, length)
     prob = torch.cat([_as_rows(sampler.unmask_prob(per_step[k], k, model.schedule), n, length, xt.device)
                       for k in range(s)])

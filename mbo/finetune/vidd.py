@@ -48,13 +48,13 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[[Tensor], 
     """
     b, length, v = xt.shape[0], xt.shape[1], pretrained.vocab_size
     rows = torch.arange(b, device=xt.device)
-    prior = pretrained.x0_log_probs(pretrained.encode(xt))[rows, position]  # (B, V)
+    prior = pretrained.policy_log_probs(pretrained.encode(xt))[rows, position]  # (B, V)
     cand = xt[:, None, :].repeat(1, v, 1)  # (B, V, L): the state with each token placed
     tokens = torch.arange(v, device=xt.device).expand(b, v)
     cand[rows[:, None].expand(b, v), tokens, position[:, None].expand(b, v)] = tokens
     flat = cand.reshape(b * v, length)
     completed = torch.where(flat == pretrained.mask_id,
-                            pretrained.x0_log_probs(pretrained.encode(flat)).argmax(-1), flat)
+                            pretrained.policy_log_probs(pretrained.encode(flat)).argmax(-1), flat)
     value = reward(one_hot(completed, v).to(xt.device)).float().view(b, v)
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
@@ -110,7 +110,7 @@ def finetune_vidd(
             xt, position = _visited(traj.states, states_per_trajectory, model.mask_id, gen)
             target = soft_optimal_tokens(ref, reward, xt, position, alpha)
         model.train()
-        log_x0 = model.x0_log_probs(model.encode(xt))[torch.arange(len(xt)), position]
+        log_x0 = model.policy_log_probs(model.encode(xt))[torch.arange(len(xt)), position]
         loss = -(target * log_x0).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

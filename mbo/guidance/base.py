@@ -172,7 +172,7 @@ def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None)
     """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, ``batch_size`` rows at a
     time (the network is deterministic at sampling time, so chunking never changes the result)."""
     size = batch_size or max(len(xt), 1)
-    parts = [diffusion.x0_log_probs(diffusion.encode(chunk)) for chunk in xt.split(size)]
+    parts = [diffusion.policy_log_probs(diffusion.encode(chunk)) for chunk in xt.split(size)]
     if not parts:
         return torch.empty(0, diffusion.length, diffusion.vocab_size, device=xt.device)
     return torch.cat(parts)

