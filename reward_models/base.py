@@ -43,6 +43,8 @@ def dataset_labels(dataset: SequenceDataset, where: str) -> Tensor:
         raise ValueError(f"{where}: labels must be (N,) (one output), got {tuple(y.shape)}")
     if len(dataset) < 2:
         raise ValueError(f"{where}: need at least 2 labeled sequences, got {len(dataset)}")
+    if not torch.isfinite(y).all():
+        raise ValueError(f"{where}: labels must be finite; impute or drop the -inf (infeasible) rows first")
     return y.to(torch.float32)
 
 

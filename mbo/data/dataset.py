@@ -17,7 +17,8 @@ class SequenceDataset:
     Attributes:
         tokens: LongTensor ``(N, L)`` of tokens of ``alphabet``.
         alphabet: the :class:`Alphabet` the tokens index.
-        labels: float ``(N,)`` or ``(N, k)``, or ``None`` for an unlabeled corpus.
+        labels: float ``(N,)`` or ``(N, k)``, or ``None`` for an unlabeled corpus; ``-inf`` marks a
+            design measured infeasible (reward models refuse it: impute or drop it first).
         ids: ``N`` unique strings, or ``None``.
     """
 
@@ -37,8 +38,8 @@ class SequenceDataset:
             if self.labels.shape[0] != n or self.labels.dim() not in (1, 2):
                 raise ValueError(f"labels must be (N,) or (N, k) with N={n}, "
                                  f"got {tuple(self.labels.shape)}")
-            if not torch.isfinite(self.labels).all():
-                raise ValueError("labels contain NaN or inf")
+            if torch.isnan(self.labels).any() or (self.labels == float("inf")).any():
+                raise ValueError("labels contain NaN or +inf (only -inf, measured infeasible, is allowed)")
         if self.ids is not None:
             if len(self.ids) != n:
                 raise ValueError(f"{len(self.ids)} ids for {n} sequences")

@@ -44,7 +44,7 @@ def test_multi_column_labels_and_unlabeled():
     ({"tokens": torch.zeros(3, dtype=torch.long)}, "LongTensor"),
     ({"tokens": torch.full((2, 3), 4)}, "0..3"),
     ({"labels": torch.zeros(3)}, "labels must be"),
-    ({"labels": torch.tensor([0.0, float("nan")])}, "NaN or inf"),
+    ({"labels": torch.tensor([0.0, float("nan")])}, r"NaN or \+inf"),
     ({"ids": ["a"]}, "1 ids for 2"),
     ({"ids": ["a", "a"]}, "not unique"),
 ])
