@@ -9,5 +9,5 @@ from mbo.active.seiko import QueryBatch, RoundResult, best_so_far, feasible_rows
 from mbo.active.selection import ACQUISITIONS, Selection, select_batch, unmeasured
 
 __all__ = ["ACQUISITIONS", "QueryBatch", "RoundResult", "Selection", "adalead", "best_so_far",
-           "feasible_rows", "genetic_algorithm", "gp_bo", "random_mutagenesis", "run_seiko", "seiko_round", "select_batch",
-           "unmeasured"]
+           "feasible_rows", "genetic_algorithm", "gp_bo", "random_mutagenesis", "run_seiko", "seiko_round",
+           "select_batch", "unmeasured"]
