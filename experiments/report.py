@@ -65,6 +65,9 @@ def data_lines(result: dict) -> list[str]:
                      f"{'possibly' if d['include_offline'] else 'none'} from the offline data, from "
                      f"{d['sampled']} samples ({d.get('method', 'finetuned')}); ranked by the conservative "
                      f"reward (designs.csv, designs.fasta).")
+        if d.get("constraints", "none") != "none":
+            lines.append(f"Constraints: {d['constraints']}; {d['rejected']} sampled designs broke a global "
+                         f"rule and were drawn again (none is written).")
         if d.get("reward_calls"):
             lines.append(f"Cost of the inference-time method: {d['reward_calls']:,} reward calls, "
                          f"{d['network_calls']:,} network calls.")

@@ -25,11 +25,13 @@ from conservative import ScaledReward, label_scale
 from experiments.report import print_summary, write_report
 from mbo.atomic import atomic_write_text
 from mbo.config import progress_bars
+from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import design_ids, ranked, unique_designs
 from mbo.device import DeviceError, resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
+from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
 
@@ -66,9 +68,15 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
 
+    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length)
+    if constraints.active:
+        log.info("constraints: %s", constraints.describe())
+
     pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
+    # Per-position rules enter the sampler itself: every method below draws only allowed tokens.
+    pretrained.policy = Compose(pretrained.policy, constraints.policy())
     timings["pretrain_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -105,7 +113,10 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
     baseline = pretrained.sample(n, generator=gen).cpu()
     t = time.perf_counter()
-    found, drawn = unique_designs(draw, n, exclude=None if cfg.include_offline else offline.tokens)
+    rejected = [0]
+    found, drawn = unique_designs(draw, n, exclude=None if cfg.include_offline else offline.tokens,
+                                  accept=constraints.satisfied if constraints.active else None,
+                                  rejected=rejected)
     timings["designs_s"] = time.perf_counter() - t
     if len(found) == 0:
         raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
@@ -126,7 +137,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
               "best_offline_label": float(offline.labels.max()), "has_oracle": task.has_oracle,
               "n_offline": len(offline), "replicates_merged": merged,
               "designs": {"asked": n, "written": len(found), "sampled": drawn,
-                          "include_offline": bool(cfg.include_offline), "method": name, **calls},
+                          "include_offline": bool(cfg.include_offline), "method": name,
+                          "constraints": constraints.describe(), "rejected": rejected[0], **calls},
               "methods": metrics, "timings": timings}
 
     ids = design_ids(len(found))
@@ -150,7 +162,7 @@ def main(cfg: DictConfig) -> None:
             run_ctrl(cfg, output_dir)
         else:
             run(cfg, output_dir)
-    except (DataError, SettingError, DeviceError) as err:  # the user's input is wrong: say where
+    except (DataError, SettingError, DeviceError, ConstraintError) as err:  # the input is wrong: say where
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # let the launcher mark this job failed and go on with the others
         print(f"mbo-run: error: {' '.join(str(err).split())}", file=sys.stderr)

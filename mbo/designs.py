@@ -14,14 +14,18 @@ from torch import Tensor
 
 
 def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | None = None,
-                   max_draws: int = 50) -> tuple[Tensor, int]:
-    """Up to ``n`` distinct designs, none a row of ``exclude``.
+                   max_draws: int = 50, accept: Callable[[Tensor], Tensor] | None = None,
+                   rejected: list[int] | None = None) -> tuple[Tensor, int]:
+    """Up to ``n`` distinct designs, none a row of ``exclude``, each passing ``accept``.
 
     Args:
         sample: draws ``k`` designs, LongTensor ``(k, L)``.
         n: designs wanted.
         exclude: LongTensor ``(M, L)`` of sequences never to return (e.g. the offline data).
         max_draws: stop after this many calls of ``sample(n)``.
+        accept: ``(k, L) -> bool (k,)``, e.g. :meth:`mbo.constraints.Constraints.satisfied`; a design
+            it refuses is never returned.
+        rejected: if given, a one-element list that receives the number of draws ``accept`` refused.
 
     Returns:
         ``(designs, drawn)``: LongTensor ``(m, L)`` with ``m <= n`` distinct new designs in the order
@@ -32,9 +36,16 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
     seen = set() if exclude is None else {tuple(r) for r in exclude.tolist()}
     kept: list[Tensor] = []
     drawn = 0
+    refused = 0
     for _ in range(max_draws):
         batch = sample(n).cpu()
         drawn += len(batch)
+        if accept is not None:
+            ok = accept(batch)
+            refused += int((~ok).sum())
+            if rejected is not None:
+                rejected[:] = [refused]
+            batch = batch[ok]
         for row in batch:
             key = tuple(row.tolist())
             if key not in seen:

@@ -213,3 +213,31 @@ def test_fine_tuning_reports_its_gap_to_the_target(tmp_path):
     result = run(config(tmp_path), tmp_path / "run")
     gap = result["designs"]["target"]
     assert gap["gap"] == pytest.approx(gap["log_z"] - gap["objective"]) and gap["kl"] > 0
+
+
+CONSTRAINED = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]",
+               "constraints.gc=[0.25,0.5]"]
+METHODS = {"finetune": [], "best_of_n": ["method=best_of_n", "method.num_samples=2"],
+           "svdd_pm": ["method=svdd_pm", "method.candidates=2"], "smc": ["method=smc", "method.particles=2"],
+           "refinement": ["method=refinement", "method.candidates=2", "method.rounds=1"]}
+
+
+@pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
+def test_constrained_runs_write_only_valid_designs(tmp_path, method):
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import DNA
+
+    out = tmp_path / "run"
+    result = run(config(tmp_path, *CONSTRAINED, *method), out)
+    rows = read_rows(out / "designs.csv")
+    c = Constraints(DNA, 8, fixed="TA......", forbidden_motifs=["AATT"], gc=[0.25, 0.5])
+    assert len(rows) > 0 and bool(c.satisfied(DNA.encode_batch([r["sequence"] for r in rows])).all())
+    assert "forbidden motifs ['AATT']" in result["designs"]["constraints"]
+
+
+def test_impossible_constraints_stop_before_training(tmp_path):
+    from mbo.constraints import ConstraintError
+
+    with pytest.raises(ConstraintError, match="cannot be met"):
+        run(config(tmp_path, "constraints.fixed=GGGGGGGG", "constraints.gc=[0,0.5]"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()

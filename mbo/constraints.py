@@ -1,0 +1,219 @@
+"""Constraints a lab puts on designs, as one object every sampler honors.
+
+- Per position (:meth:`Constraints.allowed_mask`): fixed letters (a promoter's flanks; ``fixed`` is a
+  pattern with ``.`` for free positions, or a parent with a mutable region) and allowed letters per
+  position. These enter the sampler itself: :meth:`Constraints.policy` masks the denoiser's
+  prediction at every reverse step (:mod:`mbo.diffusion.policy`), so the prior, every fine-tuner and
+  every inference-time method draws only allowed tokens, and their KL terms are exact for the
+  constrained policy. Baselines that mutate sequences repair their proposals with
+  :meth:`Constraints.project`.
+- Global (:meth:`Constraints.satisfied`): forbidden motifs (on both strands for DNA and RNA, e.g. a
+  restriction site ``GAATTC``), a GC-content window, and a maximum Hamming distance to a parent. A
+  design that breaks one is rejected and drawn again; no method returns it, and callers report how
+  many were rejected.
+
+An impossible set of constraints (an empty position, a fixed letter outside the allowed ones, a GC
+window the allowed letters cannot reach, a forbidden motif the fixed letters spell, a parent too far
+from the fixed letters) is refused by :meth:`Constraints.check` with one sentence saying which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mbo.data.alphabet import Alphabet
+from mbo.diffusion.policy import restrict
+
+_COMPLEMENT = {"dna": str.maketrans("ACGT", "TGCA"), "rna": str.maketrans("ACGU", "UGCA")}
+
+
+class ConstraintError(ValueError):
+    """The constraints cannot all hold, or do not fit the design space."""
+
+
+@dataclass
+class Constraints:
+    """Rules every design of length ``length`` over ``alphabet`` must meet (all optional).
+
+    Args:
+        alphabet, length: the design space.
+        fixed: a pattern of ``length`` characters, a letter where the position is fixed and ``.``
+            where it is free (``ACGT....GG``).
+        allowed: position (0-based) -> the letters allowed there.
+        forbidden_motifs: subsequences no design may contain; for DNA and RNA their reverse
+            complements too (a restriction site is cut on either strand).
+        gc: ``(low, high)``, the allowed fraction of G and C letters (DNA and RNA only).
+        parent: a sequence designs must stay close to; ``max_mutations``: at most this many positions
+            differ from it.
+    """
+
+    alphabet: Alphabet
+    length: int
+    fixed: str | None = None
+    allowed: Mapping[int, str] = field(default_factory=dict)
+    forbidden_motifs: Sequence[str] = ()
+    gc: tuple[float, float] | None = None
+    parent: str | None = None
+    max_mutations: int | None = None
+
+    def __post_init__(self) -> None:
+        self.allowed = {int(k): str(v) for k, v in dict(self.allowed or {}).items()}
+        self.forbidden_motifs = [str(m) for m in (self.forbidden_motifs or [])]
+        self.gc = None if self.gc is None else (float(self.gc[0]), float(self.gc[1]))
+        self.check()
+
+    # ---------------------------------------------------------------------------------------- checks
+    @property
+    def active(self) -> bool:
+        """Whether any rule is set."""
+        return bool(self.fixed or self.allowed or self.forbidden_motifs or self.gc is not None
+                    or self.max_mutations is not None)
+
+    def check(self) -> None:
+        """Raise :class:`ConstraintError` (one sentence) unless every rule fits and they can all hold."""
+        a, n = self.alphabet, self.length
+        if self.fixed is not None:
+            if len(self.fixed) != n:
+                raise ConstraintError(f"constraints.fixed has {len(self.fixed)} characters; the designs have "
+                                      f"length {n} (use '.' for free positions)")
+            bad = sorted({c for c in self.fixed if c != "." and c not in a.letters})
+            if bad:
+                raise ConstraintError(f"constraints.fixed has letters {bad} outside the alphabet {a.letters}")
+        for pos, letters in self.allowed.items():
+            if not 0 <= pos < n:
+                raise ConstraintError(f"constraints.allowed: position {pos} is outside 0..{n - 1}")
+            bad = sorted(set(letters) - set(a.letters))
+            if bad:
+                raise ConstraintError(f"constraints.allowed[{pos}]: letters {bad} are not in {a.letters}")
+        mask = self.allowed_mask()
+        empty = (~mask.any(-1)).nonzero().flatten().tolist()
+        if empty:
+            raise ConstraintError(f"no letter is allowed at position(s) {empty} (fixed and allowed disagree)")
+        for m in self.forbidden_motifs:
+            if not m or set(m) - set(a.letters):
+                raise ConstraintError(f"constraints.forbidden_motifs: {m!r} is not a word over {a.letters}")
+        if (self.gc is not None) and a.name not in _COMPLEMENT:
+            raise ConstraintError(f"constraints.gc needs a DNA or RNA alphabet, got {a.name!r}")
+        if self.gc is not None:
+            lo, hi = self.gc
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ConstraintError(f"constraints.gc must be [low, high] within [0, 1], got {[lo, hi]}")
+            gc_idx = [a.letters.index(c) for c in "GC"]
+            can_gc = mask[:, gc_idx].any(-1)
+            can_at = (mask.sum(-1) > mask[:, gc_idx].sum(-1))
+            least, most = int((~can_at).sum()), int(can_gc.sum())
+            if most < lo * n - 1e-9 or least > hi * n + 1e-9:
+                raise ConstraintError(f"constraints.gc {[lo, hi]} cannot be met: the allowed letters give "
+                                      f"{least / n:.2f} .. {most / n:.2f} GC")
+        if (self.parent is None) != (self.max_mutations is None):
+            raise ConstraintError("constraints.parent and constraints.max_mutations go together")
+        if self.parent is not None:
+            if len(self.parent) != n or set(self.parent) - set(a.letters):
+                raise ConstraintError(f"constraints.parent must be a length-{n} sequence over {a.letters}")
+            if self.max_mutations < 0:
+                raise ConstraintError(f"constraints.max_mutations must be >= 0, got {self.max_mutations}")
+            parent = a.encode(self.parent)
+            forced = int((~mask[torch.arange(n), parent]).sum())
+            if forced > self.max_mutations:
+                raise ConstraintError(f"the parent differs from the fixed / allowed letters at {forced} "
+                                      f"positions, more than max_mutations = {self.max_mutations}")
+        if self.fixed is not None:
+            fixed_only = "".join(c if c != "." else "\0" for c in self.fixed)
+            for m in self._motifs():
+                if m in fixed_only:
+                    raise ConstraintError(f"the fixed letters themselves contain the forbidden motif {m!r}")
+
+    def _motifs(self) -> list[str]:
+        table = _COMPLEMENT.get(self.alphabet.name)
+        out = list(self.forbidden_motifs)
+        if table is not None:
+            out += [m.translate(table)[::-1] for m in self.forbidden_motifs]
+        return sorted(set(out))
+
+    # ---------------------------------------------------------------------------------- per position
+    def allowed_mask(self) -> Tensor:
+        """Bool ``(L, V)``: which tokens each position may take."""
+        a, n = self.alphabet, self.length
+        mask = torch.ones(n, a.size, dtype=torch.bool)
+        if self.fixed is not None:
+            for i, c in enumerate(self.fixed):
+                if c != ".":
+                    mask[i] = False
+                    mask[i, a.letters.index(c)] = True
+        for pos, letters in self.allowed.items():
+            keep = torch.zeros(a.size, dtype=torch.bool)
+            keep[[a.letters.index(c) for c in letters]] = True
+            mask[pos] &= keep
+        return mask
+
+    def policy(self):
+        """A :data:`~mbo.diffusion.policy.PolicyTransform` restricting every position to its allowed
+        tokens (None when no per-position rule is set)."""
+        if self.fixed is None and not self.allowed:
+            return None
+        mask = self.allowed_mask()
+
+        def constrained(log_probs: Tensor) -> Tensor:
+            return restrict(log_probs, mask.to(log_probs.device))
+
+        return constrained
+
+    def project(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``tokens (N, L)`` with every disallowed token replaced by a random allowed one (for
+        baselines that mutate freely); allowed tokens are kept."""
+        mask = self.allowed_mask().to(tokens.device)
+        ok = mask[torch.arange(self.length, device=tokens.device), tokens]
+        if bool(ok.all()):
+            return tokens
+        score = torch.rand((*tokens.shape, self.alphabet.size), generator=generator).to(tokens.device)
+        pick = torch.where(mask, score, -1.0).argmax(-1)
+        return torch.where(ok, tokens, pick)
+
+    # ---------------------------------------------------------------------------------------- global
+    def satisfied(self, tokens: Tensor) -> Tensor:
+        """Bool ``(N,)``: the designs ``(N, L)`` that meet every rule, per position and global."""
+        tokens = tokens.long().cpu()
+        mask = self.allowed_mask()
+        ok = mask[torch.arange(self.length), tokens].all(-1)
+        a = self.alphabet
+        if self.gc is not None:
+            gc_tokens = torch.tensor([a.letters.index("G"), a.letters.index("C")])
+            gc = torch.isin(tokens, gc_tokens).float().mean(-1)
+            ok &= (gc >= self.gc[0] - 1e-9) & (gc <= self.gc[1] + 1e-9)
+        if self.parent is not None:
+            ok &= (tokens != a.encode(self.parent)).sum(-1) <= self.max_mutations
+        motifs = self._motifs()
+        if motifs:
+            seqs = a.decode(tokens) if len(tokens) else []
+            seqs = [seqs] if isinstance(seqs, str) else seqs
+            ok &= torch.tensor([not any(m in s for m in motifs) for s in seqs], dtype=torch.bool)
+        return ok
+
+    def describe(self) -> str:
+        """The rules in one line, for logs and reports."""
+        parts = []
+        if self.fixed is not None:
+            parts.append(f"fixed {self.fixed}")
+        if self.allowed:
+            parts.append("allowed " + ", ".join(f"{k}:{v}" for k, v in sorted(self.allowed.items())))
+        if self.forbidden_motifs:
+            parts.append(f"forbidden motifs {self._motifs()}")
+        if self.gc is not None:
+            parts.append(f"GC in [{self.gc[0]:g}, {self.gc[1]:g}]")
+        if self.parent is not None:
+            parts.append(f"at most {self.max_mutations} mutations from {self.parent}")
+        return "; ".join(parts) or "none"
+
+
+def constraints_from_settings(settings: Mapping | None, alphabet: Alphabet, length: int) -> Constraints:
+    """The ``constraints`` config node (keys as :class:`Constraints`'s arguments) for a design space."""
+    s = dict(settings or {})
+    allowed = s.get("allowed") or {}
+    return Constraints(alphabet, length, fixed=s.get("fixed"), allowed=dict(allowed),
+                       forbidden_motifs=list(s.get("forbidden_motifs") or []),
+                       gc=None if s.get("gc") is None else tuple(s["gc"]),
+                       parent=s.get("parent"), max_mutations=s.get("max_mutations"))

@@ -1,0 +1,60 @@
+"""Constraints: per-position rules inside the sampler, global ones by rejection, impossible sets refused."""
+
+import pytest
+import torch
+
+from mbo.constraints import ConstraintError, Constraints
+from mbo.data.alphabet import DNA, PROTEIN
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+from mbo.diffusion.policy import Compose
+
+
+def model(length=8):
+    torch.manual_seed(0)
+    return MaskedDiffusion(TransformerDenoiser(4, length, dim=16, depth=1, heads=2), 4, length)
+
+
+def test_per_position_rules_hold_inside_every_sampler():
+    c = Constraints(DNA, 8, fixed="AC......", allowed={7: "GT"})
+    m = model()
+    m.policy = Compose(m.policy, c.policy())
+    for sampler in (4, 32, "first_hitting"):
+        x = m.sample(400, sampler=sampler, generator=torch.Generator().manual_seed(1))
+        seqs = DNA.decode(x)
+        assert all(s.startswith("AC") and s[7] in "GT" for s in seqs)
+    assert bool(c.satisfied(x).all())
+
+
+def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
+    c = Constraints(DNA, 8, forbidden_motifs=["GAATTC"], gc=[0.25, 0.75], parent="AAAACCCC", max_mutations=3)
+    x = DNA.encode_batch(["AAAACCCC", "GAATTCCC", "AGAATTCA", "AAAAAAAA", "AAGGCCCC", "TTGGGGCA"])
+    # GAATTC is its own reverse complement; AAAAAAAA has GC 0; TTGGGGCA is 5 mutations away.
+    assert c.satisfied(x).tolist() == [True, False, False, False, True, False]
+    c2 = Constraints(DNA, 6, forbidden_motifs=["GGATCC"[:4]])  # GGAT: reverse complement ATCC
+    assert c2.satisfied(DNA.encode_batch(["AATCCA", "TTTTTT"])).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    (dict(fixed="AC"), "has 2 characters"),
+    (dict(fixed="ACGTACGX"), "outside the alphabet"),
+    (dict(fixed="A.......", allowed={0: "CG"}), "no letter is allowed at position(s) [0]"),
+    (dict(allowed={9: "A"}), "outside 0..7"),
+    (dict(fixed="GG......", gc=[0.0, 0.2]), "cannot be met"),
+    (dict(fixed="GAATTC..", forbidden_motifs=["GAATTC"]), "contain the forbidden motif"),
+    (dict(fixed="CCCCCCCC", parent="AAAAAAAA", max_mutations=3), "differs from the fixed"),
+    (dict(parent="AAAAAAAA"), "go together"),
+])
+def test_impossible_constraints_are_refused(kwargs, problem):
+    with pytest.raises(ConstraintError, match=problem.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        Constraints(DNA, 8, **kwargs)
+    with pytest.raises(ConstraintError, match="DNA or RNA"):
+        Constraints(PROTEIN, 4, gc=[0.2, 0.8])
+
+
+def test_project_repairs_only_disallowed_tokens():
+    c = Constraints(DNA, 4, fixed="A...", allowed={3: "GT"})
+    x = DNA.encode_batch(["CAAA", "ATTT", "AGCG"])
+    y = c.project(x, torch.Generator().manual_seed(0))
+    assert bool(c.satisfied(y).all()) and DNA.decode(y)[2] == "AGCG"
+    assert DNA.decode(y)[1][:3] == "ATT"
