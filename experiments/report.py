@@ -76,6 +76,13 @@ def data_lines(result: dict) -> list[str]:
             lines.append(f"Fine-tuning reached J/α = {g['objective']:.3f} of its maximum log Z = "
                          f"{g['log_z']:.3f} (gap {g['gap']:.3f} nats = KL to the target; KL to the prior "
                          f"{g['kl']:.3f} nats).")
+    if "provenance" in result:
+        p = result["provenance"]
+        lines.append(f"Provenance (every row of designs.csv carries it): run `{p['run_id']}`, command "
+                     f"`{p['command']}`, method {p['method']}, seed {p['seed']}, settings sha256 "
+                     f"{p['config_sha256'][:16]}… (.hydra/config.yaml), pretrained checkpoint sha256 "
+                     f"{p['pretrained_sha256'][:16]}…, fine-tuned checkpoint sha256 "
+                     f"{p['model_sha256'][:16]}… (finetuned.safetensors).")
     return lines
 
 

@@ -8,6 +8,7 @@ a problem with it is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -19,18 +20,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from conservative import ScaledReward, label_scale
 from experiments.report import print_summary, write_report
 from mbo.atomic import atomic_write_text
+from mbo.checkpoint import file_sha256, save_checkpoint
 from mbo.config import progress_bars
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.io import DataError, write_csv, write_fasta
-from mbo.designs import design_ids, ranked, unique_designs
+from mbo.designs import design_ids, ranked, unique_designs, write_plate_map
 from mbo.device import DeviceError, resolve_device
-from mbo.diffusion.cache import pretrained_diffusion
+from mbo.diffusion.cache import cache_path, pretrained_diffusion
 from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
@@ -141,17 +143,38 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                           "constraints": constraints.describe(), "rejected": rejected[0], **calls},
               "methods": metrics, "timings": timings}
 
+    if cfg.get("method") is None:
+        save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)
+    result["provenance"] = provenance(cfg, output_dir, task, name)
     ids = design_ids(len(found))
     data = type(offline)(found, task.alphabet, ids=ids)
     cols = {"rank": list(range(1, len(found) + 1)),
-            **per_design(found, task=task, reward_model=reward_model, reward=reward)}
+            **per_design(found, task=task, reward_model=reward_model, reward=reward),
+            **{k: [v] * len(found) for k, v in result["provenance"].items() if k != "command"}}
     write_csv(output_dir / "designs.csv", data, extra_columns=cols, overwrite=True)
     write_fasta(output_dir / "designs.fasta", data, overwrite=True)
+    if cfg.plate is not None:
+        write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), cols["pred_mean"],
+                        cols["pred_std"], int(cfg.plate))
     atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
     atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
     write_report(output_dir, result, designs, task, reward_model, reward, history)
     print_summary(result)
     return result
+
+
+def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
+    """What made these designs: the run, the exact settings and command, the checkpoints (sha256)."""
+    settings = OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)
+    pretrained = cache_path(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+                            to_absolute_path(cfg.cache_dir), task.name)
+    tuned = output_dir / "finetuned.safetensors"
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return {"run_id": f"{output_dir.parent.name}/{output_dir.name}", "method": method, "seed": int(cfg.seed),
+            "config_sha256": hashlib.sha256(settings.encode()).hexdigest(),
+            "pretrained_sha256": file_sha256(pretrained),
+            "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
+            "command": "mbo-run " + " ".join(overrides)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")

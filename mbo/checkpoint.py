@@ -8,6 +8,7 @@ arguments that rebuild the model). Nothing is ever unpickled. Every load error i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -79,6 +80,15 @@ def save_checkpoint(
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (a checkpoint's identity in provenance records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -7,10 +7,13 @@ says how many it found), and :func:`ranked` orders them by the score the method 
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from mbo.atomic import atomic_path
 
 
 def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | None = None,
@@ -66,3 +69,31 @@ def design_ids(n: int, prefix: str = "design") -> list[str]:
     """``design_0001 .. design_{n:04d}``: ids that sort in rank order."""
     width = max(4, len(str(n)))
     return [f"{prefix}_{i:0{width}d}" for i in range(1, n + 1)]
+
+
+PLATE_COLUMNS = {96: 12, 384: 24}
+"""Columns of a standard plate (96 wells: rows A–H × 12; 384 wells: rows A–P × 24)."""
+
+
+def plate_wells(n: int, plate: int) -> list[tuple[int, str]]:
+    """``(plate number, well)`` for ``n`` designs in rank order, row by row (A1, A2, ..., A12, B1, ...)
+    on 96- or 384-well plates, a new plate when one is full."""
+    if plate not in PLATE_COLUMNS:
+        raise ValueError(f"plate must be one of {sorted(PLATE_COLUMNS)}, got {plate}")
+    cols = PLATE_COLUMNS[plate]
+    out = []
+    for i in range(n):
+        k, j = divmod(i, plate)
+        r, c = divmod(j, cols)
+        out.append((k + 1, f"{chr(ord('A') + r)}{c + 1}"))
+    return out
+
+
+def write_plate_map(path, ids: list[str], sequences: list[str], mean, std, plate: int) -> None:
+    """A plate map CSV (plate, well, id, sequence, predicted mean ± std), atomically."""
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["plate", "well", "id", "sequence", "predicted_mean", "predicted_std"])
+        for (k, well), ident, seq, m, s in zip(plate_wells(len(ids), plate), ids, sequences, mean, std,
+                                                 strict=True):
+            w.writerow([k, well, ident, seq, repr(float(m)), repr(float(s))])

@@ -402,3 +402,20 @@ def test_plates_from_guided_pools(tmp_path, config, dna_csv):
     assert meta["settings"]["seiko"]["pool"]["num_samples"] == 2
     assert cli("suggest", root, "--batch", 3) == 0
     assert len(read_rows(root / "round_000" / "suggestions.csv")) == 3
+
+
+def test_plate_maps_and_provenance_trace_every_design(tmp_path, config, dna_csv, capsys):
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    assert cli("suggest", root, "--batch", 14, "--plate", 96) == 0
+    plate = read_rows(root / "round_000" / "plate_map.csv")
+    assert [p["well"] for p in plate[:2]] == ["A1", "A2"] and plate[12]["well"] == "B1"
+    sugg = read_rows(root / "round_000" / "suggestions.csv")
+    assert [p["id"] for p in plate] == [s["id"] for s in sugg]
+    sums = json.loads((root / "checksums.json").read_text())
+    assert sugg[0]["model_sha256"] == sums["round_000/model.safetensors"]
+    assert sugg[0]["reference_sha256"] == sums["pretrained.safetensors"]
+    assert sugg[0]["command"] == "mbo-campaign suggest camp --batch 14 --plate 96"
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    assert "round 0: `mbo-campaign suggest camp --batch 14 --plate 96`" in capsys.readouterr().out

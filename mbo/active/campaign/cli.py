@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--batch", type=int, required=True, metavar="N", help="designs on the plate")
     q.add_argument("--force", action="store_true", help="suggest even if the last plate has no results")
+    q.add_argument("--plate", type=int, choices=[96, 384], help="also write round_XXX/plate_map.csv")
 
     q = sub.add_parser("ingest", parents=[common], help="add measured values from a results CSV")
     q.add_argument("dir", metavar="DIR")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             with locked(directory):
                 c = open_campaign(directory)
                 if args.command == "suggest":
-                    message = f"wrote {commands.suggest(c, args.batch, args.force, progress)}"
+                    message = f"wrote {commands.suggest(c, args.batch, args.force, progress, args.plate)}"
                 elif args.command == "ingest":
                     message = commands.ingest(c, args.results, args.id_column, args.value_column)
                 else:

@@ -33,8 +33,10 @@ from mbo.active.campaign.store import (
     CampaignError,
     Measurement,
     Suggestion,
+    checksums,
     fsync_dir,
     load_model,
+    plate_provenance,
     read_measurements,
     read_suggestions,
     record,
@@ -60,6 +62,7 @@ from mbo.data.io import (
     read_text,
     require_columns,
 )
+from mbo.designs import write_plate_map
 from mbo.device import resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
 
@@ -218,8 +221,11 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
 
 
 # ---------------------------------------------------------------------------------------- suggest
-def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False) -> Path:
-    """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path."""
+def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False,
+            plate: int | None = None) -> Path:
+    """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path.
+
+    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, prediction."""
     if batch < 1:
         raise CampaignError(f"--batch must be >= 1, got {batch}")
     measurements = read_measurements(c)
@@ -264,8 +270,19 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
               f"{k.pool_size} samples had too few new, distinct ones (raise seiko.pool_size)",
               file=sys.stderr)
     # Replaces only the model of an interrupted round (no recorded plate), recomputed the same way.
-    save_model(c, f"round_{r:03d}/model.safetensors", result.model)
-    return write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition)
+    model_name = f"round_{r:03d}/model.safetensors"
+    save_model(c, model_name, result.model)
+    sums = checksums(c.dir)
+    made_by = {"round": r, "seed": seed, "model_sha256": sums[model_name],
+               "reference_sha256": sums[ref_name], "campaign_sha256": sums["campaign.json"],
+               "command": f"mbo-campaign suggest {c.dir.name} --batch {batch}"
+                          + (" --force" if force else "") + (f" --plate {plate}" if plate else "")}
+    path = write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
+    if plate is not None:
+        ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
+        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), sel.mean,
+                        sel.std, plate)
+    return path
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -440,8 +457,12 @@ def status(c: Campaign) -> str:
     rows = round_table(c)
     _plot(c, c.dir / "status.png")
     outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])
-    return (_table_text(rows) + f"\n{sum(r['measured'] for r in rows)} measurements, {outstanding} suggested "
-            f"designs without results; plot: {c.dir / 'status.png'}")
+    trace = [f"round {r}: `{p.get('command', '?')}`, seed {p.get('seed', '?')}, model sha256 "
+             f"{p.get('model_sha256', '?')[:16]}, reference sha256 {p.get('reference_sha256', '?')[:16]}"
+             for r in range(len(rows) - 1) if (p := plate_provenance(c, r))]
+    return "\n".join([_table_text(rows), f"{sum(r['measured'] for r in rows)} measurements, {outstanding} "
+                      f"suggested designs without results; plot: {c.dir / 'status.png'}",
+                      *(["provenance (every suggestions.csv row carries it):", *trace] if trace else [])])
 
 
 # ---------------------------------------------------------------------------------------- simulate

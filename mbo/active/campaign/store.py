@@ -26,7 +26,6 @@ checksum recorded after it: a round whose plate has no recorded checksum was int
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mbo.atomic import atomic_path, atomic_write_text
-from mbo.checkpoint import save_checkpoint
+from mbo.checkpoint import file_sha256, save_checkpoint
 from mbo.data.alphabet import Alphabet
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, Problems, csv_records, parse_number, read_text, require_columns, write_csv
@@ -166,14 +165,6 @@ def _read_json(path: Path):
 
 
 # ---------------------------------------------------------------------------------------- checksums
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checksums(directory: Path) -> dict[str, str]:
     """The recorded ``relative path -> sha256`` of the campaign's files."""
     path = directory / CHECKSUMS
@@ -191,7 +182,7 @@ def record(directory: Path, *names: str) -> None:
     path = directory / CHECKSUMS
     data = checksums(directory) if path.exists() else {}
     for name in names:
-        data[name] = _sha256(directory / name)
+        data[name] = file_sha256(directory / name)
     atomic_write_text(path, json.dumps(dict(sorted(data.items())), indent=1) + "\n", overwrite=True)
 
 
@@ -208,7 +199,7 @@ def verify(c: Campaign, name: str) -> Path:
         raise CampaignError(f"{path}: not recorded in {CHECKSUMS}; mbo-campaign did not write it")
     if not path.is_file():
         raise CampaignError(f"{path}: missing; restore it from a backup (sha256 {want})")
-    if _sha256(path) != want:
+    if file_sha256(path) != want:
         raise CampaignError(f"{path}: changed since mbo-campaign wrote it (its sha256 differs from the one "
                             f"recorded in {CHECKSUMS}); restore the original from a backup")
     return path
@@ -363,12 +354,29 @@ def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
     return out
 
 
-def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acquisition) -> Path:
-    """Write round ``r``'s plate (ids ``rXXX_NNNN``) and record its checksum; returns its path."""
+PROVENANCE_COLUMNS = ["round", "seed", "model_sha256", "reference_sha256", "campaign_sha256", "command"]
+
+
+def plate_provenance(c: Campaign, r: int) -> dict[str, str]:
+    """What made round ``r``'s plate (its provenance columns, from the first row; empty for plates
+    written before they existed)."""
+    path = verify(c, _plate_name(r))
+    header, _, records = csv_records(path, read_text(path))
+    if not records:
+        return {}
+    return {k: records[0][1][header.index(k)] for k in PROVENANCE_COLUMNS if k in header}
+
+
+def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acquisition,
+                      provenance: dict | None = None) -> Path:
+    """Write round ``r``'s plate (ids ``rXXX_NNNN``) and record its checksum; returns its path.
+
+    ``provenance`` (name -> value) adds one column each, the same on every row: what made the plate."""
     ids = [f"r{r:03d}_{i:04d}" for i in range(len(tokens))]
     path = c.dir / _plate_name(r)
-    write_csv(path, SequenceDataset(tokens, c.alphabet, ids=ids), overwrite=True,
-              extra_columns={"predicted_mean": mean, "predicted_std": std, "acquisition": acquisition})
+    extra = {"predicted_mean": mean, "predicted_std": std, "acquisition": acquisition,
+             **{k: [v] * len(ids) for k, v in (provenance or {}).items()}}
+    write_csv(path, SequenceDataset(tokens, c.alphabet, ids=ids), overwrite=True, extra_columns=extra)
     fsync_dir(path.parent)
     record(c.dir, _plate_name(r))
     return path
