@@ -7,8 +7,10 @@ J(θ) = E_θ[r(x_0)] − α·KL(p_θ ‖ p_pre). For any θ, J/α ≤ log Z with
 
 (with the trajectory KL of the sampler, which bounds the KL of the samples), so the gap is 0 exactly
 at the target and "did it converge" is a number. The KL is computed exactly per reverse step
-(``MaskedDiffusion.sample(ref=...)``), E_θ[r] from the model's samples, log Z by log-mean-exp over
-pretrained samples (a lower-biased estimate for small samples and small α: it reads the gap low).
+(``MaskedDiffusion.sample(ref=...)``) and E_θ[r] from the model's samples. Z is an expectation under
+p_pre that small α makes hard to estimate from p_pre's own samples (the target sits where p_pre rarely
+goes), so :func:`target_gap` estimates it by importance sampling over trajectories from the mixture
+½·p_pre + ½·p_θ, whose θ half lands where the target is (path densities of both models are exact).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
+from mbo.finetune.trajectories import step_terms
 
 
 @torch.no_grad()
@@ -40,6 +43,27 @@ def log_partition(pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor
 
 
 @torch.no_grad()
+def mixture_log_partition(model: MaskedDiffusion, pretrained: MaskedDiffusion,
+                          reward: Callable[[Tensor], Tensor], alpha: float, n: int = 1024,
+                          sampler: Sampler | int | str | None = None,
+                          generator: torch.Generator | None = None) -> float:
+    """log Z by importance sampling over trajectories from ½·p_pre + ½·p_θ (``n`` from each):
+    Z = E_q[p_pre(τ)·exp(r/α) / q(τ)] with q the mixture; unbiased for Z (log: slightly low)."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0 for a partition function, got {alpha}")
+    log_w = []
+    for proposal in (pretrained, model):
+        traj = proposal.sample(n, sampler=sampler, generator=generator, return_trajectory=True)
+        log_pre = step_terms(pretrained, traj.states)[0].sum(0).double()
+        log_theta = step_terms(model, traj.states)[0].sum(0).double()
+        log_q = torch.logaddexp(log_pre, log_theta) - math.log(2)
+        r = reward(one_hot(traj.x0, model.vocab_size)).double()
+        log_w.append(log_pre + r / alpha - log_q)
+    w = torch.cat(log_w).cpu()
+    return float(torch.logsumexp(w, 0) - math.log(len(w)))
+
+
+@torch.no_grad()
 def target_gap(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor],
                alpha: float, log_z: float | None = None, n: int = 1024,
                sampler: Sampler | int | str | None = None,
@@ -51,7 +75,8 @@ def target_gap(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: Call
         reward: ``(N, L, V)`` one-hot -> ``(N,)``, the reward the model was tuned on (as the
             fine-tuner saw it, e.g. a ``ScaledReward``).
         alpha: the KL weight α it was tuned with.
-        log_z: a precomputed :func:`log_partition` (default: estimated here from ``4 n`` samples).
+        log_z: a precomputed log Z (default: :func:`mixture_log_partition` with ``n`` trajectories of
+            each model).
         n: trajectories of ``model`` to estimate E[r] and the KL from.
 
     Returns:
@@ -59,7 +84,8 @@ def target_gap(model: MaskedDiffusion, pretrained: MaskedDiffusion, reward: Call
         ``gap`` (log Z − J/α ≥ 0 up to estimation error).
     """
     if log_z is None:
-        log_z = log_partition(pretrained, reward, alpha, n=4 * n, sampler=sampler, generator=generator)
+        log_z = mixture_log_partition(model, pretrained, reward, alpha, n=n, sampler=sampler,
+                                      generator=generator)
     traj = model.sample(n, sampler=sampler, generator=generator, ref=pretrained, return_trajectory=True)
     r = reward(one_hot(traj.x0, model.vocab_size)).double().cpu()
     kl = traj.kls.sum(0).double().cpu()
