@@ -2,9 +2,10 @@
 
 Every fine-tuner of :mod:`mbo.finetune` (settings from the ``finetune`` config group, ``--override`` on
 top) tunes the app's pretrained model towards p* ∝ p_pre·exp(r/α) for the same reward, α and seed;
-then ``n`` distinct new designs are drawn from it exactly as ``mbo-run`` draws them (ranked by the
-reward, none from the offline data) and scored by the ground truth. Rows: the pretrained model, each
-fine-tuner, and SVDD-PM (an inference-time method; :mod:`mbo.guidance`) for the cost comparison.
+then ``n`` distinct new designs are drawn from it exactly as ``mbo-run`` draws them (the best ``n``
+by the reward among ``oversample × n`` distinct new candidates) and scored by the ground truth.
+Rows: the pretrained model, each fine-tuner, and SVDD-PM (an inference-time method;
+:mod:`mbo.guidance`) for the cost comparison.
 Settings (``--settings``), as in ``bench_guidance.py``: ``tfbind8_conservative`` (the app's default
 reward), ``ehrlich_mean`` (offline Ehrlich, CNN ensemble mean), ``ehrlich_oracle`` (the Ehrlich
 function itself, a black box: reward backprop cannot run there).
@@ -105,10 +106,11 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
         train_s, train_calls, tuned = 0.0, 0, None
         draw = lambda k: pretrained.sample(k, generator=gen)  # noqa: E731
     t, before = time.perf_counter(), reward.calls
-    designs, drawn = unique_designs(draw, n, exclude=problem.offline.tokens)
+    designs, drawn = unique_designs(draw, n * int(cfg.oversample), exclude=problem.offline.tokens)
     sample_s, sample_calls = time.perf_counter() - t, reward.calls - before
     with torch.no_grad():
         designs, _ = ranked(designs, raw(one_hot(designs, task.alphabet.size).to(problem.device)).cpu())
+    out["candidates"], designs = len(designs), designs[:n]
     per_design_s, per_design_calls = sample_s / max(drawn, 1), sample_calls / max(drawn, 1)
     out.update(train_s=train_s, train_calls=train_calls, drawn=drawn,
                cost_128_s=train_s + 128 * per_design_s, cost_10k_s=train_s + 10_000 * per_design_s,

@@ -61,10 +61,10 @@ def data_lines(result: dict) -> list[str]:
         lines.append(f"Replicates: {result['replicates_merged']} rows measured a sequence already in the "
                      f"file and were merged into it (see task.replicates).")
     if d:
-        lines.append(f"Designs: {d['written']} distinct of {d['asked']} asked for, "
+        lines.append(f"Designs: the {d['written']} best by the conservative reward ({d['asked']} asked "
+                     f"for) among {d.get('candidates', d['written'])} distinct candidates, "
                      f"{'possibly' if d['include_offline'] else 'none'} from the offline data, from "
-                     f"{d['sampled']} samples ({d.get('method', 'finetuned')}); ranked by the conservative "
-                     f"reward (designs.csv, designs.fasta).")
+                     f"{d['sampled']} samples ({d.get('method', 'finetuned')}); designs.csv, designs.fasta.")
         if d.get("constraints", "none") != "none":
             lines.append(f"Constraints: {d['constraints']}; {d['rejected']} sampled designs broke a global "
                          f"rule and were drawn again (none is written).")

@@ -48,6 +48,8 @@ def check_settings(cfg: DictConfig) -> torch.device:
     """Refuse settings that cannot work, before any data is read; returns the run's device."""
     if int(cfg.n_designs) < 1:
         raise SettingError(f"n_designs must be >= 1, got {cfg.n_designs}")
+    if int(cfg.oversample) < 1:
+        raise SettingError(f"oversample must be >= 1, got {cfg.oversample}")
     if cfg.finetune.alpha < 0:
         raise SettingError(f"finetune.alpha must be >= 0, got {cfg.finetune.alpha}")
     return resolve_device(cfg.device)
@@ -116,7 +118,9 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     baseline = pretrained.sample(n, generator=gen).cpu()
     t = time.perf_counter()
     rejected = [0]
-    found, drawn = unique_designs(draw, n, exclude=None if cfg.include_offline else offline.tokens,
+    # The method's samples are the candidates; the plate is the best n of them by the reward it optimized.
+    found, drawn = unique_designs(draw, n * int(cfg.oversample),
+                                  exclude=None if cfg.include_offline else offline.tokens,
                                   accept=constraints.satisfied if constraints.active else None,
                                   rejected=rejected)
     timings["designs_s"] = time.perf_counter() - t
@@ -128,6 +132,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     with torch.no_grad():
         score = reward(torch.nn.functional.one_hot(found, task.alphabet.size).float().to(device)).cpu()
     found, score = ranked(found, score)
+    candidates, found = len(found), found[:n]
     designs = {"pretrained": baseline, name: found}
     metrics = {
         name: evaluate_designs(x, task=task, reward_model=reward_model, reward=reward,
@@ -138,7 +143,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     result = {"task": task.name, "seed": cfg.seed, "best_offline": task.best_offline,
               "best_offline_label": float(offline.labels.max()), "has_oracle": task.has_oracle,
               "n_offline": len(offline), "replicates_merged": merged,
-              "designs": {"asked": n, "written": len(found), "sampled": drawn,
+              "designs": {"asked": n, "written": len(found), "sampled": drawn, "candidates": candidates,
                           "include_offline": bool(cfg.include_offline), "method": name,
                           "constraints": constraints.describe(), "rejected": rejected[0], **calls},
               "methods": metrics, "timings": timings}
