@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from conservative import ScaledReward, label_scale
+from conservative import ScaledReward, choose_c, label_scale
 from experiments.report import print_summary, write_report
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
@@ -85,7 +85,18 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
     t = time.perf_counter()
     reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
-    reward = instantiate(cfg.conservative)(reward_model)
+    chosen = None
+    if cfg.conservative.c == "auto":
+        a = cfg.auto_c
+        fresh = lambda: instantiate(cfg.reward_model, device=str(device))  # noqa: E731
+        value, trials = choose_c(pretrained, offline, fresh, reward_model, instantiate(a.method), a.grid,
+                                 holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
+        chosen = {"c": value, "trials": trials}
+        log.info("conservative.c=auto chose c = %g (judged medians %s)", value,
+                 {k: round(v["judged_median"], 4) for k, v in trials.items()})
+        reward = instantiate(cfg.conservative, c=value)(reward_model)
+    else:
+        reward = instantiate(cfg.conservative)(reward_model)
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -146,7 +157,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
               "designs": {"asked": n, "written": len(found), "sampled": drawn, "candidates": candidates,
                           "include_offline": bool(cfg.include_offline), "method": name,
                           "constraints": constraints.describe(), "rejected": rejected[0], **calls},
-              "methods": metrics, "timings": timings}
+              "methods": metrics, "timings": timings, "auto_c": chosen}
 
     if cfg.get("method") is None:
         save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)

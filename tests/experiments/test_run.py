@@ -257,3 +257,11 @@ def test_every_design_carries_its_provenance_and_a_plate_map(tmp_path):
     plate = read_rows(out / "plate_map.csv")
     assert [r["well"] for r in plate[:13]][-1] == "B1" and plate[0]["id"] == rows[0]["id"]
     assert "Provenance" in (out / "report.md").read_text()
+
+
+def test_automatic_c_is_chosen_from_the_offline_data(tmp_path):
+    result = run(config(tmp_path, "conservative.c=auto", "auto_c.grid=[0,5]", "auto_c.designs=8",
+                        "auto_c.method.candidates=2"), tmp_path / "run")
+    chosen = result["auto_c"]
+    assert chosen["c"] in (0.0, 5.0) and set(chosen["trials"]) == {"0", "5"}
+    assert all(t["designs"] > 0 for t in chosen["trials"].values())
