@@ -39,12 +39,13 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor) -> Tensor:
-        """``(B, L, D) -> (B, L, D)``."""
+    def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``(B, L, D) -> (B, L, D)``; ``bias`` ``(heads, L, L)`` is added to the attention logits."""
         b, n, d = h.shape
         qkv = self.qkv(self.norm1(h)).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                             dropout_p=self.dropout if self.training else 0.0)
         h = h + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
         return h + self.drop(self.mlp(self.norm2(h)))
 
@@ -66,6 +67,14 @@ class TransformerDenoiser(nn.Module):
             positions before the first block. Local constraints (allowed transitions, base pairs
             of a stem) are then learned in a few hundred steps instead of thousands, because
             attention with absolute positions has to discover "my neighbour" position by position.
+        positions: ``absolute`` (a learned embedding per position) or ``relative`` (a learned
+            attention bias per layer, head and offset j − i: the same rule at every position, so
+            "the nearest unmasked neighbour" is learned once instead of L times).
+        output_conv: if > 0, a 1-D convolution of this (odd) width from the raw input channels
+            straight to the logits, zero-initialized: it can say "token b is impossible next to
+            a" directly, as a large negative logit, which the softmax head alone reaches only slowly.
+        output_scale: multiplies that convolution's output (its effective learning rate: hard
+            rules need logits of order −10 .. −30 early in training).
     """
 
     def __init__(
@@ -78,6 +87,9 @@ class TransformerDenoiser(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         local_kernel: int = 0,
+        positions: str = "absolute",
+        output_conv: int = 0,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if vocab_size < 1 or length < 1:
@@ -86,6 +98,10 @@ class TransformerDenoiser(nn.Module):
             raise ValueError(f"local_kernel must be 0 or odd, got {local_kernel}")
         if dim % heads != 0:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        if positions not in ("absolute", "relative"):
+            raise ValueError(f"positions must be 'absolute' or 'relative', got {positions!r}")
+        if output_conv < 0 or (output_conv and output_conv % 2 == 0):
+            raise ValueError(f"output_conv must be 0 or odd, got {output_conv}")
         self.config = dict(
             vocab_size=vocab_size,
             length=length,
@@ -95,16 +111,30 @@ class TransformerDenoiser(nn.Module):
             mlp_ratio=mlp_ratio,
             dropout=dropout,
             local_kernel=local_kernel,
+            positions=positions,
+            output_conv=output_conv,
+            output_scale=output_scale,
         )
         self.vocab_size = vocab_size
         self.length = length
         # A linear map of the float input (not nn.Embedding) so soft one-hot inputs are differentiable.
         self.embed = nn.Linear(vocab_size + 1, dim, bias=False)
-        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        if positions == "absolute":
+            self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        else:
+            self.rel = nn.Parameter(torch.zeros(depth, heads, 2 * length - 1))
+            idx = torch.arange(length)
+            self.register_buffer("rel_index", idx[None, :] - idx[:, None] + length - 1, persistent=False)
         self.local = nn.Conv1d(dim, dim, local_kernel, padding=local_kernel // 2) if local_kernel else None
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
+        self.output_scale = float(output_scale)
+        self.out = (nn.Conv1d(vocab_size + 1, vocab_size, output_conv, padding=output_conv // 2)
+                    if output_conv else None)
+        if self.out is not None:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, hidden_shift: Tensor | None = None) -> Tensor:
         """Logits of the clean tokens.
@@ -123,14 +153,20 @@ class TransformerDenoiser(nn.Module):
                 f"TransformerDenoiser expects input (B, {self.length}, {self.vocab_size + 1}), "
                 f"got {tuple(x.shape)}"
             )
-        h = self.embed(x) + self.pos
+        h = self.embed(x)
+        if self.config["positions"] == "absolute":
+            h = h + self.pos
         if hidden_shift is not None:
             h = h + (hidden_shift[:, None, :] if hidden_shift.dim() == 2 else hidden_shift)
         if self.local is not None:
             h = h + self.local(h.transpose(1, 2)).transpose(1, 2)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(self.norm(h))
+        relative = self.config["positions"] == "relative"
+        for i, block in enumerate(self.blocks):
+            h = block(h, self.rel[i][:, self.rel_index].to(h.dtype) if relative else None)
+        logits = self.head(self.norm(h))
+        if self.out is not None:
+            logits = logits + self.output_scale * self.out(x.transpose(1, 2)).transpose(1, 2)
+        return logits
 
 
 DENOISERS: dict[str, type[nn.Module]] = {"TransformerDenoiser": TransformerDenoiser}

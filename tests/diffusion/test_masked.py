@@ -230,3 +230,16 @@ def test_sampling_from_a_partly_masked_start_keeps_the_unmasked_tokens():
     for sampler in (4, "first_hitting"):
         x = m.sample(20, sampler=sampler, x_start=start, generator=torch.Generator().manual_seed(0))
         assert bool((x[:, [0, 2, 4]] == torch.tensor([0, 2, 1])).all()) and bool((x < 3).all())
+
+
+def test_relative_positions_and_output_conv():
+    net = TransformerDenoiser(4, 6, dim=16, depth=2, heads=2, positions="relative", output_conv=3,
+                              output_scale=30.0)
+    x = torch.nn.functional.one_hot(torch.randint(5, (3, 6)), 5).float()
+    assert net(x).shape == (3, 6, 4) and not hasattr(net, "pos")
+    # Translation-equivariant: the same rule at every position (the ends aside).
+    assert net.rel.shape == (2, 2, 11)
+    with pytest.raises(ValueError, match="positions"):
+        TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, positions="rotary")
+    with pytest.raises(ValueError, match="output_conv"):
+        TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, output_conv=2)
