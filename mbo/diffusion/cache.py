@@ -108,8 +108,8 @@ def train_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping, device: 
     diffusion = build_diffusion(settings, vocab_size, corpus.shape[1], device=device)
     p = settings["pretrain"]
     history = pretrain(diffusion, corpus, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
-                       weight_decay=p["weight_decay"], warmup=p["warmup"], seed=p["seed"], device=device,
-                       progress=progress)
+                       weight_decay=p["weight_decay"], warmup=p["warmup"], ema=p.get("ema", 0.0),
+                       masks=p.get("masks", "time"), seed=p["seed"], device=device, progress=progress)
     return diffusion.eval(), history
 
 

@@ -62,6 +62,8 @@ def pretrain(
     lr: float,
     weight_decay: float,
     warmup: int,
+    ema: float = 0.0,
+    masks: str = "time",
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -80,6 +82,12 @@ def pretrain(
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup: linear warmup steps.
+        ema: if > 0, the model ends with an exponential moving average of its weights (decay ``ema``,
+            a running mean over the first 1/(1 − ema) steps) instead of the last step's.
+        masks: how a batch's masks are drawn: ``time`` (a stratified time t per row, each position
+            masked with probability 1 − α_t: :meth:`MaskedDiffusion.loss`) or ``count`` (a stratified
+            number of masked positions k ∈ 1..L per row, the NELBO's discrete form
+            E_k[(1/k)·Σ_masked −log x̂]: the same objective for the linear schedule, lower variance).
         seed: RNG seed for batches, times and masks.
         device: where to train (default: the model's device).
         progress: show a tqdm bar.
@@ -92,6 +100,10 @@ def pretrain(
     _check_corpus(corpus, diffusion)
     if steps < 1 or batch_size < 1 or log_every < 1:
         raise ValueError("steps, batch_size and log_every must be >= 1")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {ema}")
+    if masks not in ("time", "count"):
+        raise ValueError(f"masks must be 'time' or 'count', got {masks!r}")
     device = torch.device(device) if device is not None else diffusion.device
     diffusion.to(device)
     diffusion.train()
@@ -108,21 +120,48 @@ def pretrain(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_frac)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    average = [p.detach().clone() for p in diffusion.parameters()] if ema > 0 else None
     history: list[dict] = []
     window: list[float] = []
     bar = tqdm(range(1, steps + 1), disable=not progress, desc="pretrain")
     for step in bar:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=batch_gen).to(device)
-        loss = diffusion.loss(data[idx], generator=noise_gen)
+        x0 = data[idx]
+        if masks == "time":
+            loss = diffusion.loss(x0, generator=noise_gen)
+        else:
+            loss = _count_loss(diffusion, x0, noise_gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            with torch.no_grad():
+                decay = min(ema, 1.0 - 1.0 / (step + 1))
+                for a, p in zip(average, diffusion.parameters(), strict=True):
+                    a.lerp_(p.detach(), 1.0 - decay)
         window.append(loss.item())
         if step % log_every == 0 or step == steps:
             mean = sum(window) / len(window)
             history.append({"step": step, "loss": mean})
             window.clear()
             bar.set_postfix(nelbo=f"{mean:.4f}")
+    if average is not None:
+        with torch.no_grad():
+            for a, p in zip(average, diffusion.parameters(), strict=True):
+                p.copy_(a)
     diffusion.eval()
     return history
+
+
+def _count_loss(diffusion: MaskedDiffusion, x0: Tensor, generator: torch.Generator) -> Tensor:
+    """NELBO per token with a stratified number of masked positions k per row (``masks="count"``):
+    −log p(x) ≤ Σ_k (1/k)·E_{|M|=k}[Σ_{i∈M} −log x̂(x_M̄)_i] = L·E_{k~U{1..L}}[(1/k)·Σ_{i∈M} ...]."""
+    b, length = x0.shape
+    u = torch.rand((), device=x0.device, generator=generator)
+    k = 1 + (((u + torch.arange(b, device=x0.device) / b) % 1.0) * length).long().clamp_max(length - 1)
+    ranks = torch.rand(x0.shape, device=x0.device, generator=generator).argsort(-1).argsort(-1)
+    masked = ranks < k[:, None]
+    xt = torch.where(masked, torch.full_like(x0, diffusion.mask_id), x0)
+    nll = -diffusion.x0_log_probs(diffusion.encode(xt)).gather(-1, x0[..., None]).squeeze(-1)
+    return ((nll * masked).sum(-1) / k).mean()

@@ -118,3 +118,18 @@ def test_bad_diffusion_checkpoints_name_the_path(tmp_path):
         p = save_checkpoint(tmp_path / f"{name}.safetensors", state, bad, kind="MaskedDiffusion")
         with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: (unknown denoiser|cannot rebuild)"):
             load_masked_diffusion(p)
+
+
+@pytest.mark.parametrize("masks", ["time", "count"])
+def test_both_mask_draws_estimate_the_same_nelbo_and_ema_is_kept(masks):
+    # A uniform denoiser: the NELBO per token is exactly log V under either way of drawing masks.
+    m = model()
+    with torch.no_grad():
+        m.denoiser.head.weight.zero_()
+        m.denoiser.head.bias.zero_()
+    hist = pretrain(m, corpus(), steps=1, batch_size=4096, lr=1e-12, weight_decay=0.0, warmup=1, masks=masks)
+    assert hist[0]["loss"] == pytest.approx(math.log(2), rel=0.02)
+    m2 = model(seed=1)
+    pretrain(m2, corpus(), steps=20, batch_size=8, lr=1e-2, weight_decay=0.0, warmup=1, ema=0.9)
+    with pytest.raises(ValueError, match="masks"):
+        pretrain(m2, corpus(), masks="random", **ONE_STEP)
