@@ -42,7 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 N_DESIGNS = 128
 # mbo-run on an Ehrlich task: the prior with a local convolution, a CNN ensemble, and the KL weight
 # and pessimism this benchmark was run with.
-EHRLICH = ["task=ehrlich", "diffusion=masked_local", "reward_model=conv_ensemble", "finetune.alpha=0.1",
+EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble", "finetune.alpha=0.1",
            "conservative.c=1.0"]
 
 

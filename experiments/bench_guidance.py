@@ -9,7 +9,7 @@ reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each pr
   deep ensemble) mean;
 - ``tfbind8_conservative``: the same ensemble's conservative reward (the app's ``conservative`` group,
   mean − c·std);
-- ``ehrlich_mean``: offline Ehrlich (``task=ehrlich diffusion=masked_local reward_model=conv_ensemble``),
+- ``ehrlich_mean``: offline Ehrlich (``task=ehrlich reward_model=conv_ensemble``),
   reward = the CNN ensemble's mean;
 - ``ehrlich_oracle``: the Ehrlich function itself as a black-box reward (not differentiable: no
   gradient guidance), infeasible (−inf) mapped to :data:`INFEASIBLE` for the methods; the table
@@ -69,7 +69,7 @@ from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
 
-EHRLICH = ["task=ehrlich", "diffusion=masked_local", "reward_model=conv_ensemble"]
+EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble"]
 SETTINGS = {"tfbind8_mean": [], "tfbind8_conservative": [], "ehrlich_mean": EHRLICH,
             "ehrlich_oracle": EHRLICH}
 # Method name -> option of the `method` config group (None: not a guidance method).

@@ -21,8 +21,13 @@ from torch import Tensor, nn
 
 from mbo.atomic import atomic_path
 
-# /1 stored no kind (diffusion-only); such files are refused with a message saying so.
-FORMAT = "mbo-checkpoint/2"
+# /1 stored no kind (diffusion-only); such files are refused with a message saying so. /2 kept format,
+# kind and config as three metadata entries, which safetensors writes in an arbitrary order, so the same
+# model gave different file bytes (and sha256) on every save; /3 keeps them as one JSON entry, so a
+# checkpoint's bytes, and its sha256 in provenance records, depend on its contents alone. /2 still loads.
+FORMAT = "mbo-checkpoint/3"
+_READABLE = ("mbo-checkpoint/2", FORMAT)
+_META_KEY = "mbo"
 
 _READ_ERRORS = (SafetensorError, OSError, RuntimeError, ValueError)
 
@@ -76,7 +81,8 @@ def save_checkpoint(
         raise ValueError(f"{path}: config for {kind} is not JSON-serializable ({err})") from None
     # clone() breaks storage sharing (tied weights), which safetensors refuses to write.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    metadata = {"format": FORMAT, "kind": kind, "config": config_json}
+    metadata = {_META_KEY: json.dumps({"format": FORMAT, "kind": kind, "config": config_json},
+                                      sort_keys=True)}
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -100,7 +106,14 @@ def _read_metadata(path: Path) -> dict[str, str]:
             meta = f.metadata() or {}
     except _READ_ERRORS as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({err})") from None
-    if meta.get("format") != FORMAT:
+    if _META_KEY in meta:
+        try:
+            meta = json.loads(meta[_META_KEY])
+        except json.JSONDecodeError:
+            raise CheckpointError(f"checkpoint {path}: its metadata is not valid JSON") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {path}: its metadata is not a JSON object")
+    if meta.get("format") not in _READABLE:
         found = meta.get("format")
         raise CheckpointError(
             f"checkpoint {path} is not an {FORMAT} checkpoint "

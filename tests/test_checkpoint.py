@@ -131,3 +131,11 @@ def test_non_json_config(tmp_path):
         save_file({"w": torch.zeros(2)}, str(p), metadata=meta)
         with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: config metadata is not"):
             load_checkpoint(p)
+
+
+def test_the_same_model_gives_the_same_bytes(tmp_path):
+    from mbo.checkpoint import file_sha256
+
+    model = tiny()
+    digests = {file_sha256(save_checkpoint(tmp_path / f"{i}.safetensors", model)) for i in range(5)}
+    assert len(digests) == 1  # provenance records the sha256 of a checkpoint: it must follow the contents

@@ -6,9 +6,9 @@ from mbo.config import SettingsError, compose_config, merge_settings_file
 
 
 def test_compose_with_overrides_and_group_choices():
-    cfg = compose_config("config", ["diffusion=masked_local", "finetune.iterations=7"])
-    assert cfg.diffusion.denoiser.local_kernel == 3 and cfg.finetune.iterations == 7
-    assert cfg.finetune.sampler.steps == cfg.diffusion.sampler.steps  # one place for the default
+    cfg = compose_config("config", ["diffusion.denoiser.local_kernel=5", "finetune.iterations=7"])
+    assert cfg.diffusion.denoiser.local_kernel == 5 and cfg.finetune.iterations == 7
+    assert cfg.finetune.sampler == cfg.diffusion.sampler  # one place for the default
     with pytest.raises(SettingsError, match=r"finetune\.iterationz"):
         compose_config("config", ["finetune.iterationz=3"])
     with pytest.raises(SettingsError, match="nonesuch"):

@@ -193,7 +193,7 @@ def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference():
 # ------------------------------------------------------------------------------------ mbo-run
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
-    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampler.steps=4",
+    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32",
     "n_designs=8", "progress=false", "mode=ctrl",
     "ctrl.factors.0.n_labels=100", "ctrl.factors.1.n_labels=100", "ctrl.classifier.steps=20",
     "ctrl.classifier.members=2", "ctrl.finetune.iterations=2", "ctrl.finetune.batch_size=8",

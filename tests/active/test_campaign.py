@@ -21,11 +21,10 @@ from mbo.diffusion import load_masked_diffusion
 TINY = """\
 device: cpu
 diffusion:
-  denoiser: {dim: 16, depth: 1, heads: 2}
+  denoiser: {dim: 16, depth: 1, heads: 2, output_scale: 1.0}  # 30 steps cannot tame the default 300
   pretrain: {steps: 30, batch_size: 32}
-  sampler: {steps: 8}
 reward_model: {num_members: 2, conv_channels: [8], kernel_size: 3, hidden_dims: [8], epochs: 2}
-finetune: {iterations: 2, batch_size: 8, sampler: {steps: 8}, backprop_steps: 2}
+finetune: {iterations: 2, batch_size: 8, backprop_steps: 2}
 seiko:
   pool_size: 64
 """
@@ -117,7 +116,9 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     assert cli("suggest", root, "--batch", 4) == 0
     first = (root / "round_000" / "suggestions.csv").read_bytes()
     plate = read_rows(root / "round_000" / "suggestions.csv")
-    assert list(plate[0]) == ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
+    assert list(plate[0])[:5] == ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
+    assert list(plate[0])[5:] == ["round", "seed", "model_sha256", "reference_sha256", "campaign_sha256",
+                                  "command"]
     assert [p["id"] for p in plate] == [f"r000_{i:04d}" for i in range(4)]
     # A crash after the model was written but before the plate's checksum was recorded: the round is
     # redone, identically.

@@ -50,15 +50,15 @@ def test_parallel_callers_pretrain_once(tmp_path, monkeypatch):
 
 def test_key_follows_corpus_and_training_settings_not_the_sampler():
     key = cache.cache_key(corpus(), 4, settings())
-    assert key == cache.cache_key(corpus(), 4, settings("diffusion/sampler=first_hitting"))
+    assert key == cache.cache_key(corpus(), 4, settings("diffusion/sampler=grid", "diffusion.min_prob=0.1"))
     assert key != cache.cache_key(corpus(1), 4, settings())
     assert key != cache.cache_key(corpus(), 4, settings("diffusion.pretrain.lr=1e-3"))
 
 
 def test_loaded_model_takes_the_callers_sampler(tmp_path):
     first = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
-    again = cache.pretrained_diffusion(corpus(), 4, settings("diffusion/sampler=first_hitting"), tmp_path)
-    assert type(first.sampler).__name__ == "GridSampler"
-    assert type(again.sampler).__name__ == "FirstHittingSampler"
+    again = cache.pretrained_diffusion(corpus(), 4, settings("diffusion/sampler=grid"), tmp_path)
+    assert type(first.sampler).__name__ == "FirstHittingSampler"
+    assert type(again.sampler).__name__ == "GridSampler"
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(),
                                                     strict=True))

@@ -15,7 +15,7 @@ from mbo.data.io import DataError
 
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
-    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32", "diffusion.sampler.steps=4",
+    "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=16", "progress=false",
 ]
@@ -189,7 +189,8 @@ def test_help_describes_the_app(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "mbo-run: offline dataset in, designs out" in proc.stdout
-    assert "reward_model: bootstrap, conv_ensemble, ensemble, gp, variational_gp" in proc.stdout
+    groups = "reward_model: bootstrap, calibrated_ensemble, conv_ensemble, ensemble, gp, variational_gp"
+    assert groups in proc.stdout
 
 
 def test_a_redirected_run_writes_no_progress_bars(tmp_path):
