@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from conservative import ScaledReward, label_scale
+from experiments.run import conservative_reward
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -92,7 +93,7 @@ def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progr
     ensemble = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=seed)
     t_ens = time.perf_counter() - t
     naive = instantiate(cfg.conservative, c=0.0)(ensemble)
-    braid_ens = instantiate(cfg.conservative)(ensemble)
+    braid_ens, _ = conservative_reward(cfg, ensemble, pretrained, offline, device)
 
     def score(name, designs, reward_model, reward, seconds, extra=None):
         m = evaluate_designs(designs.cpu(), task=task, reward_model=reward_model, reward=reward,

@@ -32,6 +32,7 @@ import torch
 from hydra.utils import instantiate
 
 from conservative import ScaledReward, label_scale
+from experiments.run import conservative_reward
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -40,10 +41,8 @@ from mbo.reward_optimizers import gradient_ascent, hill_climb
 
 RESULTS = Path(__file__).parent / "results"
 N_DESIGNS = 128
-# mbo-run on an Ehrlich task: the prior with a local convolution, a CNN ensemble, and the KL weight
-# and pessimism this benchmark was run with.
-EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble", "finetune.alpha=0.1",
-           "conservative.c=1.0"]
+# mbo-run on an Ehrlich task: the default prior, a CNN ensemble; BRAID's c is mbo-run's (auto).
+EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble"]
 
 
 def metrics(task, designs: torch.Tensor, best_offline: float) -> dict:
@@ -83,10 +82,11 @@ def run_seed(seed: int, args, task, offline, pretrained, cfg) -> dict[str, dict]
         mean, _ = ensemble.mean_std(one_hot(pool, vocab))
         ranked = pool[mean.argsort(descending=True)[:N_DESIGNS]]
         record(f"best-of-{args.ranked} ranked by ensemble", ranked, time.perf_counter() - t + t_fit)
-    braid_c = cfg.conservative.c
-    for name, c in (("naive fine-tuning (c=0)", 0.0), (f"BRAID ensemble-std (c={braid_c:g})", braid_c)):
+    braid, chosen = conservative_reward(cfg, ensemble, pretrained, offline, pretrained.device)
+    braid_c = chosen["c"] if chosen else cfg.conservative.c
+    for name, reward in (("naive fine-tuning (c=0)", instantiate(cfg.conservative, c=0.0)(ensemble)),
+                         (f"BRAID ensemble-std (c={braid_c:g}{', auto' if chosen else ''})", braid)):
         t = time.perf_counter()
-        reward = instantiate(cfg.conservative, c=c)(ensemble)
         scaled = ScaledReward(reward, label_scale(offline.labels))
         model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha, seed=seed,
                                                    progress=args.progress)

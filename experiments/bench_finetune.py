@@ -42,6 +42,7 @@ from torch import Tensor
 from conservative import ScaledReward
 from experiments.bench_guidance import EHRLICH, OracleReward, Problem
 from experiments.report import mean_se, plus_minus
+from experiments.run import conservative_reward
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -82,9 +83,8 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
         raw, model = OracleReward(task), None
     else:
         model, _ = problem.reward_model(seed)
-        c = None if setting.endswith("_conservative") else 0.0
-        raw = (instantiate(problem.cfg.conservative) if c is None
-               else instantiate(problem.cfg.conservative, c=c))(model)
+        raw = (conservative_reward(problem.cfg, model, pretrained, problem.offline, problem.device)[0]
+               if setting.endswith("_conservative") else instantiate(problem.cfg.conservative, c=0.0)(model))
     reward = Counted(ScaledReward(raw, problem.scale))
     cfg = compose_config("config", [*problem.overrides, *([f"finetune={method}"] if method in FINETUNERS
                                                          else []), *args.override])

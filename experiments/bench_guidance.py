@@ -59,6 +59,7 @@ from torch import Tensor
 
 from conservative import ScaledReward, label_scale
 from experiments.report import mean_se, plus_minus
+from experiments.run import conservative_reward
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.device import resolve_device
@@ -133,9 +134,11 @@ class Problem:
         if setting.endswith("_oracle"):
             return OracleReward(self.task), None, 0.0
         model, fit_s = self.reward_model(seed)
-        c = None if setting.endswith("_conservative") else 0.0
-        cons = instantiate(self.cfg.conservative) if c is None else instantiate(self.cfg.conservative, c=c)
-        return cons(model), model, fit_s
+        if setting.endswith("_conservative"):
+            reward = conservative_reward(self.cfg, model, self.pretrained, self.offline, self.device)[0]
+        else:
+            reward = instantiate(self.cfg.conservative, c=0.0)(model)
+        return reward, model, fit_s
 
 
 def method_settings(method: str, n: int, length: int, m: int) -> list[str]:

@@ -85,18 +85,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
     t = time.perf_counter()
     reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
-    chosen = None
-    if cfg.conservative.c == "auto":
-        a = cfg.auto_c
-        fresh = lambda: instantiate(cfg.reward_model, device=str(device))  # noqa: E731
-        value, trials = choose_c(pretrained, offline, fresh, reward_model, instantiate(a.method), a.grid,
-                                 holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
-        chosen = {"c": value, "trials": trials}
-        log.info("conservative.c=auto chose c = %g (judged medians %s)", value,
-                 {k: round(v["judged_median"], 4) for k, v in trials.items()})
-        reward = instantiate(cfg.conservative, c=value)(reward_model)
-    else:
-        reward = instantiate(cfg.conservative)(reward_model)
+    reward, chosen = conservative_reward(cfg, reward_model, pretrained, offline, device)
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -177,6 +166,20 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     write_report(output_dir, result, designs, task, reward_model, reward, history)
     print_summary(result)
     return result
+
+
+def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, device: torch.device):
+    """The ``conservative`` group's reward on ``reward_model``, with ``c: auto`` resolved from the offline
+    data (:func:`conservative.choose_c`); returns ``(reward, the auto choice or None)``."""
+    if cfg.conservative.c != "auto":
+        return instantiate(cfg.conservative)(reward_model), None
+    a = cfg.auto_c
+    fresh = lambda: instantiate(cfg.reward_model, device=str(device))  # noqa: E731
+    value, trials = choose_c(pretrained, offline, fresh, reward_model, instantiate(a.method), a.grid,
+                             holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
+    log.info("conservative.c=auto chose c = %g (judged medians %s)", value,
+             {k: round(v["judged_median"], 4) for k, v in trials.items()})
+    return instantiate(cfg.conservative, c=value)(reward_model), {"c": value, "trials": trials}
 
 
 def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
