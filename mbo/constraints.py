@@ -176,22 +176,30 @@ class Constraints:
     # ---------------------------------------------------------------------------------------- global
     def satisfied(self, tokens: Tensor) -> Tensor:
         """Bool ``(N,)``: the designs ``(N, L)`` that meet every rule, per position and global."""
+        return self.violation(tokens) == 0
+
+    def violation(self, tokens: Tensor) -> Tensor:
+        """Float ``(N,)``: how far each design ``(N, L)`` is from meeting the rules, 0 when it does —
+        disallowed letters + letters outside the GC window + motif occurrences + mutations beyond
+        ``max_mutations``, so a local search can walk into the valid set."""
         tokens = tokens.long().cpu()
-        mask = self.allowed_mask()
-        ok = mask[torch.arange(self.length), tokens].all(-1)
+        n = self.length
+        out = (~self.allowed_mask()[torch.arange(n), tokens]).sum(-1).float()
         a = self.alphabet
         if self.gc is not None:
             gc_tokens = torch.tensor([a.letters.index("G"), a.letters.index("C")])
-            gc = torch.isin(tokens, gc_tokens).float().mean(-1)
-            ok &= (gc >= self.gc[0] - 1e-9) & (gc <= self.gc[1] + 1e-9)
+            gc = torch.isin(tokens, gc_tokens).sum(-1).float()
+            lo, hi = self.gc[0] * n - 1e-9, self.gc[1] * n + 1e-9
+            out += (lo - gc).clamp(min=0).ceil() + (gc - hi).clamp(min=0).ceil()
         if self.parent is not None:
-            ok &= (tokens != a.encode(self.parent)).sum(-1) <= self.max_mutations
+            out += ((tokens != a.encode(self.parent)).sum(-1) - self.max_mutations).clamp(min=0).float()
         motifs = self._motifs()
         if motifs:
             seqs = a.decode(tokens) if len(tokens) else []
             seqs = [seqs] if isinstance(seqs, str) else seqs
-            ok &= torch.tensor([not any(m in s for m in motifs) for s in seqs], dtype=torch.bool)
-        return ok
+            out += torch.tensor([sum(s.startswith(m, i) for m in motifs for i in range(len(s)))
+                                 for s in seqs], dtype=torch.float)
+        return out
 
     def describe(self) -> str:
         """The rules in one line, for logs and reports."""

@@ -10,8 +10,11 @@
   method that optimizes the same reward model, which separates the model's errors from the
   optimizer's.
 
-Both take ``reward``: a callable from float one-hot ``(N, L, V)`` to ``(N,)`` (a reward model's mean,
-a conservative reward, ...); gradient ascent needs it differentiable.
+All take ``reward``: a callable from float one-hot ``(N, L, V)`` to ``(N,)`` (a reward model's mean,
+a conservative reward, ...); gradient ascent needs it differentiable. With ``constraints``
+(:class:`~mbo.constraints.Constraints`) per-position rules act on every step (masked logits, projected
+mutants) and global rules (motifs, GC window, distance to a parent) by rejection: a mutant that breaks
+one is never taken, an enumerated sequence that breaks one is never returned.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mbo.constraints import Constraints
 from mbo.data.alphabet import one_hot
 
 Reward = Callable[[Tensor], Tensor]
 
 
 def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
-                    lr: float = 0.05, init_scale: float = 1.0, progress: bool = False) -> Tensor:
+                    lr: float = 0.05, init_scale: float = 1.0, progress: bool = False,
+                    constraints: Constraints | None = None) -> Tensor:
     """Optimize continuous logits from ``start`` by Adam on ``reward(softmax(logits))``; argmax out.
 
     The logits start at ``init_scale · one_hot(start)``, so softmax begins at a softened version of
@@ -42,29 +47,38 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
         lr: Adam learning rate on the logits.
         init_scale: logit value of the start token (others 0).
         progress: show a tqdm bar.
+        constraints: disallowed tokens get no probability (start projected onto the allowed ones);
+            global rules are not enforced here: filter with ``constraints.satisfied``.
 
     Returns:
         LongTensor ``(N, L)`` on ``start``'s device: the argmax of the final logits.
     """
     start = _check_tokens(start, vocab_size, "gradient_ascent")
+    blocked = None
+    if constraints is not None:
+        start = constraints.project(start)
+        blocked = ~constraints.allowed_mask().to(start.device)
     if steps < 0:
         raise ValueError(f"gradient_ascent: steps must be >= 0, got {steps}")
     if lr <= 0:
         raise ValueError(f"gradient_ascent: lr must be > 0, got {lr}")
     logits = (init_scale * one_hot(start, vocab_size)).requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
+    def masked(z: Tensor) -> Tensor:
+        return z if blocked is None else z.masked_fill(blocked, float("-inf"))
+
     for _ in tqdm(range(steps), desc="gradient ascent", disable=not progress):
-        value = reward(torch.softmax(logits, dim=-1))
+        value = reward(torch.softmax(masked(logits), dim=-1))
         loss = -value.sum()  # designs are independent: the sum gives each its own gradient
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=[logits])  # no gradient into the reward model's weights
         opt.step()
-    return logits.detach().argmax(-1)
+    return masked(logits.detach()).argmax(-1)
 
 
 @torch.no_grad()
 def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200, proposals: int = 16,
-               seed: int = 0, progress: bool = False) -> Tensor:
+               seed: int = 0, progress: bool = False, constraints: Constraints | None = None) -> Tensor:
     """Greedy stochastic hill climbing: each step, ``proposals`` random single-site mutants per design;
     a design moves to its best mutant if that scores higher under ``reward``.
 
@@ -76,6 +90,11 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
         proposals: mutants tried per design per step.
         seed: seeds the mutations (global RNG untouched).
         progress: show a tqdm bar.
+        constraints: mutants are projected onto the allowed tokens and ranked by how far they are
+            from meeting the global rules (:meth:`~mbo.constraints.Constraints.violation`) before
+            the reward, so a design that meets them never leaves, and one that does not (a start
+            outside the GC window, say) first walks into them; one that ran out of steps may still
+            break a rule: filter with ``constraints.satisfied``.
 
     Returns:
         LongTensor ``(N, L)``: the final designs.
@@ -83,24 +102,40 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
     x = _check_tokens(start, vocab_size, "hill_climb").clone()
     n, length = x.shape
     gen = torch.Generator().manual_seed(seed)
-    value = reward(one_hot(x, vocab_size))
+
+    def violation(tokens: Tensor) -> Tensor:
+        if constraints is None:
+            return torch.zeros(len(tokens), device=tokens.device)
+        return constraints.violation(tokens).to(tokens.device)
+
+    if constraints is not None:
+        x = constraints.project(x, gen)
+    value, off = reward(one_hot(x, vocab_size)), violation(x)
     for _ in tqdm(range(steps), desc="hill climbing", disable=not progress):
         pos = torch.randint(length, (n, proposals), generator=gen).to(x.device)
         tok = torch.randint(vocab_size, (n, proposals), generator=gen).to(x.device)
         mutants = x.unsqueeze(1).repeat(1, proposals, 1)  # (N, P, L)
         mutants.scatter_(2, pos.unsqueeze(-1), tok.unsqueeze(-1))
-        scores = reward(one_hot(mutants.flatten(0, 1), vocab_size)).view(n, proposals)
-        best, arg = scores.max(dim=1)
-        better = best > value
+        if constraints is not None:
+            mutants = constraints.project(mutants.flatten(0, 1), gen).view(n, proposals, length)
+        flat = mutants.flatten(0, 1)
+        scores = reward(one_hot(flat, vocab_size)).view(n, proposals)
+        mutant_off = violation(flat).view(n, proposals)
+        # Lexicographic: nearer to meeting the rules first, then the reward.
+        least = mutant_off.min(1).values
+        best, arg = scores.masked_fill(mutant_off > least[:, None], float("-inf")).max(dim=1)
+        better = (least < off) | ((least == off) & (best > value))
         x[better] = mutants[better, arg[better]]
         value = torch.where(better, best, value)
+        off = torch.where(better, least, off)
     return x
 
 
 @torch.no_grad()
 def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int = 128,
                       batch: int = 8192, device: str | torch.device | None = None,
-                      max_space: int = 2**22, progress: bool = False) -> tuple[Tensor, Tensor]:
+                      max_space: int = 2**22, progress: bool = False,
+                      constraints: Constraints | None = None) -> tuple[Tensor, Tensor]:
     """Score all ``vocab_size ** length`` sequences and return the ``top_k`` best by ``reward``.
 
     Sequences are enumerated in base-V order with the first position most significant (for DNA
@@ -115,6 +150,8 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
         device: where to build the one-hots (default CPU).
         max_space: refuse spaces larger than this (the search is meant for tiny problems).
         progress: show a tqdm bar.
+        constraints: only sequences meeting every rule are ranked (ValueError if fewer than
+            ``top_k`` do).
 
     Returns:
         ``(tokens, scores)``: LongTensor ``(top_k, L)`` and float ``(top_k,)``, best first; ties
@@ -139,7 +176,12 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
         if out.shape != index.shape:
             raise ValueError(f"exhaustive_search: reward returned shape {tuple(out.shape)} for a "
                              f"batch of {len(index)}; expected ({len(index)},)")
+        if constraints is not None:
+            out = out.masked_fill(~constraints.satisfied(tokens).to(out.device), float("-inf"))
         scores[lo:lo + len(index)] = out.to(scores.dtype)
+    if constraints is not None and int(torch.isfinite(scores).sum()) < top_k:
+        raise ValueError(f"exhaustive_search: only {int(torch.isfinite(scores).sum())} sequences meet "
+                         f"the constraints ({constraints.describe()}); asked for top_k={top_k}")
     # A stable descending sort keeps enumeration order among ties (reproducible top-k).
     order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
     tokens = (order[:, None] // place) % vocab_size

@@ -87,3 +87,26 @@ def test_hill_climb_improves_and_reaches_the_optimum_of_an_additive_reward():
     again = hill_climb(reward, start, 4, steps=3, proposals=2, seed=1)
     assert torch.equal(again, hill_climb(reward, start, 4, steps=3, proposals=2, seed=1))
     assert bool((reward(one_hot(again, 4)) >= reward(one_hot(start, 4))).all())
+
+
+def test_every_optimizer_honours_constraints():
+    # A reward that pulls every position towards G: unconstrained optima are GGGGGGGG, which breaks
+    # the fixed flank, the GC window and (GGGG's reverse complement CCCC) the forbidden motif.
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import DNA
+
+    c = Constraints(DNA, 8, fixed="TA......", forbidden_motifs=["GGGG"], gc=[0.25, 0.5])
+    w = torch.zeros(8, 4)
+    w[:, DNA.letters.index("G")] = 1.0
+    reward = linear_reward(w)
+    start = DNA.encode_batch(["AAAAAAAA", "GGGGGGGG", "CCCCCCCC", "TTTTTTTT"])
+    tokens, scores = exhaustive_search(reward, 8, 4, top_k=32, constraints=c)
+    assert bool(c.satisfied(tokens).all()) and bool(torch.isfinite(scores).all())
+    assert scores[0] == 4.0  # TA + four G among six free places (GC ≤ 0.5), never GGGG in a row
+    climbed = hill_climb(reward, start, 4, steps=100, seed=0, constraints=c)
+    assert bool(c.satisfied(climbed).all())
+    assert reward(one_hot(climbed, 4)).min() >= 3.0
+    ascended = gradient_ascent(reward, start, 4, steps=50, constraints=c)
+    assert all(s.startswith("TA") for s in DNA.decode(ascended))  # per-position rules hold inside
+    with pytest.raises(ValueError, match=r"only \d+ sequences meet the constraints"):
+        exhaustive_search(reward, 8, 4, top_k=60000, constraints=c)
