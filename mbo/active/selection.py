@@ -55,18 +55,20 @@ class PoolEnsemble(EnsembleModel):
     once and looked up: the acquisition values are identical and the plate takes seconds.
 
     Args:
-        member_predictions: ``(K, P)`` member outputs in label units.
+        member_predictions: ``(K, P)`` member outputs in label units, or ``(K, P, M)`` for ``M``
+            objectives (one ensemble of ``K`` members per objective, members paired by index).
     """
 
     def __init__(self, member_predictions: Tensor):
         super().__init__()
-        self._num_outputs = 1
-        self.values = member_predictions.detach()
+        values = member_predictions.detach()
+        self.values = values.unsqueeze(-1) if values.dim() == 2 else values  # (K, P, M)
+        self._num_outputs = self.values.shape[-1]
 
     def forward(self, X: Tensor) -> Tensor:
-        """``X (batch..., q, 1)`` pool indices -> ``(batch..., K, q, 1)``."""
-        out = self.values[:, X.squeeze(-1).long()]  # (K, batch..., q)
-        return out.movedim(0, -2).unsqueeze(-1)
+        """``X (batch..., q, 1)`` pool indices -> ``(batch..., K, q, M)``."""
+        out = self.values[:, X.squeeze(-1).long()]  # (K, batch..., q, M)
+        return out.movedim(0, -3)
 
 
 def unmeasured(pool: Tensor, exclude: Tensor | None) -> Tensor:
