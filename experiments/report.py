@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from mbo.active.pareto import pareto_mask
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.data.alphabet import one_hot
 
@@ -153,4 +154,36 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
             summary_table(result), "", "Timings (s): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in result["timings"].items()), ""]
     text += [f"![{p}]({p})" for p in plots]
+    atomic_write_text(outdir / "report.md", "\n".join(text) + "\n", overwrite=True)
+
+
+def write_pareto_report(outdir: Path, result: dict, offline_labels: torch.Tensor,
+                        predicted: torch.Tensor) -> None:
+    """``report.md`` and ``pareto.png`` of a run with several objectives: the offline labels, their
+    front, and the designs' predicted means (first two objectives), labels ``(N, k)``, means ``(n, k)``."""
+    outdir = Path(outdir)
+    names = result["objectives"]
+    y, p = offline_labels.double(), predicted.double()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(y[:, 0], y[:, 1], s=4, c="0.7", label="offline (measured)")
+    front = y[pareto_mask(y)]
+    front = front[front[:, 0].argsort()]
+    ax.step(front[:, 0], front[:, 1], where="post", c="k", lw=1, label="measured front")
+    ax.scatter(p[:, 0], p[:, 1], s=10, c="C1", label="designs (predicted mean)")
+    ax.set(xlabel=names[0], ylabel=names[1], title="designs against the measured Pareto front")
+    ax.legend(fontsize=8)
+    _savefig(fig, outdir / "pareto.png")
+    d, hv = result["designs"], result["pareto"]
+    text = [f"# mbo-run report: {result['task']} (seed {result['seed']})", "",
+            f"Offline data: {result['n_offline']} sequences, {len(names)} objectives ({', '.join(names)}); "
+            f"{hv['offline_front']} on the measured Pareto front.",
+            f"Designs: {d['written']} chosen by {d['selection']} from {d['candidates']} distinct new "
+            f"candidates ({d['method']} on the sum of the objectives, each in units of its labels' std); "
+            f"{hv['designs_on_front']} on their own predicted front. Predicted hypervolume above the "
+            f"worst measured values {hv['predicted_hypervolume']:.4g}; the measured front's "
+            f"{hv['offline_hypervolume']:.4g}, which the designs would grow by {hv['predicted_gain']:.4g} "
+            "if the models are right.",
+            f"Constraints: {d['constraints']} ({d['rejected']} samples rejected).", "",
+            "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()), "",
+            "![pareto.png](pareto.png)"]
     atomic_write_text(outdir / "report.md", "\n".join(text) + "\n", overwrite=True)

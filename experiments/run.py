@@ -23,12 +23,14 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from conservative import ScaledReward, choose_c, label_scale
-from experiments.report import print_summary, write_report
+from experiments.report import print_summary, write_pareto_report, write_report
+from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
 from mbo.config import progress_bars
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.ctrl.pipeline import run_ctrl
+from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import design_ids, ranked, unique_designs, write_plate_map
 from mbo.device import DeviceError, resolve_device
@@ -83,6 +85,10 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     pretrained.policy = Compose(pretrained.policy, constraints.policy())
     timings["pretrain_s"] = time.perf_counter() - t0
 
+    if offline.labels.dim() == 2:
+        return run_objectives(cfg, output_dir, task, offline, pretrained, constraints, device, progress,
+                              timings, t0)
+
     t = time.perf_counter()
     reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
     reward, chosen = conservative_reward(cfg, reward_model, pretrained, offline, device)
@@ -93,26 +99,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     scaled = ScaledReward(reward, label_scale(offline.labels))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n = int(cfg.n_designs)
-    calls = {"reward_calls": 0, "network_calls": 0}
-    if cfg.get("method") is not None:
-        # Inference-time alignment: the pretrained model is steered while sampling, never trained.
-        align, history, name = instantiate(cfg.method), [], cfg.method._target_.rsplit(".", 1)[-1]
-
-        def draw(k: int) -> torch.Tensor:
-            out = align(pretrained, scaled, k, generator=gen, progress=progress)
-            calls["reward_calls"] += out.reward_calls
-            calls["network_calls"] += out.network_calls
-            return out.designs
-    else:
-        model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha,
-                                                   seed=cfg.seed, progress=progress)
-        name = "finetuned"
-        if cfg.finetune.alpha > 0:  # how far fine-tuning got from its target p_pre·exp(r/α), in nats
-            calls["target"] = target_gap(model, pretrained, scaled, cfg.finetune.alpha, n=512,
-                                         generator=torch.Generator(device=device).manual_seed(cfg.seed))
-
-        def draw(k: int) -> torch.Tensor:
-            return model.sample(k, generator=gen)
+    draw, model, history, name, calls = designer(cfg, pretrained, scaled, gen, device, progress)
     timings["finetune_s"] = time.perf_counter() - t
 
     baseline = pretrained.sample(n, generator=gen).cpu()
@@ -148,7 +135,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                           "constraints": constraints.describe(), "rejected": rejected[0], **calls},
               "methods": metrics, "timings": timings, "auto_c": chosen}
 
-    if cfg.get("method") is None:
+    if model is not None:
         save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)
     result["provenance"] = provenance(cfg, output_dir, task, name)
     ids = design_ids(len(found))
@@ -166,6 +153,123 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     write_report(output_dir, result, designs, task, reward_model, reward, history)
     print_summary(result)
     return result
+
+
+def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained, constraints, device,
+                   progress: bool, timings: dict, t0: float) -> dict:
+    """Several label columns (labels ``(N, k)``): one reward model (and conservative reward) per
+    objective; candidates from the design method on their sum, each in units of its labels' std; the
+    plate is chosen from them by ``pareto.method`` (qNEHVI by default) to grow the measured front."""
+    names = list(task.label_columns)
+    n = int(cfg.n_designs)
+    t = time.perf_counter()
+    columns = [SequenceDataset(offline.tokens, offline.alphabet, offline.labels[:, j].contiguous(),
+                               offline.ids) for j in range(len(names))]
+    models, rewards = [], []
+    for data in columns:
+        m = instantiate(cfg.reward_model, device=str(device)).fit(data, seed=cfg.seed)
+        r, _ = conservative_reward(cfg, m, pretrained, data, device)
+        models.append(m)
+        rewards.append(ScaledReward(r, label_scale(data.labels)))
+    if not all(hasattr(m, "member_predictions") for m in models):
+        raise SettingError("several objectives need an ensemble reward model (reward_model=ensemble, "
+                           "conv_ensemble, bootstrap or calibrated_ensemble)")
+    timings["reward_model_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    draw, model, history, name, calls = designer(cfg, pretrained, lambda x: sum(r(x) for r in rewards),
+                                                 gen, device, progress)
+    timings["finetune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rejected = [0]
+    found, drawn = unique_designs(draw, n * int(cfg.oversample),
+                                  exclude=None if cfg.include_offline else offline.tokens,
+                                  accept=constraints.satisfied if constraints.active else None,
+                                  rejected=rejected)
+    if len(found) == 0:
+        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
+                           f"to allow them")
+    # The measured front and the best rows by the summed standardized labels stand for the offline
+    # data as the front a plate must grow (a Pareto filter of every row is quadratic in N).
+    y = offline.labels.double()
+    z = ((y - y.mean(0)) / y.std(0).clamp_min(1e-300)).sum(-1)
+    keep = pareto_mask(y)
+    keep[z.argsort(descending=True)[:2000]] = True
+    ref = y.min(0).values
+    plate = select_pareto_batch(models, found, n, vocab_size=task.alphabet.size, ref_point=ref,
+                                baseline=offline.tokens[keep], method=cfg.pareto.method, seed=int(cfg.seed))
+    timings["designs_s"] = time.perf_counter() - t
+    designs = plate.tokens
+    timings["total_s"] = time.perf_counter() - t0
+    front = pareto_mask(plate.mean.double())
+    result = {"task": task.name, "seed": cfg.seed, "objectives": names, "has_oracle": task.has_oracle,
+              "n_offline": len(offline), "replicates_merged": getattr(task, "n_replicates_merged", 0),
+              "designs": {"asked": n, "written": len(designs), "sampled": drawn, "candidates": len(found),
+                          "include_offline": bool(cfg.include_offline), "method": name,
+                          "selection": cfg.pareto.method, "constraints": constraints.describe(),
+                          "rejected": rejected[0], **calls},
+              "pareto": {"offline_front": int(pareto_mask(y).sum()), "designs_on_front": int(front.sum()),
+                         "predicted_hypervolume": hypervolume(plate.mean, ref),
+                         "offline_hypervolume": hypervolume(y[keep], ref),
+                         "predicted_gain": hypervolume(torch.cat([y[keep], plate.mean.double()]), ref)
+                         - hypervolume(y[keep], ref)},
+              "timings": timings}
+    if model is not None:
+        save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)
+    result["provenance"] = provenance(cfg, output_dir, task, name)
+    ids = design_ids(len(designs))
+    data = type(offline)(designs, task.alphabet, ids=ids)
+    cols = {"rank": list(range(1, len(designs) + 1))}
+    for j, col in enumerate(names):
+        cols[f"pred_mean_{col}"] = plate.mean[:, j].tolist()
+        cols[f"pred_std_{col}"] = plate.std[:, j].tolist()
+    cols["acquisition"] = plate.acquisition.tolist()
+    cols["on_predicted_front"] = front.tolist()
+    cols.update({k: [v] * len(designs) for k, v in result["provenance"].items() if k != "command"})
+    write_csv(output_dir / "designs.csv", data, extra_columns=cols, overwrite=True)
+    write_fasta(output_dir / "designs.fasta", data, overwrite=True)
+    if cfg.plate is not None:
+        write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), plate.mean[:, 0],
+                        plate.std[:, 0], int(cfg.plate))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
+    atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
+    write_pareto_report(output_dir, result, y, plate.mean)
+    hv = result["pareto"]
+    print(f"{len(designs)} designs for {len(names)} objectives ({', '.join(names)}) by {cfg.pareto.method}: "
+          f"{int(front.sum())} on their predicted front; predicted hypervolume "
+          f"{hv['predicted_hypervolume']:.4g} (offline front {hv['offline_hypervolume']:.4g}; the designs "
+          f"would add {hv['predicted_gain']:.4g})")
+    return result
+
+
+def designer(cfg: DictConfig, pretrained, scaled, gen: torch.Generator, device: torch.device, progress: bool):
+    """The design method of the settings on the (scaled) reward: an inference-time method (``method``)
+    or a fine-tuned model (``finetune``). Returns ``(draw(k) -> designs (k, L), fine-tuned model or
+    None, history, method name, calls)``; ``calls`` counts what an inference-time method spent (and
+    gets the fine-tuner's target gap)."""
+    calls = {"reward_calls": 0, "network_calls": 0}
+    if cfg.get("method") is not None:
+        # Inference-time alignment: the pretrained model is steered while sampling, never trained.
+        align = instantiate(cfg.method)
+
+        def draw(k: int) -> torch.Tensor:
+            out = align(pretrained, scaled, k, generator=gen, progress=progress)
+            calls["reward_calls"] += out.reward_calls
+            calls["network_calls"] += out.network_calls
+            return out.designs
+
+        return draw, None, [], cfg.method._target_.rsplit(".", 1)[-1], calls
+    model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha,
+                                               seed=cfg.seed, progress=progress)
+    if cfg.finetune.alpha > 0:  # how far fine-tuning got from its target p_pre·exp(r/α), in nats
+        calls["target"] = target_gap(model, pretrained, scaled, cfg.finetune.alpha, n=512,
+                                     generator=torch.Generator(device=device).manual_seed(cfg.seed))
+
+    def draw(k: int) -> torch.Tensor:
+        return model.sample(k, generator=gen)
+
+    return draw, model, history, "finetuned", calls
 
 
 def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, device: torch.device):

@@ -303,21 +303,26 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     return SequenceDataset(tokens, alphabet, label_tensor, ids if id_column is not None else None)
 
 
-def check_learnable(dataset: SequenceDataset, path: str | os.PathLike, column: str) -> None:
-    """Refuse labels a reward model cannot learn from: fewer than 2 distinct sequences, or labels
-    that are all equal (there is nothing to rank designs by).
+def check_learnable(dataset: SequenceDataset, path: str | os.PathLike, column: str | Sequence[str]) -> None:
+    """Refuse labels a reward model cannot learn from: fewer than 2 distinct sequences, or a label
+    column whose values are all equal (there is nothing to rank designs by).
+
+    Args:
+        column: the label column's name, or the names of the columns of labels ``(N, k)``.
 
     Raises:
         DataError: naming ``path`` and the label ``column``.
     """
+    columns = [column] if isinstance(column, str) else list(column)
     n_seqs = len({tuple(r) for r in dataset.tokens.tolist()})
     if n_seqs < 2:
         raise DataError(path, f"need at least 2 distinct labeled sequences to fit a reward model, got "
-                              f"{n_seqs}", column=column)
-    y = dataset.labels.double()
-    if bool((y == y.reshape(len(y), -1)[0]).all()):
-        raise DataError(path, f"all {len(y)} labels are equal ({_format_value(float(y.reshape(-1)[0]))}): "
-                              f"there is nothing to learn which designs are better", column=column)
+                              f"{n_seqs}", column=columns[0])
+    y = dataset.labels.double().reshape(len(dataset), -1)
+    for j, name in enumerate(columns):
+        if bool((y[:, j] == y[0, j]).all()):
+            raise DataError(path, f"all {len(y)} labels are equal ({_format_value(float(y[0, j]))}): "
+                                  f"there is nothing to learn which designs are better", column=name)
 
 
 def _format_value(value) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor
@@ -31,7 +32,9 @@ class CSVTask(Task):
     Args:
         path: CSV file with a header.
         sequence_column: column holding the sequences.
-        label_column: column holding the measured property (higher is better).
+        label_column: column holding the measured property (higher is better), or a list of
+            columns, one objective each (labels ``(N, k)``: ``mbo-run`` then designs for the Pareto
+            front).
         alphabet: ``dna``, ``rna``, ``protein``, or the letters of a custom alphabet.
         id_column: column of unique ids; ``None`` uses a column named ``id`` when the file has one.
             Duplicate ids are refused.
@@ -41,15 +44,19 @@ class CSVTask(Task):
     has_oracle = False
 
     def __init__(self, path: str | os.PathLike, sequence_column: str = "sequence",
-                 label_column: str = "label", alphabet: str | Alphabet = "dna",
+                 label_column: str | Sequence[str] = "label", alphabet: str | Alphabet = "dna",
                  id_column: str | None = None, replicates: str = "mean"):
         path = Path(path)
         alphabet = alphabet if isinstance(alphabet, Alphabet) else get_alphabet(alphabet)
-        if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column, label_column):
+        # Hydra hands a list of columns over as a ListConfig.
+        label_column = label_column if isinstance(label_column, str) else [str(c) for c in label_column]
+        self.label_columns = [label_column] if isinstance(label_column, str) else label_column
+        if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column,
+                                                                          *self.label_columns):
             id_column = "id"
         data = read_csv(path, alphabet, sequence_column=sequence_column, label_columns=label_column,
                         id_column=id_column)
-        check_learnable(data, path, label_column)
+        check_learnable(data, path, self.label_columns)
         self._data, self.n_replicates_merged = data.merge_replicates(replicates)
         self.replicates = replicates
         if self.n_replicates_merged:
@@ -65,5 +72,5 @@ class CSVTask(Task):
         return self._data.tokens
 
     def offline_dataset(self) -> SequenceDataset:
-        """The file's sequences with their labels ``(N,)``."""
+        """The file's sequences with their labels ``(N,)``, or ``(N, k)`` for ``k`` label columns."""
         return self._data

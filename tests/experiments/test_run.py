@@ -266,3 +266,28 @@ def test_automatic_c_is_chosen_from_the_offline_data(tmp_path):
     chosen = result["auto_c"]
     assert chosen["c"] in (0.0, 5.0) and set(chosen["trials"]) == {"0", "5"}
     assert all(t["designs"] > 0 for t in chosen["trials"].values())
+
+
+def test_two_label_columns_design_for_the_pareto_front(tmp_path):
+    # kd rewards G, expression rewards T: a trade-off; the plate is chosen by qNEHVI.
+    rows = ["seq,kd,expression"] + [
+        f"{s},{s.count('G') + 0.01 * i:.2f},{s.count('T') - 0.01 * i:.2f}"
+        for i, s in enumerate(a + b + c + d + "CA" for a in "ACGT" for b in "ACGT" for c in "ACGT"
+                              for d in "AC")]
+    data = tmp_path / "two.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
+                        "task.label_column=[kd,expression]", "conservative.c=0"), out)
+    assert result["objectives"] == ["kd", "expression"] and result["designs"]["selection"] == "qnehvi"
+    designs = read_rows(out / "designs.csv")
+    assert len(designs) == 16 and len({r["sequence"] for r in designs}) == 16
+    assert {"pred_mean_kd", "pred_std_kd", "pred_mean_expression", "acquisition",
+            "on_predicted_front", "config_sha256"} <= designs[0].keys()
+    assert not {r["sequence"] for r in designs} & {r.split(",")[0] for r in rows[1:]}
+    assert (out / "pareto.png").is_file() and "Pareto front" in (out / "report.md").read_text()
+    with pytest.raises(DataError, match="expression.*all 128 labels are equal"):
+        data.write_text("\n".join(r.rsplit(",", 1)[0] + (",1" if i else ",expression")
+                                  for i, r in enumerate(rows)) + "\n")
+        run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
+                   "task.label_column=[kd,expression]"), tmp_path / "run2")
