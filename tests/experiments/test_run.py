@@ -286,7 +286,7 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
             "on_predicted_front", "config_sha256"} <= designs[0].keys()
     assert not {r["sequence"] for r in designs} & {r.split(",")[0] for r in rows[1:]}
     assert (out / "pareto.png").is_file() and "Pareto front" in (out / "report.md").read_text()
-    with pytest.raises(DataError, match="expression.*all 128 labels are equal"):
+    with pytest.raises(DataError, match=r"expression.*all 128 labels are equal"):
         data.write_text("\n".join(r.rsplit(",", 1)[0] + (",1" if i else ",expression")
                                   for i, r in enumerate(rows)) + "\n")
         run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
