@@ -91,7 +91,8 @@ def finetune_vidd(
 
     Returns:
         The fine-tuned model and a history, one dict per iteration: ``reward`` (mean r of the
-        roll-ins' samples), ``loss`` (cross-entropy to the targets), ``target_entropy``.
+        roll-ins' samples), ``kl`` (their exact trajectory KL to ``pretrained``, nats), ``loss``
+        (cross-entropy to the targets), ``target_entropy``.
     """
     if alpha < 0:
         raise ValueError(f"finetune_vidd: alpha must be >= 0, got {alpha}")
@@ -105,7 +106,7 @@ def finetune_vidd(
     for it in tqdm(range(iterations), desc="fine-tune (VIDD)", disable=not progress):
         model.eval()
         with torch.no_grad():
-            traj = model.sample(batch_size, sampler=sampler, generator=gen, return_trajectory=True)
+            traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)
             r = reward(one_hot(traj.x0, model.vocab_size).to(model.device)).float()
             xt, position = _visited(traj.states, states_per_trajectory, model.mask_id, gen)
             target = soft_optimal_tokens(ref, reward, xt, position, alpha)
@@ -117,8 +118,8 @@ def finetune_vidd(
         nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         entropy = -(target * target.clamp_min(1e-30).log()).sum(-1).mean()
-        row = {"iteration": it, "reward": float(r.mean()), "loss": loss.item(),
-               "target_entropy": float(entropy)}
+        row = {"iteration": it, "reward": float(r.mean()), "kl": float(traj.kls.sum(0).mean()),
+               "loss": loss.item(), "target_entropy": float(entropy)}
         history.append(row)
         if not math.isfinite(row["loss"]):
             raise FloatingPointError(f"fine-tuning diverged at iteration {it}: {row}")
