@@ -104,16 +104,9 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
     baseline = pretrained.sample(n, generator=gen).cpu()
     t = time.perf_counter()
-    rejected = [0]
     # The method's samples are the candidates; the plate is the best n of them by the reward it optimized.
-    found, drawn = unique_designs(draw, n * int(cfg.oversample),
-                                  exclude=None if cfg.include_offline else offline.tokens,
-                                  accept=constraints.satisfied if constraints.active else None,
-                                  rejected=rejected)
+    found, drawn, rejected = draw_candidates(cfg, draw, n, offline, constraints)
     timings["designs_s"] = time.perf_counter() - t
-    if len(found) == 0:
-        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
-                           f"to allow them")
     if len(found) < n:
         log.warning("only %d distinct new designs among %d samples (asked for %d)", len(found), drawn, n)
     with torch.no_grad():
@@ -182,14 +175,7 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
                                                  gen, device, progress)
     timings["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    rejected = [0]
-    found, drawn = unique_designs(draw, n * int(cfg.oversample),
-                                  exclude=None if cfg.include_offline else offline.tokens,
-                                  accept=constraints.satisfied if constraints.active else None,
-                                  rejected=rejected)
-    if len(found) == 0:
-        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
-                           f"to allow them")
+    found, drawn, rejected = draw_candidates(cfg, draw, n, offline, constraints)
     # The measured front and the best rows by the summed standardized labels stand for the offline
     # data as the front a plate must grow (a Pareto filter of every row is quadratic in N).
     y = offline.labels.double()
@@ -241,6 +227,20 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
           f"{hv['predicted_hypervolume']:.4g} (offline front {hv['offline_hypervolume']:.4g}; the designs "
           f"would add {hv['predicted_gain']:.4g})")
     return result
+
+
+def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tuple[torch.Tensor, int, list]:
+    """Up to ``oversample × n`` distinct candidates ``(m, L)`` from ``draw``: new unless
+    ``include_offline``, meeting the constraints; with the samples drawn and ``[rejected]``."""
+    rejected = [0]
+    found, drawn = unique_designs(draw, n * int(cfg.oversample),
+                                  exclude=None if cfg.include_offline else offline.tokens,
+                                  accept=constraints.satisfied if constraints.active else None,
+                                  rejected=rejected)
+    if len(found) == 0:
+        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
+                           f"to allow them")
+    return found, drawn, rejected
 
 
 def designer(cfg: DictConfig, pretrained, scaled, gen: torch.Generator, device: torch.device, progress: bool):
