@@ -70,19 +70,13 @@ METHODS = ("adalead", "random", "ga", "gpbo", "seiko")
 LABELS = {"adalead": "AdaLead (3-MLP ensemble)", "random": "random mutagenesis",
           "ga": "genetic algorithm (holo)", "gpbo": "GP-BO (Hamming GP)",
           "seiko": "SEIKO (campaign settings)",
-          "prior": "best of N prior samples", "inverse_fold": "RNA.inverse_fold (white box)"}
-FOLD_METHODS = ("prior", "ga", "inverse_fold")
-
-# --------------------------------------------------------------------------------------------------
-# Inference-time alignment methods (mbo.guidance: best_of_n, svdd_pm, svdd_mc, smc, refinement,
-# gradient guidance) are to be added to the inverse-folding comparison HERE, once that package's API
-# is settled: each gets a name in FOLD_METHODS and a branch in `run_fold_method` calling
-#     instantiate(compose_config("config", [f"method={name}", ...]).method)(
-#         prior, lambda x: task.oracle(x.argmax(-1)), n, generator=gen)
-# with its settings sized so its reward calls equal `--budget` (the oracle is not differentiable, so
-# gradient guidance needs a surrogate and is out of this comparison).
-# --------------------------------------------------------------------------------------------------
-
+          "prior": "best of N prior samples", "inverse_fold": "RNA.inverse_fold (white box)",
+          "svdd_pm": "SVDD-PM (oracle lookahead)", "refinement": "iterative refinement (SVDD-PM)"}
+FOLD_METHODS = ("prior", "svdd_pm", "refinement", "ga", "inverse_fold")
+# Inference-time alignment methods (mbo.guidance) on the oracle reward, sized so that their reward
+# calls (every oracle call, lookaheads included) fit the budget; settings otherwise the method group's.
+GUIDED = {"svdd_pm": lambda m, L: m.candidates * L, "refinement":
+          lambda m, L: 1 + m.rounds * (1 + m.candidates * max(round(m.remask_fraction * L), 1))}
 
 def build_task(group: str, overrides: list[str]):
     return instantiate(compose_config("config", [f"task={group}", *overrides]).task)
@@ -272,6 +266,8 @@ def run_fold_method(method: str, task, seed: int, args, prior=None) -> tuple[tor
         with torch.no_grad():
             x = prior.sample(args.budget, generator=gen).cpu()
         return x, task.oracle(x)
+    if method in GUIDED:
+        return run_guided(method, task, seed, args, prior)
     if method == "ga":
         from mbo.active.oracle_baselines import genetic_algorithm
 
@@ -284,6 +280,27 @@ def run_fold_method(method: str, task, seed: int, args, prior=None) -> tuple[tor
         x, _ = inverse_fold_baseline(task, args.inverse_fold_runs, seed=seed)
         return x, task.oracle(x)
     raise ValueError(f"unknown inverse-folding method {method!r}")
+
+
+def run_guided(method: str, task, seed: int, args, prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """An inference-time method steering ``prior`` by the oracle itself: every sequence the oracle scored
+    (lookaheads included) is a measurement, in call order, cut at the budget; designs per run =
+    budget // (calls one design costs), at least 1."""
+    cfg = compose_config("config", [f"method={method}", *args.override]).method
+    per_design = GUIDED[method](cfg, task.length)
+    n = max(args.budget // per_design, 1)
+    scored: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def reward(x: torch.Tensor) -> torch.Tensor:
+        tokens = x.argmax(-1).cpu()
+        values = task.oracle(tokens).double()
+        scored.append((tokens, values))
+        return values.to(x.device, x.dtype)
+
+    with torch.no_grad():
+        instantiate(cfg)(prior, reward, n, generator=torch.Generator().manual_seed(seed))
+    x = torch.cat([t for t, _ in scored])[:args.budget]
+    return x, torch.cat([v for _, v in scored])[:args.budget]
 
 
 def run_inverse_folding(args, command: str) -> None:
@@ -301,7 +318,7 @@ def run_inverse_folding(args, command: str) -> None:
                 path = runs / f"{method}__{task.label}__seed{seed}.json"
                 if path.exists():
                     continue
-                if method == "prior" and task.length not in priors:
+                if method in ("prior", *GUIDED) and task.length not in priors:
                     priors[task.length] = pretrained_prior(task, diffusion_cfg, cache_dir, args.progress)
                 t0 = time.perf_counter()
                 x, values = run_fold_method(method, task, seed, args, priors.get(task.length))

@@ -25,6 +25,7 @@ from reward_models import (
     BootstrapEnsemble,
     CategoricalGP,
     DeepEnsemble,
+    ExtrapolationCalibrated,
     FeatureBonus,
     OneHotGP,
     VariationalGP,
@@ -67,6 +68,8 @@ def main() -> None:
         "DeepEnsemble (K=5 MLP)": (lambda: DeepEnsemble(**ens), len(train)),
         "BootstrapEnsemble (K=5 MLP)": (lambda: BootstrapEnsemble(**ens), len(train)),
         "FeatureBonus (on DeepEnsemble)": (None, len(train)),
+        "ExtrapolationCalibrated (DeepEnsemble)":
+            (lambda: ExtrapolationCalibrated(DeepEnsemble(**ens)), len(train)),
         f"OneHotGP (exact, {EXACT_GP_POINTS} pts)":
             (lambda: OneHotGP(max_train=EXACT_GP_POINTS, maxiter=100), EXACT_GP_POINTS),
         f"CategoricalGP (exact, {EXACT_GP_POINTS} pts)":

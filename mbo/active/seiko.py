@@ -48,6 +48,7 @@ class RoundResult:
     reward_model: object
     selection: Selection
     history: list[dict] = field(default_factory=list)
+    rejected: int = 0
 
 
 def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "drop") -> SequenceDataset:
@@ -93,6 +94,7 @@ def seiko_round(
     exclude: Tensor | None = None,
     sampler: Sampler | int | str | None = None,
     pool_method: Callable | None = None,
+    accept: Callable[[Tensor], Tensor] | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> RoundResult:
@@ -120,6 +122,10 @@ def seiko_round(
         pool_method: an inference-time method of :mod:`mbo.guidance` (settings bound) that draws
             the pool from the fine-tuned model steered by the same optimistic reward; None samples
             it plainly.
+        accept: ``(k, L) -> bool (k,)``, the global rules a design must meet (e.g.
+            :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
+            plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
+            reference's ``policy``, which the fine-tuned model inherits.
         seed: seeds the reward-model fit, fine-tuning, pool and acquisition.
         progress: show progress bars.
 
@@ -137,12 +143,21 @@ def seiko_round(
     else:
         with torch.no_grad():
             pool = model.sample(pool_size, sampler=sampler, generator=gen).cpu()
+    rejected = 0
+    if accept is not None:
+        ok = accept(pool)
+        rejected = int((~ok).sum())
+        if not ok.any():
+            raise ValueError(f"all {pool_size} pool samples break the constraints; relax them or raise "
+                             f"seiko.pool_size")
+        pool = pool[ok]
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
         min_distance=min_distance, seed=seed,
     )
-    return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history)
+    return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history,
+                       rejected=rejected)
 
 
 def run_seiko(

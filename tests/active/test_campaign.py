@@ -420,3 +420,22 @@ def test_plate_maps_and_provenance_trace_every_design(tmp_path, config, dna_csv,
     capsys.readouterr()
     assert cli("status", root) == 0
     assert "round 0: `mbo-campaign suggest camp --batch 14 --plate 96`" in capsys.readouterr().out
+
+
+def test_every_suggested_design_meets_the_constraints(tmp_path, config, dna_csv, capsys):
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import get_alphabet
+
+    root = tmp_path / "camp"
+    rules = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]", "constraints.gc=[0.25,0.5]"]
+    assert cli("init", root, "--data", dna_csv, "--config", config, *rules) == 0
+    assert cli("simulate", root, "--rounds", 1, "--batch", 8) == 2  # a --data campaign has no oracle
+    assert cli("suggest", root, "--batch", 8) == 0
+    seqs = [r["sequence"] for r in read_rows(root / "round_000" / "suggestions.csv")]
+    dna = get_alphabet("dna")
+    rule = Constraints(dna, 8, fixed="TA......", forbidden_motifs=["AATT"], gc=(0.25, 0.5))
+    assert seqs and bool(rule.satisfied(dna.encode_batch(seqs).reshape(len(seqs), 8)).all())
+    # Impossible rules stop init before pretraining, on one line, and leave nothing behind.
+    err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "--config", config,
+               "constraints.fixed=GGGGGGGG", "constraints.gc=[0,0.5]")
+    assert "constraints" in err and not (tmp_path / "bad").exists()

@@ -153,3 +153,50 @@ def test_gp_bo_absorbs_jitter_warnings_and_nothing_else_does(task, monkeypatch):
         assert len(batches) == ROUNDS
         with pytest.raises(NumericalWarning):  # outside gp_bo the warning is still an error
             cholesky.psd_safe_cholesky(torch.eye(2, dtype=torch.float64))
+
+
+def test_every_baseline_queries_only_designs_that_meet_the_constraints():
+    from mbo.active.adalead import adalead
+    from mbo.active.random_mutagenesis import random_mutagenesis
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import get_alphabet
+    from mbo.data.dataset import SequenceDataset
+
+    dna = get_alphabet("dna")
+    rules = Constraints(dna, 8, fixed="TA......", forbidden_motifs=["AATT"], gc=(0.25, 0.5))
+    g = torch.Generator().manual_seed(0)
+    pool = rules.repair(torch.randint(4, (200, 8), generator=g), g)
+    pool = torch.unique(pool[rules.satisfied(pool)], dim=0)[:12]
+    weights = torch.tensor([0.0, 1.0, 2.0, 0.5])
+
+    def oracle(x):  # rewards G and C, which the GC window caps
+        return weights[x].sum(-1).double()
+
+    start = SequenceDataset(pool, dna, labels=oracle(pool).float())
+    runs = {"random": random_mutagenesis(oracle, start, rounds=2, batch_size=6, constraints=rules),
+            "ga": genetic_algorithm(oracle, start, rounds=2, batch_size=6, constraints=rules,
+                                    mutation_prob=0.5),
+            "gp_bo": gp_bo(oracle, start, rounds=2, batch_size=3, raw_samples=32, constraints=rules),
+            "adalead": adalead(oracle, start, rounds=2, batch_size=6, model_queries=60, constraints=rules)}
+    for name, batches in runs.items():
+        queried = torch.cat([b.tokens for b in batches])
+        assert len(queried) >= 6, name
+        assert bool(rules.satisfied(queried).all()), name
+    # Unconstrained, the same GA proposes designs that break the rules: the repair is what keeps them out.
+    free = torch.cat([b.tokens for b in genetic_algorithm(oracle, start, rounds=2, batch_size=6,
+                                                          mutation_prob=0.5)])
+    assert not bool(rules.satisfied(free).all())
+
+
+def test_repair_walks_into_the_valid_set():
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import get_alphabet
+
+    dna = get_alphabet("dna")
+    rules = Constraints(dna, 10, fixed="G.........", forbidden_motifs=["GAATTC"], gc=(0.4, 0.6))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(4, (300, 10), generator=g)
+    fixed = rules.repair(x, g)
+    assert bool(rules.satisfied(fixed).all())
+    ok = rules.satisfied(x)
+    assert bool((fixed[ok] == x[ok]).all())  # valid rows are left alone

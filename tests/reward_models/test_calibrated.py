@@ -26,3 +26,15 @@ def test_calibration_inflates_the_std_where_the_probe_extrapolated(tmp_path):
     path = cal.save(tmp_path / "cal.safetensors")
     again = load_reward_model(path)
     torch.testing.assert_close(again.mean_std(x)[1], std.detach())
+
+
+def test_conformal_scale_makes_one_sigma_cover_its_share():
+    from reward_models.calibrated import ONE_SIGMA, _conformal_scale
+
+    g = torch.Generator().manual_seed(0)
+    err = torch.randn(20000, generator=g, dtype=torch.float64).abs() * 3.0  # errors 3× the stated std
+    epi, noise = torch.full_like(err, 0.5), torch.full_like(err, 0.5)
+    t = _conformal_scale(err, epi, noise)
+    covered = (err <= (t**2 * epi + noise).sqrt()).double().mean()
+    assert abs(float(covered) - ONE_SIGMA) < 0.005
+    assert _conformal_scale(err / 100, epi, noise) == 1.0  # never shrinks an honest std

@@ -49,6 +49,7 @@ from mbo.active.campaign.store import format_value as _format_value
 from mbo.active.seiko import feasible_rows, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
+from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.data.alphabet import get_alphabet
 from mbo.data.io import (
     DataError,
@@ -173,6 +174,10 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         raise CampaignError(f"{source}: need at least 2 measured designs to start, got {len(start_data)}")
     abc, length = start_data.alphabet, start_data.length
     build_check(settings, abc.size, length, config or "settings")
+    try:
+        constraints_from_settings(settings.constraints, abc, length).check()
+    except ConstraintError as err:
+        raise CampaignError(f"{config or 'settings'}: {err}") from None
 
     torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
@@ -260,7 +265,8 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                              instantiate(s.finetune), batch_size=batch, c=k.c, alpha=s.finetune.alpha,
                              acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
                              exclude=exclude, sampler=reference.sampler,
-                             pool_method=instantiate(k.pool) if k.get("pool") else None, seed=seed,
+                             pool_method=instantiate(k.pool) if k.get("pool") else None,
+                             accept=c.constraints.satisfied if c.constraints.active else None, seed=seed,
                              progress=progress)
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
@@ -273,6 +279,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     model_name = f"round_{r:03d}/model.safetensors"
     save_model(c, model_name, result.model)
     sums = checksums(c.dir)
+    if result.rejected:
+        print(f"mbo-campaign suggest: {result.rejected} of {k.pool_size} pool samples broke the constraints "
+              f"({c.constraints.describe()}) and were left out", file=sys.stderr)
     made_by = {"round": r, "seed": seed, "model_sha256": sums[model_name],
                "reference_sha256": sums[ref_name], "campaign_sha256": sums["campaign.json"],
                "command": f"mbo-campaign suggest {c.dir.name} --batch {batch}"

@@ -42,10 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
+from mbo.constraints import Constraints, constraints_from_settings
 from mbo.data.alphabet import Alphabet
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, Problems, csv_records, parse_number, read_text, require_columns, write_csv
 from mbo.diffusion import MaskedDiffusion, load_masked_diffusion
+from mbo.diffusion.policy import Compose
+from mbo.diffusion.pretrain import sampling_policy
 
 FORMAT = "mbo-campaign/2"
 MEASUREMENT_COLUMNS = ["id", "sequence", "value", "round", "source"]
@@ -97,6 +100,11 @@ class Campaign:
     @property
     def settings(self) -> DictConfig:
         return OmegaConf.create(self.meta["settings"])
+
+    @property
+    def constraints(self) -> Constraints:
+        """The rules every suggested design meets (checked at ``init``)."""
+        return constraints_from_settings(self.settings.get("constraints"), self.alphabet, self.length)
 
     @property
     def measurements_path(self) -> Path:
@@ -263,8 +271,12 @@ def save_model(c: Campaign, name: str, model: MaskedDiffusion) -> None:
 def load_model(c: Campaign, name: str, device: torch.device) -> MaskedDiffusion:
     """The checkpoint ``DIR/name``, checked against its recorded checksum first."""
     path = verify(c, name)
-    return load_masked_diffusion(path, device=device, vocab_size=c.alphabet.size, length=c.length,
-                                 sampler=instantiate(c.settings.diffusion.sampler))
+    model = load_masked_diffusion(path, device=device, vocab_size=c.alphabet.size, length=c.length,
+                                  sampler=instantiate(c.settings.diffusion.sampler))
+    # The policy is not in the checkpoint: the settings' min-p and the per-position constraints, so
+    # every round samples, fine-tunes and measures its KL under the constrained policy.
+    model.policy = Compose(sampling_policy(c.settings.diffusion), c.constraints.policy())
+    return model
 
 
 # ---------------------------------------------------------------------------------------- measurements
