@@ -33,7 +33,7 @@ from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import design_ids, ranked, unique_designs, write_plate_map
-from mbo.device import DeviceError, resolve_device
+from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import cache_path, pretrained_diffusion
 from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
@@ -61,8 +61,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     """The whole pipeline for one config; returns the metrics written to ``metrics.json``."""
     device = check_settings(cfg)
     progress = progress_bars(cfg.progress)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

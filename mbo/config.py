@@ -105,6 +105,8 @@ def check_types(base: DictConfig, override: dict, where: str, prefix: str = "") 
 
 
 def _same_kind(old, new) -> bool:
+    if old == "auto":  # a setting chosen automatically by default also takes a value (progress, threads, c)
+        return isinstance(new, bool | int | float | str)
     if isinstance(old, bool) or isinstance(new, bool):
         return isinstance(old, bool) and isinstance(new, bool)
     if isinstance(old, float):

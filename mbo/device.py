@@ -30,3 +30,26 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise DeviceError(f"device {device!r} was asked for, but this machine has {count} CUDA "
                               f"device(s) (cuda:0 .. cuda:{count - 1})")
     return dev
+
+
+def set_threads(setting: int | str | None) -> None:
+    """Torch CPU threads for one run: a count, ``auto`` or None (torch's default, every core).
+
+    ``auto`` gives a single run every core (2 cores pretrain the default prior ~25 % faster than one)
+    and each job of a Hydra multirun one thread, since its jobs run side by side (the local launcher
+    starts one per core; the SLURM launcher asks for one CPU each).
+    """
+    if setting == "auto":
+        setting = 1 if _in_multirun() else None
+    if setting:
+        torch.set_num_threads(int(setting))
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not inside a Hydra app (library use, tests)
+        return False

@@ -35,3 +35,19 @@ def test_settings_file_values_land_where_they_say(tmp_path):
     path.write_text("finetune: {iterations: 5, lr: 1}\nseiko: {acquisition: thompson}\n")
     cfg = merge_settings_file(compose_config("campaign"), path)
     assert cfg.finetune.iterations == 5 and cfg.finetune.lr == 1 and cfg.seiko.acquisition == "thompson"
+
+
+def test_settings_chosen_automatically_also_take_a_value(tmp_path):
+    import torch
+
+    from mbo.device import set_threads
+
+    path = tmp_path / "run.yaml"
+    path.write_text("threads: 2\nprogress: false\nconservative: {c: 3}\n")
+    cfg = merge_settings_file(compose_config("config"), path)
+    assert cfg.threads == 2 and cfg.progress is False and cfg.conservative.c == 3
+    before = torch.get_num_threads()
+    set_threads("auto")  # outside a Hydra multirun: torch's default, every core
+    assert torch.get_num_threads() == before
+    set_threads(1)
+    assert torch.get_num_threads() == 1

@@ -29,7 +29,7 @@ from mbo.ctrl.finetune import ConditionLogProb, finetune_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
-from mbo.device import resolve_device
+from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -130,8 +130,7 @@ def load_ctrl_model(path: str, factors, device: torch.device):
 def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     """The CTRL pipeline for one config (``mbo.conf``'s ``config`` with the ``ctrl`` group); writes its
     outputs into ``output_dir`` and returns the metrics written to ``metrics.json``."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     progress = progress_bars(cfg.progress)
