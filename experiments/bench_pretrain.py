@@ -126,7 +126,8 @@ def report(out: Path, command: str) -> dict:
     runs.sort(key=lambda r: order.get(r["task"], 99))
     lines = ["# Pretrained priors: held-out NELBO, exact-entropy gap, feasibility", "",
              f"Command: `{command}`", "",
-             f"torch {torch.__version__}, {platform.machine()} CPU, 1 thread per run. NELBO per token "
+             f"torch {torch.__version__}, {platform.machine()} CPU; 'train s' is the wall time of the run "
+             "that trained the cached checkpoint, on the threads in brackets. NELBO per token "
              f"(nats) with {ELBO_T} stratified times per sequence on {N_HELD} held-out sequences (± standard "
              "error); gap = NELBO − exact entropy per token of the corpus distribution; feasible: fraction "
              f"of {N_SAMPLES} samples whose every transition is allowed.", "",
@@ -134,7 +135,7 @@ def report(out: Path, command: str) -> dict:
              "| first-hitting | sample s (first-hitting) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         cells = [f"{r['task']} (`{r['task_name']}`)", f"{r['n_params']:,}",
-                 f"{r['train_s']:.0f}" if r.get("train_s") else "–",
+                 f"{r['train_s']:.0f} ({r.get('train_threads') or '?'})" if r.get("train_s") else "–",
                  f"{r['nelbo']:.4f} ± {r['nelbo_se']:.4f}",
                  f"{r['entropy']:.4f}" if "entropy" in r else "–", f"{r['gap']:+.4f}" if "gap" in r else "–"]
         for k in ("grid32", "grid128", "first_hitting"):
@@ -157,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="results prefix (OUT.md, OUT.json, OUT/runs/)")
     p.add_argument("--report", action="store_true", help="only aggregate existing runs")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: several benchmarks share the cores)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     command = "python experiments/bench_pretrain.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     if not args.report:
