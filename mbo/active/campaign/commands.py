@@ -266,7 +266,8 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                              acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
                              exclude=exclude, sampler=reference.sampler,
                              pool_method=instantiate(k.pool) if k.get("pool") else None,
-                             accept=c.constraints.satisfied if c.constraints.active else None, seed=seed,
+                             accept=c.constraints.satisfied if c.constraints.active else None,
+                             fallback=lambda: load_model(c, "pretrained.safetensors", device), seed=seed,
                              progress=progress)
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
