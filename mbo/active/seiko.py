@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from conservative import OptimisticReward, ScaledReward, label_scale
-from mbo.active.selection import Acquisition, Selection, select_batch
+from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
@@ -186,14 +186,7 @@ def _new_designs(pool: Tensor, measured: Tensor, accept: Callable[[Tensor], Tens
     if accept is not None:
         ok = accept(pool)
         rejected, pool = int((~ok).sum()), pool[ok]
-    seen = {tuple(r) for r in measured.tolist()}
-    keep = []
-    for i, row in enumerate(pool.tolist()):
-        key = tuple(row)
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return pool[keep], rejected
+    return unmeasured(pool, measured), rejected
 
 
 def run_seiko(
