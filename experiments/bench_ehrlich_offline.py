@@ -84,16 +84,23 @@ def run_seed(seed: int, args, task, offline, pretrained, cfg) -> dict[str, dict]
         record(f"best-of-{args.ranked} ranked by ensemble", ranked, time.perf_counter() - t + t_fit)
     braid, chosen = conservative_reward(cfg, ensemble, pretrained, offline, pretrained.device)
     braid_c = chosen["c"] if chosen else cfg.conservative.c
-    for name, reward in (("naive fine-tuning (c=0)", instantiate(cfg.conservative, c=0.0)(ensemble)),
+    alpha = chosen["alpha"] if chosen else cfg.finetune.alpha
+    naive_name = "naive fine-tuning (c=0)"
+    for name, reward in ((naive_name, instantiate(cfg.conservative, c=0.0)(ensemble)),
                          (f"BRAID ensemble-std (c={braid_c:g}{', auto' if chosen else ''})", braid)):
+        extra = {"c": braid_c, "alpha": alpha} if name.startswith("BRAID") else {}
+        if extra and braid_c == 0:
+            # c = 0 is naive fine-tuning: the same reward, seed and α train the same model (deterministic).
+            out[name] = {**out[naive_name], **extra}
+            print(f"  seed {seed} {name}: c = 0, the naive row's designs", flush=True)
+            continue
         t = time.perf_counter()
         scaled = ScaledReward(reward, label_scale(offline.labels))
-        model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha, seed=seed,
+        model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=alpha, seed=seed,
                                                    progress=args.progress)
         with torch.no_grad():
-            designs = model.sample(N_DESIGNS, generator=gen)
-        record(name, designs, time.perf_counter() - t + t_fit,
-               {"final_kl": history[-1]["kl"], **({"c": braid_c} if name.startswith("BRAID") else {})})
+            designs = model.sample(N_DESIGNS, generator=torch.Generator().manual_seed(seed))
+        record(name, designs, time.perf_counter() - t + t_fit, {"final_kl": history[-1]["kl"], **extra})
     start = offline.tokens[offline.labels.argsort(descending=True)[:N_DESIGNS]]
     naive = instantiate(cfg.conservative, c=0.0)(ensemble)
     t = time.perf_counter()

@@ -7,6 +7,7 @@ import torch
 
 from mbo.data.alphabet import one_hot
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.diffusion.policy import MinProbability
 from mbo.finetune import (
     finetune_backprop,
     finetune_ppo,
@@ -16,6 +17,7 @@ from mbo.finetune import (
     mixture_log_partition,
     target_gap,
 )
+from mbo.finetune.vidd import soft_optimal_tokens
 
 V, L, ALPHA = 3, 4, 0.5
 SEQS = torch.tensor(list(itertools.product(range(V), repeat=L)))
@@ -103,3 +105,35 @@ def test_quick_run_moves_towards_the_reward_and_keeps_the_prior(pretrained, name
     assert all(torch.equal(before[k], v) for k, v in pretrained.state_dict().items())
     share = lambda m: (m.sample(2000, generator=torch.Generator().manual_seed(9)) == 0).float().mean()  # noqa: E731
     assert share(model) > share(pretrained) + 0.05
+
+
+class NeverTwoAfterOne(torch.nn.Module):
+    """A known prior: uniform, except that after a 1 the next token is 2 with probability ~1e-5, the
+    way a trained softmax leaks onto a transition it has never seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # a device and dtype for MaskedDiffusion
+
+    def forward(self, x):
+        logits = torch.zeros(*x.shape[:2], V) + 0 * self.unused
+        after_one = torch.nn.functional.pad(x[:, :-1, 1], (1, 0)) > 0.5
+        logits[..., 2] = torch.where(after_one, -12.0, 0.0)
+        return logits
+
+
+def test_min_p_keeps_the_soft_optimal_step_on_the_prior_support():
+    # The reward wants 2 everywhere; exp(r/α) at small α blows the prior's leak on "1 then 2" up into
+    # most of the target; with min-p on the prior's step the target there is exactly zero.
+    m = MaskedDiffusion(NeverTwoAfterOne(), V, L, sampler="first_hitting").eval()
+    wants_two = lambda x: 20.0 * x[..., 2].sum(-1)  # noqa: E731
+    xt = torch.tensor([[1, m.mask_id, m.mask_id, m.mask_id]])
+    position = torch.tensor([1])
+    leak = soft_optimal_tokens(m, wants_two, xt, position, alpha=0.05)[0, 2]
+    m.policy = MinProbability(1e-3)
+    exact = soft_optimal_tokens(m, wants_two, xt, position, alpha=0.05)[0, 2]
+    assert leak > 0.5 and exact == 0.0
+    # Elsewhere the prior is uniform and nothing is cut: the reward still gets its way.
+    free = soft_optimal_tokens(m, wants_two, torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]]),
+                               position, alpha=0.05)[0, 2]
+    assert free > 0.99
