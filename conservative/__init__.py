@@ -1,6 +1,6 @@
 """Conservative (pessimistic) and optimistic rewards over any reward model with uncertainty."""
 
-from conservative.auto import choose_c
+from conservative.auto import choose_c_alpha
 from conservative.rewards import (
     ConservativeReward,
     OptimisticReward,
@@ -9,5 +9,5 @@ from conservative.rewards import (
     label_scale,
 )
 
-__all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward", "ScaledReward", "choose_c",
+__all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward", "ScaledReward", "choose_c_alpha",
            "label_scale"]

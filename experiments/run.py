@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from conservative import ScaledReward, choose_c, label_scale
+from conservative import ScaledReward, choose_c_alpha, label_scale
 from experiments.report import print_summary, write_pareto_report, write_report
 from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
@@ -52,8 +52,14 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise SettingError(f"n_designs must be >= 1, got {cfg.n_designs}")
     if int(cfg.oversample) < 1:
         raise SettingError(f"oversample must be >= 1, got {cfg.oversample}")
-    if cfg.finetune.alpha < 0:
-        raise SettingError(f"finetune.alpha must be >= 0, got {cfg.finetune.alpha}")
+    alpha = cfg.finetune.alpha
+    if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
+        raise SettingError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
+    if cfg.conservative.get("c", 0) == "auto" or alpha == "auto":
+        a = cfg.auto
+        if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
+            raise SettingError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
+                               f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
 
 
@@ -91,6 +97,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     t = time.perf_counter()
     reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
     reward, chosen = conservative_reward(cfg, reward_model, pretrained, offline, device)
+    if chosen is not None:
+        cfg.finetune.alpha = chosen["alpha"]  # from here on the run is the one with the chosen α
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -125,7 +133,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
               "designs": {"asked": n, "written": len(found), "sampled": drawn, "candidates": candidates,
                           "include_offline": bool(cfg.include_offline), "method": name,
                           "constraints": constraints.describe(), "rejected": rejected[0], **calls},
-              "methods": metrics, "timings": timings, "auto_c": chosen}
+              "methods": metrics, "timings": timings, "auto": chosen}
 
     if model is not None:
         save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)
@@ -157,12 +165,15 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     t = time.perf_counter()
     columns = [SequenceDataset(offline.tokens, offline.alphabet, offline.labels[:, j].contiguous(),
                                offline.ids) for j in range(len(names))]
-    models, rewards = [], []
+    models, rewards, alphas = [], [], []
     for data in columns:
         m = instantiate(cfg.reward_model, device=str(device)).fit(data, seed=cfg.seed)
-        r, _ = conservative_reward(cfg, m, pretrained, data, device)
+        r, chosen = conservative_reward(cfg, m, pretrained, data, device)
         models.append(m)
         rewards.append(ScaledReward(r, label_scale(data.labels)))
+        alphas.append(None if chosen is None else chosen["alpha"])
+    if cfg.finetune.alpha == "auto":  # one model for the sum: the shortest leash any objective asked for
+        cfg.finetune.alpha = max(alphas)
     if not all(hasattr(m, "member_predictions") for m in models):
         raise SettingError("several objectives need an ensemble reward model (reward_model=ensemble, "
                            "conv_ensemble, bootstrap or calibrated_ensemble)")
@@ -272,17 +283,23 @@ def designer(cfg: DictConfig, pretrained, scaled, gen: torch.Generator, device: 
 
 
 def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, device: torch.device):
-    """The ``conservative`` group's reward on ``reward_model``, with ``c: auto`` resolved from the offline
-    data (:func:`conservative.choose_c`); returns ``(reward, the auto choice or None)``."""
-    if cfg.conservative.c != "auto":
+    """The ``conservative`` group's reward on ``reward_model``, with ``conservative.c: auto`` and
+    ``finetune.alpha: auto`` resolved from the offline data (:func:`conservative.choose_c_alpha`);
+    returns ``(reward, {"c", "alpha", "trials"} or None when neither is auto)``."""
+    c, alpha = cfg.conservative.c, cfg.finetune.alpha
+    if c != "auto" and alpha != "auto":
         return instantiate(cfg.conservative)(reward_model), None
-    a = cfg.auto_c
+    a = cfg.auto
+    # The proxy aims at the design method's own target: an inference-time method's α if it has one.
+    held = cfg.method.alpha if cfg.get("method") is not None and "alpha" in cfg.method else alpha
     fresh = lambda: instantiate(cfg.reward_model, device=str(device))  # noqa: E731
-    value, trials = choose_c(pretrained, offline, fresh, reward_model, instantiate(a.method), a.grid,
-                             holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
-    log.info("conservative.c=auto chose c = %g (judged medians %s)", value,
+    c, alpha, trials = choose_c_alpha(
+        pretrained, offline, fresh, reward_model, instantiate(a.method),
+        a.c_grid if c == "auto" else [c], a.alpha_grid if held == "auto" else [held],
+        holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
+    log.info("auto settings chose c = %g, alpha = %g (judged medians %s)", c, alpha,
              {k: round(v["judged_median"], 4) for k, v in trials.items()})
-    return instantiate(cfg.conservative, c=value)(reward_model), {"c": value, "trials": trials}
+    return instantiate(cfg.conservative, c=c)(reward_model), {"c": c, "alpha": alpha, "trials": trials}
 
 
 def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:

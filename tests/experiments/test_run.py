@@ -9,7 +9,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from experiments.run import run
+from experiments.run import SettingError, run
 from mbo.config import compose_config
 from mbo.data.io import DataError
 
@@ -145,7 +145,7 @@ def test_replicates_are_merged_and_reported(tmp_path):
 @pytest.mark.parametrize("setting, problem", [
     ("n_designs=0", "n_designs must be >= 1"),
     ("device=cuda", "no CUDA device"),
-    ("finetune.alpha=-1", "finetune.alpha must be >= 0"),
+    ("finetune.alpha=-1", "finetune.alpha must be auto or a number >= 0"),
 ])
 def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, problem):
     with pytest.raises(ValueError, match=problem):
@@ -260,12 +260,25 @@ def test_every_design_carries_its_provenance_and_a_plate_map(tmp_path):
     assert "Provenance" in (out / "report.md").read_text()
 
 
-def test_automatic_c_is_chosen_from_the_offline_data(tmp_path):
-    result = run(config(tmp_path, "conservative.c=auto", "auto_c.grid=[0,5]", "auto_c.designs=8",
-                        "auto_c.method.candidates=2"), tmp_path / "run")
-    chosen = result["auto_c"]
-    assert chosen["c"] in (0.0, 5.0) and set(chosen["trials"]) == {"0", "5"}
+def test_automatic_c_and_alpha_are_chosen_from_the_offline_data(tmp_path):
+    result = run(config(tmp_path, "conservative.c=auto", "finetune.alpha=auto", "auto.c_grid=[0,5]",
+                        "auto.alpha_grid=[0.05,1]", "auto.designs=8", "auto.method.candidates=2"),
+                 tmp_path / "run")
+    chosen = result["auto"]
+    assert chosen["c"] in (0.0, 5.0) and chosen["alpha"] in (0.05, 1.0)
+    assert set(chosen["trials"]) == {"c=0,alpha=0.05", "c=0,alpha=1", "c=5,alpha=0.05", "c=5,alpha=1"}
     assert all(t["designs"] > 0 for t in chosen["trials"].values())
+
+
+def test_a_number_holds_the_setting_that_auto_would_choose(tmp_path):
+    result = run(config(tmp_path, "conservative.c=auto", "finetune.alpha=0.2", "auto.c_grid=[0,5]",
+                        "auto.designs=8", "auto.method.candidates=2"), tmp_path / "run")
+    assert result["auto"]["alpha"] == 0.2
+    assert set(result["auto"]["trials"]) == {"c=0,alpha=0.2", "c=5,alpha=0.2"}
+    with pytest.raises(SettingError, match=r"finetune\.alpha must be auto or a number"):
+        run(config(tmp_path, "finetune.alpha=fast"), tmp_path / "run2")
+    with pytest.raises(SettingError, match=r"auto\.alpha_grid"):
+        run(config(tmp_path, "finetune.alpha=auto", "auto.alpha_grid=[]"), tmp_path / "run3")
 
 
 def test_two_label_columns_design_for_the_pareto_front(tmp_path):
