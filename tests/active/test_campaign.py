@@ -155,6 +155,49 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
         assert all(torch.equal(v, stored[k]) for k, v in ref.state_dict().items())
 
 
+def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
+    # kd rewards G, expression rewards T: a trade-off. Plates are picked by qNEHVI.
+    rng = random.Random(1)
+    rows = []
+    for i in range(24):
+        seq = "".join(rng.choice("ACGT") for _ in range(8))
+        rows.append((f"s{i}", seq, f"{seq.count('G') + 0.1 * i:.1f}", f"{seq.count('T') - 0.1 * i:.1f}"))
+    start = write_results(tmp_path / "two.csv", rows, header=("id", "sequence", "kd", "expression"))
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", start, "--label-column", "kd,expression", "--config", config) == 0
+    assert json.loads((root / "campaign.json").read_text())["objectives"] == ["kd", "expression"]
+    meas = read_rows(root / "measurements.csv")
+    assert list(meas[0]) == ["id", "sequence", "kd", "expression", "round", "source"]
+    assert cli("suggest", root, "--batch", 4, "--plate", 96) == 0
+    plate = read_rows(root / "round_000" / "suggestions.csv")
+    assert list(plate[0])[:7] == ["id", "sequence", "predicted_mean_kd", "predicted_std_kd",
+                                  "predicted_mean_expression", "predicted_std_expression", "acquisition"]
+    assert len(plate) == 4 and not {p["sequence"] for p in plate} & {r[1] for r in rows}
+    assert (root / "round_000" / "plate_map.csv").is_file()
+    capsys.readouterr()
+    # A results file needs every objective; nothing changes on a bad one.
+    before = tree_hash(root)
+    one = write_results(tmp_path / "one.csv", [(plate[0]["id"], "1")], header=("id", "kd"))
+    assert cli("ingest", root, one) == 2
+    assert "missing column(s) ['expression']" in capsys.readouterr().err and tree_hash(root) == before
+    both = write_results(tmp_path / "both.csv",
+                         [(p["id"], f"{5 + i}", f"{5 - i}") for i, p in enumerate(plate)],
+                         header=("id", "kd", "expression"))
+    assert cli("ingest", root, both) == 0
+    assert read_rows(root / "measurements.csv")[-1]["expression"] == "2.0"
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    out = capsys.readouterr().out
+    assert "best_kd" in out and "hypervolume" in out and (root / "status.png").stat().st_size > 1000
+    # Every result is on the front (each beats the start data in kd); the hypervolume grew.
+    table = commands.round_table(campaign.open_campaign(root))
+    assert table[1]["on_front"] >= 4 and table[1]["hypervolume"] > table[0]["hypervolume"]
+    assert cli("suggest", root, "--batch", 4) == 0
+    assert len(read_rows(root / "round_001" / "suggestions.csv")) == 4
+    with pytest.raises(campaign.CampaignError, match="one column per objective"):
+        commands.ingest(campaign.open_campaign(root), both, value_column="kd")
+
+
 @pytest.mark.parametrize("case", ["unknown_id", "duplicate_id", "non_numeric", "empty", "nan", "plus_inf",
                                   "missing_column", "round_never_suggested", "conflict", "missing_file",
                                   "wrong_sequence"])

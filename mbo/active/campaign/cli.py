@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of the settings")
     q.add_argument("--data", metavar="FILE.csv", help="measured start data (sequence and label columns)")
     q.add_argument("--sequence-column", default="sequence")
-    q.add_argument("--label-column", default="label")
+    q.add_argument("--label-column", default="label", help="the measured value's column, or several "
+                   "comma-separated (kd,expression): plates then grow their Pareto front")
     q.add_argument("--id-column", default=None, help="column of unique ids (default: 'id' if present)")
     q.add_argument("--alphabet", default="dna", help="dna, rna, protein, or the letters (default dna)")
     q.add_argument("--corpus", metavar="FILE", help="unlabeled pretraining sequences, CSV or FASTA "
@@ -63,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("dir", metavar="DIR")
     q.add_argument("results", metavar="RESULTS.csv")
     q.add_argument("--id-column", default="id")
-    q.add_argument("--value-column", default="value")
+    q.add_argument("--value-column", default="value", help="the results' value column (a campaign with "
+                   "several objectives reads one column per objective, named as at init)")
 
     q = sub.add_parser("status", parents=[common], help="per-round table and DIR/status.png")
     q.add_argument("dir", metavar="DIR")

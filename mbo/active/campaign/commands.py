@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from mbo.active.campaign.settings import build_check, load_settings
 from mbo.active.campaign.store import (
     FORMAT,
+    RESERVED,
     SUGGESTION_ID,
     Campaign,
     CampaignError,
@@ -46,7 +47,8 @@ from mbo.active.campaign.store import (
     write_suggestions,
 )
 from mbo.active.campaign.store import format_value as _format_value
-from mbo.active.seiko import feasible_rows, seiko_round
+from mbo.active.pareto import hypervolume, pareto_mask
+from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
 from mbo.constraints import ConstraintError, constraints_from_settings
@@ -114,11 +116,17 @@ def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id
         alphabet = get_alphabet(alphabet_name)
     except ValueError as err:
         raise CampaignError(f"--alphabet {alphabet_name!r}: {err}") from None
-    if id_column is None and "id" in csv_header(data_path) and "id" not in (sequence_column, label_column):
+    labels = [name.strip() for name in label_column.split(",")]
+    if len(labels) > 1:
+        clash = sorted(set(labels) & RESERVED) or sorted({n for n in labels if labels.count(n) > 1 or not n})
+        if clash:
+            raise CampaignError(f"--label-column {label_column!r}: objective names must be distinct, "
+                                f"non-empty and none of {sorted(RESERVED)} (got {clash})")
+    if id_column is None and "id" in csv_header(data_path) and "id" not in (sequence_column, *labels):
         id_column = "id"
-    data = read_csv(data_path, alphabet, sequence_column=sequence_column, label_columns=label_column,
-                    id_column=id_column)
-    check_learnable(data, data_path, label_column)
+    data = read_csv(data_path, alphabet, sequence_column=sequence_column,
+                    label_columns=labels if len(labels) > 1 else labels[0], id_column=id_column)
+    check_learnable(data, data_path, labels)
     if data.ids is None:
         data.ids = [f"start_{i:04d}" for i in range(len(data))]
     else:
@@ -135,7 +143,7 @@ def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id
         corpus = read_csv(corpus_path, alphabet, sequence_column=sequence_column, label_columns=None,
                           length=data.length).tokens
     start = {"data": Path(data_path).name, "sequence_column": sequence_column,
-             "label_column": label_column, "id_column": id_column,
+             "label_column": labels if len(labels) > 1 else labels[0], "id_column": id_column,
              "corpus": None if corpus_path is None else Path(corpus_path).name}
     return data, corpus, start, Path(data_path).name
 
@@ -174,6 +182,10 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         raise CampaignError(f"{source}: need at least 2 measured designs to start, got {len(start_data)}")
     abc, length = start_data.alphabet, start_data.length
     build_check(settings, abc.size, length, config or "settings")
+    objectives = start.get("label_column") if start_data.labels.dim() == 2 else None
+    if objectives and not hasattr(instantiate(settings.reward_model, device="cpu"), "member_predictions"):
+        raise CampaignError(f"{config or 'settings'}: several objectives ({', '.join(objectives)}) need an "
+                            f"ensemble reward model (reward_model=conv_ensemble, ensemble or bootstrap)")
     try:
         constraints_from_settings(settings.constraints, abc, length).check()
     except ConstraintError as err:
@@ -191,7 +203,8 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
             "alphabet": {"name": abc.name, "letters": abc.letters}, "length": length,
             "seed": seed, "start": {**start, "size": len(start_data)},
             "corpus_size": len(corpus_tokens), "pretrain_nelbo": nelbo,
-            "overrides": list(overrides or []), "settings": OmegaConf.to_container(settings, resolve=True)}
+            "overrides": list(overrides or []), "settings": OmegaConf.to_container(settings, resolve=True),
+            **({"objectives": list(objectives)} if objectives else {})}
     # Build the whole directory next to the target, then rename it into place: a crash leaves no
     # half-made campaign, only a hidden directory named with this process's id, which the next
     # command on this campaign removes once the process is gone.
@@ -205,8 +218,10 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         atomic_write_text(tmp / "campaign.json", json.dumps(meta, indent=2) + "\n")
         save_checkpoint(tmp / "pretrained.safetensors", diffusion)
         record(tmp, "campaign.json", "pretrained.safetensors")
-        values = [str(np.float32(v)) for v in start_data.labels.tolist()]
-        write_measurements(staged, [Measurement(i, s, float(v), -1, source) for i, s, v in
+        # As float32 text, the precision the labels were read at.
+        values = [tuple(float(str(np.float32(v))) for v in row)
+                  for row in start_data.labels.reshape(len(start_data), -1).tolist()]
+        write_measurements(staged, [Measurement(i, s, v, -1, source) for i, s, v in
                                     zip(start_data.ids, start_data.sequences(), values, strict=True)],
                            overwrite=False)
         try:
@@ -218,8 +233,10 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    best = float(start_data.labels.max())
-    return (f"campaign {target}: {len(start_data)} starting measurements (best {best:g}), alphabet "
+    best = ", ".join(f"{o} {float(v):g}" for o, v in zip(objectives or ["best"],
+                                                           start_data.labels.reshape(len(start_data), -1)
+                                                           .max(0).values, strict=True))
+    return (f"campaign {target}: {len(start_data)} starting measurements (best {best}), alphabet "
             f"{abc.name} ({abc.letters}), length {length}; pretrained on {len(corpus_tokens)} "
             f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token). "
             f"Next: mbo-campaign suggest {target} --batch N")
@@ -247,9 +264,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     torch.set_num_threads(s.threads)
     device = resolve_device(s.device)
     try:
+        values = torch.tensor([m.values for m in measurements], dtype=torch.float32)
         data = feasible_rows(c.encode([m.sequence for m in measurements]),
-                             torch.tensor([m.value for m in measurements], dtype=torch.float32),
-                             c.alphabet, k.infeasible)
+                             values if len(c.objectives) > 1 else values[:, 0], c.alphabet, k.infeasible)
     except ValueError as err:
         raise CampaignError(f"{c.measurements_path}: {err}") from None
     # Never suggest a design again: neither a measured one nor one already on an earlier plate.
@@ -260,15 +277,21 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     reference = load_model(c, ref_name, device)
     seed = int(c.meta["seed"]) * 1000 + r
     torch.manual_seed(seed)
+    shared = {"batch_size": batch, "c": k.c, "alpha": s.finetune.alpha, "pool_size": k.pool_size,
+              "exclude": exclude, "sampler": reference.sampler,
+              "pool_method": instantiate(k.pool) if k.get("pool") else None,
+              "accept": c.constraints.satisfied if c.constraints.active else None,
+              "fallback": lambda: load_model(c, "pretrained.safetensors", device), "seed": seed,
+              "progress": progress}
     try:
-        result = seiko_round(reference, data, instantiate(s.reward_model, device=str(device)),
-                             instantiate(s.finetune), batch_size=batch, c=k.c, alpha=s.finetune.alpha,
-                             acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
-                             exclude=exclude, sampler=reference.sampler,
-                             pool_method=instantiate(k.pool) if k.get("pool") else None,
-                             accept=c.constraints.satisfied if c.constraints.active else None,
-                             fallback=lambda: load_model(c, "pretrained.safetensors", device), seed=seed,
-                             progress=progress)
+        if len(c.objectives) > 1:
+            models = [instantiate(s.reward_model, device=str(device)) for _ in c.objectives]
+            result = seiko_pareto_round(reference, data, models, instantiate(s.finetune),
+                                        method=s.pareto.method, **shared)
+        else:
+            result = seiko_round(reference, data, instantiate(s.reward_model, device=str(device)),
+                                 instantiate(s.finetune), acquisition=k.acquisition,
+                                 min_distance=k.min_distance, **shared)
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
     sel = result.selection
@@ -288,10 +311,11 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                "command": f"mbo-campaign suggest {c.dir.name} --batch {batch}"
                           + (" --force" if force else "") + (f" --plate {plate}" if plate else "")}
     path = write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
-    if plate is not None:
+    if plate is not None:  # with several objectives the map shows the first one's prediction
         ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
-        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), sel.mean,
-                        sel.std, plate)
+        mean, std = (sel.mean, sel.std) if sel.mean.dim() == 1 else (sel.mean[:, 0], sel.std[:, 0])
+        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), mean, std,
+                        plate)
     return path
 
 
@@ -312,7 +336,10 @@ def _store_copy(folder: Path, name: str, data: bytes) -> str:
 
 def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
            value_column: str = "value") -> str:
-    """Validate a whole results file, then add its new measurements; returns a one-line report."""
+    """Validate a whole results file, then add its new measurements; returns a one-line report.
+
+    A campaign with several objectives reads one column per objective, named as at ``init``, instead
+    of ``value_column``."""
     path = Path(results)
     measurements = read_measurements(c)
     known = {m.id: m for m in measurements}
@@ -321,9 +348,16 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     text = read_text(path)
     raw_bytes = path.read_bytes()
     header, header_line, records = csv_records(path, text)
-    if id_column == value_column:
-        raise CampaignError(f"--id-column and --value-column must differ, both are {id_column!r}")
-    col = require_columns(path, header, header_line, [id_column, value_column])
+    if len(c.objectives) > 1:
+        if value_column != "value":
+            raise CampaignError(f"--value-column: this campaign measures {', '.join(c.objectives)}; its "
+                                f"results file needs one column per objective, named so")
+        value_columns = c.objectives
+    else:
+        value_columns = [value_column]
+    if id_column in value_columns:
+        raise CampaignError(f"--id-column and the value column(s) must differ, both are {id_column!r}")
+    col = require_columns(path, header, header_line, [id_column, *value_columns])
     seq_col = header.index("sequence") if "sequence" in header and "sequence" not in col else None
     if not records:
         raise DataError(path, "no data rows after the header")
@@ -342,9 +376,10 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
             problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
             continue
         ident = fields[col[id_column]].strip()
-        value = parse_number(fields[col[value_column]].strip(), "value", allow_neg_inf=True)
-        if isinstance(value, str):
-            problems.add(line, value, value_column)
+        parsed = [parse_number(fields[col[v]].strip(), "value", allow_neg_inf=True) for v in value_columns]
+        for v, name in zip(parsed, value_columns, strict=True):
+            if isinstance(v, str):
+                problems.add(line, v, name)
         if not ident:
             problems.add(line, "empty id", id_column)
             continue
@@ -366,17 +401,19 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
         if seq_col is not None and norm(fields[seq_col]) != sugg.sequence:
             problems.add(line, f"sequence {fields[seq_col].strip()!r} is not the sequence suggested as "
                                f"{ident!r} ({sugg.sequence})", "sequence")
-        if isinstance(value, str):
+        if any(isinstance(v, str) for v in parsed):
             continue
+        values = tuple(parsed)
         if ident in known:
-            if known[ident].value != value:
+            if known[ident].values != values:
+                said = lambda vs: "/".join(map(_format_value, vs))  # noqa: E731
                 problems.add(line, f"conflict: {ident!r} was already ingested with value "
-                                   f"{_format_value(known[ident].value)} (from {known[ident].source}); this "
-                                   f"file says {_format_value(value)}", value_column)
+                                   f"{said(known[ident].values)} (from {known[ident].source}); this "
+                                   f"file says {said(values)}", value_columns[0])
             else:
                 already += 1
             continue
-        new.append((sugg, value))
+        new.append((sugg, values))
     problems.raise_first()
 
     if not new:
@@ -385,7 +422,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
                for r in sorted({s.round for s, _ in new})}
     added = [Measurement(s.id, s.sequence, v, s.round, sources[s.round]) for s, v in new]
     write_measurements(c, measurements + added)
-    infeasible = sum(not math.isfinite(v) for _, v in new)
+    infeasible = sum(not all(map(math.isfinite, v)) for _, v in new)
     per_round = ", ".join(
         f"round {r}: {sum(m.round == r for m in measurements + added)}/{len(rounds[r])} measured"
         for r in sources)
@@ -395,9 +432,15 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
 
 # ---------------------------------------------------------------------------------------- status
 def round_table(c: Campaign) -> list[dict]:
-    """One dict per round (the start data first): counts, feasibility, best values, predictions."""
+    """One dict per round (the start data first): counts, feasibility, best values, predictions.
+
+    With several objectives: the best of each objective per round, and after each round the number
+    of measured designs on the Pareto front and its hypervolume (corner: the start data's worst value
+    of each objective)."""
     measurements = read_measurements(c)
     rounds = suggested_rounds(c, measurements)
+    if len(c.objectives) > 1:
+        return _pareto_table(c, measurements, rounds)
     rows, best = [], -math.inf
     for r in [-1, *rounds]:
         ms = [m for m in measurements if m.round == r]
@@ -415,9 +458,32 @@ def round_table(c: Campaign) -> list[dict]:
     return rows
 
 
+def _feasible_values(ms: list[Measurement]) -> torch.Tensor:
+    """``(n, M)`` values of the measurements finite in every objective."""
+    rows = [m.values for m in ms if all(map(math.isfinite, m.values))]
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1)
+
+
+def _pareto_table(c: Campaign, measurements: list[Measurement], rounds: dict) -> list[dict]:
+    start = _feasible_values([m for m in measurements if m.round < 0])
+    ref = start.min(0).values
+    rows, so_far = [], []
+    for r in [-1, *rounds]:
+        ms = [m for m in measurements if m.round == r]
+        so_far += ms
+        y, front = _feasible_values(ms), _feasible_values(so_far)
+        row = {"round": "start" if r < 0 else str(r), "suggested": len(rounds[r]) if r >= 0 else None,
+               "measured": len(ms), "feasible": len(y) / len(ms) if ms else None}
+        for j, o in enumerate(c.objectives):
+            row[f"best_{o}"] = float(y[:, j].max()) if len(y) else None
+        row["on_front"] = int(pareto_mask(front).sum()) if len(front) else 0
+        row["hypervolume"] = hypervolume(front, ref) if len(front) else None
+        rows.append(row)
+    return rows
+
+
 def _table_text(rows: list[dict]) -> str:
-    heads = ["round", "suggested", "measured", "feasible", "best_round", "best_so_far", "pred_mean",
-             "actual_mean"]
+    heads = list(rows[0])
 
     def cell(v) -> str:
         if v is None:
@@ -437,6 +503,16 @@ def _plot(c: Campaign, path: Path) -> None:
     fig = Figure(figsize=(7, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    if len(c.objectives) > 1:
+        _plot_front(c, ms, ax)
+    else:
+        _plot_progress(c, ms, ax)
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _plot_progress(c: Campaign, ms: list[Measurement], ax) -> None:
     n_start = sum(m.round < 0 for m in ms)
     ordered = [m for m in ms if m.round < 0] + sorted((m for m in ms if m.round >= 0), key=lambda m: m.round)
     xs = np.arange(1, len(ordered) + 1)
@@ -457,13 +533,35 @@ def _plot(c: Campaign, path: Path) -> None:
     ax.set_ylabel("measured value")
     ax.set_title(f"{c.dir.name}: {len(ms) - n_start} measurements in {len({m.round for m in ms}) - 1} rounds")
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _plot_front(c: Campaign, ms: list[Measurement], ax) -> None:
+    """The first two objectives: measured designs by round, the measured front, and the latest plate's
+    predictions (hollow) where it has no results yet."""
+    a, b = c.objectives[:2]
+    for r in sorted({m.round for m in ms}):
+        y = _feasible_values([m for m in ms if m.round == r])
+        ax.scatter(y[:, 0], y[:, 1], s=12, alpha=0.8, label="start data" if r < 0 else f"round {r}")
+    y = _feasible_values(ms)
+    front = y[pareto_mask(y)]
+    front = front[front[:, 0].argsort()]
+    ax.step(front[:, 0], front[:, 1], where="pre", color="k", lw=1.5, label="measured front")
+    rounds = suggested_rounds(c, ms)
+    measured = {m.id for m in ms}
+    waiting = [s for sg in rounds.values() for s in sg if s.id not in measured]
+    if waiting:
+        ax.scatter([s.predicted_means[0] for s in waiting], [s.predicted_means[1] for s in waiting], s=18,
+                   facecolors="none", edgecolors="k", label="suggested, predicted")
+    ax.set_xlabel(a)
+    ax.set_ylabel(b)
+    more = f" (first 2 of {len(c.objectives)} objectives)" if len(c.objectives) > 2 else ""
+    ax.set_title(f"{c.dir.name}: Pareto front of the measurements{more}")
+    ax.legend(fontsize=7, loc="best")
 
 
 def status(c: Campaign) -> str:
-    """The per-round table (and ``DIR/status.png``)."""
+    """The per-round table, and ``DIR/status.png``: the measurements by round and the best so far, or
+    with several objectives their Pareto front and the open plates' predictions."""
     rows = round_table(c)
     _plot(c, c.dir / "status.png")
     outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mbo.active.campaign.store import CampaignError
+from mbo.active.pareto import PARETO_METHODS
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
@@ -81,9 +82,12 @@ def check_values(cfg: DictConfig, where: str) -> None:
     need(k.kl_to in ("previous", "pretrained"), "seiko.kl_to", "must be previous or pretrained")
     need(k.infeasible in ("impute", "drop"), "seiko.infeasible", "must be impute or drop")
     need(k.c >= 0, "seiko.c", "must be >= 0")
+    need(cfg.pareto.method in PARETO_METHODS, "pareto.method", f"must be one of {', '.join(PARETO_METHODS)}")
     need(k.pool_size >= 1, "seiko.pool_size", "must be >= 1")
     need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
-    need(cfg.finetune.alpha >= 0, "finetune.alpha", "must be >= 0")
+    # auto is mbo-run's: it holds out the top labels, which a campaign's first rounds cannot spare.
+    need(isinstance(cfg.finetune.alpha, (int, float)) and cfg.finetune.alpha >= 0, "finetune.alpha",
+         "must be a number >= 0 in a campaign")
 
 
 def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> None:

@@ -9,12 +9,14 @@ Layout (everything human-readable except the checkpoints)::
     DIR/pretrained.safetensors     the pretrained model (round 0's reference)
     DIR/measurements.csv           id,sequence,value,round,source: every measurement, start data as
                                    round -1; value -inf = measured infeasible / failed. Replaced
-                                   atomically, whole.
+                                   atomically, whole. With several objectives (campaign.json's
+                                   ``objectives``) one column per objective, by name, replaces value.
     DIR/round_XXX/model.safetensors   θ_i (round i+1's reference)
     DIR/round_XXX/suggestions.csv     id,sequence,predicted_mean,predicted_std,acquisition; ids
                                       rXXX_NNNN, issued once and never again for another sequence
+                                      (several objectives: predicted_mean_NAME, predicted_std_NAME)
     DIR/round_XXX/results/         a byte copy of every results file ingested for the round
-    DIR/status.png                 written by ``status``
+    DIR/status.png                 written by ``status`` (several objectives: the Pareto front)
     DIR/.lock                      the writers' lock
 
 Writers (init, suggest, ingest, simulate) hold the lock; readers (status) do not need it, because
@@ -51,8 +53,9 @@ from mbo.diffusion.policy import Compose
 from mbo.diffusion.pretrain import sampling_policy
 
 FORMAT = "mbo-campaign/2"
-MEASUREMENT_COLUMNS = ["id", "sequence", "value", "round", "source"]
 SUGGESTION_COLUMNS = ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
+RESERVED = {"id", "sequence", "round", "source", "acquisition"}
+"""Column names an objective may not have (they are the campaign files' own)."""
 SUGGESTION_ID = re.compile(r"^r(\d{3,})_(\d{4,})$")
 CHECKSUMS = "checksums.json"
 LOCK = ".lock"
@@ -66,19 +69,28 @@ class CampaignError(Exception):
 class Measurement:
     id: str
     sequence: str
-    value: float
+    values: tuple[float, ...]  # one per objective
     round: int
     source: str
+
+    @property
+    def value(self) -> float:
+        """The first objective's value (the only one of a single-objective campaign)."""
+        return self.values[0]
 
 
 @dataclass(frozen=True)
 class Suggestion:
     id: str
     sequence: str
-    predicted_mean: float
-    predicted_std: float
+    predicted_means: tuple[float, ...]  # one per objective
+    predicted_stds: tuple[float, ...]
     acquisition: float
     round: int
+
+    @property
+    def predicted_mean(self) -> float:
+        return self.predicted_means[0]
 
 
 @dataclass
@@ -100,6 +112,23 @@ class Campaign:
     @property
     def settings(self) -> DictConfig:
         return OmegaConf.create(self.meta["settings"])
+
+    @property
+    def objectives(self) -> list[str]:
+        """The measured properties: ``["value"]``, or the label columns' names of a campaign started
+        with several (``--label-column kd,expression``)."""
+        return list(self.meta.get("objectives", ["value"]))
+
+    @property
+    def measurement_columns(self) -> list[str]:
+        return ["id", "sequence", *self.objectives, "round", "source"]
+
+    @property
+    def suggestion_columns(self) -> list[str]:
+        if len(self.objectives) == 1:
+            return SUGGESTION_COLUMNS
+        return ["id", "sequence", *[f"predicted_{k}_{o}" for o in self.objectives for k in ("mean", "std")],
+                "acquisition"]
 
     @property
     def constraints(self) -> Constraints:
@@ -145,6 +174,11 @@ def _check_meta(meta, path: Path) -> None:
          "alphabet.letters", "must be a string of at least 2 distinct letters")
     need(meta["length"] >= 1, "length", "must be >= 1")
     need(all(isinstance(o, str) for o in meta["overrides"]), "overrides", "must be a list of strings")
+    if "objectives" in meta:
+        obj = meta["objectives"]
+        need(isinstance(obj, list) and len(obj) >= 2 and all(isinstance(o, str) and o for o in obj)
+             and len(set(obj)) == len(obj) and not set(obj) & RESERVED, "objectives",
+             f"must be a list of 2 or more distinct names, none of {sorted(RESERVED)}")
 
 
 def open_campaign(directory: str | os.PathLike) -> Campaign:
@@ -284,7 +318,7 @@ def read_measurements(c: Campaign) -> list[Measurement]:
     """Every row of ``measurements.csv``, checked (it may have been edited by hand)."""
     path = c.measurements_path
     header, header_line, records = csv_records(path, read_text(path))
-    col = require_columns(path, header, header_line, MEASUREMENT_COLUMNS)
+    col = require_columns(path, header, header_line, c.measurement_columns)
     problems = Problems(path, "row")
     out: list[Measurement] = []
     seen: dict[str, int] = {}
@@ -302,16 +336,17 @@ def read_measurements(c: Campaign) -> list[Measurement]:
         if c.alphabet.unknown_letters(seq) or len(seq) != c.length:
             problems.add(line, f"sequence {seq!r} is not a length-{c.length} sequence of "
                                f"{c.alphabet.letters}", "sequence")
-        value = parse_number(get["value"], "value", allow_neg_inf=True)
-        if isinstance(value, str):
-            problems.add(line, value, "value")
+        values = [parse_number(get[o], o, allow_neg_inf=True) for o in c.objectives]
+        for o, v in zip(c.objectives, values, strict=True):
+            if isinstance(v, str):
+                problems.add(line, v, o)
         try:
             rnd = int(get["round"])
         except ValueError:
             problems.add(line, f"round {get['round']!r} is not an integer", "round")
             continue
-        if isinstance(value, float):
-            out.append(Measurement(get["id"], seq, value, rnd, get["source"]))
+        if all(isinstance(v, float) for v in values):
+            out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"]))
     problems.raise_first()
     return out
 
@@ -325,9 +360,9 @@ def write_measurements(c: Campaign, rows: list[Measurement], overwrite: bool = T
     with atomic_path(c.measurements_path, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(MEASUREMENT_COLUMNS)
+            w.writerow(c.measurement_columns)
             for m in rows:
-                w.writerow([m.id, m.sequence, format_value(m.value), m.round, m.source])
+                w.writerow([m.id, m.sequence, *map(format_value, m.values), m.round, m.source])
     fsync_dir(c.dir)
 
 
@@ -354,13 +389,15 @@ def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
         return None
     path = verify(c, name)
     header, header_line, records = csv_records(path, read_text(path))
-    col = require_columns(path, header, header_line, SUGGESTION_COLUMNS)
+    col = require_columns(path, header, header_line, c.suggestion_columns)
+    names = ([("predicted_mean", "predicted_std")] if len(c.objectives) == 1 else
+             [(f"predicted_mean_{o}", f"predicted_std_{o}") for o in c.objectives])
     out = []
     for line, fields in records:
         try:
             get = {key: fields[i].strip() for key, i in col.items()}
-            out.append(Suggestion(get["id"], get["sequence"], float(get["predicted_mean"]),
-                                  float(get["predicted_std"]), float(get["acquisition"]), r))
+            out.append(Suggestion(get["id"], get["sequence"], tuple(float(get[m]) for m, _ in names),
+                                  tuple(float(get[s]) for _, s in names), float(get["acquisition"]), r))
         except (IndexError, ValueError):
             raise DataError(path, "not a suggestions file written by mbo-campaign (edited?)", line) from None
     return out
@@ -382,11 +419,17 @@ def plate_provenance(c: Campaign, r: int) -> dict[str, str]:
 def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acquisition,
                       provenance: dict | None = None) -> Path:
     """Write round ``r``'s plate (ids ``rXXX_NNNN``) and record its checksum; returns its path.
+    ``mean`` and ``std`` are ``(q,)``, or ``(q, M)`` for M objectives.
 
     ``provenance`` (name -> value) adds one column each, the same on every row: what made the plate."""
     ids = [f"r{r:03d}_{i:04d}" for i in range(len(tokens))]
     path = c.dir / _plate_name(r)
-    extra = {"predicted_mean": mean, "predicted_std": std, "acquisition": acquisition,
+    if len(c.objectives) == 1:
+        predicted = {"predicted_mean": mean, "predicted_std": std}
+    else:  # mean, std: (q, M)
+        predicted = {f"predicted_{k}_{o}": v[:, j] for j, o in enumerate(c.objectives)
+                     for k, v in (("mean", mean), ("std", std))}
+    extra = {**predicted, "acquisition": acquisition,
              **{k: [v] * len(ids) for k, v in (provenance or {}).items()}}
     write_csv(path, SequenceDataset(tokens, c.alphabet, ids=ids), overwrite=True, extra_columns=extra)
     fsync_dir(path.parent)
