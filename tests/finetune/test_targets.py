@@ -133,6 +133,8 @@ def test_min_p_keeps_the_soft_optimal_step_on_the_prior_support():
     m.policy = MinProbability(1e-3)
     exact = soft_optimal_tokens(m, wants_two, xt, position, alpha=0.05)[0, 2]
     assert leak > 0.5 and exact == 0.0
+    greedy = soft_optimal_tokens(m, wants_two, xt, position, alpha=0.0)[0]  # argmax over drawable tokens
+    assert greedy[2] == 0.0 and greedy.sum() == 1.0
     # Elsewhere the prior is uniform and nothing is cut: the reward still gets its way.
     free = soft_optimal_tokens(m, wants_two, torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]]),
                                position, alpha=0.05)[0, 2]
