@@ -125,7 +125,8 @@ def report(args, command: str) -> None:
         common = [k for k in rs[0]["settings"] if all(k in r["settings"] for r in rs)]
         rows = {k: [r["settings"][k] for r in rs] for k in common}
         rows["auto"] = [r["settings"][r["auto"]] for r in rs]
-        naive = rs[0]["naive"]
+        # Naive: c = 0 at the fine-tuner's default α now (every run has it: the default is on the grid).
+        naive = trial_name(0.0, float(compose_config("config", args.override).finetune.alpha))
         p50 = {name: mean_se([v["true_p50"] for v in vals]) for name, vals in rows.items()}
         best_fixed = max((name for name in rows if name != "auto"), key=lambda name: p50[name][0])
         lines += [f"## {regime} ({rs[0]['n_offline']} labels; best offline label "
