@@ -33,10 +33,9 @@ from conservative import ScaledReward, label_scale
 from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
-from mbo.data.alphabet import one_hot
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import MinProbability
-from mbo.finetune.vidd import _visited
+from mbo.finetune.vidd import _visited, soft_optimal_tokens
 
 RESULTS = Path(__file__).parent / "results"
 INSTANCES = {"L32": [], "L64": ["task.length=64", "task.num_motifs=4"]}
@@ -77,25 +76,17 @@ def run_one(instance: str, seed: int, args) -> dict:
     gen = torch.Generator().manual_seed(seed)
     traj = pre.sample(64, generator=gen, return_trajectory=True)
     xt, pos = _visited(traj.states, args.states, pre.mask_id, gen)
-    b, length, v = xt.shape[0], xt.shape[1], pre.vocab_size
-    rows = torch.arange(b)
-    log_pre = pre.policy_log_probs(pre.encode(xt))[rows, pos]
-    # The VIDD value of each token: the reward of the prior's most likely completion with it placed.
-    cand = xt[:, None, :].repeat(1, v, 1)
-    tok = torch.arange(v).expand(b, v)
-    cand[rows[:, None].expand(b, v), tok, pos[:, None].expand(b, v)] = tok
-    flat = cand.reshape(b * v, length)
-    done = torch.where(flat == pre.mask_id, pre.policy_log_probs(pre.encode(flat)).argmax(-1), flat)
-    value = reward(one_hot(done, v)).float().view(b, v)
+    b = xt.shape[0]
+    log_pre = pre.policy_log_probs(pre.encode(xt))[torch.arange(b), pos]
     banned = banned_tokens(task.function.transition_matrix > 0, xt, pos, pre.mask_id)
     out = {"instance": instance, "seed": seed, "task": task.name, "states": b,
            "prior_mass": float((log_pre.exp() * banned).sum(1).mean()), "target_mass": {}, "feasible": {}}
     for mp in args.min_probs:
-        lp = MinProbability(mp)(log_pre) if mp > 0 else log_pre
-        for alpha in args.alphas:
-            q = torch.softmax(lp + value / alpha, -1)
-            out["target_mass"][f"{alpha:g}|{mp:g}"] = float((q * banned).sum(1).mean())
+        # As diffusion.min_prob does for every model; the target is VIDD's own.
         pre.policy = MinProbability(mp) if mp > 0 else None
+        for alpha in args.alphas:
+            q = soft_optimal_tokens(pre, reward, xt, pos, alpha)
+            out["target_mass"][f"{alpha:g}|{mp:g}"] = float((q * banned).sum(1).mean())
         x = torch.cat([pre.sample(500, generator=gen) for _ in range(args.samples // 500)])
         out["feasible"][f"{mp:g}"] = float(task.is_feasible(x).double().mean())
         print(f"{instance} seed {seed} min_p {mp:g}: prior samples feasible {out['feasible'][f'{mp:g}']:.4f}",
