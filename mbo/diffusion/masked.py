@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mbo.diffusion.policy import LOG_ZERO, PolicyTransform
+from mbo.diffusion.policy import LOG_ZERO, PolicyTransform, restrict
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.diffusion.schedule import Schedule, get_schedule
 
@@ -430,6 +430,13 @@ class MaskedDiffusion(nn.Module):
                 state = state.detach()
             with torch.set_grad_enabled(with_grad):
                 log_x0 = self.policy_log_probs(state, cond)
+                if ref is not None:
+                    log_ref = ref.policy_log_probs(state)
+                    # Stay on the reference's support: where its policy cuts a token (min-p), any
+                    # mass there has an infinite KL, whose LOG_ZERO stand-in (1e4 nats a unit of
+                    # probability) would swamp the reward's gradient.
+                    cut = log_ref <= LOG_ZERO / 2
+                    log_x0 = torch.where(cut.any(-1, keepdim=True), restrict(log_x0, ~cut), log_x0)
                 masked = state[..., v] > 0.5
                 unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
                 gumbel = _gumbel(log_x0.shape, device, generator)
@@ -440,7 +447,6 @@ class MaskedDiffusion(nn.Module):
                 new_tokens = torch.where(unmask[..., None], y, state[..., :v])
                 new_mask = torch.where(unmask, 0.0, state[..., v])
                 if ref is not None:
-                    log_ref = ref.policy_log_probs(state)
                     kl_total = kl_total + _step_kl(log_x0, log_ref, masked, prob)
                 state = torch.cat([new_tokens, new_mask[..., None]], dim=-1)
         return state[..., :v], kl_total
