@@ -92,18 +92,21 @@ class CallCounter:
         return out
 
     @torch.no_grad()
-    def score(self, tokens: Tensor) -> Tensor:
-        """The reward of designs ``tokens (B, L)`` as float32 ``(B,)`` on the tokens' device.
+    def score(self, x: Tensor) -> Tensor:
+        """The reward of designs ``x`` as float32 ``(B,)`` on ``x``'s device.
+
+        Args:
+            x: LongTensor tokens ``(B, L)``, or float (soft) one-hots ``(B, L, V)``.
 
         Raises:
             ValueError: the reward is not finite somewhere (the methods compare, subtract and
                 exponentiate rewards; map infeasible designs to a large negative finite number).
         """
         v = self.diffusion.vocab_size
-        size = self.batch_size or max(len(tokens), 1)
-        parts = [self.reward(one_hot(chunk, v)).detach().float().to(tokens.device)
-                 for chunk in tokens.split(size)]
-        out = torch.cat(parts) if parts else torch.empty(0, device=tokens.device)
+        size = self.batch_size or max(len(x), 1)
+        parts = [self.reward(one_hot(chunk, v) if chunk.dim() == 2 else chunk).detach().float().to(x.device)
+                 for chunk in x.split(size)]
+        out = torch.cat(parts) if parts else torch.empty(0, device=x.device)
         bad = ~torch.isfinite(out)
         if bool(bad.any()):
             raise ValueError(f"reward is not finite for {int(bad.sum())} of {len(out)} sequences; map "

@@ -28,6 +28,7 @@ from mbo.guidance.base import (
     x0_log_probs,
 )
 from mbo.guidance.svdd import lookahead_evaluator, svdd_denoise
+from mbo.guidance.values import predicted_value
 
 
 @torch.no_grad()
@@ -86,7 +87,7 @@ def iterative_refinement(diffusion: MaskedDiffusion, reward: Reward, n: int, *, 
             ranks = torch.rand((n, length), device=device, generator=generator).argsort(-1).argsort(-1)
             xt = torch.where(ranks < k, diffusion.mask_id, designs)
             log_x0 = x0_log_probs(diffusion, xt, batch_size)
-            value = counter.score(log_x0.argmax(-1))
+            value = predicted_value(counter, log_x0)
             new, new_rewards = svdd_denoise(diffusion, xt, log_x0, value, candidates=m, alpha=alpha,
                                             sampler=sampler, evaluate=evaluate, generator=generator,
                                             batch_size=batch_size)

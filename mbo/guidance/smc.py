@@ -31,7 +31,7 @@ from mbo.guidance.base import (
     resolve_sampler,
     x0_log_probs,
 )
-from mbo.guidance.values import lookahead
+from mbo.guidance.values import lookahead, predicted_value
 
 RESAMPLING = ("systematic", "multinomial")
 
@@ -100,7 +100,7 @@ def smc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, particles: int, a
         # Every particle starts at all-MASK: one network call and one reward call for all of them.
         x1 = all_masked(diffusion, 1)
         log_x0 = x0_log_probs(diffusion, x1, batch_size).expand(n * k, -1, -1)
-        value = counter.score(log_x0[:1].argmax(-1)).expand(n * k)
+        value = predicted_value(counter, log_x0[:1]).expand(n * k)
         xt = x1.expand(n * k, -1)
         log_w = torch.zeros(n, k, device=device)
         base = (torch.arange(n, device=device) * k)[:, None]

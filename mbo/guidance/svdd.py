@@ -6,9 +6,9 @@ drawn), scores them with a value estimate v, and keeps candidate j with probabil
 (α = 0: the best one, SVDD's default). The pretrained model is never changed, and the reward need not
 be differentiable.
 
-- :func:`svdd_pm`: v(x_{t−1}) ≈ r(x̂_0(x_{t−1})), the reward of the denoiser's predicted clean
-  sequence at the candidate (:func:`~mbo.guidance.values.lookahead`). The network output at the
-  chosen candidate is the next step's prediction, so a step costs M network calls per design.
+- :func:`svdd_pm`: v(x_{t−1}) ≈ r(x̂_0(x_{t−1})), the reward of the denoiser's posterior mean at
+  the candidate (:func:`~mbo.guidance.values.lookahead`). The network output at the chosen candidate
+  is the next step's prediction, so a step costs M network calls per design.
 - :func:`svdd_mc`: v = v_φ, a small network regressed on pretrained rollouts first
   (:func:`~mbo.guidance.values.fit_value_network`); sampling then makes no reward call at all.
 
@@ -40,7 +40,7 @@ from mbo.guidance.base import (
     resolve_sampler,
     x0_log_probs,
 )
-from mbo.guidance.values import fit_value_network, lookahead
+from mbo.guidance.values import fit_value_network, lookahead, predicted_value
 
 # (xs (B, L), changed (B,), parent log x̂ (B, L, V), parent value (B,)) -> (log x̂ or None, value (B,))
 Evaluate = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor | None, Tensor]]
@@ -114,7 +114,7 @@ def lookahead_evaluator(diffusion: MaskedDiffusion, counter: CallCounter,
 def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: int, alpha: float,
             sampler: Sampler | int | str | None = None, generator: torch.Generator | None = None,
             batch_size: int | None = None, progress: bool = False) -> AlignmentResult:
-    """SVDD-PM: M pretrained candidates per step, kept by the reward of their predicted clean sequence.
+    """SVDD-PM: M pretrained candidates per step, kept by the reward of their posterior mean.
 
     Args:
         diffusion: the pretrained model (unchanged).
@@ -144,7 +144,7 @@ def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
         # The start is the same for every design: one network call and one reward call for all.
         x1 = all_masked(diffusion, 1)
         log_x0 = x0_log_probs(diffusion, x1, batch_size)
-        value = counter.score(log_x0.argmax(-1))
+        value = predicted_value(counter, log_x0)
         xt, value = svdd_denoise(diffusion, x1.expand(n, -1), log_x0.expand(n, -1, -1), value.expand(n),
                                  candidates=m, alpha=alpha, sampler=sampler, evaluate=evaluate,
                                  generator=generator, batch_size=batch_size, progress=progress)

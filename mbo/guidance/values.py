@@ -3,9 +3,14 @@
 The soft value v(x_t) = α log E_pre[exp(r(x_0)/α) | x_t] is what SVDD and SMC need to compare
 intermediate states; it has no closed form, so each method uses one of two estimates:
 
-- :func:`lookahead` (SVDD-PM, SMC): r(x̂_0(x_t)), the reward of the denoiser's predicted clean sequence
-  (argmax of log x̂_θ(x_t) per position). One network call and one reward call per state, no training;
-  exact at t = 0, where x̂_0 is the state itself.
+- :func:`lookahead` (SVDD-PM, SMC, refinement): r(x̂_0(x_t)) with x̂_0 = E_θ[one-hot x_0 | x_t] =
+  exp(log x̂_θ(x_t)), the denoiser's posterior mean, as SVDD-PM defines it (the reward sees soft one-hots
+  at masked positions; a reward that reads tokens takes their argmax, the most likely completion). One
+  network call and one reward call per state, no training; exact at t = 0, where x̂_0 is the state
+  itself. The posterior mean beats the most likely completion on TFBind8 (the MLP ensemble's mean,
+  SVDD-PM at M = 4, 8 seeds: true p50 0.569 against 0.493), since it weighs every completion the prior
+  allows instead of one; and a mostly masked Ehrlich state's most likely completion is infeasible more
+  often than not, which leaves a token reward (the oracle) little to tell candidates apart by.
 - :class:`ValueNetwork` fitted by :func:`fit_value_network` (SVDD-MC): v_φ(x_t) ≈ E_pre[r(x_0) | x_t]
   by least squares on the states of pretrained rollouts labeled with their final reward (the α → ∞
   end of the soft value; SVDD's MC variant makes the same approximation). Its reward calls are paid
@@ -43,8 +48,13 @@ def lookahead(diffusion: MaskedDiffusion, counter: CallCounter, xs: Tensor, chan
     log_x0 = refresh_log_probs(diffusion, xs, changed, parent_log_x0, batch_size)
     value = parent_value.clone()
     if bool(changed.any()):
-        value[changed] = counter.score(log_x0[changed].argmax(-1))
+        value[changed] = predicted_value(counter, log_x0[changed])
     return log_x0, value
+
+
+def predicted_value(counter: CallCounter, log_x0: Tensor) -> Tensor:
+    """r(x̂_0) ``(B,)`` of the posterior mean x̂_0 = exp(log x̂_θ) ``(B, L, V)``; one reward call a row."""
+    return counter.score(log_x0.exp())
 
 
 class ValueNetwork(nn.Module):

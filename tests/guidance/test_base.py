@@ -14,7 +14,8 @@ from mbo.guidance import (
     svdd_pm,
 )
 from mbo.guidance.base import clean_log_probs, refresh_log_probs, x0_log_probs
-from tests.guidance import L, V, count_zero, gen, tiny_model
+from mbo.guidance.values import lookahead
+from tests.guidance import L, V, count_zero, gen, rewards_of, tiny_model
 
 SETTINGS = {
     best_of_n: dict(num_samples=2),
@@ -61,6 +62,21 @@ def test_refresh_calls_the_network_only_for_changed_rows_with_masks():
     assert torch.allclose(out[0], x0_log_probs(model, xs[:1], None)[0])
     assert torch.equal(out[1], clean_log_probs(model, xs[1:2])[0]) and torch.equal(out[2], parent[2])
     assert torch.equal(out[1].argmax(-1), xs[1])
+
+
+def test_lookahead_values_the_posterior_mean_and_is_exact_on_clean_rows():
+    model = tiny_model()
+    xs = torch.tensor([[V, 1, 2, V, 0, 1], [0, 1, 2, 3, 0, 1]])
+    parent = torch.zeros(2, L, V)
+    with CallCounter(model, count_zero) as counter:
+        log_x0, value = lookahead(model, counter, xs, torch.tensor([True, True]), parent,
+                                  torch.zeros(2))
+    # count_zero is linear in the one-hot, so r(E[x_0 | x_t]) = E[r(x_0)] under the factorized
+    # prediction: the clean zeros plus each masked position's probability of a 0.
+    expected = 1 + log_x0[0, [0, 3], 0].exp().sum()
+    assert torch.allclose(value[0], expected) and 0 < value[0] - 1 < 2
+    assert value[1] == rewards_of(xs[1:])[0] == 2  # a clean row's value is its reward
+    assert counter.reward_calls == 2
 
 
 @pytest.mark.parametrize("method", list(SETTINGS), ids=lambda f: f.__name__)
