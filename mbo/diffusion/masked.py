@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mbo.diffusion.policy import LOG_ZERO, PolicyTransform, restrict
+from mbo.diffusion.policy import LOG_ZERO, PolicyTransform, on_support
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.diffusion.schedule import Schedule, get_schedule
 
@@ -340,7 +340,8 @@ class MaskedDiffusion(nn.Module):
             sampler: which positions each step unmasks: a :class:`~mbo.diffusion.samplers.Sampler`,
                 a number of grid steps, or ``"first_hitting"``; default this model's ``sampler``.
             generator: optional RNG (on this model's device).
-            ref: reference model; per-step KLs are recorded in the trajectory.
+            ref: reference model; per-step KLs are recorded in the trajectory, and tokens the
+                reference's policy cuts are never drawn (:func:`~mbo.diffusion.policy.on_support`).
             return_trajectory: return a :class:`Trajectory` instead of the samples.
             progress: show a tqdm bar over steps.
             cond: optional condition ``(n, ...)`` for a conditional denoiser.
@@ -369,6 +370,8 @@ class MaskedDiffusion(nn.Module):
                 log_x0 = guidance(xt, log_x0)
             unmask, prob = sampler.unmask(xt == self.mask_id, k, self.schedule, generator)
             log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
+            if log_ref is not None:
+                log_x0 = on_support(log_x0, log_ref)
             out = self.step(xt, log_x0, unmask, prob, log_ref, generator)
             xt = out.xs
             if return_trajectory:
@@ -404,7 +407,8 @@ class MaskedDiffusion(nn.Module):
             sampler: as in :meth:`sample`.
             tau: Gumbel-softmax temperature.
             backprop_steps: K, steps (counted from the end) that carry gradients; 0 = none.
-            ref: reference model for the exact per-step KL. Its input is the (soft) state, so the KL
+            ref: reference model for the exact per-step KL; tokens its policy cuts are never drawn
+                (:func:`~mbo.diffusion.policy.on_support`). Its input is the (soft) state, so the KL
                 has gradient through the state; freeze ``ref`` (``requires_grad_(False)``) to keep
                 gradient out of its weights.
             generator: optional RNG.
@@ -432,11 +436,7 @@ class MaskedDiffusion(nn.Module):
                 log_x0 = self.policy_log_probs(state, cond)
                 if ref is not None:
                     log_ref = ref.policy_log_probs(state)
-                    # Stay on the reference's support: where its policy cuts a token (min-p), any
-                    # mass there has an infinite KL, whose LOG_ZERO stand-in (1e4 nats a unit of
-                    # probability) would swamp the reward's gradient.
-                    cut = log_ref <= LOG_ZERO / 2
-                    log_x0 = torch.where(cut.any(-1, keepdim=True), restrict(log_x0, ~cut), log_x0)
+                    log_x0 = on_support(log_x0, log_ref)
                 masked = state[..., v] > 0.5
                 unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
                 gumbel = _gumbel(log_x0.shape, device, generator)

@@ -30,6 +30,19 @@ def restrict(log_probs: Tensor, keep: Tensor) -> Tensor:
     return torch.log_softmax(torch.where(keep, log_probs, LOG_ZERO), dim=-1)
 
 
+def on_support(log_probs: Tensor, log_ref: Tensor) -> Tensor:
+    """``log_probs (..., V)`` restricted to the tokens the reference's ``log_ref`` can draw.
+
+    A fine-tuned policy is trained with the KL to its reference, and any mass where the reference's
+    policy cuts a token (min-p, constraints) has an infinite KL, whose LOG_ZERO stand-in (1e4 nats a
+    unit of probability) would swamp the reward. Rows that put no mass where the reference cuts are
+    returned unchanged (bit for bit, so the KL of a model to itself stays exactly 0).
+    """
+    cut = log_ref <= LOG_ZERO / 2
+    off = (cut & (log_probs > LOG_ZERO / 2)).any(-1, keepdim=True)
+    return torch.where(off, restrict(log_probs, ~cut), log_probs)
+
+
 class MinProbability:
     """Min-p truncation: a token whose probability is below ``min_prob`` times that of the position's
     most likely token is not drawn; the rest are renormalized.

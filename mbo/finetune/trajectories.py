@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.policy import on_support
 from mbo.diffusion.samplers import Sampler
 
 
@@ -23,7 +24,8 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
     Args:
         model: the policy; gradients flow into its weights.
         states: LongTensor ``(S + 1, n, L)`` (``Trajectory.states``).
-        ref: the KL reference (run without gradients), or None.
+        ref: the KL reference (run without gradients), or None; with one, the policy is kept on
+            its support (:func:`~mbo.diffusion.policy.on_support`), as the roll-ins were drawn.
         sampler: the sampler that drew the trajectory (for its unmask probabilities; needed with ref).
 
     Returns:
@@ -34,14 +36,16 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
     xt, xs = states[:-1].reshape(-1, length), states[1:].reshape(-1, length)
     inp = model.encode(xt)
     log_x0 = model.policy_log_probs(inp)
+    if ref is not None:  # the policy the roll-ins drew from (MaskedDiffusion.sample with ref)
+        with torch.no_grad():
+            log_ref = ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
+        log_x0 = on_support(log_x0, log_ref)
     masked = xt == model.mask_id
     unmasked = masked & (xs != model.mask_id)
     picked = log_x0.gather(-1, torch.where(unmasked, xs, 0)[..., None]).squeeze(-1)
     log_probs = (picked * unmasked).sum(-1).view(s, n)
     if ref is None:
         return log_probs, None
-    with torch.no_grad():
-        log_ref = ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
     per_step = masked.view(s, n, length)
     prob = torch.cat([_as_rows(sampler.unmask_prob(per_step[k], k, model.schedule), n, length, xt.device)
                       for k in range(s)])
