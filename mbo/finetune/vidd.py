@@ -12,7 +12,8 @@ distribution by trying every token v at that position,
 
     q(v) ∝ p_pre(v | x_t) · exp(r(x̂_0(x_t[i ← v])) / α),
 
-with x̂_0 the pretrained model's most likely completion (SVDD's value estimate), then minimizes the
+with x̂_0 the pretrained model's most likely completion (the inference-time methods use its posterior
+mean instead, :mod:`mbo.guidance.values`), then minimizes the
 cross-entropy KL(q ‖ p_θ(· | x_t)) at that position. It needs no reward gradient, its targets are
 fixed given the state (stable, off-policy), and its fixed point with exact values is the target.
 Cost per iteration: ``batch_size`` roll-ins, and up to ``batch_size · states_per_trajectory · V`` reward

@@ -44,3 +44,6 @@ def test_relaxed_sampling_stays_on_the_references_support():
     assert float(soft[..., 0].max()) < 1e-6
     # Untrained networks predict nearly uniformly: a few nats at most, against ~1e3 per step unrestricted.
     assert float(kl.max()) < 5.0
+    # The same rule for plain roll-ins (VIDD, PPO), whose recorded KLs stay finite and small too.
+    tr = model.sample(64, ref=ref, return_trajectory=True, generator=torch.Generator().manual_seed(2))
+    assert not bool((tr.states[-1] == 0).any()) and float(tr.kls.sum(0).max()) < 5.0
