@@ -75,9 +75,11 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
 
     Returns:
         A :class:`~mbo.active.selection.Selection` whose ``acquisition`` is each pick's value when
-        picked and whose ``mean`` and ``std`` are ``(q, M)``. Once no candidate is expected to
-        grow the front further (qnehvi), the rest of the plate is ranked by what each would add to
-        the measured front alone, then by the scalarized mean.
+        picked and whose ``mean`` and ``std`` are ``(q, M)``. Once no candidate grows the front of
+        any member (qnehvi), the rest of the plate is picked as ``random_scalarization`` picks. With
+        a 5-member ensemble that comes early (after 3 to 13 of 128 picks on two-objective TFBind8);
+        ranking the rest by what each adds to the measured front alone lost true hypervolume to
+        random scalarizations (0.621 against 0.637 in one seed of five, level in the others).
     """
     if method not in PARETO_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {PARETO_METHODS}")
@@ -103,24 +105,20 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
     picked: list[int] = []
     scores: list[float] = []
     available = torch.ones(len(cand), dtype=torch.bool)
-    solo = None
+    rule = method
     while len(picked) < min(q, len(cand)):
         known = torch.cat([base_values, pool_values[:, picked]], dim=1)  # (K, B + picks, M)
-        if method == "qnehvi":
+        if rule == "qnehvi":
             value = _expected_hvi(pool_values, known, ref)
             if float(value.masked_fill(~available, 0).max()) <= 0:
-                # Saturated: every further pick by joint value would be arbitrary.
-                solo = _expected_hvi(pool_values, base_values, ref) if solo is None else solo
-                if float(solo.masked_fill(~available, 0).max()) > 0:
-                    value = solo
-                else:
-                    weights = _simplex(len(models), gen)
-                    value = get_chebyshev_scalarization(weights, mean[len(cand):])(mean[: len(cand)])
-        else:
+                # Saturated for good (more picks only shrink every gain): the joint value can no
+                # longer tell candidates apart, so spread the rest along the predicted front.
+                rule = "random_scalarization"
+        if rule != "qnehvi":
             # Scales from the measured designs' predicted front, as BoTorch's ParEGO takes them.
             weights = _simplex(len(models), gen)
             scalarize = get_chebyshev_scalarization(weights, mean[len(cand):])
-            if method == "qparego":
+            if rule == "qparego":
                 gain = scalarize(pool_values) - scalarize(known).amax(-1, keepdim=True)  # (K, P)
                 value = gain.clamp(min=0).mean(0)
             else:
