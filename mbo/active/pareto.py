@@ -107,7 +107,8 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
     available = torch.ones(len(cand), dtype=torch.bool)
     rule = method
     while len(picked) < min(q, len(cand)):
-        known = torch.cat([base_values, pool_values[:, picked]], dim=1)  # (K, B + picks, M)
+        if rule != "random_scalarization":
+            known = torch.cat([base_values, pool_values[:, picked]], dim=1)  # (K, B + picks, M)
         if rule == "qnehvi":
             value = _expected_hvi(pool_values, known, ref)
             if float(value.masked_fill(~available, 0).max()) <= 0:
