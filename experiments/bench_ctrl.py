@@ -53,6 +53,7 @@ from mbo.ctrl import (
     encode_condition,
     finetune_ctrl,
     nfe_backprop,
+    nfe_vidd,
     rejection_select,
     sample_cfg,
     sample_classifier_guided,
@@ -68,14 +69,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The app's classifier and fine-tuning settings, so the benchmark measures what `mbo-run mode=ctrl` does.
 APP = compose_config("config", ["progress=false"])
 CLASSIFIER = APP.ctrl.classifier
-FINETUNE = {k: v for k, v in OmegaConf.to_container(APP.ctrl.finetune).items() if k != "iterations"}
-ITERATIONS = APP.ctrl.finetune.iterations
+# Both fine-tuners of the ctrl/finetune group, each with the app's settings for it.
+FINETUNE = {name: compose_config("config", ["progress=false", f"ctrl/finetune={name}"]).ctrl.finetune
+            for name in ("backprop", "vidd")}
 FACTORS = {"A": "PAX6_REF_R1", "B": "KLF1_REF_R1"}
 CONDITIONS = ["A=high", "A=high,B=low", "A=low,B=high", "A=high,B=high"]
 N_DESIGNS = 128
 DESIGN_STEPS = 32
-CTRL_NFE = nfe_backprop(ITERATIONS, FINETUNE["batch_size"], FINETUNE["sampler"]["steps"],
-                        FINETUNE["backprop_steps"])
+_bp, _vidd = FINETUNE["backprop"], FINETUNE["vidd"]
+NFE = {"backprop": nfe_backprop(_bp.iterations, _bp.batch_size, _bp.sampler.steps, _bp.backprop_steps),
+       # The first-hitting roll-ins take L = 8 steps; each target tries ≤ V = 4 tokens.
+       "vidd": nfe_vidd(_vidd.iterations, _vidd.batch_size, 8, _vidd.states_per_trajectory, 4)}
+CTRL_NFE = max(NFE.values())
 
 
 def app_pretrained(device: torch.device):
@@ -174,20 +179,25 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
             sampler = ConditionSampler(factors, conditions=torch.stack(list(codes.values())),
                                        drop_prob=0.1)
             reward = ConditionLogProb(factors, classifiers, gamma)
-            settings = {**FINETUNE, "sampler": instantiate(APP.ctrl.finetune.sampler)}
-            model, history = finetune_ctrl(pretrained, reward, sampler, iterations=args.iterations, seed=seed,
-                                           progress=progress, **settings)
-            run["timings"][f"ctrl_finetune_s {g_tag}"] = time.perf_counter() - t
-            run.setdefault("ctrl_history_tail", {})[g_tag] = history[-1]
+            models = {}
+            for ft, settings in FINETUNE.items():
+                t = time.perf_counter()
+                models[ft], history = finetune_ctrl(pretrained, reward, sampler, instantiate(settings),
+                                                    seed=seed, progress=progress)
+                run["timings"][f"ctrl-{ft}_finetune_s {g_tag}"] = time.perf_counter() - t
+                run.setdefault("ctrl_history_tail", {})[f"ctrl-{ft} {g_tag}"] = history[-1]
             t = time.perf_counter()
-            for key in ("ctrl", "classifier_guidance", "scratch_cfg", "rejection"):
+            keys = [*(f"ctrl-{ft}" for ft in FINETUNE), "classifier_guidance", "scratch_cfg", "rejection"]
+            for key in keys:
                 methods.setdefault(f"{key} {g_tag}", {})
-            run["ctrl_objective"][g_tag] = {}
+            for ft in FINETUNE:
+                run["ctrl_objective"][f"ctrl-{ft} {g_tag}"] = {}
             for name, code in codes.items():
                 g = torch.Generator().manual_seed(seed)
                 designs = {
-                    "ctrl": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g,
-                                         cond=code.expand(N_DESIGNS, -1)),
+                    **{f"ctrl-{ft}": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g,
+                                                  cond=code.expand(N_DESIGNS, -1))
+                       for ft, model in models.items()},
                     "classifier_guidance": sample_classifier_guided(
                         pretrained, lambda x, c=code, lp=log_p: lp(x, c.expand(x.shape[0], -1)), N_DESIGNS,
                         sampler=DESIGN_STEPS, gamma=gamma, generator=g),
@@ -201,8 +211,10 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                     methods[f"{key} {g_tag}"][name] = condition_metrics(
                         x, code, factors, log_p, ctx["oracle_list"], pretrained, 4)
                 methods[f"rejection {g_tag}"][name]["accepted"] = accepted
-                run["ctrl_objective"][g_tag][name] = ctrl_objective(
-                    model, pretrained, reward, code, gamma * pool_log_p[name], N_DESIGNS, DESIGN_STEPS, g)
+                for ft, model in models.items():
+                    run["ctrl_objective"][f"ctrl-{ft} {g_tag}"][name] = ctrl_objective(
+                        model, pretrained, reward, code, gamma * pool_log_p[name], N_DESIGNS, DESIGN_STEPS,
+                        g)
             run["timings"][f"sampling_eval_s {g_tag}"] = time.perf_counter() - t
         out["runs"][str(n_labels)] = run
         print(f"seed {seed}, labels {n_labels}: " + json.dumps(
@@ -221,7 +233,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--report", action="store_true", help="only aggregate existing seeds")
     parser.add_argument("--out", type=Path, default=RESULTS / "ctrl_tfbind8")
     args = parser.parse_args(argv)
-    args.iterations = ITERATIONS
     torch.set_num_threads(1)
     device = torch.device("cpu")
     command = " ".join(["python", "experiments/bench_ctrl.py", *(sys.argv[1:] if argv is None else argv)])
@@ -259,9 +270,10 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
     out = {"setting": {
         "pretrained": "app default: TFBind8 SIX6_REF_R1 offline split (bottom 50%, 32,898 rows), cached",
         "factors": FACTORS, "conditions": CONDITIONS, "n_designs": N_DESIGNS,
-        "design_steps": DESIGN_STEPS, "ctrl": {**FINETUNE, "iterations": ITERATIONS, "kl_weight": 1.0,
-                                               "train_conditions": "the 4 conditions + 10% all-null"},
-        "ctrl_nfe": CTRL_NFE, "rejection_pool": CTRL_NFE // DESIGN_STEPS, "scratch_steps": scratch_steps,
+        "design_steps": DESIGN_STEPS,
+        "ctrl": {ft: OmegaConf.to_container(c, resolve=True) for ft, c in FINETUNE.items()},
+        "ctrl_train_conditions": "the 4 conditions + 10% all-null", "ctrl_nfe": NFE,
+        "rejection_pool": CTRL_NFE // DESIGN_STEPS, "scratch_steps": scratch_steps,
         "scratch_nfe": scratch_steps * 128 * 3, "seeds": [r["seed"] for r in records],
         "runs_commands": sorted({r["command"] for r in records}), "command": command,
         "torch": torch.__version__, "machine": platform.machine()},
@@ -284,7 +296,7 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
 
 def render_markdown(r: dict) -> str:
     s = r["setting"]
-    ft = s["ctrl"]
+    bp, vidd = s["ctrl"]["backprop"], s["ctrl"]["vidd"]
     lines = ["# CTRL on TFBind8: conditions on two transcription factors from offline labels", "",
              f"Command: `{s['command']}` (torch {s['torch']}, 1 thread, CPU; seeds {s['seeds']}; "
              f"{r['seconds_per_seed'][0]:.0f} s per seed).", "",
@@ -299,12 +311,19 @@ def render_markdown(r: dict) -> str:
              "steps; satisfied = the TRUE scores (both tables) meet the condition. ± is the standard "
              "error over seeds.",
              "- γ is the guidance strength: every method aims at p_pre(x) · p̂(c|x)^γ.",
-             f"- CTRL: fine-tuning {ft['iterations']} iterations × {ft['batch_size']}, "
-             f"{ft['sampler']['steps']}-step relaxed sampler (straight-through, τ = {ft['tau']}), full "
-             f"backprop, lr {ft['lr']}, KL weight 1, reward γ·log p̂; {s['ctrl_nfe']:,} denoiser "
-             "evaluations (rows × passes, backward = 2).",
+             "- CTRL: a conditional copy of the pretrained model fine-tuned towards p_pre·p̂(c|x)^γ (reward "
+             "γ·log p̂, KL weight 1), conditions drawn per row; one model serves all conditions.",
+             f"  - `ctrl-backprop`: {bp['iterations']} iterations × {bp['batch_size']}, "
+             f"{bp['sampler']['steps']}-step relaxed sampler (straight-through, τ = {bp['tau']}), full "
+             f"backprop, lr {bp['lr']}; {s['ctrl_nfe']['backprop']:,} denoiser evaluations (rows × "
+             "passes, backward = 2).",
+             f"  - `ctrl-vidd`: {vidd['iterations']} iterations × {vidd['batch_size']} first-hitting "
+             "roll-ins, "
+             f"{vidd['states_per_trajectory']} target states each, lr {vidd['lr']}; at most "
+             f"{s['ctrl_nfe']['vidd']:,} denoiser evaluations.",
              f"- Rejection: pool of {s['rejection_pool']:,} pretrained samples × {s['design_steps']} steps "
-             "= CTRL's evaluations, shared by all conditions (CTRL's one model serves all of them too); "
+             "= the larger fine-tuner's evaluations, shared by all conditions (CTRL's one model serves all "
+             "of them too); "
              "accept with prob. p̂(c|x)^γ, exact draws from the target; if fewer than 128 are accepted "
              "the rest are the highest-p̂ rejects (column `acc`: accepted in the pool).",
              "- Classifier guidance: pretrained model, each step tilted by γ·∇log p̂(c|x̂₀).",
@@ -341,11 +360,13 @@ def render_markdown(r: dict) -> str:
         lines += ["", "CTRL against its own optimum: objective J = E[γ·log p̂] − KL(p_θ ‖ p_pre) "
                   "(exact per-step KL along 32-step trajectories) vs log Z = log E_pre[p̂^γ] (from the "
                   "pool); the gap log Z − J ≥ 0 bounds KL(p_θ ‖ target).", "",
-                  "| γ | condition | J | KL to pretrained | log Z | gap |", "|---|---|---|---|---|---|"]
-        for g, per in run["ctrl_objective"].items():
+                  "| fine-tuner | γ | condition | J | KL to pretrained | log Z | gap |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, per in run["ctrl_objective"].items():
+            ft, g = key.split(" ")
             for cond, m in per.items():
                 cells = [plus_minus(m[k], ".2f") for k in ("objective", "kl", "log_z", "gap")]
-                lines.append(f"| {g.split('=')[1]} | {cond} | " + " | ".join(cells) + " |")
+                lines.append(f"| {ft} | {g.split('=')[1]} | {cond} | " + " | ".join(cells) + " |")
         lines += ["", "Timings (s, mean per seed): " +
                   ", ".join(f"{k} {v[0]:.0f}" for k, v in run["timings"].items())]
     return "\n".join(lines) + "\n"

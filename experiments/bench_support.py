@@ -75,7 +75,7 @@ def run_one(instance: str, seed: int, args) -> dict:
     reward = ScaledReward(instantiate(cfg.conservative, c=0.0)(model), label_scale(offline.labels))
     gen = torch.Generator().manual_seed(seed)
     traj = pre.sample(64, generator=gen, return_trajectory=True)
-    xt, pos = _visited(traj.states, args.states, pre.mask_id, gen)
+    xt, pos, _ = _visited(traj.states, args.states, gen)
     b = xt.shape[0]
     log_pre = pre.policy_log_probs(pre.encode(xt))[torch.arange(b), pos]
     banned = banned_tokens(task.function.transition_matrix > 0, xt, pos, pre.mask_id)

@@ -13,10 +13,12 @@ recommendation) and return results in the caller's dtype from ``mean_std``.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import partial
 from typing import Any, Self
 
 import torch
+from botorch.exceptions.warnings import OptimizationWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP, SingleTaskVariationalGP
 from botorch.models.model import Model
@@ -111,7 +113,14 @@ class _ExactGP(_GPRewardModel):
             torch.manual_seed(seed)
             self.gp = self._make_gp(X, Y)
             mll = ExactMarginalLogLikelihood(self.gp.likelihood, self.gp)
-            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self._config["maxiter"]}})
+            # An L-BFGS attempt that ends ABNORMAL (a failed line search, which on a few points can
+            # depend on the CPU's rounding) is re-emitted by BoTorch as a warning and then retried from
+            # resampled hyperparameters; if every attempt fails it raises ModelFittingError. So the
+            # warning of one failed attempt is handled there already, and stays silent here.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"`scipy_minimize` terminated with status "
+                                        r"OptimizationStatus\.FAILURE", category=OptimizationWarning)
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self._config["maxiter"]}})
         self.eval()
         return self
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from mbo.ctrl import (
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+from mbo.finetune import finetune_backprop, finetune_vidd
 
 V, L = 4, 6
 FACTORS = [Factor("A", (0.5, 0.9)), Factor("B", (0.5, 0.9))]
@@ -178,13 +180,17 @@ def test_cfg_sampling_and_rejection_selection():
     assert torch.equal(chosen[:2], pool[[0, 2]])
 
 
-def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference():
+@pytest.mark.parametrize(("finetune", "settings"), [
+    (finetune_backprop, {"backprop_steps": 4, "tau": 1.0, "hard": True}),
+    (finetune_vidd, {"states_per_trajectory": 2}),
+])
+def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference(finetune, settings):
     pre = tiny_diffusion()
     before = {k: v.clone() for k, v in pre.state_dict().items()}
     reward = ConditionLogProb(FACTORS, {"A": tiny_classifier(0), "B": tiny_classifier(1)})
     sampler = ConditionSampler(FACTORS, conditions=torch.tensor([[2, 0]]), drop_prob=0.0)
-    model, hist = finetune_ctrl(pre, reward, sampler, iterations=3, batch_size=8, sampler=4,
-                                backprop_steps=4, tau=1.0, hard=True, lr=3e-3, grad_clip=1.0)
+    model, hist = finetune_ctrl(pre, reward, sampler, partial(finetune, iterations=3, batch_size=8, sampler=4,
+                                                              lr=3e-3, grad_clip=1.0, **settings))
     assert len(hist) == 3 and all(set(h) >= {"reward", "kl"} for h in hist)
     assert model.denoiser.embeddings[0].weight[2].abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in pre.state_dict().items())
@@ -205,10 +211,11 @@ def ctrl_config(tmp_path, *overrides):
     return compose_config("config", [*TINY, f"cache_dir={tmp_path / 'cache'}", *overrides])
 
 
-def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path):
+@pytest.mark.parametrize("finetuner", ["backprop", "vidd"])
+def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
     out = tmp_path / "run"
     out.mkdir()
-    result = run_ctrl(ctrl_config(tmp_path), out)
+    result = run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}"), out)
     assert json.loads((out / "metrics.json").read_text()) == result
     assert set(result["conditions"]) == {"A-high", "A-high_B-low"}
     for name, metrics in result["conditions"].items():
@@ -221,7 +228,8 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path):
     # Sampling again from the saved model: no fine-tuning, same designs for the same seed.
     again = tmp_path / "again"
     again.mkdir()
-    reused = run_ctrl(ctrl_config(tmp_path, f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), again)
+    reused = run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}",
+                                  f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), again)
     assert reused["conditions"]["A-high"] == result["conditions"]["A-high"]
     assert (again / "designs_A-high.csv").read_text() == (out / "designs_A-high.csv").read_text()
 

@@ -13,7 +13,7 @@ from mbo.ctrl.conditions import (
     parse_condition,
     satisfies,
 )
-from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl, nfe_backprop
+from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl, nfe_backprop, nfe_vidd
 from mbo.ctrl.sampling import rejection_select, sample_cfg, sample_classifier_guided
 from mbo.ctrl.train import train_conditional
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -32,6 +32,7 @@ __all__ = [
     "finetune_ctrl",
     "make_conditional",
     "nfe_backprop",
+    "nfe_vidd",
     "parse_condition",
     "rejection_select",
     "sample_cfg",

@@ -9,7 +9,7 @@ classifier may be trained on a different labeled file.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,6 @@ from mbo.ctrl.conditions import ConditionSampler, Factor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
-from mbo.finetune.backprop import finetune_backprop
 
 
 class ConditionLogProb(nn.Module):
@@ -59,9 +58,16 @@ def nfe_backprop(iterations: int, batch_size: int, sampling_steps: int, backprop
     return iterations * batch_size * (2 * sampling_steps + 2 * min(backprop_steps, sampling_steps))
 
 
-def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditions: ConditionSampler, *,
-                  iterations: int, batch_size: int, sampler: Sampler | int | str | None,
-                  backprop_steps: int, tau: float, hard: bool, lr: float, grad_clip: float, seed: int = 0,
+def nfe_vidd(iterations: int, batch_size: int, sampling_steps: int, states_per_trajectory: int,
+             vocab_size: int) -> int:
+    """Denoiser evaluations (rows × passes) of a VIDD run, at most: model and reference at every step
+    of the roll-ins; per target state the prior's step, one completion per token tried (≤ V), and a
+    forward and backward (2) of the model."""
+    return iterations * batch_size * (2 * sampling_steps + states_per_trajectory * (vocab_size + 3))
+
+
+def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditions: ConditionSampler,
+                  finetune: Callable[..., tuple[MaskedDiffusion, list[dict]]], *, seed: int = 0,
                   progress: bool = False) -> tuple[MaskedDiffusion, list[dict]]:
     """Fine-tune a conditional copy of ``pretrained`` towards p_pre(x) · p̂(c | x)^γ for every c.
 
@@ -69,8 +75,9 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditi
         pretrained: the unconditional model (unchanged; the KL reference).
         reward: the condition log-prob (γ inside).
         conditions: draws the conditions of each batch (a user's list or the label marginals).
-        Others: as :func:`mbo.finetune.finetune_backprop` (defaults: the ``ctrl`` config group's
-            ``finetune``); the KL weight is fixed to 1.
+        finetune: a fine-tuner of :mod:`mbo.finetune` with its settings bound (the ``ctrl``
+            config group's ``finetune``), called as ``finetune(model, reward, alpha=1,
+            condition_sampler=…, seed=…, progress=…)``: the KL weight is fixed to 1.
 
     Returns:
         The conditional model (``sample(n, cond=...)`` with ``cond`` LongTensor ``(n, F)``) and the
@@ -78,10 +85,7 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditi
     """
     start = make_conditional(pretrained, [f.num_classes for f in reward.factors])
     reward = reward.to(pretrained.device).eval().requires_grad_(False)
-    return finetune_backprop(start, reward, iterations=iterations, batch_size=batch_size, alpha=1.0,
-                             sampler=sampler, backprop_steps=backprop_steps, tau=tau,
-                             hard=hard, lr=lr, grad_clip=grad_clip, seed=seed, progress=progress,
-                             condition_sampler=conditions)
+    return finetune(start, reward, alpha=1.0, condition_sampler=conditions, seed=seed, progress=progress)
 
 
 @torch.no_grad()

@@ -173,11 +173,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     if c.get("model_path"):
         model, history = load_ctrl_model(to_absolute_path(c.model_path), factors, device), []
     else:
-        ft = c.finetune
-        model, history = finetune_ctrl(pretrained, reward, sampler, iterations=ft.iterations,
-                                       batch_size=ft.batch_size, sampler=instantiate(ft.sampler),
-                                       backprop_steps=ft.backprop_steps, tau=ft.tau, hard=ft.hard,
-                                       lr=ft.lr, grad_clip=ft.grad_clip, seed=cfg.seed,
+        model, history = finetune_ctrl(pretrained, reward, sampler, instantiate(c.finetune), seed=cfg.seed,
                                        progress=progress)
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
                         {**model.config, "factors": factor_spec}, overwrite=True)

@@ -38,16 +38,18 @@ from mbo.diffusion.samplers import Sampler, get_sampler
 
 
 @torch.no_grad()
-def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor], xt: Tensor,
-                        position: Tensor, alpha: float) -> Tensor:
+def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tensor], xt: Tensor,
+                        position: Tensor, alpha: float, cond: Tensor | None = None) -> Tensor:
     """The soft-optimal distribution of the token at ``position`` of each state, ``(B, V)``.
 
     Args:
         pretrained: p_pre (its log-probs are the prior of the step, its argmax the completion x̂_0).
-        reward: one-hot ``(N, L, V)`` -> ``(N,)``.
+        reward: one-hot ``(N, L, V)`` -> ``(N,)``, or ``(one-hot, cond (N, ...))`` -> ``(N,)`` with ``cond``.
         xt: LongTensor ``(B, L)`` (MASK = V), with ``xt[b, position[b]]`` masked.
         position: LongTensor ``(B,)``.
         alpha: α ≥ 0; α = 0 puts all mass on the token of highest value.
+        cond: optional ``(B, ...)`` condition of each state (CTRL), passed to the reward only: the
+            completion is the unconditional prior's, as the target p_pre·exp(r(·, c)/α) is.
     """
     b, v = xt.shape[0], pretrained.vocab_size
     rows = torch.arange(b, device=xt.device)
@@ -60,7 +62,8 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[[Tensor], 
     completed = torch.where(cand == pretrained.mask_id,
                             pretrained.policy_log_probs(pretrained.encode(cand)).argmax(-1), cand)
     value = torch.full((b, v), -math.inf, device=xt.device)
-    value[row, token] = reward(one_hot(completed, v).to(xt.device)).float()
+    x = one_hot(completed, v).to(xt.device)
+    value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
     return torch.softmax(prior + value / alpha, dim=-1)
@@ -68,7 +71,7 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[[Tensor], 
 
 def finetune_vidd(
     pretrained: nn.Module,
-    reward: Callable[[Tensor], Tensor],
+    reward: Callable[..., Tensor],
     *,
     alpha: float,
     iterations: int,
@@ -79,6 +82,7 @@ def finetune_vidd(
     sampler: Sampler | int | str | None = None,
     seed: int = 0,
     progress: bool = False,
+    condition_sampler: Callable[[int, torch.Generator], Tensor] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune a copy of ``pretrained`` (a ``MaskedDiffusion``) by VIDD towards p_pre·exp(r/α).
 
@@ -93,6 +97,10 @@ def finetune_vidd(
         lr, grad_clip: AdamW learning rate and gradient-norm clip.
         sampler: the sampler of the roll-ins and of later designs (default the model's own).
         seed: seeds the roll-ins and the choice of states.
+        condition_sampler: for a conditional model (``mbo.ctrl``): maps ``(batch_size, generator)`` to
+            the conditions ``(B, ...)`` of each roll-in; the model then learns p_pre·exp(r(·, c)/α) for
+            every c, with ``reward(x, cond)``. The KL and the targets' prior are ``pretrained``'s,
+            run without the condition.
 
     Returns:
         The fine-tuned model and a history, one dict per iteration: ``reward`` (mean r of the
@@ -111,12 +119,16 @@ def finetune_vidd(
     for it in tqdm(range(iterations), desc="fine-tune (VIDD)", disable=not progress):
         model.eval()
         with torch.no_grad():
-            traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)
-            r = reward(one_hot(traj.x0, model.vocab_size).to(model.device)).float()
-            xt, position = _visited(traj.states, states_per_trajectory, model.mask_id, gen)
-            target = soft_optimal_tokens(ref, reward, xt, position, alpha)
+            cond = None if condition_sampler is None else condition_sampler(batch_size, gen).to(model.device)
+            traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True,
+                                cond=cond)
+            x0 = one_hot(traj.x0, model.vocab_size).to(model.device)
+            r = (reward(x0) if cond is None else reward(x0, cond)).float()
+            xt, position, which = _visited(traj.states, states_per_trajectory, gen)
+            state_cond = None if cond is None else cond[which]
+            target = soft_optimal_tokens(ref, reward, xt, position, alpha, state_cond)
         model.train()
-        log_x0 = model.policy_log_probs(model.encode(xt))[torch.arange(len(xt)), position]
+        log_x0 = model.policy_log_probs(model.encode(xt), state_cond)[torch.arange(len(xt)), position]
         loss = -(target * log_x0).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,9 +143,9 @@ def finetune_vidd(
     return model.eval().requires_grad_(False), history
 
 
-def _visited(states: Tensor, per_traj: int, mask_id: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``per_traj`` random visited states of each trajectory that unmask something, and for each one
-    position the sampler unmasked there: ``(xt (B, L), position (B,))``."""
+def _visited(states: Tensor, per_traj: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``per_traj`` random visited states of each trajectory that unmask something, for each one a
+    position the sampler unmasked there, and its trajectory: ``(xt (B, L), position (B,), which (B,))``."""
     steps, n = states.shape[0] - 1, states.shape[1]
     moved = (states[1:] != states[:-1]).any(-1)  # (S, n): steps that placed a token
     score = torch.rand(steps, n, generator=gen, device=states.device).masked_fill(~moved, -1.0)
@@ -144,4 +156,4 @@ def _visited(states: Tensor, per_traj: int, mask_id: int, gen: torch.Generator) 
     pick = torch.rand(placed.shape, generator=gen, device=states.device).masked_fill(~placed, -1.0)
     position = pick.argmax(-1)
     keep = placed.any(-1)
-    return xt[keep], position[keep]
+    return xt[keep], position[keep], cols[keep]
