@@ -24,7 +24,7 @@ diffusion:
   denoiser: {dim: 16, depth: 1, heads: 2, output_scale: 1.0}  # 30 steps cannot tame the default 300
   pretrain: {steps: 30, batch_size: 32}
 reward_model: {num_members: 2, conv_channels: [8], kernel_size: 3, hidden_dims: [8], epochs: 2}
-finetune: {iterations: 2, batch_size: 8, backprop_steps: 2}
+finetune: {iterations: 2, batch_size: 8, states_per_trajectory: 2}
 seiko:
   pool_size: 64
 """
