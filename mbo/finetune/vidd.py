@@ -12,8 +12,8 @@ distribution by trying every token v at that position,
 
     q(v) ∝ p_pre(v | x_t) · exp(r(x̂_0(x_t[i ← v])) / α),
 
-with x̂_0 the pretrained model's most likely completion (the inference-time methods use its posterior
-mean instead, :mod:`mbo.guidance.values`), then minimizes the
+with x̂_0 the pretrained model's most likely completion, or with ``completion="mean"`` its posterior
+mean, as the inference-time methods' lookahead (:mod:`mbo.guidance.values`); then it minimizes the
 cross-entropy KL(q ‖ p_θ(· | x_t)) at that position. It needs no reward gradient, its targets are
 fixed given the state (stable, off-policy), and its fixed point with exact values is the target.
 Cost per iteration: ``batch_size`` roll-ins, and up to ``batch_size · states_per_trajectory · V`` reward
@@ -39,7 +39,8 @@ from mbo.diffusion.samplers import Sampler, get_sampler
 
 @torch.no_grad()
 def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tensor], xt: Tensor,
-                        position: Tensor, alpha: float, cond: Tensor | None = None) -> Tensor:
+                        position: Tensor, alpha: float, cond: Tensor | None = None,
+                        completion: str = "argmax") -> Tensor:
     """The soft-optimal distribution of the token at ``position`` of each state, ``(B, V)``.
 
     Args:
@@ -50,7 +51,11 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
         alpha: α ≥ 0; α = 0 puts all mass on the token of highest value.
         cond: optional ``(B, ...)`` condition of each state (CTRL), passed to the reward only: the
             completion is the unconditional prior's, as the target p_pre·exp(r(·, c)/α) is.
+        completion: x̂_0 at the still-masked positions: ``"argmax"``, the prior's most likely token, or
+            ``"mean"``, its posterior mean (soft one-hots; a reward that reads tokens takes their argmax).
     """
+    if completion not in ("argmax", "mean"):
+        raise ValueError(f"soft_optimal_tokens: completion must be 'argmax' or 'mean', got {completion!r}")
     b, v = xt.shape[0], pretrained.vocab_size
     rows = torch.arange(b, device=xt.device)
     prior = pretrained.policy_log_probs(pretrained.encode(xt))[rows, position]  # (B, V)
@@ -59,10 +64,13 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     row, token = (prior > LOG_ZERO / 2).nonzero(as_tuple=True)
     cand = xt[row].clone()  # (K, L): each state with one of its drawable tokens placed
     cand[torch.arange(len(row), device=xt.device), position[row]] = token
-    completed = torch.where(cand == pretrained.mask_id,
-                            pretrained.policy_log_probs(pretrained.encode(cand)).argmax(-1), cand)
+    log_x0 = pretrained.policy_log_probs(pretrained.encode(cand))  # (K, L, V)
+    masked = (cand == pretrained.mask_id).unsqueeze(-1)
+    if completion == "mean":
+        x = torch.where(masked, log_x0.exp(), one_hot(cand.clamp_max(v - 1), v).to(xt.device))
+    else:
+        x = one_hot(torch.where(masked.squeeze(-1), log_x0.argmax(-1), cand), v).to(xt.device)
     value = torch.full((b, v), -math.inf, device=xt.device)
-    x = one_hot(completed, v).to(xt.device)
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
@@ -83,6 +91,7 @@ def finetune_vidd(
     seed: int = 0,
     progress: bool = False,
     condition_sampler: Callable[[int, torch.Generator], Tensor] | None = None,
+    completion: str = "argmax",
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune a copy of ``pretrained`` (a ``MaskedDiffusion``) by VIDD towards p_pre·exp(r/α).
 
@@ -101,6 +110,8 @@ def finetune_vidd(
             the conditions ``(B, ...)`` of each roll-in; the model then learns p_pre·exp(r(·, c)/α) for
             every c, with ``reward(x, cond)``. The KL and the targets' prior are ``pretrained``'s,
             run without the condition.
+        completion: how a target's value completes the masked positions (see
+            :func:`soft_optimal_tokens`).
 
     Returns:
         The fine-tuned model and a history, one dict per iteration: ``reward`` (mean r of the
@@ -126,7 +137,7 @@ def finetune_vidd(
             r = (reward(x0) if cond is None else reward(x0, cond)).float()
             xt, position, which = _visited(traj.states, states_per_trajectory, gen)
             state_cond = None if cond is None else cond[which]
-            target = soft_optimal_tokens(ref, reward, xt, position, alpha, state_cond)
+            target = soft_optimal_tokens(ref, reward, xt, position, alpha, state_cond, completion)
         model.train()
         log_x0 = model.policy_log_probs(model.encode(xt), state_cond)[torch.arange(len(xt)), position]
         loss = -(target * log_x0).sum(-1).mean()

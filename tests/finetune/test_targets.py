@@ -161,3 +161,21 @@ def test_min_p_keeps_the_soft_optimal_step_on_the_prior_support():
     free = soft_optimal_tokens(m, wants_two, torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]]),
                                position, alpha=0.05)[0, 2]
     assert free > 0.99
+
+
+def test_posterior_mean_completion_values_a_linear_reward_by_its_expectation():
+    # For a reward linear in the one-hot, r(E[x_0 | x]) = E[r(x_0) | x]: the posterior mean values each
+    # token by the exact expected reward under the prior. The most likely completion does not (here it
+    # fills every masked position with token 0, the first of tied logits, and overrates all three).
+    m = MaskedDiffusion(NeverTwoAfterOne(), V, L, sampler="first_hitting").eval()
+    xt, position, alpha = torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]]), torch.tensor([1]), 0.5
+    prior = torch.full((V,), 1 / 3).log()
+    # Position 1 = v, then two free positions; after a 1 the next position cannot be 2 (p(0) = 1/2).
+    expected = torch.tensor([1 + 1 + 2 / 3, 1 + 0 + 1 / 2 + 1 / 3, 1 + 0 + 2 / 3])
+    mean = soft_optimal_tokens(m, reward, xt, position, alpha, completion="mean")[0]
+    torch.testing.assert_close(mean, torch.softmax(prior + expected / alpha, -1), atol=1e-4, rtol=0)
+    argmax = soft_optimal_tokens(m, reward, xt, position, alpha, completion="argmax")[0]
+    torch.testing.assert_close(argmax, torch.softmax(prior + torch.tensor([4.0, 3, 3]) / alpha, -1),
+                               atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="completion"):
+        soft_optimal_tokens(m, reward, xt, position, alpha, completion="sample")
