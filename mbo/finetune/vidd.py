@@ -64,12 +64,9 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     row, token = (prior > LOG_ZERO / 2).nonzero(as_tuple=True)
     cand = xt[row].clone()  # (K, L): each state with one of its drawable tokens placed
     cand[torch.arange(len(row), device=xt.device), position[row]] = token
+    # Carry-over: at unmasked positions the prediction is the token itself, so both completions keep them.
     log_x0 = pretrained.policy_log_probs(pretrained.encode(cand))  # (K, L, V)
-    masked = (cand == pretrained.mask_id).unsqueeze(-1)
-    if completion == "mean":
-        x = torch.where(masked, log_x0.exp(), one_hot(cand.clamp_max(v - 1), v).to(xt.device))
-    else:
-        x = one_hot(torch.where(masked.squeeze(-1), log_x0.argmax(-1), cand), v).to(xt.device)
+    x = log_x0.exp() if completion == "mean" else one_hot(log_x0.argmax(-1), v).to(xt.device)
     value = torch.full((b, v), -math.inf, device=xt.device)
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
