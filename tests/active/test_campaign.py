@@ -353,6 +353,8 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "unknown setting 'finetune.iterationz'" in capsys.readouterr().err
     assert cli("init", root, *EHRLICH[:2], "--task-arg", "colours=3", "--config", config) == 2
     assert "unknown argument(s) ['colours']" in capsys.readouterr().err
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.local.fraction=2") == 2
+    assert "'seiko.local'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "unknown.yaml"]
     root.mkdir()
     (root / "x").write_text("")

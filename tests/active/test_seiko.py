@@ -6,6 +6,7 @@ import torch
 from botorch.acquisition import qUpperConfidenceBound
 
 from mbo.active import best_so_far, feasible_rows, run_seiko, seiko_round, select_batch, unmeasured
+from mbo.active.seiko import LocalPool
 from mbo.active.selection import PoolEnsemble
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
 from mbo.finetune import finetune_backprop
@@ -160,3 +161,23 @@ def test_a_collapsed_model_is_topped_up_from_the_prior(task, pretrained):
     plate = result.selection.tokens
     assert plate.shape == (6, 8) and not ({tuple(r) for r in plate.tolist()}
                                           & {tuple(r) for r in off.tokens.tolist()})
+
+
+def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained):
+    off = task.offline_dataset()
+    best_first = off.tokens[off.labels.argsort(descending=True, stable=True)]
+    gen = torch.Generator().manual_seed(0)
+    # With a vanishing re-mask probability each candidate re-draws exactly one position of a parent.
+    near = LocalPool(parents=3, remask=1e-9).draw(pretrained, best_first, 200, 8, gen)
+    distance = (near[:, None, :] != best_first[None, :3, :]).sum(-1).min(-1).values
+    assert near.shape == (200, 8) and bool((distance <= 1).all()) and bool((distance == 1).any())
+    wide = LocalPool(parents=3, remask=1.0).draw(pretrained, best_first, 200, 8, gen)
+    assert float((wide[:, None, :] != best_first[None, :3, :]).sum(-1).min(-1).values.float().mean()) > 2
+    for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0)):
+        with pytest.raises(ValueError, match="LocalPool"):
+            LocalPool(**bad)
+    # Half the round's pool comes from near the best measured designs.
+    result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), FT, batch_size=6, seed=0,
+                         local=LocalPool(fraction=1.0, parents=2, remask=1e-9), **ROUND)
+    plate = result.selection.tokens
+    assert bool(((plate[:, None, :] != best_first[None, :2, :]).sum(-1).min(-1).values == 1).all())

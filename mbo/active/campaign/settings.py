@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbo.active.campaign.store import CampaignError
 from mbo.active.pareto import PARETO_METHODS
+from mbo.active.seiko import LocalPool
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
@@ -85,6 +86,10 @@ def check_values(cfg: DictConfig, where: str) -> None:
     need(cfg.pareto.method in PARETO_METHODS, "pareto.method", f"must be one of {', '.join(PARETO_METHODS)}")
     need(k.pool_size >= 1, "seiko.pool_size", "must be >= 1")
     need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
+    try:
+        LocalPool(**k.get("local") or {})
+    except (TypeError, ValueError) as err:
+        raise SettingsError(f"{where}: settings of 'seiko.local' do not build ({err})") from None
     # auto is mbo-run's: it holds out the top labels, which a campaign's first rounds cannot spare.
     need(isinstance(cfg.finetune.alpha, (int, float)) and cfg.finetune.alpha >= 0, "finetune.alpha",
          "must be a number >= 0 in a campaign")
