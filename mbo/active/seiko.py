@@ -53,8 +53,9 @@ class LocalPool:
     complete them: its conditionals given the kept tokens propose the substitutions, as mutation does
     in AdaLead, but tilted by the round's reward. A re-masked position never gets its parent's token
     back (unless the policy allows no other): a prior pretrained on mutants of a few starts puts most
-    of its mass on the parent's token, and without this 63 % of completions on AAV 560-588 were the
-    parent itself, 0.46 substitutions a candidate for 3.8 re-masked positions.
+    of its mass on the parent's token, and without this 63 % of the AAV 560-588 prior's completions of
+    the wild type were the wild type itself, 0.46 substitutions a candidate for 3.8 re-masked
+    positions (``experiments/results/flexs_seiko_substitute.md``).
 
     A model sampled from scratch proposes around what its KL leash lets it reach; the best measured
     designs may already lie further out, and without these candidates the pool holds little beyond

