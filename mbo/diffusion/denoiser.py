@@ -40,7 +40,7 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, h: Tensor, bias: Tensor | None = None) -> Tensor:
-        """``(B, L, D) -> (B, L, D)``; ``bias`` ``(heads, L, L)`` is added to the attention logits."""
+        """``(B, L, D) -> (B, L, D)``; ``bias`` ``(B, heads, L, L)`` is added to the attention logits."""
         b, n, d = h.shape
         qkv = self.qkv(self.norm1(h)).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
@@ -162,7 +162,11 @@ class TransformerDenoiser(nn.Module):
             h = h + self.local(h.transpose(1, 2)).transpose(1, 2)
         relative = self.config["positions"] == "relative"
         for i, block in enumerate(self.blocks):
-            h = block(h, self.rel[i][:, self.rel_index].to(h.dtype) if relative else None)
+            # The bias materialized per batch row: given a (heads, L, L) mask to broadcast, CPU
+            # scaled_dot_product_attention leaves its fused kernel for a path ~5x slower at L = 100.
+            bias = (self.rel[i][:, self.rel_index].to(h.dtype).expand(len(h), -1, -1, -1).contiguous()
+                    if relative else None)
+            h = block(h, bias)
         logits = self.head(self.norm(h))
         if self.out is not None:
             logits = logits + self.output_scale * self.out(x.transpose(1, 2)).transpose(1, 2)
