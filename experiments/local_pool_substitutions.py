@@ -26,7 +26,8 @@ for remask in (0.1, 0.3):
     subs = (children != parent).sum(1).float()
     values = task.oracle(children)
     finite = values[torch.isfinite(values)]
+    scores = (f"feasible children mean {finite.mean():.3f}, max {finite.max():.3f}" if len(finite)
+              else "none feasible")
     print(f"{problem} remask {remask}: {subs.mean():.2f} substitutions a candidate, "
           f"{(subs == 0).float().mean():.1%} equal to the parent, {len(finite) / len(values):.1%} feasible; "
-          f"parent {float(task.oracle(parent)):.3f}, feasible children mean {finite.mean():.3f}, "
-          f"max {finite.max():.3f}")
+          f"parent {float(task.oracle(parent)):.3f}, {scores}")
