@@ -15,6 +15,8 @@ its conserved region is a constraint scored ``-inf``, so only its feasible start
 - ``gpbo``: :func:`mbo.active.oracle_baselines.gp_bo` (Hamming-kernel GP, qUCB, local search);
 - ``seiko``: :func:`mbo.active.run_seiko` with a campaign's settings (``mbo/conf/campaign.yaml``, plus
   ``--override``), its prior pretrained on the task's corpus (random mutants of the starts) and cached.
+  It is given the task's required letters (C20's conserved region) as constraints, as a user would
+  give them to ``mbo-campaign``; the oracle baselines are not (FLEXS's protocol).
 
 GP-BO and SEIKO fit a model on the measured designs and need two of them, but a FLEXS campaign has
 one: they spend round 1 on the random-mutagenesis batch (the ``random`` method's round 1 for the same
@@ -57,6 +59,7 @@ from hydra.utils import instantiate
 from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
+from mbo.constraints import constraints_from_settings
 from mbo.data.dataset import SequenceDataset
 
 # problem -> the task config group option and its overrides (defaults live in mbo/conf/task/*.yaml)
@@ -141,6 +144,19 @@ def pretrained_prior(task, diffusion_cfg, cache_dir: str, progress: bool):
     return model.requires_grad_(False)
 
 
+def constrained_prior(task, cfg, progress: bool):
+    """The task's prior, sampling only what the per-position constraints allow: the campaign's own
+    (``constraints.*`` overrides) and the task's required letters (C20's conserved region), as a user
+    of ``mbo-campaign`` would set them. The oracle baselines are not told: FLEXS's protocol."""
+    from mbo.diffusion.policy import Compose
+
+    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
+                                            required=task.required_letters())
+    model = pretrained_prior(task, cfg.diffusion, cfg.cache_dir, progress)
+    model.policy = Compose(model.policy, constraints.policy())
+    return model
+
+
 def flexs_record(method, problem, start_id, seed, initial, batches, seconds) -> dict:
     best, curve = float(initial.labels.max()), []
     for b in batches:
@@ -176,8 +192,7 @@ def run_flexs(args, command: str) -> None:
                     if path.exists():
                         continue
                     if method == "seiko" and pretrained is None:
-                        pretrained = pretrained_prior(task, seiko_config(args).diffusion,
-                                                      seiko_config(args).cache_dir, args.progress)
+                        pretrained = constrained_prior(task, seiko_config(args), args.progress)
                     initial = offline.subset([offline.ids.index(start_id)])
                     t0 = time.perf_counter()
                     batches = run_flexs_method(method, task, initial, seed, args, pretrained)

@@ -1,6 +1,6 @@
 """How many substitutions a SEIKO LocalPool candidate makes, and how many of them the oracle scores
-finite (C20: the conserved region kept): a FLEXS problem's prior completes its first start re-masked
-(``seiko.local`` settings), 500 candidates, seed 0.
+finite (C20: the conserved region kept): a FLEXS problem's prior, constrained as in ``bench_flexs``,
+completes its first start re-masked (``seiko.local`` settings), 500 candidates, seed 0.
 
     .venv/bin/python experiments/local_pool_substitutions.py aav_560_588
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import torch
-from bench_flexs import pretrained_prior, problem_task, seiko_config
+from bench_flexs import constrained_prior, problem_task, seiko_config
 
 from mbo.active.seiko import LocalPool
 
@@ -18,7 +18,7 @@ args = argparse.Namespace(oracle_workers=1, task_override=[], override=[])
 torch.set_num_threads(1)
 task = problem_task(problem, args)
 cfg = seiko_config(args)
-prior = pretrained_prior(task, cfg.diffusion, cfg.cache_dir, progress=False)
+prior = constrained_prior(task, cfg, progress=False)  # as bench_flexs's SEIKO runs
 parent = task.offline_dataset().tokens[:1]
 generator = torch.Generator().manual_seed(0)
 for remask in (0.1, 0.3):

@@ -79,7 +79,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
 
-    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length)
+    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
+                                            required=task.required_letters())
     if constraints.active:
         log.info("constraints: %s", constraints.describe())
 

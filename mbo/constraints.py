@@ -244,11 +244,19 @@ class Constraints:
         return "; ".join(parts) or "none"
 
 
-def constraints_from_settings(settings: Mapping | None, alphabet: Alphabet, length: int) -> Constraints:
-    """The ``constraints`` config node (keys as :class:`Constraints`'s arguments) for a design space."""
+def constraints_from_settings(settings: Mapping | None, alphabet: Alphabet, length: int,
+                              required: Mapping[int, str] | None = None) -> Constraints:
+    """The ``constraints`` config node (keys as :class:`Constraints`'s arguments) for a design space.
+
+    ``required``: position -> the letters the task itself allows there (:meth:`Task.required_letters`,
+    e.g. a conserved region the oracle scores ``-inf`` when broken). A user's ``allowed`` entry at the
+    same position keeps only the letters both allow.
+    """
     s = dict(settings or {})
-    allowed = s.get("allowed") or {}
-    return Constraints(alphabet, length, fixed=s.get("fixed"), allowed=dict(allowed),
+    allowed = {int(k): str(v) for k, v in dict(s.get("allowed") or {}).items()}
+    for pos, letters in (required or {}).items():
+        allowed[pos] = "".join(c for c in allowed.get(pos, letters) if c in letters)
+    return Constraints(alphabet, length, fixed=s.get("fixed"), allowed=allowed,
                        forbidden_motifs=list(s.get("forbidden_motifs") or []),
                        gc=None if s.get("gc") is None else tuple(s["gc"]),
                        parent=s.get("parent"), max_mutations=s.get("max_mutations"))

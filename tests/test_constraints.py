@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mbo.constraints import ConstraintError, Constraints
+from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.data.alphabet import DNA, PROTEIN
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
 from mbo.diffusion.policy import Compose
@@ -58,3 +58,10 @@ def test_project_repairs_only_disallowed_tokens():
     y = c.project(x, torch.Generator().manual_seed(0))
     assert bool(c.satisfied(y).all()) and DNA.decode(y)[2] == "AGCG"
     assert DNA.decode(y)[1][:3] == "ATT"
+
+
+def test_required_letters_meet_the_users_allowed_ones():
+    c = constraints_from_settings({"allowed": {1: "CG", 2: "AT"}}, DNA, 4, required={1: "C", 3: "GT"})
+    assert c.allowed == {1: "C", 2: "AT", 3: "GT"}
+    with pytest.raises(ConstraintError, match="no letter is allowed at position"):
+        constraints_from_settings({"allowed": {1: "AG"}}, DNA, 4, required={1: "C"})

@@ -83,6 +83,12 @@ class Task(ABC):
         """
         return None
 
+    def required_letters(self) -> dict[int, str]:
+        """Position (0-based) -> the letters every design must have there for the oracle to score it
+        (a conserved region); empty for most tasks. Runs add these to the user's ``constraints``, so
+        no method spends a query on a design the task rules out by definition."""
+        return {}
+
     def fresh_corpus(self, n: int, generator: torch.Generator) -> Tensor | None:
         """``n`` new draws ``(n, L)`` from the corpus distribution (held-out data no model has seen),
         where the task can make them, else ``None``."""

@@ -190,6 +190,12 @@ class RNABinding(Task):
             mask[start:start + len(self._conserved)] = True
         return mask
 
+    def required_letters(self) -> dict[int, str]:
+        """The conserved region, position -> its letter (empty without one)."""
+        if self.problem.conserved_pattern is None:
+            return {}
+        return {self.problem.conserved_start + i: c for i, c in enumerate(self.problem.conserved_pattern)}
+
     def is_feasible(self, tokens: Tensor) -> Tensor:
         """Bool ``(N,)``: the design keeps the conserved region (always True without one)."""
         tokens = self.check_tokens(tokens).long().cpu()

@@ -6,6 +6,7 @@ import pytest
 import RNA as vienna
 import torch
 
+from mbo.constraints import constraints_from_settings
 from mbo.data.alphabet import RNA
 from mbo.tasks import RNABinding
 from mbo.tasks.flexs_rna import load_data, reverse_complement, rna_problems
@@ -78,6 +79,10 @@ def test_conserved_region_is_a_constraint():
     assert mask.nonzero().squeeze(-1).tolist() == list(range(21, 41))
     corpus = task.pretrain_corpus()
     assert bool(task.is_feasible(corpus).all())
+    # As constraints, the required letters are exactly the region: all feasible designs keep them.
+    c = constraints_from_settings(None, RNA, 100, required=task.required_letters())
+    assert c.satisfied(torch.cat([off.tokens, broken])).tolist() == [True] * 3 + [False]
+    assert RNABinding("L14_RNA1", **SMALL).required_letters() == {}
 
 
 def test_corpus_is_distinct_nearby_mutants_without_oracle_calls(monkeypatch):
