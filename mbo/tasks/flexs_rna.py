@@ -185,9 +185,7 @@ class RNABinding(Task):
     def conserved_mask(self) -> Tensor:
         """Bool ``(L,)``: the positions fixed by the conserved region (all False without one)."""
         mask = torch.zeros(self.length, dtype=torch.bool)
-        if self._conserved is not None:
-            start = self.problem.conserved_start
-            mask[start:start + len(self._conserved)] = True
+        mask[list(self.required_letters())] = True
         return mask
 
     def required_letters(self) -> dict[int, str]:
