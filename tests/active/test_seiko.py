@@ -184,16 +184,9 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
     pinned.policy = lambda log_x0: restrict(log_x0, keep)
     wide = LocalPool(parents=1, remask=1.0).draw(pinned, best_first, 200, 8, gen)
     assert bool((wide[:, 0] == best_first[0, 0]).all()) and bool((wide[:, 1:] != best_first[0, 1:]).all())
-    for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0), dict(crossover=1.0)):
+    for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0)):
         with pytest.raises(ValueError, match="LocalPool"):
             LocalPool(**bad)
-    # Crossover: a candidate takes letters that only one parent has from each of two parents, which a
-    # parent with one substitution never does.
-    pair = best_first[[0, int((best_first != best_first[0]).sum(-1).argmax())]]
-    for crossover, mixed in ((0.0, False), (0.5, True)):
-        kids = LocalPool(parents=2, remask=1e-9, crossover=crossover).draw(pretrained, pair, 200, 8, gen)
-        only = [((kids == pair[i]) & (kids != pair[1 - i])).sum(-1) for i in (0, 1)]
-        assert bool(((only[0] >= 2) & (only[1] >= 2)).any()) == mixed
     # Half the round's pool comes from near the best measured designs.
     result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), FT, batch_size=6, seed=0,
                          local=LocalPool(fraction=1.0, parents=2, remask=1e-9), **ROUND)
