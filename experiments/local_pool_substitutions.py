@@ -22,12 +22,12 @@ cfg = seiko_config(args)
 prior = constrained_prior(task, cfg, progress=False)  # as bench_flexs's SEIKO runs
 parent = task.offline_dataset().tokens[:1]
 generator = torch.Generator().manual_seed(0)
+parent_value = float(task.oracle(parent))
 for remask in (0.035, 0.1, 0.3):
     children = LocalPool(fraction=1.0, parents=1, remask=remask).draw(prior, parent, 500, None, generator)
     subs = (children != parent).sum(1).float()
     values = task.oracle(children)
     finite = values[torch.isfinite(values)]
-    parent_value = float(task.oracle(parent))
     scores = (f"feasible children mean {finite.mean():.3f}, max {finite.max():.3f}, "
               f"{(finite > parent_value).float().sum() / len(values):.1%} above the parent" if len(finite)
               else "none feasible")
