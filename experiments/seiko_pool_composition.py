@@ -11,11 +11,11 @@ oracle (never seen by the method):
   mean Hamming distance of a plate design to the nearest measured one.
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
-``bench_flexs.py``'s options (``--override seiko.local.uniform=0.5``). Runs land in ``OUT/runs`` as
+``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). Runs land in ``OUT/runs`` as
 ``bench_flexs.py`` writes them, so a folder of this script's runs is a folder of the benchmark's::
 
     .venv/bin/python experiments/seiko_pool_composition.py aav_560_588 1,2,3 \\
-        experiments/results/flexs_seiko_uniform --override seiko.local.uniform=0.5
+        experiments/results/flexs_seiko_remask --override seiko.local.remask=0.035
 """
 
 import runpy

@@ -65,14 +65,11 @@ class LocalPool:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
         parents: how many of the best measured designs are re-masked.
         remask: per-position re-mask probability, in (0, 1].
-        uniform: share of each substitution drawn uniformly from the tokens the hard rules allow
-            (constraints, not min-p) rather than from the model, in [0, 1].
     """
 
     fraction: float = 0.5
     parents: int = 10
     remask: float = 0.1
-    uniform: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -81,8 +78,6 @@ class LocalPool:
             raise ValueError(f"LocalPool: parents must be >= 1, got {self.parents!r}")
         if not 0.0 < self.remask <= 1.0:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
-        if not 0.0 <= self.uniform <= 1.0:
-            raise ValueError(f"LocalPool: uniform must lie in [0, 1], got {self.uniform!r}")
 
     def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator
              ) -> Tensor:
@@ -94,27 +89,12 @@ class LocalPool:
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
         parent_token = F.one_hot(rows, model.vocab_size).bool() & masked.unsqueeze(-1)
-        flat = torch.zeros(1, rows.shape[1], model.vocab_size, device=device)
-        # The policy of a flat prediction: min-p cuts nothing there, so what it cuts is a hard rule.
-        ruled = flat if model.policy is None else model.policy(flat)
-        uniform = restrict(ruled, (ruled > LOG_ZERO / 2) & ~parent_token)
-        free = (uniform > LOG_ZERO / 2).any(-1, keepdim=True) & masked.unsqueeze(-1)
 
         def substitute(xt: Tensor, log_x0: Tensor) -> Tensor:
             # Tokens the policy cuts (constraints, min-p) stay cut: a position whose only allowed
             # token is the parent's keeps it.
             other = ((log_x0 > LOG_ZERO / 2) & ~parent_token).any(-1, keepdim=True)
-            proposal = torch.where(other, restrict(log_x0, ~parent_token), log_x0)
-            if not self.uniform:
-                return proposal
-            # A fine-tuned model that has collapsed proposes the same few tokens at every re-masked
-            # position (AAV 560-588: 222 distinct local candidates of 500 by round 10, 3 above the
-            # best measured); a uniform share keeps proposing new substitutions for the reward
-            # model to screen, as AdaLead's mutations do. Only a hard rule keeps the parent's token.
-            proposal = torch.where(other | ~free, proposal, uniform)
-            mixed = torch.logaddexp(proposal + math.log1p(-min(self.uniform, 1 - 1e-6)),
-                                    uniform + math.log(self.uniform))
-            return torch.where(free, mixed, proposal)
+            return torch.where(other, restrict(log_x0, ~parent_token), log_x0)
 
         with torch.no_grad():
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
