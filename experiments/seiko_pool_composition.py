@@ -18,6 +18,7 @@ Arguments: the problem, the starts (comma-separated numbers), the output folder,
         experiments/results/flexs_seiko_remask --override seiko.local.remask=0.035
 """
 
+import argparse
 import runpy
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ import mbo.active.seiko as seiko
 problem, starts, out, *options = sys.argv[1:]
 sys.argv = ["bench_flexs.py", "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
             "--starts", *starts.split(","), "--out", out, *options]
-task = problem_task(problem, type("Args", (), {"oracle_workers": 1, "task_override": []})())
+task = problem_task(problem, argparse.Namespace(oracle_workers=1, task_override=[]))
 drawn: dict[str, torch.Tensor] = {}
 draw, select_batch = seiko.LocalPool.draw, seiko.select_batch
 
