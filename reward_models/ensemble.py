@@ -34,6 +34,10 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             when the objective rewards patterns wherever they occur (motifs).
         kernel_size: width of the convolutions.
         epochs: passes over the (per-member) training set.
+        min_steps: at least this many optimizer steps, with more epochs if need be. A fixed count of
+            epochs leaves a model fitted to few labels nearly untrained (100 labels in batches of 128
+            are one step an epoch), which is what an active-learning campaign fits in its first
+            rounds.
         batch_size: mini-batch size per member.
         lr: Adam learning rate.
         weight_decay: Adam L2 penalty.
@@ -45,14 +49,17 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     def __init__(self, num_members: int = 5, hidden_dims: tuple[int, ...] | list[int] = (64, 64),
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 1e-4, conv_channels: tuple[int, ...] | list[int] = (),
-                 kernel_size: int = 5, device: str | torch.device | None = None):
+                 kernel_size: int = 5, min_steps: int = 0, device: str | torch.device | None = None):
         EnsembleModel.__init__(self)
         if num_members < 2:
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
+        if min_steps < 0:
+            raise ValueError(f"{type(self).__name__} needs min_steps >= 0, got {min_steps}")
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                         "weight_decay": float(weight_decay),
-                        "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size)}
+                        "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size),
+                        "min_steps": int(min_steps)}
         self.device = resolve_device(device)
         self.net: EnsembleMLP | EnsembleCNN | None = None
         # Members learn standardized labels; BoTorch's posterior() and mean_std() both un-standardize
@@ -103,8 +110,10 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         member_rows = member_rows.to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         bs = min(cfg["batch_size"], n)
+        steps_per_epoch = (n - bs) // bs + 1  # full batches only
+        epochs = max(cfg["epochs"], -(-cfg["min_steps"] // steps_per_epoch))
         self.train()
-        for _ in tqdm(range(cfg["epochs"]), desc=type(self).__name__, disable=not progress):
+        for _ in tqdm(range(epochs), desc=type(self).__name__, disable=not progress):
             order = torch.rand(k, n, generator=gen).argsort(dim=1).to(self.device)
             for start in range(0, n - bs + 1, bs):
                 rows = member_rows.gather(1, order[:, start:start + bs])  # (K, B)
