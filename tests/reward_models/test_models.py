@@ -119,6 +119,19 @@ def test_ensemble_learns_signal(fitted, dataset):
     assert corr > 0.8
 
 
+def test_min_steps_trains_a_model_of_few_labels(dataset):
+    """48 labels in batches of 128 are one step an epoch: 20 epochs leave the model near its
+    initialization; the floor of 300 steps fits the signal."""
+    def corr(min_steps):
+        model = DeepEnsemble(num_members=2, hidden_dims=(16,), epochs=20, min_steps=min_steps).fit(dataset)
+        mean, _ = model.mean_std(dataset.one_hot())
+        return float(torch.corrcoef(torch.stack([mean.detach(), dataset.labels]))[0, 1])
+
+    assert corr(300) > 0.9 > corr(0) + 0.1
+    with pytest.raises(ValueError, match="min_steps"):
+        DeepEnsemble(min_steps=-1)
+
+
 def test_observation_noise_widens_std(fitted, choices):
     x = choices.reshape(-1, L, V)
     for name in ("BootstrapEnsemble", "OneHotGP", "VariationalGP"):
