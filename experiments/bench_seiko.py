@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
                                       f"{args.batch} queries; SEIKO: {ft.iterations} fine-tuning "
                                       f"iterations/round, α = {ft.alpha}, pool {k.pool_size}, KL to the "
-                                      f"{k.kl_to} round's model"),
+                                      + ("previous round's model" if k.kl_to == "previous"
+                                         else "pretrained model")),
             "overrides": args.override}
     if not args.report:
         task = instantiate(task_cfg)

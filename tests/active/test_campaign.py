@@ -107,7 +107,8 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     monkeypatch.setattr(commands, "seiko_round",
                         lambda ref, *a, **k: (references.append(ref), real(ref, *a, **k))[1])
     root = tmp_path / "camp"
-    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    # The default leash is the pretrained model; the previous round's is the path with more to check.
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.kl_to=previous") == 0
     meas = read_rows(root / "measurements.csv")
     assert list(meas[0]) == ["id", "sequence", "value", "round", "source"]
     assert len(meas) == 24 and {m["round"] for m in meas} == {"-1"} and meas[0]["source"] == "start.csv"
@@ -398,7 +399,7 @@ def test_edited_campaign_json_is_refused_naming_it(camp, capsys, edit, where, pr
 
 def test_corrupt_checkpoints_and_plates_are_refused_naming_them(camp, capsys):
     root, ids = camp
-    model = root / "round_000" / "model.safetensors"  # round 1's reference
+    model = root / "pretrained.safetensors"  # round 1's reference (kl_to: pretrained)
     data = bytearray(model.read_bytes())
     data[-8:] = b"\x00" * 8  # tensor bytes overwritten: still a loadable file, wrong numbers
     model.write_bytes(bytes(data))
