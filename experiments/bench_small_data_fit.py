@@ -37,7 +37,8 @@ from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.tasks.mutants import random_mutants
 
-MODELS = {"conv_ensemble": "CNN ensemble (campaign default)", "ensemble": "MLP ensemble (mbo-run default)"}
+# reward_model groups: the campaign's CNN ensemble and mbo-run's MLP ensemble
+MODELS = ("conv_ensemble", "ensemble")
 METRICS = (("spearman", "Spearman"), ("top100_best", "UCB top 100: best"),
            ("top100_mean", "UCB top 100: mean"), ("train_best", "best training label"),
            ("fit_s", "fit s"))
@@ -83,8 +84,7 @@ def run(problem: str, extra: int, seed: int) -> dict:
     return out
 
 
-def report(out: Path) -> str:
-    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+def report(out: Path, runs: list[dict]) -> str:
     lines = ["# Reward models fitted on few labels: the min_steps floor", "",
              "Command: `python experiments/bench_small_data_fit.py --out "
              f"{out.as_posix()}` (per-seed JSON in `{out.name}/runs/`; see the script's docstring for "
@@ -119,10 +119,11 @@ def main() -> None:
                 path = args.out / "runs" / f"{problem}__{extra}__seed{seed}.json"
                 if not path.exists():
                     atomic_write_text(path, json.dumps(run(problem, extra, seed), indent=1))
-    text = report(args.out)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(
-        [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))], indent=1))
+    runs = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]
+    text = report(args.out, runs)
+    # The aggregates are rebuilt from the runs each time; the runs themselves are never overwritten.
+    atomic_write_text(args.out.with_suffix(".md"), text, overwrite=True)
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(runs, indent=1), overwrite=True)
     print(text)
 
 

@@ -110,8 +110,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         member_rows = member_rows.to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         bs = min(cfg["batch_size"], n)
-        steps_per_epoch = (n - bs) // bs + 1  # full batches only
-        epochs = max(cfg["epochs"], -(-cfg["min_steps"] // steps_per_epoch))
+        epochs = max(cfg["epochs"], -(-cfg["min_steps"] // (n // bs)))  # n // bs full batches an epoch
         self.train()
         for _ in tqdm(range(epochs), desc=type(self).__name__, disable=not progress):
             order = torch.rand(k, n, generator=gen).argsort(dim=1).to(self.device)
