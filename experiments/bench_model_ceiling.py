@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from experiments.bench_reward_models import all_8mers
 from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
@@ -68,8 +69,8 @@ def run(landscape: str, model_name: str, seed: int, n: int, command: str) -> dic
     fit_s = time.perf_counter() - t
     model.eval()
     v = task.alphabet.size
-    tokens = torch.cartesian_prod(*[torch.arange(v)] * task.length)  # (V^L, L), lexicographic
-    true = task.oracle(tokens).float()
+    every = all_8mers(task)
+    tokens, true = every.tokens, every.labels
     with torch.no_grad():
         pred = torch.cat([model.mean_std(one_hot(tokens[i:i + 8192], v))[0].reshape(-1)
                           for i in range(0, len(tokens), 8192)])
