@@ -5,8 +5,9 @@ SMC, gradient guidance, iterative refinement; plus plain pretrained samples and,
 reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each proposes ``n`` designs
 (default 128) scored by the task's ground truth. Settings (``--settings``):
 
-- ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
-  deep ensemble) mean;
+- ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model mean
+  (TFBind8's default: a CNN ensemble; the committed TFBind8 tables used the MLP ensemble, the default
+  before);
 - ``tfbind8_conservative``: the same ensemble's conservative reward (the app's ``conservative`` group,
   mean − c·std);
 - ``ehrlich_mean``: offline Ehrlich (``task=ehrlich reward_model=conv_ensemble``),

@@ -15,6 +15,19 @@ def test_compose_with_overrides_and_group_choices():
         compose_config("config", ["reward_model=nonesuch"])
 
 
+def test_a_task_chooses_among_the_general_settings_and_the_command_line_wins():
+    tfbind8 = compose_config("config", [])
+    assert tfbind8.reward_model.conv_channels and tfbind8.conservative.c == 0
+    assert tfbind8.finetune.alpha == 0.01 and tfbind8.oversample == 32
+    mine = compose_config("config", ["reward_model=ensemble", "conservative.c=auto", "oversample=8"])
+    assert "conv_channels" not in mine.reward_model and mine.conservative.c == "auto"
+    assert mine.oversample == 8 and mine.finetune.alpha == 0.01
+    # A task without its own choices gets the general defaults.
+    csv = compose_config("config", ["task=csv", "task.path=my.csv"])
+    assert "conv_channels" not in csv.reward_model and csv.conservative.c == "auto"
+    assert csv.finetune.alpha == 0.03 and csv.oversample == 8
+
+
 @pytest.mark.parametrize("text, problem", [
     ("finetune: {iterationz: 3}\n", "unknown setting 'finetune.iterationz'"),
     ("finetune: {iterations: ten}\n", "setting 'finetune.iterations' must be an integer, got 'ten'"),

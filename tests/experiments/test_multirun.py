@@ -16,6 +16,7 @@ TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
     "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
+    "reward_model.min_steps=0", "oversample=8",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=8",
     "progress=false",
 ]

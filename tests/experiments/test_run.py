@@ -17,6 +17,7 @@ TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
     "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
+    "reward_model.min_steps=0", "oversample=8",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=16", "progress=false",
 ]
 
