@@ -43,6 +43,7 @@ from torch import Tensor
 
 from conservative import ScaledReward, label_scale
 from experiments.run import conservative_reward
+from experiments.settings import TFBIND8_GENERAL
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -70,8 +71,8 @@ METRICS = ["true_p100", "true_p50", "novelty", "overopt_gap", "unique", "natural
 
 def settings_of(overrides: list[str]) -> dict:
     """The app config with ``overrides``, and the same with :data:`GP_ROW` for the GP row."""
-    return {"overrides": list(overrides), "app": compose_config("config", overrides),
-            "gp": compose_config("config", [*overrides, *GP_ROW])}
+    return {"overrides": list(overrides), "app": compose_config("config", [*TFBIND8_GENERAL, *overrides]),
+            "gp": compose_config("config", [*TFBIND8_GENERAL, *overrides, *GP_ROW])}
 
 
 def finetune(cfg, pretrained, reward, offline, seed, progress):

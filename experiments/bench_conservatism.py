@@ -48,6 +48,7 @@ from conservative import ScaledReward, label_scale
 from conservative.auto import trial_name
 from experiments.report import mean_se, plus_minus
 from experiments.run import conservative_reward, designer
+from experiments.settings import TFBIND8_GENERAL
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -60,8 +61,8 @@ REGIMES = {"full": [], "n1000": ["task.offline_size=1000"], "n200": ["task.offli
 
 
 def run_one(regime: str, seed: int, args) -> dict:
-    cfg = compose_config("config", [*REGIMES[regime], f"task.offline_seed={seed}", f"seed={seed}",
-                                    "progress=false", *args.override])
+    cfg = compose_config("config", [*TFBIND8_GENERAL, *REGIMES[regime], f"task.offline_seed={seed}",
+                                    f"seed={seed}", "progress=false", *args.override])
     naive_alpha = float(cfg.finetune.alpha)
     cfg.conservative.c, cfg.finetune.alpha = "auto", "auto"
     task = instantiate(cfg.task)
@@ -126,7 +127,8 @@ def report(args, command: str) -> None:
         rows = {k: [r["settings"][k] for r in rs] for k in common}
         rows["auto"] = [r["settings"][r["auto"]] for r in rs]
         # Naive: c = 0 at the fine-tuner's default α now (every run has it: the default is on the grid).
-        naive = trial_name(0.0, float(compose_config("config", args.override).finetune.alpha))
+        naive = trial_name(0.0, float(compose_config("config", [*TFBIND8_GENERAL, *args.override])
+                                         .finetune.alpha))
         p50 = {name: mean_se([v["true_p50"] for v in vals]) for name, vals in rows.items()}
         best_fixed = max((name for name in rows if name != "auto"), key=lambda name: p50[name][0])
         lines += [f"## {regime} ({rs[0]['n_offline']} labels; best offline label "

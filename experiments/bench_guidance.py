@@ -5,9 +5,8 @@ SMC, gradient guidance, iterative refinement; plus plain pretrained samples and,
 reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each proposes ``n`` designs
 (default 128) scored by the task's ground truth. Settings (``--settings``):
 
-- ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model mean
-  (TFBind8's default: a CNN ensemble; the committed TFBind8 tables used the MLP ensemble, the default
-  before);
+- ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
+  deep ensemble; :data:`~experiments.settings.TFBIND8_GENERAL`) mean;
 - ``tfbind8_conservative``: the same ensemble's conservative reward (the app's ``conservative`` group,
   mean − c·std);
 - ``ehrlich_mean``: offline Ehrlich (``task=ehrlich reward_model=conv_ensemble``),
@@ -61,6 +60,7 @@ from torch import Tensor
 from conservative import ScaledReward, label_scale
 from experiments.report import mean_se, plus_minus
 from experiments.run import conservative_reward
+from experiments.settings import TFBIND8_GENERAL
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.device import resolve_device
@@ -72,7 +72,7 @@ from mbo.reward_optimizers import exhaustive_search
 RESULTS = Path(__file__).parent / "results"
 
 EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble"]
-SETTINGS = {"tfbind8_mean": [], "tfbind8_conservative": [], "ehrlich_mean": EHRLICH,
+SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GENERAL, "ehrlich_mean": EHRLICH,
             "ehrlich_oracle": EHRLICH}
 # Method name -> option of the `method` config group (None: not a guidance method).
 METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "svdd_pm": "svdd_pm",

@@ -37,8 +37,9 @@ from mbo.data.alphabet import one_hot
 RESULTS = Path(__file__).parent / "results"
 LANDSCAPES = ["SIX6_REF_R1", "PAX6_REF_R1", "KLF1_REF_R1"]
 MODELS = {
-    "ensemble": [],
-    "ensemble_2x256": ["reward_model.hidden_dims=[256,256]", "reward_model.epochs=30"],
+    "ensemble": ["reward_model=ensemble"],
+    "ensemble_2x256": ["reward_model=ensemble", "reward_model.hidden_dims=[256,256]",
+                       "reward_model.epochs=30"],
     "conv_ensemble": ["reward_model=conv_ensemble"],
     "conv_ensemble_10ep": ["reward_model=conv_ensemble", "reward_model.epochs=10"],
     "conv_ensemble_5ep": ["reward_model=conv_ensemble", "reward_model.epochs=5"],
@@ -47,7 +48,7 @@ MODELS = {
     "conv_ensemble_32ch": ["reward_model=conv_ensemble", "reward_model.conv_channels=[32,32]"],
     "conv_ensemble_k3": ["reward_model=conv_ensemble", "reward_model.num_members=3"],
 }
-LABELS = {"ensemble": "MLP ensemble, 2 × 64, 20 epochs (default)",
+LABELS = {"ensemble": "MLP ensemble, 2 × 64, 20 epochs (the general default)",
           "ensemble_2x256": "MLP ensemble, 2 × 256, 30 epochs",
           "conv_ensemble": "CNN ensemble (`reward_model=conv_ensemble`, 30 epochs)",
           "conv_ensemble_10ep": "CNN ensemble, 10 epochs",
