@@ -80,7 +80,7 @@ def run(landscape: str, model_name: str, seed: int, n: int, command: str) -> dic
     rank[order] = torch.arange(1, len(order) + 1)
     top = true[order[:n]]
     best_true = true >= TOP_TRUE
-    return {"landscape": landscape, "model": model_name, "seed": seed, "n": n,
+    return {"landscape": task.name.removeprefix("tfbind8-"), "model": model_name, "seed": seed, "n": n,
             "true_p50": float(top.median()), "true_p100": float(top.max()),
             "n_good": int((top >= GOOD).sum()),
             "best_rank_of_top": int(rank[best_true].min()), "n_top": int(best_true.sum()),
@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{landscape} {model_name} seed {seed}: p50 {r['true_p50']:.3f} p100 "
                           f"{r['true_p100']:.3f} best rank of a ≥ {TOP_TRUE}: {r['best_rank_of_top']:,} "
                           f"({r['fit_s']:.0f} s)", flush=True)
-                    atomic_write_text(args.out / "runs" / f"{landscape}__{model_name}__seed{seed}.json",
+                    # A landscape may be a path to a raw table: its file name names the run.
+                    name = Path(landscape).name.removesuffix(".gz").removesuffix(".txt")
+                    atomic_write_text(args.out / "runs" / f"{name}__{model_name}__seed{seed}.json",
                                       json.dumps(r, indent=1), overwrite=True)
     report(args.out, command)
 
