@@ -149,9 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{landscape} {model_name} seed {seed}: p50 {r['true_p50']:.3f} p100 "
                           f"{r['true_p100']:.3f} best rank of a ≥ {TOP_TRUE}: {r['best_rank_of_top']:,} "
                           f"({r['fit_s']:.0f} s)", flush=True)
-                    # A landscape may be a path to a raw table: its file name names the run.
-                    name = Path(landscape).name.removesuffix(".gz").removesuffix(".txt")
-                    atomic_write_text(args.out / "runs" / f"{name}__{model_name}__seed{seed}.json",
+                    atomic_write_text(args.out / "runs" / f"{r['landscape']}__{model_name}__seed{seed}.json",
                                       json.dumps(r, indent=1), overwrite=True)
     report(args.out, command)
 
