@@ -1,9 +1,9 @@
 """Benchmark: inference-time alignment of a pretrained masked diffusion model at equal reward calls.
 
-Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM, SVDD-MC,
-SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on TFBind8, the
-reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each proposes ``n`` designs
-(default 128) scored by the task's ground truth. Settings (``--settings``):
+Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM,
+SVDD-RO, SVDD-MC, SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on
+TFBind8, the reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each proposes
+``n`` designs (default 128) scored by the task's ground truth. Settings (``--settings``):
 
 - ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
   deep ensemble; :data:`~experiments.settings.TFBIND8_GENERAL`) mean;
@@ -18,10 +18,11 @@ reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each pr
 Budget. SVDD-PM with M candidates (``--candidates``, default the method group's) and the
 first-hitting sampler (``--sampler``; L steps, which makes every budget exact) spends
 B = 1 + n·M·L reward calls. Every other method gets the setting that spends the same: Best-of-N
-N = M·L, SMC K = M, SVDD-MC rollouts = B − n, refinement R rounds with n + R·n·(1 + M·m) ≈ B (m
-re-masked positions a round). Gradient guidance is the exception: one reward gradient per design
-per step, n·(L + 1) calls. With a grid sampler the SVDD/SMC/refinement counts are upper bounds (a
-candidate that unmasks nothing is free); the tables report the calls actually made.
+N = M·L, SVDD-RO the same M (n·M·L), SMC K = M, SVDD-MC rollouts = B − n, refinement R rounds
+with n + R·n·(1 + M·m) ≈ B (m re-masked positions a round). Gradient guidance is the exception:
+one reward gradient per design per step, n·(L + 1) calls. With a grid sampler the SVDD/SMC/refinement
+counts are upper bounds (a candidate that unmasks nothing is free); the tables report the calls
+actually made.
 
 Rewards reach the methods in units of the offline labels' std (``ScaledReward``), as mbo-run's
 fine-tuning gets them, so the method group's α means the same on every task; the "reward" column is
@@ -76,9 +77,10 @@ SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GEN
             "ehrlich_oracle": EHRLICH}
 # Method name -> option of the `method` config group (None: not a guidance method).
 METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "svdd_pm": "svdd_pm",
-           "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient", "refinement": "refinement",
-           "exhaustive": None}
+           "svdd_rollout": "svdd_rollout", "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient",
+           "refinement": "refinement", "exhaustive": None}
 LABELS = {"pretrained": "pretrained samples", "best_of_n": "Best-of-N", "svdd_pm": "SVDD-PM",
+          "svdd_rollout": "SVDD-RO (rollout value)",
           "svdd_mc": "SVDD-MC", "smc": "SMC", "gradient": "gradient guidance",
           "refinement": "iterative refinement (SVDD)", "exhaustive": "exhaustive search (ceiling)"}
 SCALING_METHODS = ["best_of_n", "svdd_pm", "svdd_mc", "smc", "gradient", "refinement"]
@@ -149,7 +151,7 @@ def method_settings(method: str, n: int, length: int, m: int) -> list[str]:
         return ["method.num_samples=1"]
     if method == "best_of_n":
         return [f"method.num_samples={m * length}"]
-    if method == "svdd_pm":
+    if method in ("svdd_pm", "svdd_rollout"):  # SVDD-RO: n·M·L, one call under the budget
         return [f"method.candidates={m}"]
     if method == "svdd_mc":
         return [f"method.candidates={m}", f"method.rollouts={max(budget - n, 1)}"]

@@ -9,6 +9,13 @@ be differentiable.
 - :func:`svdd_pm`: v(x_{t−1}) ≈ r(x̂_0(x_{t−1})), the reward of the denoiser's posterior mean at
   the candidate (:func:`~mbo.guidance.values.lookahead`). The network output at the chosen candidate
   is the next step's prediction, so a step costs M network calls per design.
+- :func:`svdd_rollout` (SVDD-RO): v(x_{t−1}) = r(x_0), x_0 one pretrained completion of the candidate
+  (:func:`~mbo.guidance.values.rollout`). Each design carries the completion of its kept state, and
+  one extra candidate per step unmasks the sampler's positions with that completion's tokens: a draw
+  from the same pretrained conditional (the completion is a sample of p_pre(· | x_t)) whose value is
+  already known, so the kept value never falls and the final design is the best sequence the design
+  scored. For a reward whose informative region the posterior mean misses (an oracle that scores
+  the most likely completion of a mostly masked state as infeasible), this is the value to use.
 - :func:`svdd_mc`: v = v_φ, a small network regressed on pretrained rollouts first
   (:func:`~mbo.guidance.values.fit_value_network`); sampling then makes no reward call at all.
 
@@ -40,7 +47,7 @@ from mbo.guidance.base import (
     resolve_sampler,
     x0_log_probs,
 )
-from mbo.guidance.values import fit_value_network, lookahead, predicted_value
+from mbo.guidance.values import fit_value_network, lookahead, predicted_value, rollout
 
 # (xs (B, L), changed (B,), parent log x̂ (B, L, V), parent value (B,)) -> (log x̂ or None, value (B,))
 Evaluate = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor | None, Tensor]]
@@ -149,6 +156,67 @@ def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
                                  candidates=m, alpha=alpha, sampler=sampler, evaluate=evaluate,
                                  generator=generator, batch_size=batch_size, progress=progress)
         return counter.result(xt, value)
+
+
+@torch.no_grad()
+def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: int, alpha: float,
+                 sampler: Sampler | int | str | None = None, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False) -> AlignmentResult:
+    """SVDD-RO: M pretrained candidates per step, kept by the reward of one pretrained completion each.
+
+    Args:
+        diffusion, reward, n, sampler, generator, batch_size, progress: as in :func:`svdd_pm`.
+        candidates: M, fresh candidates per design per step (each costs one reward call); from the
+            second step on, the kept state's completion adds one more, free.
+        alpha: selection temperature in the reward's units; 0 keeps the best candidate (ties: a
+            fresh one, so a design keeps moving along a plateau of equal rewards).
+
+    Returns:
+        :class:`~mbo.guidance.base.AlignmentResult`: designs ``(n, L)`` and their exact rewards (the
+        value of a clean state is its own reward).
+
+    Budget (S = the sampler's steps, exact for the first-hitting sampler where S = L): reward calls
+    = n·M·S; network calls = 1 + n·M·L(L − 1)/2 + n·(L − 2) with the first-hitting sampler (a
+    completion of r masked positions costs r calls, the candidate's own prediction included), about
+    M·L/2 times SVDD-PM's.
+    """
+    where = "svdd_rollout"
+    n = check_inputs(diffusion, n, batch_size, where)
+    m = check_count(candidates, "candidates", where)
+    alpha = check_alpha(alpha, where, allow_zero=True)
+    sampler = resolve_sampler(diffusion, sampler)
+    mask = diffusion.mask_id
+    with CallCounter(diffusion, reward, batch_size) as counter:
+        x = all_masked(diffusion, n)
+        log_x0 = x0_log_probs(diffusion, x[:1], batch_size).expand(n, -1, -1)
+        completion = value = None
+        steps = sampler.num_steps(diffusion.length)
+        for k in tqdm(range(steps), desc="SVDD-RO", disable=not progress, leave=False):
+            if not bool((x == mask).any()):
+                break
+            cand = x.repeat_interleave(m, 0)  # (n·M, L): M copies of each design, side by side
+            cand_log_x0 = log_x0.repeat_interleave(m, 0)
+            unmask, _ = sampler.unmask(cand == mask, k, diffusion.schedule, generator)
+            xs = diffusion.step(cand, cand_log_x0, unmask, generator=generator).xs
+            xs_log_x0 = refresh_log_probs(diffusion, xs, unmask.any(-1), cand_log_x0, batch_size)
+            done = rollout(diffusion, xs, xs_log_x0, sampler, k + 1, generator, batch_size)
+            parts = [t.view(n, m, *t.shape[1:]) for t in (xs, xs_log_x0, done, counter.score(done))]
+            if completion is not None:
+                # The kept completion's tokens at the sampler's positions: a draw from the pretrained
+                # step whose completion (and value) is already known.
+                follow, _ = sampler.unmask(x == mask, k, diffusion.schedule, generator)
+                inc = torch.where(follow, completion, x)
+                inc_log_x0 = refresh_log_probs(diffusion, inc, follow.any(-1), log_x0, batch_size)
+                parts = [torch.cat([p, q[:, None]], 1)
+                         for p, q in zip(parts, (inc, inc_log_x0, completion, value), strict=True)]
+            states, logs, completions, values = parts
+            keep = select_candidates(values, alpha, generator)
+            rows = torch.arange(n, device=x.device)
+            x, log_x0 = states[rows, keep], logs[rows, keep]
+            completion, value = completions[rows, keep], values[rows, keep]
+        if bool((x == mask).any()):
+            raise RuntimeError(f"{where}: the sampler left masked positions after {steps} steps")
+        return counter.result(x, value)
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Values of noisy states: how good a partly masked sequence x_t will turn out once completed.
 
 The soft value v(x_t) = α log E_pre[exp(r(x_0)/α) | x_t] is what SVDD and SMC need to compare
-intermediate states; it has no closed form, so each method uses one of two estimates:
+intermediate states; it has no closed form, so each method uses one of three estimates:
 
 - :func:`lookahead` (SVDD-PM, SMC, refinement): r(x̂_0(x_t)) with x̂_0 = E_θ[one-hot x_0 | x_t] =
   exp(log x̂_θ(x_t)), the denoiser's posterior mean, as SVDD-PM defines it (the reward sees soft one-hots
@@ -11,6 +11,11 @@ intermediate states; it has no closed form, so each method uses one of two estim
   SVDD-PM at M = 4, 8 seeds: true p50 0.569 against 0.493), since it weighs every completion the prior
   allows instead of one; and a mostly masked Ehrlich state's most likely completion is infeasible more
   often than not, which leaves a token reward (the oracle) little to tell candidates apart by.
+- :func:`rollout` (SVDD-RO): r(x_0) of one completion x_0 ~ p_pre(· | x_t) drawn with the pretrained
+  sampler, an unbiased one-sample estimate of E_pre[r(x_0) | x_t] (the α → ∞ end of the soft value)
+  that needs no training and sees only clean sequences, so a reward that reads tokens (an oracle
+  whose infeasible region is most of the most likely completions) gets a feasible sequence to score.
+  One reward call per state, and one network call per masked position.
 - :class:`ValueNetwork` fitted by :func:`fit_value_network` (SVDD-MC): v_φ(x_t) ≈ E_pre[r(x_0) | x_t]
   by least squares on the states of pretrained rollouts labeled with their final reward (the α → ∞
   end of the soft value; SVDD's MC variant makes the same approximation). Its reward calls are paid
@@ -50,6 +55,38 @@ def lookahead(diffusion: MaskedDiffusion, counter: CallCounter, xs: Tensor, chan
     if bool(changed.any()):
         value[changed] = predicted_value(counter, log_x0[changed])
     return log_x0, value
+
+
+@torch.no_grad()
+def rollout(diffusion: MaskedDiffusion, xs: Tensor, log_x0: Tensor, sampler: Sampler, start: int,
+            generator: torch.Generator | None = None, batch_size: int | None = None) -> Tensor:
+    """Complete states with the pretrained sampler: one draw x_0 ~ p_pre(· | x_s) per row.
+
+    Args:
+        xs: LongTensor ``(B, L)``, MASK = V.
+        log_x0: ``(B, L, V)``, log x̂_θ(xs) (already paid for by the caller).
+        sampler: the reverse process's sampler; the completion runs its steps ``start ..`` to the end
+            and stops once nothing is masked.
+        start: the first step index of the completion (the step after the one that produced ``xs``).
+
+    Returns:
+        LongTensor ``(B, L)``, no MASK; rows of ``xs`` without MASK come back unchanged. Network calls:
+        one per row and step while the row still has masked positions after the step (with the
+        first-hitting sampler, r − 1 for a row with r masked positions).
+    """
+    x = xs
+    steps = sampler.num_steps(diffusion.length)
+    for k in range(start, steps):
+        masked = x == diffusion.mask_id
+        if not bool(masked.any()):
+            break
+        unmask, _ = sampler.unmask(masked, k, diffusion.schedule, generator)
+        x = diffusion.step(x, log_x0, unmask, generator=generator).xs
+        if k + 1 < steps:
+            log_x0 = refresh_log_probs(diffusion, x, unmask.any(-1), log_x0, batch_size)
+    if bool((x == diffusion.mask_id).any()):
+        raise RuntimeError(f"rollout: the sampler left masked positions after {steps} steps")
+    return x
 
 
 def predicted_value(counter: CallCounter, log_x0: Tensor) -> Tensor:

@@ -219,10 +219,11 @@ def test_fine_tuning_reports_its_gap_to_the_target(tmp_path):
 
 CONSTRAINED = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]",
                "constraints.gc=[0.25,0.5]"]
-# Every design method of mbo-run: the four fine-tuners and the six inference-time methods.
+# Every design method of mbo-run: the four fine-tuners and the seven inference-time methods.
 METHODS = {"vidd": [], "backprop": ["finetune=backprop"], "ppo": ["finetune=ppo"], "rwr": ["finetune=rwr"],
            "best_of_n": ["method=best_of_n", "method.num_samples=2"],
            "svdd_pm": ["method=svdd_pm", "method.candidates=2"],
+           "svdd_rollout": ["method=svdd_rollout", "method.candidates=2"],
            "svdd_mc": ["method=svdd_mc", "method.candidates=2", "method.rollouts=16", "method.value_steps=2",
                        "method.value_batch_size=8", "method.value_dim=8", "method.value_depth=1"],
            "smc": ["method=smc", "method.particles=2"], "gradient": ["method=gradient"],

@@ -12,6 +12,7 @@ from mbo.guidance import (
     smc,
     svdd_mc,
     svdd_pm,
+    svdd_rollout,
 )
 from mbo.guidance.base import clean_log_probs, refresh_log_probs, x0_log_probs
 from mbo.guidance.values import lookahead
@@ -20,6 +21,7 @@ from tests.guidance import L, V, count_zero, gen, rewards_of, tiny_model
 SETTINGS = {
     best_of_n: dict(num_samples=2),
     svdd_pm: dict(candidates=2, alpha=0.0),
+    svdd_rollout: dict(candidates=2, alpha=0.0),
     svdd_mc: dict(candidates=2, alpha=0.0, rollouts=8, value_steps=2, value_batch_size=4, value_lr=1e-3,
                   value_dim=8, value_depth=1),
     smc: dict(particles=2, alpha=1.0, ess_threshold=0.5, resampling="systematic"),
@@ -95,7 +97,7 @@ def test_every_method_shares_the_signature_and_its_checks(method):
         method(model, count_zero, 2)  # settings have no defaults: the config group holds them
 
 
-@pytest.mark.parametrize("method", [svdd_pm, smc, gradient_guidance, iterative_refinement],
+@pytest.mark.parametrize("method", [svdd_pm, svdd_rollout, smc, gradient_guidance, iterative_refinement],
                          ids=lambda f: f.__name__)
 def test_alpha_is_checked(method):
     model = tiny_model(sampler=3)

@@ -12,6 +12,7 @@ from tests.guidance import L, count_zero, gen, tiny_model
 
 # Settings shrunk so each method runs in well under a second.
 TINY = {"best_of_n": ["method.num_samples=2"], "svdd_pm": ["method.candidates=2"],
+        "svdd_rollout": ["method.candidates=2"],
         "svdd_mc": ["method.candidates=2", "method.rollouts=8", "method.value_steps=2"],
         "smc": ["method.particles=2"], "gradient": [], "refinement": ["method.candidates=2"]}
 

@@ -1,9 +1,10 @@
-"""SVDD-PM and SVDD-MC: selection, budgets, reproducibility, and that they beat the prior."""
+"""SVDD-PM, SVDD-RO and SVDD-MC: selection, budgets, reproducibility, and that they beat the prior."""
 
 import pytest
 import torch
 
-from mbo.guidance import select_candidates, svdd_mc, svdd_pm
+from mbo.guidance import rollout, select_candidates, svdd_mc, svdd_pm, svdd_rollout
+from mbo.guidance.base import x0_log_probs
 from tests.guidance import L, count_zero, gen, plain_mean, rewards_of, tiny_model
 
 MC = dict(rollouts=256, value_steps=150, value_batch_size=64, value_lr=3e-3, value_dim=16, value_depth=1)
@@ -64,6 +65,54 @@ def test_pm_beats_pretrained_samples():
     assert res.rewards.mean() > plain_mean(model) + 2.0
 
 
+def test_rollout_is_the_pretrained_sampler_run_from_the_state():
+    model = tiny_model(sampler="first_hitting")
+    xs = torch.full((50, L), model.mask_id)
+    xs[:, 0] = 0
+    xs[:2, :] = 1  # a clean row comes back unchanged
+    done = rollout(model, xs, x0_log_probs(model, xs, None), model.sampler, 1, gen())
+    assert (done[:, 0] == 0)[2:].all() and (done[:2] == 1).all()
+    # Same draws in the same order as the model's own sampler started from xs (first-hitting steps do
+    # not depend on their index), so a completion is a draw from p_pre(· | xs).
+    assert torch.equal(done, model.sample(50, generator=gen(), x_start=xs))
+
+
+@pytest.mark.parametrize("sampler", ["first_hitting", 12])
+def test_ro_budget_exact_rewards_and_a_value_that_never_falls(sampler):
+    model = tiny_model(sampler=sampler)
+    n, m = 5, 3
+    res = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, generator=gen())
+    assert torch.equal(res.rewards, rewards_of(res.designs))
+    if sampler == "first_hitting":
+        assert res.reward_calls == n * m * L
+        assert res.network_calls == 1 + n * m * L * (L - 1) // 2 + n * (L - 2)
+    else:  # steps after the last mask is drawn are skipped
+        assert res.reward_calls <= n * m * 12
+    # The best of the first step's M completions is a floor for the final design (the kept
+    # completion is always a candidate): with M = 1 there is nothing to choose among, and the design
+    # is one pretrained trajectory's completion.
+    one = svdd_rollout(model, count_zero, 200, candidates=1, alpha=0.0, generator=gen(3))
+    assert one.rewards.mean() > plain_mean(model)
+
+
+def test_ro_reproducible_chunking_changes_nothing_and_beats_pm_on_a_token_reward():
+    model = tiny_model(sampler="first_hitting")
+    a = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, generator=gen(5))
+    b = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, generator=gen(5), batch_size=4)
+    assert torch.equal(a.designs, b.designs) and a.network_calls == b.network_calls
+
+    # A reward that reads tokens (argmax) and counts a run of three 0s: the posterior mean's argmax
+    # almost never shows one while most positions are masked, a completion often does.
+    def run_of_zeros(x):
+        z = (x.argmax(-1) == 0).float()
+        return (z[:, :-2] * z[:, 1:-1] * z[:, 2:]).amax(-1) + 0.1 * z.sum(-1)
+
+    ro = svdd_rollout(model, run_of_zeros, 100, candidates=4, alpha=0.0, generator=gen())
+    pm = svdd_pm(model, run_of_zeros, 100, candidates=4, alpha=0.0, generator=gen())
+    assert ro.reward_calls <= pm.reward_calls
+    assert ro.rewards.mean() > pm.rewards.mean()
+
+
 def test_mc_budget_value_fit_and_beats_pretrained_samples():
     model = tiny_model(sampler="first_hitting")
     n, m = 100, 8
@@ -82,6 +131,8 @@ def test_settings_are_checked():
     model = tiny_model()
     with pytest.raises(ValueError, match="svdd_pm: candidates must be an integer >= 1, got 0"):
         svdd_pm(model, count_zero, 2, candidates=0, alpha=0.0)
+    with pytest.raises(ValueError, match="svdd_rollout: candidates must be an integer >= 1, got 0"):
+        svdd_rollout(model, count_zero, 2, candidates=0, alpha=0.0)
     with pytest.raises(ValueError, match="fit_value_network: lr must be > 0"):
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_lr": 0.0})
     with pytest.raises(ValueError, match="dim must be a positive multiple of 4"):
