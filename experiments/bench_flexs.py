@@ -29,8 +29,9 @@ seed, ``--budget`` (1,000) oracle calls: ``prior`` (the best of ``budget`` sampl
 pretrained on the well-folded corpus of that length), ``ga`` (the GA from the task's 100 scored offline
 sequences, which count, then ``(budget − 100) / 100`` rounds of 100) and ``inverse_fold`` (ViennaRNA's
 ``RNA.inverse_fold`` from ``--inverse-fold-runs`` random starts, one oracle call per design; it folds
-thousands of candidates internally, uncounted). Metric: best reward and whether the target was hit
-(MFE structure = target), vs oracle calls.
+thousands of candidates internally, uncounted), and ``svdd_pm``, ``svdd_rollout`` and ``refinement``
+(:mod:`mbo.guidance` steering that prior by the oracle as a black box, sized by :data:`GUIDED`).
+Metric: best reward and whether the target was hit (MFE structure = target), vs oracle calls.
 
 ``throughput``: oracle calls per second per problem, in-process and with a process pool.
 
@@ -75,12 +76,21 @@ LABELS = {"adalead": "AdaLead (3-MLP ensemble)", "random": "random mutagenesis",
           "ga": "genetic algorithm (holo)", "gpbo": "GP-BO (Hamming GP)",
           "seiko": "SEIKO (campaign settings)",
           "prior": "best of N prior samples", "inverse_fold": "RNA.inverse_fold (white box)",
-          "svdd_pm": "SVDD-PM (oracle lookahead)", "refinement": "iterative refinement (SVDD-PM)"}
-FOLD_METHODS = ("prior", "svdd_pm", "refinement", "ga", "inverse_fold")
+          "svdd_pm": "SVDD-PM (oracle lookahead)", "svdd_rollout": "SVDD-RO (oracle of a rollout)",
+          "refinement": "iterative refinement (SVDD-PM)"}
+FOLD_METHODS = ("prior", "svdd_pm", "svdd_rollout", "refinement", "ga", "inverse_fold")
 # Inference-time alignment methods (mbo.guidance) on the oracle reward, sized so that their reward
-# calls (every oracle call, lookaheads included) fit the budget; settings otherwise the method group's.
-GUIDED = {"svdd_pm": lambda m, L: m.candidates * L, "refinement":
-          lambda m, L: 1 + m.rounds * (1 + m.candidates * max(round(m.remask_fraction * L), 1))}
+# calls (every oracle call, lookaheads and rollouts included) fit the budget: (designs, overrides of
+# the method group) from (method config, L, budget). SVDD runs one design whose M candidates a step
+# fill the budget (M·L calls): the best sequence is what counts, and one long search keeps what it
+# learned where several short ones start over. Refinement keeps the group's settings.
+GUIDED = {
+    "svdd_pm": lambda m, L, budget: (1, [f"method.candidates={max(budget // L, 1)}"]),
+    "svdd_rollout": lambda m, L, budget: (1, [f"method.candidates={max(budget // L, 1)}"]),
+    "refinement": lambda m, L, budget: (max(budget // (1 + m.rounds * (
+        1 + m.candidates * max(round(m.remask_fraction * L), 1))), 1), []),
+}
+
 
 def build_task(group: str, overrides: list[str]):
     return instantiate(compose_config("config", [f"task={group}", *overrides]).task)
@@ -304,11 +314,11 @@ def run_fold_method(method: str, task, seed: int, args, prior=None) -> tuple[tor
 
 def run_guided(method: str, task, seed: int, args, prior) -> tuple[torch.Tensor, torch.Tensor]:
     """An inference-time method steering ``prior`` by the oracle itself: every sequence the oracle scored
-    (lookaheads included) is a measurement, in call order, cut at the budget; designs per run =
-    budget // (calls one design costs), at least 1."""
+    (lookaheads and rollouts included) is a measurement, in call order, cut at the budget; designs per
+    run and the settings that fill the budget from :data:`GUIDED`."""
     cfg = compose_config("config", [f"method={method}", *args.override]).method
-    per_design = GUIDED[method](cfg, task.length)
-    n = max(args.budget // per_design, 1)
+    n, sized = GUIDED[method](cfg, task.length, args.budget)
+    cfg = compose_config("config", [f"method={method}", *args.override, *sized]).method
     scored: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def reward(x: torch.Tensor) -> torch.Tensor:
