@@ -83,7 +83,7 @@ LABELS = {"pretrained": "pretrained samples", "best_of_n": "Best-of-N", "svdd_pm
           "svdd_rollout": "SVDD-RO (rollout value)",
           "svdd_mc": "SVDD-MC", "smc": "SMC", "gradient": "gradient guidance",
           "refinement": "iterative refinement (SVDD)", "exhaustive": "exhaustive search (ceiling)"}
-SCALING_METHODS = ["best_of_n", "svdd_pm", "svdd_mc", "smc", "gradient", "refinement"]
+SCALING_METHODS = ["best_of_n", "svdd_pm", "svdd_rollout", "svdd_mc", "smc", "gradient", "refinement"]
 
 INFEASIBLE = -1.0
 """The oracle's −inf (infeasible) as the methods see it: one full score range below the worst
