@@ -84,9 +84,13 @@ FOLD_METHODS = ("prior", "svdd_pm", "svdd_rollout", "refinement", "ga", "inverse
 # the method group) from (method config, L, budget). SVDD runs one design whose M candidates a step
 # fill the budget (M·L calls): the best sequence is what counts, and one long search keeps what it
 # learned where several short ones start over. Refinement keeps the group's settings.
+def _one_search(m, length: int, budget: int) -> tuple[int, list[str]]:
+    return 1, [f"method.candidates={max(budget // length, 1)}"]
+
+
 GUIDED = {
-    "svdd_pm": lambda m, L, budget: (1, [f"method.candidates={max(budget // L, 1)}"]),
-    "svdd_rollout": lambda m, L, budget: (1, [f"method.candidates={max(budget // L, 1)}"]),
+    "svdd_pm": _one_search,
+    "svdd_rollout": _one_search,
     "refinement": lambda m, L, budget: (max(budget // (1 + m.rounds * (
         1 + m.candidates * max(round(m.remask_fraction * L), 1))), 1), []),
 }

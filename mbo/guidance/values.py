@@ -13,8 +13,9 @@ intermediate states; it has no closed form, so each method uses one of three est
   often than not, which leaves a token reward (the oracle) little to tell candidates apart by.
 - :func:`rollout` (SVDD-RO): r(x_0) of one completion x_0 ~ p_pre(· | x_t) drawn with the pretrained
   sampler, an unbiased one-sample estimate of E_pre[r(x_0) | x_t] (the α → ∞ end of the soft value)
-  that needs no training and sees only clean sequences, so a reward that reads tokens (an oracle
-  whose infeasible region is most of the most likely completions) gets a feasible sequence to score.
+  that needs no training and sees only clean sequences drawn from the prior, so a reward that reads
+  tokens (an oracle that scores most of the most likely completions as infeasible) gets a sequence
+  as feasible as the prior's samples to score.
   One reward call per state, and one network call per masked position.
 - :class:`ValueNetwork` fitted by :func:`fit_value_network` (SVDD-MC): v_φ(x_t) ≈ E_pre[r(x_0) | x_t]
   by least squares on the states of pretrained rollouts labeled with their final reward (the α → ∞

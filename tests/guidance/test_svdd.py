@@ -81,8 +81,17 @@ def test_rollout_is_the_pretrained_sampler_run_from_the_state():
 def test_ro_budget_exact_rewards_and_a_value_that_never_falls(sampler):
     model = tiny_model(sampler=sampler)
     n, m = 5, 3
-    res = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, generator=gen())
+    scored = []  # one reward call a step: n·M completions, design by design
+
+    def recording(x):
+        r = count_zero(x)
+        scored.append(r.view(n, m))
+        return r
+
+    res = svdd_rollout(model, recording, n, candidates=m, alpha=0.0, generator=gen())
     assert torch.equal(res.rewards, rewards_of(res.designs))
+    # The kept completion is always a candidate, so each design ends as the best sequence it scored.
+    assert torch.equal(res.rewards, torch.cat(scored, 1).amax(1))
     if sampler == "first_hitting":
         assert res.reward_calls == n * m * L
         assert res.network_calls == 1 + n * m * L * (L - 1) // 2 + n * (L - 2)
