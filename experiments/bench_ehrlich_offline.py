@@ -6,7 +6,7 @@ ensemble per seed, and the diffusion model pretrained on unlabeled chain samples
 
 - pretrained: samples of the pretrained model (no reward);
 - best-of-N ranked: N pretrained samples, the 128 the ensemble mean ranks highest;
-- naive fine-tuning (c = 0) and BRAID (mean − c·std): reward backprop with the KL leash;
+- naive fine-tuning (c = 0) and BRAID (mean − c·std): mbo-run's fine-tuner with its KL leash;
 - hill climbing and gradient ascent: unconstrained optimization of the ensemble mean from the 128
   best offline sequences (the off-manifold failure BRAID is meant to avoid).
 
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
              f"Command: `{command}`", "",
              f"Offline split: {len(offline)} feasible chain samples scoring ≤ {task.offline_max_score}; best "
              f"offline {float(offline.labels.max()):.3f}. Reward model: `{cfg.reward_model._target_}` "
-             f"with conv_channels {list(cfg.reward_model.conv_channels)}. α = {cfg.finetune.alpha} (× std "
+             f"with conv_channels {list(cfg.reward_model.conv_channels)}, dilations "
+             f"{list(cfg.reward_model.get('dilations') or [])}. α = {cfg.finetune.alpha} (× std "
              f"of offline labels), {cfg.finetune.iterations} fine-tuning iterations. "
              f"torch {torch.__version__}, "
              "1 thread, "

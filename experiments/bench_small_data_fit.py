@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from scipy.stats import spearmanr
 
 from experiments.bench_flexs import problem_task
-from experiments.report import mean_se, plus_minus
+from experiments.report import arms_table
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -93,12 +93,7 @@ def report(out: Path, runs: list[dict]) -> str:
         for extra in sorted({r["extra"] for r in runs if r["problem"] == problem}):
             group = [r for r in runs if r["problem"] == problem and r["extra"] == extra]
             lines += [f"## {problem}, {group[0]['n_train']} training labels ({len(group)} seeds)", "",
-                      "| model | " + " | ".join(h for _, h in METRICS) + " |",
-                      "|---|" + "---:|" * len(METRICS)]
-            for arm in group[0]["arms"]:
-                cells = [plus_minus(mean_se([r["arms"][arm][k] for r in group]), ".1f" if k == "fit_s"
-                                    else ".3f") for k, _ in METRICS]
-                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+                      *arms_table(group, METRICS)]
             lines.append("")
     lines.append(f"Machine: {platform.machine()}, torch {torch.__version__}, threads 1.")
     return "\n".join(lines) + "\n"

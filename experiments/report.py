@@ -29,6 +29,17 @@ def plus_minus(ms: tuple[float, float], fmt: str = ".3f") -> str:
     return f"{m:{fmt}}" if math.isnan(se) else f"{m:{fmt}} ± {se:{fmt}}"
 
 
+def arms_table(runs: list[dict], metrics: tuple[tuple[str, str], ...], seconds: str = "fit_s") -> list[str]:
+    """A Markdown table, one row per arm of ``runs[i]["arms"]`` and one ``mean ± se`` column over the
+    runs (seeds) per ``(key, header)`` of ``metrics``; the ``seconds`` column to one decimal."""
+    lines = ["| model | " + " | ".join(h for _, h in metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for arm in runs[0]["arms"]:
+        cells = [plus_minus(mean_se([r["arms"][arm][k] for r in runs]), ".1f" if k == seconds else ".3f")
+                 for k, _ in metrics]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
 COLUMNS = [("true_p100", "true p100"), ("true_p50", "true p50"), ("feasible", "feasible"),
            ("pred_mean", "pred mean"), ("pred_std", "pred std"), ("reward_mean", "cons. reward"),
            ("overopt_gap", "overopt gap"), ("novelty", "novelty"), ("frac_in_offline", "in offline"),

@@ -33,6 +33,8 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             a max over positions, then the MLP head) instead of an MLP on the flat one-hot. Use it
             when the objective rewards patterns wherever they occur (motifs).
         kernel_size: width of the convolutions.
+        dilations: one per convolution (default all 1); see :class:`EnsembleCNN` for the receptive
+            field they give.
         epochs: passes over the (per-member) training set.
         min_steps: at least this many optimizer steps, with more epochs if need be. A fixed count of
             epochs leaves a model fitted to few labels nearly untrained (100 labels in batches of 128
@@ -49,17 +51,21 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     def __init__(self, num_members: int = 5, hidden_dims: tuple[int, ...] | list[int] = (64, 64),
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 1e-4, conv_channels: tuple[int, ...] | list[int] = (),
-                 kernel_size: int = 5, min_steps: int = 0, device: str | torch.device | None = None):
+                 kernel_size: int = 5, dilations: tuple[int, ...] | list[int] = (), min_steps: int = 0,
+                 device: str | torch.device | None = None):
         EnsembleModel.__init__(self)
         if num_members < 2:
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
         if min_steps < 0:
             raise ValueError(f"{type(self).__name__} needs min_steps >= 0, got {min_steps}")
+        if dilations and (len(dilations) != len(conv_channels) or min(dilations) < 1):
+            raise ValueError(f"{type(self).__name__} needs one dilation >= 1 per conv layer "
+                             f"({len(conv_channels)}), got {list(dilations)}")
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                         "weight_decay": float(weight_decay),
                         "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size),
-                        "min_steps": int(min_steps)}
+                        "dilations": [int(d) for d in dilations], "min_steps": int(min_steps)}
         self.device = resolve_device(device)
         self.net: EnsembleMLP | EnsembleCNN | None = None
         # Members learn standardized labels; BoTorch's posterior() and mean_std() both un-standardize
@@ -79,7 +85,8 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         cfg = self._config
         if cfg.get("conv_channels"):
             net = EnsembleCNN(self.num_members, length, vocab_size, tuple(cfg["conv_channels"]),
-                              cfg["kernel_size"], tuple(cfg["hidden_dims"]))
+                              cfg["kernel_size"], tuple(cfg["hidden_dims"]),
+                              tuple(cfg.get("dilations") or ()))
         else:
             net = EnsembleMLP(self.num_members, length * vocab_size, tuple(cfg["hidden_dims"]))
         self.net = net.to(self.device)

@@ -66,19 +66,30 @@ class EnsembleCNN(nn.Module):
         channels: output channels of each convolution layer.
         kernel_size: odd width of every convolution (padding keeps the length).
         hidden_dims: widths of the head's hidden layers; the last one is the feature size H.
+        dilations: one per convolution (default all 1). The receptive field is
+            1 + (kernel_size − 1)·Σ dilations positions, without holes while the first is 1 and each
+            later one is at most the field of the layers before it. A pattern wider than the field
+            (an Ehrlich motif spreads its elements over up to L / num_motifs positions) is only ever
+            seen in pieces, and the max over positions loses where they sit relative to each other.
     """
 
     def __init__(self, num_members: int, length: int, vocab_size: int,
                  channels: tuple[int, ...] = (64, 64), kernel_size: int = 5,
-                 hidden_dims: tuple[int, ...] = (64,)):
+                 hidden_dims: tuple[int, ...] = (64,), dilations: tuple[int, ...] | None = None):
         super().__init__()
         if not channels or kernel_size % 2 == 0:
             raise ValueError("EnsembleCNN needs at least one conv layer and an odd kernel_size")
+        dilations = list(dilations) if dilations else [1] * len(channels)
+        if len(dilations) != len(channels) or min(dilations) < 1:
+            raise ValueError(f"EnsembleCNN needs one dilation >= 1 per conv layer ({len(channels)}), "
+                             f"got {dilations}")
+        self.dilations = tuple(dilations)
         self.num_members, self.length, self.vocab_size = num_members, length, vocab_size
         k = num_members
         self.convs = nn.ModuleList(
-            nn.Conv1d(k * c_in, k * c_out, kernel_size, padding=kernel_size // 2, groups=k)
-            for c_in, c_out in itertools.pairwise((vocab_size, *channels)))
+            nn.Conv1d(k * c_in, k * c_out, kernel_size, padding=d * (kernel_size // 2), dilation=d, groups=k)
+            for (c_in, c_out), d in zip(itertools.pairwise((vocab_size, *channels)), self.dilations,
+                                         strict=True))
         self.head = EnsembleMLP(num_members, channels[-1], tuple(hidden_dims))
 
     def _pooled(self, x: Tensor) -> Tensor:

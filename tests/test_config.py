@@ -22,6 +22,8 @@ def test_a_task_chooses_among_the_general_settings_and_the_command_line_wins():
     mine = compose_config("config", ["reward_model=ensemble", "conservative.c=auto", "oversample=8"])
     assert "conv_channels" not in mine.reward_model and mine.conservative.c == "auto"
     assert mine.oversample == 8 and mine.finetune.alpha == 0.01
+    ehrlich = compose_config("config", ["task=ehrlich"])
+    assert ehrlich.reward_model.conv_channels and ehrlich.conservative.c == "auto"
     # A task without its own choices gets the general defaults.
     csv = compose_config("config", ["task=csv", "task.path=my.csv"])
     assert "conv_channels" not in csv.reward_model and csv.conservative.c == "auto"

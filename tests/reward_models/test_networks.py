@@ -1,0 +1,33 @@
+"""The networks behind the ensembles: what a CNN member can see."""
+
+import pytest
+import torch
+
+from reward_models import DeepEnsemble
+from reward_models.networks import EnsembleCNN
+
+
+@pytest.mark.parametrize(("dilations", "field"), [(None, 9), ((1, 1), 9), ((1, 2), 13), ((1, 4), 21)])
+def test_cnn_receptive_field(dilations, field):
+    """1 + (kernel_size − 1)·Σ dilations input positions reach one output position, and no others:
+    an Ehrlich motif spread over 15 positions is seen whole only with the wider field."""
+    torch.manual_seed(0)
+    length, vocab = 40, 4
+    net = EnsembleCNN(1, length, vocab, (4, 4), 5, (4,), dilations)
+    x = torch.rand(1, vocab, length, requires_grad=True)
+    h = x
+    for conv in net.convs:
+        h = torch.nn.functional.silu(conv(h))
+    h[..., length // 2].sum().backward()
+    reached = x.grad.abs().sum(1).squeeze(0) > 0
+    assert int(reached.sum()) == field
+    assert reached.nonzero().squeeze(-1).diff().eq(1).all(), "the field has holes"
+
+
+def test_cnn_dilations_must_match_layers():
+    with pytest.raises(ValueError, match="one dilation"):
+        EnsembleCNN(2, 8, 4, (4, 4), 5, (4,), (1,))
+    with pytest.raises(ValueError, match="one dilation"):
+        EnsembleCNN(2, 8, 4, (4, 4), 5, (4,), (1, 0))
+    with pytest.raises(ValueError, match="one dilation"):  # at construction, before any fit
+        DeepEnsemble(conv_channels=(4, 4), dilations=(1, 4, 16))
