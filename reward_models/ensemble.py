@@ -33,7 +33,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             a max over positions, then the MLP head) instead of an MLP on the flat one-hot. Use it
             when the objective rewards patterns wherever they occur (motifs).
         kernel_size: width of the convolutions.
-        dilations: one per convolution (default all 1); see :class:`EnsembleCNN` for the receptive
+        dilations: one per convolution (default, or None: all 1); see :class:`EnsembleCNN` for the receptive
             field they give.
         epochs: passes over the (per-member) training set.
         min_steps: at least this many optimizer steps, with more epochs if need be. A fixed count of
@@ -51,8 +51,8 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     def __init__(self, num_members: int = 5, hidden_dims: tuple[int, ...] | list[int] = (64, 64),
                  epochs: int = 50, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 1e-4, conv_channels: tuple[int, ...] | list[int] = (),
-                 kernel_size: int = 5, dilations: tuple[int, ...] | list[int] = (), min_steps: int = 0,
-                 device: str | torch.device | None = None):
+                 kernel_size: int = 5, dilations: tuple[int, ...] | list[int] | None = None,
+                 min_steps: int = 0, device: str | torch.device | None = None):
         EnsembleModel.__init__(self)
         if num_members < 2:
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
@@ -65,7 +65,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                         "weight_decay": float(weight_decay),
                         "conv_channels": [int(c) for c in conv_channels], "kernel_size": int(kernel_size),
-                        "dilations": [int(d) for d in dilations], "min_steps": int(min_steps)}
+                        "dilations": [int(d) for d in dilations or ()], "min_steps": int(min_steps)}
         self.device = resolve_device(device)
         self.net: EnsembleMLP | EnsembleCNN | None = None
         # Members learn standardized labels; BoTorch's posterior() and mean_std() both un-standardize

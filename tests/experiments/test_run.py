@@ -190,7 +190,8 @@ def test_help_describes_the_app(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "mbo-run: offline dataset in, designs out" in proc.stdout
-    groups = "reward_model: bootstrap, calibrated_ensemble, conv_ensemble, ensemble, gp, variational_gp"
+    groups = ("reward_model: bootstrap, calibrated_ensemble, conv_ensemble, conv_ensemble_dilated, ensemble, "
+              "gp, variational_gp")
     assert groups in proc.stdout
 
 
