@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from scipy.stats import spearmanr
 
 from experiments.bench_flexs import problem_task
-from experiments.report import arms_table
+from experiments.report import arms_table, write_aggregates
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -116,9 +116,7 @@ def main() -> None:
                     atomic_write_text(path, json.dumps(run(problem, extra, seed), indent=1))
     runs = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]
     text = report(args.out, runs)
-    # The aggregates are rebuilt from the runs each time; the runs themselves are never overwritten.
-    atomic_write_text(args.out.with_suffix(".md"), text, overwrite=True)
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(runs, indent=1), overwrite=True)
+    write_aggregates(args.out, runs, text)
     print(text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -27,6 +28,13 @@ def plus_minus(ms: tuple[float, float], fmt: str = ".3f") -> str:
     """``mean ± se`` as text; the mean alone when there is no standard error."""
     m, se = ms
     return f"{m:{fmt}}" if math.isnan(se) else f"{m:{fmt}} ± {se:{fmt}}"
+
+
+def write_aggregates(out: Path, runs: list[dict], text: str) -> None:
+    """``OUT.md`` (``text``) and ``OUT.json`` (``runs``) beside the ``OUT/runs`` folder. They are
+    rebuilt from the runs each time; the runs themselves are never overwritten."""
+    atomic_write_text(out.with_suffix(".md"), text, overwrite=True)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(runs, indent=1), overwrite=True)
 
 
 def arms_table(runs: list[dict], metrics: tuple[tuple[str, str], ...], seconds: str = "fit_s") -> list[str]:
