@@ -20,7 +20,7 @@ from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
-from reward_models.networks import EnsembleCNN, EnsembleMLP
+from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 
 
 class DeepEnsemble(RewardModel, EnsembleModel):
@@ -58,9 +58,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
         if min_steps < 0:
             raise ValueError(f"{type(self).__name__} needs min_steps >= 0, got {min_steps}")
-        if dilations and (len(dilations) != len(conv_channels) or min(dilations) < 1):
-            raise ValueError(f"{type(self).__name__} needs one dilation >= 1 per conv layer "
-                             f"({len(conv_channels)}), got {list(dilations)}")
+        conv_dilations(dilations, len(conv_channels), type(self).__name__)  # refused here, before any fit
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                         "weight_decay": float(weight_decay),

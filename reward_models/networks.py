@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,15 @@ class EnsembleMLP(nn.Module):
         return torch.baddbmm(self.biases[-1], h, self.weights[-1]).squeeze(-1)
 
 
+def conv_dilations(dilations: Sequence[int] | None, layers: int, where: str) -> tuple[int, ...]:
+    """One dilation >= 1 per conv layer (empty or None: 1 each), or a ValueError naming ``where``."""
+    if not dilations:
+        return (1,) * layers
+    if len(dilations) != layers or min(dilations) < 1:
+        raise ValueError(f"{where} needs one dilation >= 1 per conv layer ({layers}), got {list(dilations)}")
+    return tuple(int(d) for d in dilations)
+
+
 class EnsembleCNN(nn.Module):
     """K 1-D CNNs ``R^{L×V} -> R``: convolutions, a max over positions, then an MLP head.
 
@@ -79,11 +89,7 @@ class EnsembleCNN(nn.Module):
         super().__init__()
         if not channels or kernel_size % 2 == 0:
             raise ValueError("EnsembleCNN needs at least one conv layer and an odd kernel_size")
-        dilations = list(dilations) if dilations else [1] * len(channels)
-        if len(dilations) != len(channels) or min(dilations) < 1:
-            raise ValueError(f"EnsembleCNN needs one dilation >= 1 per conv layer ({len(channels)}), "
-                             f"got {dilations}")
-        self.dilations = tuple(dilations)
+        self.dilations = conv_dilations(dilations, len(channels), "EnsembleCNN")
         self.num_members, self.length, self.vocab_size = num_members, length, vocab_size
         k = num_members
         self.convs = nn.ModuleList(
