@@ -117,7 +117,7 @@ def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progr
             continue
         t = time.perf_counter()
         model, history = finetune(cfg, pretrained, reward, offline, seed, progress)
-        designs = model.sample(N_DESIGNS, generator=gen)
+        designs = model.sample(N_DESIGNS, generator=gen, ref=pretrained)
         score(name, designs, ensemble, reward, time.perf_counter() - t + t_ens,
               {"final_kl": history[-1]["kl"]})
 
@@ -127,7 +127,7 @@ def run_seed(seed: int, settings: dict, task, offline, pretrained, device, progr
         braid_gp = instantiate(gp_cfg.conservative)(gp)
         gp_scale = scale("gp", gp, pretrained.sample(N_DESIGNS, generator=gen), task.alphabet.size)
         model, history = finetune(gp_cfg, pretrained, braid_gp, offline, seed, progress)
-        designs = model.sample(N_DESIGNS, generator=gen)
+        designs = model.sample(N_DESIGNS, generator=gen, ref=pretrained)
         score("BRAID GP-std", designs, gp, braid_gp, time.perf_counter() - t,
               {"final_kl": history[-1]["kl"], **gp_scale})
 

@@ -196,7 +196,7 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                 g = torch.Generator().manual_seed(seed)
                 designs = {
                     **{f"ctrl-{ft}": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g,
-                                                  cond=code.expand(N_DESIGNS, -1))
+                                                  ref=pretrained, cond=code.expand(N_DESIGNS, -1))
                        for ft, model in models.items()},
                     "classifier_guidance": sample_classifier_guided(
                         pretrained, lambda x, c=code, lp=log_p: lp(x, c.expand(x.shape[0], -1)), N_DESIGNS,

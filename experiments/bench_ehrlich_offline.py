@@ -99,7 +99,7 @@ def run_seed(seed: int, args, task, offline, pretrained, cfg) -> dict[str, dict]
         model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=alpha, seed=seed,
                                                    progress=args.progress)
         with torch.no_grad():
-            designs = model.sample(N_DESIGNS, generator=torch.Generator().manual_seed(seed))
+            designs = model.sample(N_DESIGNS, generator=torch.Generator().manual_seed(seed), ref=pretrained)
         record(name, designs, time.perf_counter() - t + t_fit, {"final_kl": history[-1]["kl"], **extra})
     start = offline.tokens[offline.labels.argsort(descending=True)[:N_DESIGNS]]
     naive = instantiate(cfg.conservative, c=0.0)(ensemble)

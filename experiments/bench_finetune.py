@@ -97,7 +97,7 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
         tuned, history = instantiate(cfg.finetune)(pretrained, reward, alpha=alpha, seed=seed,
                                                    progress=args.progress)
         train_s, train_calls = time.perf_counter() - t, reward.calls
-        draw = lambda k: tuned.sample(k, generator=gen)  # noqa: E731
+        draw = lambda k: tuned.sample(k, generator=gen, ref=pretrained)  # noqa: E731
         out["history_tail"] = history[-1]
     elif method == "svdd_pm":
         align = instantiate(compose_config("config", ["method=svdd_pm", *args.method_override]).method)

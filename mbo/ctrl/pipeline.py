@@ -184,7 +184,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     per_condition = {}
     for text, code in zip(c.conditions, codes, strict=True):
         name = condition_name(factors, code)
-        designs = model.sample(cfg.n_designs, sampler=design_sampler, generator=gen,
+        designs = model.sample(cfg.n_designs, sampler=design_sampler, generator=gen, ref=pretrained,
                                cond=code.to(device).expand(cfg.n_designs, -1)).cpu()
         per_condition[name] = {"condition": text,
                                **condition_metrics(designs, code, factors, reward, oracles, pretrained,

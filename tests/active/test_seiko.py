@@ -152,7 +152,7 @@ def test_a_collapsed_model_is_topped_up_from_the_prior(task, pretrained):
     class Collapsed(torch.nn.Module):  # a fine-tuned model that only ever samples measured designs
         device = pretrained.device
 
-        def sample(self, n, sampler=None, generator=None):
+        def sample(self, n, sampler=None, generator=None, ref=None):
             return off.tokens[torch.arange(n) % len(off)]
 
     def collapse(reference, reward, *, alpha, seed, progress):
@@ -192,3 +192,22 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
                          local=LocalPool(fraction=1.0, parents=2, remask=1e-9), **ROUND)
     plate = result.selection.tokens
     assert bool(((plate[:, None, :] != best_first[None, :2, :]).sum(-1).min(-1).values == 1).all())
+
+
+def test_the_pool_keeps_to_the_references_support(task, pretrained):
+    from mbo.active.seiko import _pool
+
+    off = task.offline_dataset()
+    best_first = off.tokens[off.labels.argsort(descending=True, stable=True)]
+    # The fine-tuned model draws every token; its reference cuts token 0 (as min-p or a constraint
+    # would). The fine-tuner's roll-ins never left the reference's support, so neither may the pool.
+    model, reference = copy.deepcopy(pretrained), copy.deepcopy(pretrained)
+    model.policy = None
+    reference.policy = lambda log_x0: restrict(log_x0, torch.arange(8) != 0)
+    with torch.no_grad():
+        assert bool((model.sample(200, sampler=8, generator=torch.Generator().manual_seed(0)) == 0).any())
+    parents = best_first[(best_first != 0).all(-1)]  # half the pool re-masks these: no 0 to keep
+    pool, _ = _pool(model, None, reference, off.tokens, batch_size=6, pool_size=200, sampler=8,
+                    pool_method=None, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
+                    parents=parents, accept=None, fallback=None, seed=0)
+    assert len(pool) > 100 and not bool((pool == 0).any())

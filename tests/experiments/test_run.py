@@ -312,3 +312,31 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
                                   for i, r in enumerate(rows)) + "\n")
         run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
                    "task.label_column=[kd,expression]"), tmp_path / "run2")
+
+
+def _fine_tuned_off_support(pretrained, reward, *, alpha, seed, progress):
+    """A stand-in fine-tuner whose model draws every token, the prior's cut ones included."""
+    import copy
+
+    model = copy.deepcopy(pretrained)
+    model.policy = None
+    return model, []
+
+
+def test_fine_tuned_designs_are_drawn_on_the_priors_support(tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    from experiments.run import designer
+    from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+    from mbo.diffusion.policy import restrict
+
+    torch.manual_seed(0)
+    prior = MaskedDiffusion(TransformerDenoiser(4, 6, dim=16, depth=1, heads=2), 4, 6)
+    prior.policy = lambda lp: restrict(lp, torch.tensor([False, True, True, True]))  # token 0 is cut
+    cfg = OmegaConf.create({"seed": 0, "finetune": {
+        "_target_": f"{__name__}._fine_tuned_off_support", "_partial_": True, "alpha": 0}})
+    draw, model, *_ = designer(cfg, prior, None, torch.Generator().manual_seed(0), prior.device, False)
+    # The stand-in draws token 0 unless sampling keeps to the prior's support.
+    assert bool((model.sample(200, generator=torch.Generator().manual_seed(1)) == 0).any())
+    assert not bool((draw(200) == 0).any())
