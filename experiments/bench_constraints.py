@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 
 from experiments.report import mean_se, plus_minus
 from experiments.run import run
-from experiments.settings import TFBIND8_GENERAL
+from experiments.settings import EHRLICH_GENERAL, TFBIND8_GENERAL
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.constraints import constraints_from_settings
@@ -52,7 +52,7 @@ from mbo.data.io import read_csv
 from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
-SETTINGS = {"tfbind8": TFBIND8_GENERAL, "ehrlich": ["task=ehrlich", "reward_model=conv_ensemble"]}
+SETTINGS = {"tfbind8": TFBIND8_GENERAL, "ehrlich": EHRLICH_GENERAL}
 METHODS = {"backprop": ["finetune=backprop"], "ppo": ["finetune=ppo"], "rwr": ["finetune=rwr"],
            "vidd": ["finetune=vidd"], "best_of_n": ["method=best_of_n"], "svdd_pm": ["method=svdd_pm"],
            "svdd_mc": ["method=svdd_mc"], "smc": ["method=smc"], "gradient": ["method=gradient"],

@@ -61,7 +61,7 @@ from torch import Tensor
 from conservative import ScaledReward, label_scale
 from experiments.report import mean_se, plus_minus
 from experiments.run import conservative_reward
-from experiments.settings import TFBIND8_GENERAL
+from experiments.settings import EHRLICH_GENERAL, TFBIND8_GENERAL
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.device import resolve_device
@@ -72,7 +72,7 @@ from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
 
-EHRLICH = ["task=ehrlich", "reward_model=conv_ensemble"]
+EHRLICH = EHRLICH_GENERAL
 SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GENERAL, "ehrlich_mean": EHRLICH,
             "ehrlich_oracle": EHRLICH}
 # Method name -> option of the `method` config group (None: not a guidance method).

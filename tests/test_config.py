@@ -24,6 +24,7 @@ def test_a_task_chooses_among_the_general_settings_and_the_command_line_wins():
     assert mine.oversample == 8 and mine.finetune.alpha == 0.01
     ehrlich = compose_config("config", ["task=ehrlich"])
     assert ehrlich.reward_model.conv_channels and ehrlich.conservative.c == "auto"
+    assert ehrlich.diffusion.min_prob == 0.01 and tfbind8.diffusion.min_prob == 0.001
     # A task without its own choices gets the general defaults.
     csv = compose_config("config", ["task=csv", "task.path=my.csv"])
     assert "conv_channels" not in csv.reward_model and csv.conservative.c == "auto"
