@@ -302,7 +302,8 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
 
     def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None) -> Tensor:
         if pool_method is not None:
-            return pool_method(m, reward, k, sampler=sampler, generator=gen).designs.cpu()
+            steered = m if ref is None else m.on_support_of(ref)
+            return pool_method(steered, reward, k, sampler=sampler, generator=gen).designs.cpu()
         with torch.no_grad():
             return m.sample(k, sampler=sampler, generator=gen, ref=ref).cpu()
 

@@ -191,6 +191,17 @@ class MaskedDiffusion(nn.Module):
         log_x0 = self.x0_log_probs(xt, cond)
         return log_x0 if self.policy is None else self.policy(log_x0)
 
+    def on_support_of(self, ref: MaskedDiffusion) -> MaskedDiffusion:
+        """This model drawing only the tokens ``ref``'s policy can draw, wherever it is sampled.
+
+        :meth:`sample` takes ``ref`` for that, but an inference-time method of :mod:`mbo.guidance`
+        reads :meth:`policy_log_probs` itself; the view applies
+        :func:`~mbo.diffusion.policy.on_support` there, so every method steering a fine-tuned model
+        keeps to its reference's support (the fine-tuner's target p_ref·exp(r/α) is zero off it).
+        The view shares this model's denoiser and settings; ``ref`` is not one of its parameters.
+        """
+        return _OnSupport(self, ref)
+
     # ------------------------------------------------------------------------------------- training
     def _sample_times(self, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
         # Stratified ("antithetic") times: one uniform offset, n evenly spaced strata on [eps, 1].
@@ -450,6 +461,22 @@ class MaskedDiffusion(nn.Module):
                     kl_total = kl_total + _step_kl(log_x0, log_ref, masked, prob)
                 state = torch.cat([new_tokens, new_mask[..., None]], dim=-1)
         return state[..., :v], kl_total
+
+
+class _OnSupport(MaskedDiffusion):
+    """:meth:`MaskedDiffusion.on_support_of`'s view: ``model``'s denoiser and settings, its policy
+    restricted to where ``ref``'s is not cut."""
+
+    def __init__(self, model: MaskedDiffusion, ref: MaskedDiffusion) -> None:
+        super().__init__(model.denoiser, model.vocab_size, model.length, model.eps, model.schedule,
+                         model.sampler, model.policy)
+        # A plain attribute, not a submodule: the view's parameters (what a fine-tuner would train,
+        # what a checkpoint would hold) stay the model's own.
+        self.__dict__["ref"] = ref
+
+    def policy_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
+        log_x0 = super().policy_log_probs(xt, cond)
+        return on_support(log_x0, self.ref.policy_log_probs(xt.to(next(self.ref.parameters()).dtype)))
 
 
 def _step_kl(log_x0: Tensor, log_ref: Tensor, masked: Tensor, unmask_prob: float | Tensor) -> Tensor:

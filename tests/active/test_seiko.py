@@ -194,7 +194,9 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
     assert bool(((plate[:, None, :] != best_first[None, :2, :]).sum(-1).min(-1).values == 1).all())
 
 
-def test_the_pool_keeps_to_the_references_support(task, pretrained):
+@pytest.mark.parametrize("steering", [None, "svdd_pm", "gradient_guidance"])
+def test_the_pool_keeps_to_the_references_support(task, pretrained, steering):
+    from mbo import guidance
     from mbo.active.seiko import _pool
 
     off = task.offline_dataset()
@@ -207,7 +209,10 @@ def test_the_pool_keeps_to_the_references_support(task, pretrained):
     with torch.no_grad():
         assert bool((model.sample(200, sampler=8, generator=torch.Generator().manual_seed(0)) == 0).any())
     parents = best_first[(best_first != 0).all(-1)]  # half the pool re-masks these: no 0 to keep
-    pool, _ = _pool(model, None, reference, off.tokens, batch_size=6, pool_size=200, sampler=8,
-                    pool_method=None, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
+    # A guided pool reads the model's policy itself; steered by a reward that wants token 0 everywhere.
+    settings = {"svdd_pm": {"candidates": 2, "alpha": 0.0}, "gradient_guidance": {"alpha": 0.1, "scale": 1.0}}
+    method = None if steering is None else partial(getattr(guidance, steering), **settings[steering])
+    pool, _ = _pool(model, lambda x: x[..., 0].sum(-1), reference, off.tokens, batch_size=6, pool_size=200,
+                    sampler=8, pool_method=method, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
                     parents=parents, accept=None, fallback=None, seed=0)
     assert len(pool) > 100 and not bool((pool == 0).any())

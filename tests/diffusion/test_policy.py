@@ -47,3 +47,17 @@ def test_relaxed_sampling_stays_on_the_references_support():
     # The same rule for plain roll-ins (VIDD, PPO), whose recorded KLs stay finite and small too.
     tr = model.sample(64, ref=ref, return_trajectory=True, generator=torch.Generator().manual_seed(2))
     assert not bool((tr.states[-1] == 0).any()) and float(tr.kls.sum(0).max()) < 5.0
+
+
+def test_a_view_on_the_references_support_shares_the_models_parameters():
+    torch.manual_seed(0)
+    ref, model = (MaskedDiffusion(TransformerDenoiser(3, 4, dim=16, depth=1, heads=2), 3, 4,
+                                  sampler="first_hitting") for _ in range(2))
+    ref.policy = lambda lp: restrict(lp, torch.tensor([False, True, True]))
+    view = model.on_support_of(ref)
+    # What a fine-tuner or a checkpoint would see is the model's own parameters, not the reference's.
+    assert [id(p) for p in view.parameters()] == [id(p) for p in model.parameters()]
+    lp = view.policy_log_probs(view.encode(torch.full((5, 4), 3))).detach()
+    assert float(lp[..., 0].exp().max()) < 1e-6
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(5, 4))
+    assert not bool((view.sample(200, generator=torch.Generator().manual_seed(1)) == 0).any())
