@@ -101,9 +101,15 @@ def data_lines(result: dict) -> list[str]:
         lines.append(f"Provenance (every row of designs.csv carries it): run `{p['run_id']}`, command "
                      f"`{p['command']}`, method {p['method']}, seed {p['seed']}, settings sha256 "
                      f"{p['config_sha256'][:16]}… (.hydra/config.yaml), pretrained checkpoint sha256 "
-                     f"{p['pretrained_sha256'][:16]}…, fine-tuned checkpoint sha256 "
-                     f"{p['model_sha256'][:16]}… (finetuned.safetensors).")
+                     f"{p['pretrained_sha256'][:16]}…, " + tuned_text(p['model_sha256']) + ".")
     return lines
+
+
+def tuned_text(sha: str) -> str:
+    """The fine-tuned checkpoint's line of the provenance: its hash, or why there is none."""
+    if sha.startswith("none"):
+        return f"no fine-tuned checkpoint ({sha.removeprefix('none').strip(' ()')})"
+    return f"fine-tuned checkpoint sha256 {sha[:16]}… (finetuned.safetensors)"
 
 
 def print_summary(result: dict) -> None:
