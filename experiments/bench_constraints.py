@@ -53,8 +53,10 @@ from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = {"tfbind8": TFBIND8_GENERAL, "ehrlich": EHRLICH_GENERAL}
-METHODS = {"backprop": ["finetune=backprop"], "ppo": ["finetune=ppo"], "rwr": ["finetune=rwr"],
-           "vidd": ["finetune=vidd"], "best_of_n": ["method=best_of_n"], "svdd_pm": ["method=svdd_pm"],
+# `~method`: fine-tune even where the task steers by default (Ehrlich: gradient guidance).
+METHODS = {"backprop": ["finetune=backprop", "~method"], "ppo": ["finetune=ppo", "~method"],
+           "rwr": ["finetune=rwr", "~method"], "vidd": ["finetune=vidd", "~method"],
+           "best_of_n": ["method=best_of_n"], "svdd_pm": ["method=svdd_pm"],
            "svdd_mc": ["method=svdd_mc"], "smc": ["method=smc"], "gradient": ["method=gradient"],
            "refinement": ["method=refinement"]}
 

@@ -25,6 +25,9 @@ def test_a_task_chooses_among_the_general_settings_and_the_command_line_wins():
     ehrlich = compose_config("config", ["task=ehrlich"])
     assert ehrlich.reward_model.conv_channels and ehrlich.conservative.c == "auto"
     assert ehrlich.diffusion.min_prob == 0.01 and tfbind8.diffusion.min_prob == 0.001
+    # Ehrlich's designs are steered by gradient guidance; `~method` fine-tunes, as on every other task.
+    assert ehrlich.method._target_.endswith("gradient_guidance") and tfbind8.get("method") is None
+    assert compose_config("config", ["task=ehrlich", "~method"]).get("method") is None
     # A task without its own choices gets the general defaults.
     csv = compose_config("config", ["task=csv", "task.path=my.csv"])
     assert "conv_channels" not in csv.reward_model and csv.conservative.c == "auto"
