@@ -10,7 +10,9 @@ ensemble per seed, and the diffusion model pretrained on unlabeled chain samples
 - hill climbing and gradient ascent: unconstrained optimization of the ensemble mean from the 128
   best offline sequences (the off-manifold failure BRAID is meant to avoid).
 
-Settings are ``mbo-run``'s config with the overrides in :data:`EHRLICH` (and ``--override``).
+Settings are ``mbo-run``'s config with the overrides in :data:`~experiments.settings.EHRLICH_GENERAL`
+(Ehrlich as this benchmark first ran it: the 9-position CNN, min-p 1e-3; BRAID's c is mbo-run's,
+auto), then ``--override``.
 
 Run: ``.venv/bin/python experiments/bench_ehrlich_offline.py --seeds 0 1 2`` (writes
 ``experiments/results/ehrlich_offline.{md,json}``).
@@ -42,9 +44,6 @@ from mbo.reward_optimizers import gradient_ascent, hill_climb
 
 RESULTS = Path(__file__).parent / "results"
 N_DESIGNS = 128
-# mbo-run on an Ehrlich task as this benchmark first ran it (the 9-position CNN, min-p 1e-3); BRAID's
-# c is mbo-run's (auto).
-EHRLICH = EHRLICH_GENERAL
 
 
 def metrics(task, designs: torch.Tensor, best_offline: float) -> dict:
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     command = ("python experiments/bench_ehrlich_offline.py "
                + shlex.join(sys.argv[1:] if argv is None else argv))
-    cfg = compose_config("config", [*EHRLICH, *[f"task.{a}" for a in args.task_arg], *args.override])
+    cfg = compose_config("config", [*EHRLICH_GENERAL, *[f"task.{a}" for a in args.task_arg], *args.override])
     task = instantiate(cfg.task)
     offline = task.offline_dataset()
     pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,

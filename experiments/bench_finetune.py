@@ -40,10 +40,10 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from conservative import ScaledReward
-from experiments.bench_guidance import EHRLICH, OracleReward, Problem
+from experiments.bench_guidance import OracleReward, Problem
 from experiments.report import mean_se, plus_minus
 from experiments.run import conservative_reward
-from experiments.settings import TFBIND8_GENERAL
+from experiments.settings import EHRLICH_GENERAL, TFBIND8_GENERAL
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.alphabet import one_hot
@@ -52,7 +52,8 @@ from mbo.evaluate import evaluate_designs
 from mbo.finetune import target_gap
 
 RESULTS = Path(__file__).parent / "results"
-SETTINGS = {"tfbind8_conservative": TFBIND8_GENERAL, "ehrlich_mean": EHRLICH, "ehrlich_oracle": EHRLICH}
+SETTINGS = {"tfbind8_conservative": TFBIND8_GENERAL, "ehrlich_mean": EHRLICH_GENERAL,
+            "ehrlich_oracle": EHRLICH_GENERAL}
 FINETUNERS = ["backprop", "ppo", "rwr", "vidd"]
 METHODS = ["pretrained", *FINETUNERS, "svdd_pm"]
 LABELS = {"pretrained": "pretrained samples", "backprop": "reward backprop", "ppo": "PPO",

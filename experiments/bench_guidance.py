@@ -72,9 +72,8 @@ from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
 
-EHRLICH = EHRLICH_GENERAL
-SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GENERAL, "ehrlich_mean": EHRLICH,
-            "ehrlich_oracle": EHRLICH}
+SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GENERAL,
+            "ehrlich_mean": EHRLICH_GENERAL, "ehrlich_oracle": EHRLICH_GENERAL}
 # Method name -> option of the `method` config group (None: not a guidance method).
 METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "svdd_pm": "svdd_pm",
            "svdd_rollout": "svdd_rollout", "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient",
@@ -219,7 +218,7 @@ def run_scaling(args, command: str) -> None:
                 if not (args.out / "runs" / f"scaling__L{length}__n{n}__{m}.json").exists()]
         if not todo:
             continue
-        problem = Problem([*EHRLICH, f"task.length={length}",
+        problem = Problem([*EHRLICH_GENERAL, f"task.length={length}",
                            f"diffusion.pretrain.steps={args.scaling_pretrain_steps}", *args.override],
                           args.progress)
         model, _ = problem.reward_model(0)

@@ -7,8 +7,9 @@ committed command still reproduces its table, and ``--override`` still goes on t
 
 Ehrlich's own choices (``mbo/conf/task_defaults/ehrlich.yaml``) came later too: the dilated CNN and
 min-p at 1e-2. :data:`EHRLICH_GENERAL` is Ehrlich as the inference-time, fine-tuning, constraint and
-offline benchmarks ran it (the 9-position CNN, min-p 1e-3). The task steers its designs by gradient
-guidance since (``method: gradient``); those benchmarks name their method or fine-tuner themselves.
+offline benchmarks ran it (the 9-position CNN, min-p 1e-3). Since then the task also steers its
+designs by gradient guidance (``method: gradient``); those benchmarks name their method or fine-tuner
+themselves.
 """
 
 TFBIND8_GENERAL = ["reward_model=ensemble", "conservative.c=auto", "finetune.alpha=0.03", "oversample=8"]
