@@ -73,6 +73,7 @@ def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceD
                          instantiate(cfg.finetune), rounds=args.rounds, batch_size=args.batch,
                          kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c, alpha=cfg.finetune.alpha,
                          acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
+                         pool_method=instantiate(k.pool) if k.get("pool") else None,
                          local=LocalPool(**k.local), progress=args.progress)
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
@@ -213,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     ft, k = cfg.finetune, cfg.seiko
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
                                       f"{args.batch} queries; SEIKO: {ft.iterations} fine-tuning "
-                                      f"iterations/round, α = {ft.alpha}, pool {k.pool_size}, KL to the "
+                                      f"iterations/round, α = {ft.alpha}, pool {k.pool_size}"
+                                      + (f" steered by {k.pool._target_.rsplit('.', 1)[-1]}" if k.get("pool")
+                                         else "") + ", KL to the "
                                       + ("previous round's model" if k.kl_to == "previous"
                                          else "pretrained model")),
             "overrides": args.override}
