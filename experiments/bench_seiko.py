@@ -212,13 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     cfg, task_cfg = load_config(args.task_arg, args.override)
     ft, k = cfg.finetune, cfg.seiko
+    tuning = (f"{ft.iterations} fine-tuning iterations/round, α = {ft.alpha}, KL to the "
+              + ("previous round's model" if k.kl_to == "previous" else "pretrained model")
+              if ft.iterations else "no fine-tuning (the pool comes from the pretrained model)")
+    steered = f" steered by {k.pool._target_.rsplit('.', 1)[-1]}" if k.get("pool") else ""
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
-                                      f"{args.batch} queries; SEIKO: {ft.iterations} fine-tuning "
-                                      f"iterations/round, α = {ft.alpha}, pool {k.pool_size}"
-                                      + (f" steered by {k.pool._target_.rsplit('.', 1)[-1]}" if k.get("pool")
-                                         else "") + ", KL to the "
-                                      + ("previous round's model" if k.kl_to == "previous"
-                                         else "pretrained model")),
+                                      f"{args.batch} queries; SEIKO: {tuning}; pool {k.pool_size}{steered}, "
+                                      f"local share {k.local.fraction}"),
             "overrides": args.override}
     if not args.report:
         task = instantiate(task_cfg)
