@@ -215,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     tuning = (f"{ft.iterations} fine-tuning iterations/round, α = {ft.alpha}, KL to the "
               + ("previous round's model" if k.kl_to == "previous" else "pretrained model")
               if ft.iterations else "no fine-tuning (the pool comes from the pretrained model)")
-    steered = f" steered by {k.pool._target_.rsplit('.', 1)[-1]}" if k.get("pool") else ""
+    # The pool method's own settings too: two runs at different scales must not read the same.
+    steered = (f" steered by {k.pool._target_.rsplit('.', 1)[-1]} ("
+               + ", ".join(f"{key} = {v}" for key, v in k.pool.items() if not key.startswith("_"))
+               + ")" if k.get("pool") else "")
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
                                       f"{args.batch} queries; SEIKO: {tuning}; pool {k.pool_size}{steered}, "
                                       f"local share {k.local.fraction}"),
