@@ -142,6 +142,7 @@ def run_flexs_method(method: str, task, initial: SequenceDataset, seed: int, arg
                                  kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c,
                                  alpha=cfg.finetune.alpha, acquisition=k.acquisition,
                                  pool_size=k.pool_size, min_distance=k.min_distance,
+                                 pool_method=instantiate(k.pool) if k.get("pool") else None,
                                  local=LocalPool(**k.local), progress=args.progress)
     raise ValueError(f"unknown method {method!r}")
 
