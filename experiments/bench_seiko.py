@@ -114,6 +114,22 @@ def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: f
             "unique": len(torch.unique(torch.cat([b.tokens for b in batches]), dim=0))}
 
 
+def recorded_setting(runs: list[dict], today: str) -> str:
+    """The setting line the runs recorded when they ran, not one rebuilt from today's config (which a
+    changed default would silently rewrite); runs made before settings were recorded fall back to
+    ``today``, said so."""
+    settings = sorted({r["setting"] for r in runs if "setting" in r})
+    if not settings:
+        return f"{today} (rebuilt from the settings at report time: these runs did not record theirs)"
+    if len(settings) == 1 and all("setting" in r for r in runs):
+        return settings[0]
+    by = {s: sorted(f"{r['method']} seed {r['seed']}" for r in runs if r.get("setting") == s)
+          for s in settings}
+    older = sorted(f"{r['method']} seed {r['seed']}" for r in runs if "setting" not in r)
+    return "the runs differ: " + "; ".join(f"{s} ({', '.join(v)})" for s, v in by.items()) + (
+        f"; not recorded ({', '.join(older)})" if older else "")
+
+
 def report(out: Path, command: str, meta: dict) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     table: dict[str, dict] = {}
@@ -134,11 +150,12 @@ def report(out: Path, command: str, meta: dict) -> dict:
             "initial_best": mean_se([r["initial_best"] for r in rs]),
             "queries_per_round": rs[0]["round_sizes"][0],
         }
+    meta = {**meta, "setting": recorded_setting(runs, meta.get("setting", ""))}
     lines = [f"# {meta.get('title', 'Batch active learning on Ehrlich')}", "",
              f"Command: `{command}`", "",
              "The runs it aggregates were produced by (each run's JSON in the runs folder keeps its "
              "command):", "", *sorted({f"- `{r['command']}`" for r in runs}), "",
-             f"Task: `{meta.get('task')}`; {meta.get('setting', '')}", "",
+             f"Task: `{meta.get('task')}`; {meta['setting']}", "",
              "| method | seeds | best after 100 / 300 / 500 / 1000 queries | final best | "
              "feasible queries | solved (1.0) | s per seed |", "|---|---|---|---|---|---|---|"]
     for method, row in table.items():
@@ -239,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
                 method_cfg, _ = load_config(args.task_arg, args.override, method)
                 batches = run_method(method, seed, method_cfg, task, pretrained, initial, args)
                 rec = record(method, seed, initial, batches, time.perf_counter() - start)
-                rec["command"] = command
+                rec["command"], rec["setting"] = command, meta["setting"]
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
                       f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)

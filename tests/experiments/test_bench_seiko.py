@@ -1,6 +1,7 @@
 """bench_seiko hands the campaign's settings to run_seiko: the pool method above all, which it once
 composed and then dropped, so `--override method@seiko.pool=…` silently ran the plain pool."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -40,3 +41,32 @@ def test_no_pool_method_by_default(calls):
 def test_variant_overrides_apply(calls):
     _, kw = run([], calls, method="greedy")
     assert kw["c"] == 0.0
+
+
+def write_run(out, method, seed, **extra):
+    rec = {"method": method, "seed": seed, "initial_best": 0.25, "best_curve": [0.5, 1.0],
+           "round_sizes": [2, 2], "feasible_fraction": 1.0, "solved_round": 2, "seconds": 1.0,
+           "command": "python experiments/bench_seiko.py", **extra}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "runs" / f"{method}_seed{seed}.json").write_text(json.dumps(rec))
+
+
+def test_report_states_the_setting_the_runs_recorded_not_todays(tmp_path):
+    out = tmp_path / "bench"
+    for seed in (0, 1):
+        write_run(out, "seiko_ucb", seed, setting="pool steered by gradient_guidance (scale = 4)")
+    bench_seiko.report(out, "cmd", {"task": "t", "setting": "pool steered by gradient_guidance (scale = 1)"})
+    text = out.with_suffix(".md").read_text()
+    assert "(scale = 4)" in text and "(scale = 1)" not in text
+
+
+def test_report_says_when_runs_disagree_or_did_not_record(tmp_path):
+    out = tmp_path / "bench"
+    write_run(out, "seiko_ucb", 0, setting="A")
+    write_run(out, "seiko_ucb", 1)
+    bench_seiko.report(out, "cmd", {"task": "t", "setting": "today"})
+    assert "the runs differ: A (seiko_ucb seed 0); not recorded (seiko_ucb seed 1)" in (
+        out.with_suffix(".md").read_text())
+    (out / "runs" / "seiko_ucb_seed0.json").unlink()
+    bench_seiko.report(out, "cmd", {"task": "t", "setting": "today"})
+    assert "today (rebuilt from the settings at report time" in out.with_suffix(".md").read_text()
