@@ -32,8 +32,10 @@ from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
+from mbo.diffusion.masked import Guidance
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
+from mbo.guidance.gradient import tilt_of
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,11 @@ class LocalPool:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
 
     def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator,
-             ref: MaskedDiffusion | None = None) -> Tensor:
+             ref: MaskedDiffusion | None = None, steer: Guidance | None = None) -> Tensor:
         """``n`` completions ``(n, L)`` by ``model`` of re-masked rows of ``parents (P, L)`` (best first);
-        tokens ``ref``'s policy cuts are never drawn (as in ``MaskedDiffusion.sample``)."""
+        tokens ``ref``'s policy cuts are never drawn (as in ``MaskedDiffusion.sample``). ``steer``
+        (e.g. :func:`mbo.guidance.gradient.tilt_of` the pool's method) edits each step's log-probs
+        after the parent's token is ruled out."""
         device = generator.device
         rows = parents[: self.parents].to(device)
         rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
@@ -95,7 +99,8 @@ class LocalPool:
             # Tokens the policy cuts (constraints, min-p) stay cut: a position whose only allowed
             # token is the parent's keeps it.
             other = ((log_x0 > LOG_ZERO / 2) & ~parent_token).any(-1, keepdim=True)
-            return torch.where(other, restrict(log_x0, ~parent_token), log_x0)
+            log_x0 = torch.where(other, restrict(log_x0, ~parent_token), log_x0)
+            return log_x0 if steer is None else steer(xt, log_x0)
 
         with torch.no_grad():
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute, ref=ref,
@@ -311,7 +316,11 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
     first = draw(model, pool_size - near, reference) if near < pool_size else parents[:0].cpu()
     if near:
-        first = torch.cat([local.draw(model, parents, near, sampler, gen, reference).cpu(), first])
+        # A gradient-guided pool completes the local share with the same tilt (iterative refinement's
+        # re-mask and re-denoise, one round).
+        tilt = tilt_of(pool_method, reward)
+        steered = local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
+        first = torch.cat([steered.cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than

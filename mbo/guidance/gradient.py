@@ -10,7 +10,9 @@ guidance is this hook with r = log p̂(c | x) and λ = γ).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -81,3 +83,13 @@ def gradient_guidance(diffusion: MaskedDiffusion, reward: Reward, n: int, *, alp
         designs = diffusion.sample(n, sampler=sampler, generator=generator, progress=progress,
                                    guidance=hook)
         return counter.result(designs, counter.score(designs))
+
+
+def tilt_of(method: Callable | None, reward: Reward) -> Guidance | None:
+    """The per-step tilt a bound :func:`gradient_guidance` (``functools.partial``, as Hydra's
+    ``_partial_`` builds it) applies for ``reward``, as a hook any sampling loop can take (a campaign's
+    local share completes re-masked designs with it); None for any other method."""
+    if not (isinstance(method, functools.partial) and method.func is gradient_guidance):
+        return None
+    kw = method.keywords
+    return reward_guidance(reward, float(kw["scale"]) / check_alpha(kw["alpha"], "gradient_guidance", False))

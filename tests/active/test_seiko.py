@@ -216,3 +216,26 @@ def test_the_pool_keeps_to_the_references_support(task, pretrained, steering):
                     sampler=8, pool_method=method, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
                     parents=parents, accept=None, fallback=None, seed=0)
     assert len(pool) > 100 and not bool((pool == 0).any())
+
+
+def test_a_gradient_guided_pool_steers_its_local_share_too(task, pretrained):
+    from mbo import guidance
+    from mbo.active.seiko import _pool
+    from mbo.guidance.gradient import tilt_of
+
+    off = task.offline_dataset()
+    best_first = off.tokens[off.labels.argsort(descending=True, stable=True)]
+    wants_3 = lambda x: x[..., 3].sum(-1)  # noqa: E731
+
+    def local_share(method):
+        pool, _ = _pool(pretrained, wants_3, pretrained, off.tokens, batch_size=6, pool_size=200, sampler=8,
+                        pool_method=method, local=LocalPool(fraction=1.0, parents=3, remask=0.5),
+                        parents=best_first, accept=None, fallback=None, seed=0)
+        return float((pool == 3).float().mean())
+
+    gradient = partial(guidance.gradient_guidance, alpha=0.1, scale=4.0)
+    assert local_share(gradient) > local_share(None) + 0.2
+    # Only gradient guidance has a per-step tilt to lend; other methods leave the local share plain.
+    assert tilt_of(partial(guidance.svdd_pm, candidates=2, alpha=0.0), wants_3) is None
+    assert tilt_of(None, wants_3) is None
+    assert local_share(partial(guidance.svdd_pm, candidates=2, alpha=0.0)) == local_share(None)
