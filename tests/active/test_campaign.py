@@ -485,3 +485,21 @@ def test_every_suggested_design_meets_the_constraints(tmp_path, config, dna_csv,
     err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "--config", config,
                "constraints.fixed=GGGGGGGG", "constraints.gc=[0,0.5]")
     assert "constraints" in err and not (tmp_path / "bad").exists()
+
+
+def test_a_campaign_begun_before_later_settings_goes_on_as_set_up():
+    from omegaconf import OmegaConf
+
+    from mbo.active.campaign import CampaignError
+    from mbo.active.campaign.settings import check_stored_settings
+    from mbo.config import compose_config
+
+    # What init stored before the local share and the guided pool were settings.
+    then = compose_config("campaign", ["~method@seiko.pool", "finetune.iterations=60"])
+    OmegaConf.resolve(then)
+    stored = OmegaConf.to_container(then)
+    del stored["seiko"]["local"]
+    check_stored_settings(stored, [], "campaign.json")
+    del stored["seiko"]["c"]  # any other missing key is still an edited file
+    with pytest.raises(CampaignError, match=r"\['settings.seiko.c'\] are missing"):
+        check_stored_settings(stored, [], "campaign.json")

@@ -46,12 +46,17 @@ def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.P
     OmegaConf.resolve(defaults)
     try:
         check_types(defaults, dict(stored), str(where), "settings.")
-        missing = sorted(_missing(defaults, stored, "settings."))
+        missing = sorted(set(_missing(defaults, stored, "settings.")) - ADDED_SINCE)
         if missing:
             raise SettingsError(f"{where}: setting(s) {missing} are missing (was the file edited?)")
         check_values(OmegaConf.create(dict(stored)), str(where))
     except SettingsError as err:
         raise CampaignError(str(err)) from None
+
+
+# Settings added to campaign.yaml after campaigns were begun without them. Such a campaign goes on as
+# it was set up (the round reads them with .get): no local share, a plainly sampled pool.
+ADDED_SINCE = {"settings.seiko.local", "settings.seiko.pool"}
 
 
 def _missing(defaults: DictConfig, stored: Mapping, prefix: str) -> list[str]:
