@@ -43,7 +43,7 @@ def test_pool_method_reaches_run_seiko_with_its_overrides(calls):
     assert kw["rounds"] == 2  # round 1 was the warm-up
 
 
-def test_plain_pool_by_default_and_warmup_handed_over(calls):
-    batches, (_, data, *_), kw = run([], calls)
+def test_plain_pool_when_removed_and_warmup_handed_over(calls):
+    batches, (_, data, *_), kw = run(["~method@seiko.pool"], calls)
     assert kw["pool_method"] is None and len(batches) == 1
     assert data.tokens.tolist() == [[0, 1, 2, 3], [1, 1, 2, 3]]  # the start and round 1's feasible design

@@ -33,8 +33,11 @@ def test_pool_method_reaches_run_seiko_with_its_overrides(calls):
     assert kw["c"] == 3 and kw["alpha"] == cfg.finetune.alpha
 
 
-def test_no_pool_method_by_default(calls):
+def test_gradient_pool_by_default_and_removable(calls):
     _, kw = run([], calls)
+    assert kw["pool_method"].func.__name__ == "gradient_guidance"
+    calls.clear()
+    _, kw = run(["~method@seiko.pool"], calls)
     assert kw["pool_method"] is None
 
 
