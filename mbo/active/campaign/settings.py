@@ -36,6 +36,20 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
     return cfg
 
 
+def round_options(cfg: DictConfig) -> dict:
+    """The keyword arguments of :func:`~mbo.active.seiko.seiko_round` (and ``run_seiko``) that the
+    settings ``cfg`` give, in one place so a campaign and the benchmarks read them alike: c, alpha,
+    pool_size, pool_method (None: a plain pool) and local (None for a campaign begun without one)."""
+    from hydra.utils import instantiate
+
+    from mbo.active.seiko import LocalPool
+
+    k = cfg.seiko
+    return {"c": k.c, "alpha": cfg.finetune.alpha, "pool_size": k.pool_size,
+            "pool_method": instantiate(k.pool) if k.get("pool") else None,
+            "local": LocalPool(**k.local) if k.get("local") else None}
+
+
 def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> None:
     """Settings read back from ``campaign.json``: the same keys as the campaign config composed with
     the ``overrides`` given at init (group choices add keys), values of their types."""
