@@ -37,8 +37,9 @@ drawn: dict[str, torch.Tensor] = {}
 draw, select_batch = seiko.LocalPool.draw, seiko.select_batch
 
 
-def logged_draw(self, model, parents, n, sampler, generator):
-    drawn["local"], drawn["parents"] = draw(self, model, parents, n, sampler, generator).cpu(), parents.cpu()
+def logged_draw(self, model, parents, n, sampler, generator, *args, **kwargs):
+    local = draw(self, model, parents, n, sampler, generator, *args, **kwargs)
+    drawn["local"], drawn["parents"] = local.cpu(), parents.cpu()
     return drawn["local"]
 
 
