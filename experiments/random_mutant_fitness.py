@@ -14,6 +14,7 @@ import torch
 from bench_flexs import problem_task
 
 from mbo.atomic import atomic_write_text
+from mbo.tasks.mutants import random_mutants
 
 SUBSTITUTIONS = (1, 2, 3, 5, 9, 18)
 MUTANTS = 2000
@@ -35,15 +36,12 @@ for problem in options.problems:
     task = problem_task(problem, argparse.Namespace(oracle_workers=1, task_override=[]))
     start = task.offline_dataset().tokens[:1].long()
     start_value = float(task.oracle(start))
-    length, letters = start.shape[1], task.alphabet.size
+    length = start.shape[1]
     generator = torch.Generator().manual_seed(0)
     for k in SUBSTITUTIONS:
         if k > length:
             continue
-        positions = torch.rand(MUTANTS, length, generator=generator).argsort(1)[:, :k]
-        shift = torch.randint(1, letters, (MUTANTS, k), generator=generator)
-        mutants = start.repeat(MUTANTS, 1)
-        mutants.scatter_(1, positions, (mutants.gather(1, positions) + shift) % letters)
+        mutants = random_mutants(start, MUTANTS, k, task.alphabet.size, generator, min_mutations=k)
         values = task.oracle(mutants).double()
         row = {"problem": problem, "length": length, "start": start_value, "substitutions": k,
                "mean": float(values.mean()), "p90": float(values.quantile(0.9)), "max": float(values.max()),

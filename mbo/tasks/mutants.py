@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 
 
-def random_mutants(starts: Tensor, n: int, max_mutations: int, vocab_size: int,
-                   generator: torch.Generator, frozen: Tensor | None = None) -> Tensor:
-    """``n`` mutants of rows of ``starts``, each at Hamming distance ``1..max_mutations`` from its parent.
+def random_mutants(starts: Tensor, n: int, max_mutations: int, vocab_size: int, generator: torch.Generator,
+                   frozen: Tensor | None = None, min_mutations: int = 1) -> Tensor:
+    """``n`` mutants of rows of ``starts``, each at Hamming distance ``min_mutations..max_mutations``
+    (uniform) from its parent.
 
     Args:
         starts: LongTensor ``(S, L)``; each mutant's parent is drawn uniformly from its rows.
@@ -24,6 +25,7 @@ def random_mutants(starts: Tensor, n: int, max_mutations: int, vocab_size: int,
         vocab_size: V; a changed position gets one of the other ``V - 1`` letters, uniformly.
         generator: the CPU generator all draws come from.
         frozen: optional bool ``(L,)``: positions never changed (e.g. a conserved region).
+        min_mutations: the smallest number of changed positions (``= max_mutations``: exactly that many).
 
     Returns:
         LongTensor ``(n, L)``; rows may repeat (deduplicate with :func:`distinct_mutants`).
@@ -34,12 +36,13 @@ def random_mutants(starts: Tensor, n: int, max_mutations: int, vocab_size: int,
     length = starts.shape[1]
     mutable = torch.ones(length, dtype=torch.bool) if frozen is None else ~frozen.to(torch.bool).cpu()
     n_mutable = int(mutable.sum())
-    if max_mutations < 1 or n_mutable == 0:
-        raise ValueError(f"random_mutants: need max_mutations >= 1 and a mutable position, got "
-                         f"{max_mutations} and {n_mutable} mutable of {length}")
+    if not 1 <= min_mutations <= max_mutations or n_mutable == 0:
+        raise ValueError(f"random_mutants: need 1 <= min_mutations <= max_mutations and a mutable position, "
+                         f"got {min_mutations}, {max_mutations} and {n_mutable} mutable of {length}")
     max_mutations = min(max_mutations, n_mutable)
+    min_mutations = min(min_mutations, max_mutations)
     parents = starts.cpu().long()[torch.randint(len(starts), (n,), generator=generator)]
-    k = torch.randint(1, max_mutations + 1, (n,), generator=generator)
+    k = torch.randint(min_mutations, max_mutations + 1, (n,), generator=generator)
     # k distinct mutable positions per row: the k smallest of random keys (frozen ones get +inf).
     keys = torch.rand(n, length, generator=generator).masked_fill(~mutable, float("inf"))
     rank = keys.argsort(dim=1).argsort(dim=1)
