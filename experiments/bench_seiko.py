@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
                + ")" if k.get("pool") else "")
     meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
                                       f"{args.batch} queries; SEIKO: {tuning}; pool {k.pool_size}{steered}, "
-                                      f"local share {k.local.fraction}"),
+                                      f"local share {k.local.fraction}"
+                                      + (f"; trust region: at most {k.max_unseen} unseen (position, token) "
+                                         f"pairs" if k.get("max_unseen") is not None else "")),
             "overrides": args.override}
     if not args.report:
         task = instantiate(task_cfg)

@@ -8,7 +8,11 @@ with the oracle (never seen by the method):
 - ``pool>best``: how many local and scratch candidates the oracle scores above ``best``, and the
   best of each;
 - ``plate``: how many of the 100 chosen are local, the plate's best, how many beat ``best``, and the
-  mean Hamming distance of a plate design to the nearest measured one.
+  mean Hamming distance of a plate design to the nearest measured one;
+- ``distance of pool>best``: the Hamming distance (min/median/max) to the nearest measured design of
+  the local and scratch candidates the oracle scores above ``best``, and of every scratch candidate;
+- ``unseen pairs``: the same for the number of (position, token) pairs of a candidate that no
+  measured design has, and for the plate.
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
 ``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). Runs land in ``OUT/runs`` as
@@ -60,6 +64,25 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
           f"{int(is_local[on_plate].sum())}, max {plate_values.max():.3f}, "
           f"above best {int((plate_values > best).sum())}, distance to measured {distance.mean():.1f}",
           flush=True)
+    # How far the candidates that beat the best sit from the measured designs (min / median / max).
+    pool_distance = (pool[:, None, :] != parents[None]).sum(-1).min(-1).values
+    spans = {k: (f"{int(d.min())}/{int(d.median())}/{int(d.max())}" if len(d) else "-")
+             for k, d in (("local", pool_distance[is_local & (values > best)]),
+                          ("scratch", pool_distance[~is_local & (values > best)]),
+                          ("scratch all", pool_distance[~is_local]))}
+    print(f"    distance of pool>best: local {spans['local']} scratch {spans['scratch']} | "
+          f"every scratch candidate {spans['scratch all']}", flush=True)
+    # (position, token) pairs no measured design has: features a one-hot reward model never saw.
+    seen = torch.zeros(parents.shape[1], int(max(pool.max(), parents.max())) + 1, dtype=torch.bool)
+    seen[torch.arange(parents.shape[1]).expand_as(parents), parents] = True
+    unseen = (~seen[torch.arange(pool.shape[1]).expand_as(pool), pool]).sum(-1)
+    spans = {k: (f"{int(d.min())}/{int(d.median())}/{int(d.max())}" if len(d) else "-")
+             for k, d in (("local", unseen[is_local & (values > best)]),
+                          ("scratch", unseen[~is_local & (values > best)]),
+                          ("local all", unseen[is_local]), ("scratch all", unseen[~is_local]),
+                          ("plate", unseen[on_plate]))}
+    print(f"    unseen pairs of pool>best: local {spans['local']} scratch {spans['scratch']} | every "
+          f"local {spans['local all']} scratch {spans['scratch all']} | plate {spans['plate']}", flush=True)
     return selection
 
 

@@ -356,6 +356,8 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "unknown argument(s) ['colours']" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.local.fraction=2") == 2
     assert "'seiko.local'" in capsys.readouterr().err
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen=-1") == 2
+    assert "'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "unknown.yaml"]
     root.mkdir()
     (root / "x").write_text("")
@@ -498,8 +500,10 @@ def test_a_campaign_begun_before_later_settings_goes_on_as_set_up():
     then = compose_config("campaign", ["~method@seiko.pool", "finetune.iterations=60"])
     OmegaConf.resolve(then)
     stored = OmegaConf.to_container(then)
-    del stored["seiko"]["local"]
+    del stored["seiko"]["local"], stored["seiko"]["max_unseen"]
     check_stored_settings(stored, [], "campaign.json")
+    from mbo.active.campaign.settings import round_options
+    assert round_options(OmegaConf.create(stored))["max_unseen"] is None  # no trust region
     del stored["seiko"]["c"]  # any other missing key is still an edited file
     with pytest.raises(CampaignError, match=r"\['settings.seiko.c'\] are missing"):
         check_stored_settings(stored, [], "campaign.json")

@@ -239,3 +239,32 @@ def test_a_gradient_guided_pool_steers_its_local_share_too(task, pretrained):
     assert tilt_of(partial(guidance.svdd_pm, candidates=2, alpha=0.0), wants_3) is None
     assert tilt_of(None, wants_3) is None
     assert local_share(partial(guidance.svdd_pm, candidates=2, alpha=0.0)) == local_share(None)
+
+
+def test_unseen_pairs_count_the_tokens_no_measured_design_has_at_a_position():
+    from mbo.active.seiko import unseen_pairs, within_trust
+
+    measured = torch.tensor([[0, 1, 2], [0, 2, 2]])
+    pool = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 0], [0, 2, 2], [3, 1, 2]])
+    assert unseen_pairs(pool, measured).tolist() == [0, 1, 3, 0, 1]
+    # The bound keeps the candidates within it, in order ...
+    assert within_trust(pool, measured, 1, keep=2).tolist() == [[0, 1, 2], [0, 2, 1], [0, 2, 2], [3, 1, 2]]
+    assert within_trust(pool, measured, 0, keep=2).tolist() == [[0, 1, 2], [0, 2, 2]]
+    # ... and widens by whole counts when fewer than `keep` qualify (here to 1, then to 3).
+    assert len(within_trust(pool, measured, 0, keep=3)) == 4
+    assert len(within_trust(pool, measured, 0, keep=5)) == 5
+    assert within_trust(pool[:0], measured, 0, keep=5).shape == (0, 3)
+
+
+def test_a_round_in_a_trust_region_picks_its_plate_among_seen_pairs(task, pretrained):
+    from mbo.active.seiko import unseen_pairs
+
+    off = task.offline_dataset()
+    measured = off.tokens[:10]
+    data = off.subset(torch.arange(10))
+    kwargs = dict(batch_size=4, seed=0, local=LocalPool(fraction=0.5, parents=3, remask=0.5), **ROUND)
+    bounded = seiko_round(pretrained, data, DeepEnsemble(num_members=2, epochs=2), FT, max_unseen=0, **kwargs)
+    free = seiko_round(pretrained, data, DeepEnsemble(num_members=2, epochs=2), FT, **kwargs)
+    # The 64-candidate pool holds more than 4 designs made only of pairs the 10 measured designs have.
+    assert int(unseen_pairs(bounded.selection.tokens, measured).max()) == 0
+    assert int(unseen_pairs(free.selection.tokens, measured).max()) > 0

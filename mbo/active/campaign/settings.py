@@ -39,7 +39,8 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
 def round_options(cfg: DictConfig) -> dict:
     """The keyword arguments of :func:`~mbo.active.seiko.seiko_round` (and ``run_seiko``) that the
     settings ``cfg`` give, in one place so a campaign and the benchmarks read them alike: c, alpha,
-    pool_size, pool_method (None: a plain pool) and local (None for a campaign begun without one)."""
+    pool_size, pool_method (None: a plain pool), local and max_unseen (None for a campaign begun
+    without them)."""
     from hydra.utils import instantiate
 
     from mbo.active.seiko import LocalPool
@@ -47,7 +48,7 @@ def round_options(cfg: DictConfig) -> dict:
     k = cfg.seiko
     return {"c": k.c, "alpha": cfg.finetune.alpha, "pool_size": k.pool_size,
             "pool_method": instantiate(k.pool) if k.get("pool") else None,
-            "local": LocalPool(**k.local) if k.get("local") else None}
+            "local": LocalPool(**k.local) if k.get("local") else None, "max_unseen": k.get("max_unseen")}
 
 
 def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> None:
@@ -69,8 +70,8 @@ def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.P
 
 
 # Settings added to campaign.yaml after campaigns were begun without them. Such a campaign goes on as
-# it was set up (the round reads them with .get): no local share, a plainly sampled pool.
-ADDED_SINCE = {"settings.seiko.local", "settings.seiko.pool"}
+# it was set up (the round reads them with .get): no local share, a plainly sampled pool, no trust region.
+ADDED_SINCE = {"settings.seiko.local", "settings.seiko.pool", "settings.seiko.max_unseen"}
 
 
 def _missing(defaults: DictConfig, stored: Mapping, prefix: str) -> list[str]:
@@ -105,6 +106,8 @@ def check_values(cfg: DictConfig, where: str) -> None:
     need(cfg.pareto.method in PARETO_METHODS, "pareto.method", f"must be one of {', '.join(PARETO_METHODS)}")
     need(k.pool_size >= 1, "seiko.pool_size", "must be >= 1")
     need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
+    need(k.get("max_unseen") is None or (isinstance(k.max_unseen, int) and k.max_unseen >= 0),
+         "seiko.max_unseen", "must be an integer >= 0 or null")
     try:
         LocalPool(**k.get("local") or {})
     except (TypeError, ValueError) as err:
