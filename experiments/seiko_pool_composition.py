@@ -64,26 +64,23 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
           f"{int(is_local[on_plate].sum())}, max {plate_values.max():.3f}, "
           f"above best {int((plate_values > best).sum())}, distance to measured {distance.mean():.1f}",
           flush=True)
-    # How far the candidates that beat the best sit from the measured designs (min / median / max).
+    # How far the candidates that beat the best sit from the measured designs, in substitutions and
+    # in (position, token) pairs no measured design has (the trust region's count).
+    above = values > best
     pool_distance = (pool[:, None, :] != parents[None]).sum(-1).min(-1).values
-    spans = {k: (f"{int(d.min())}/{int(d.median())}/{int(d.max())}" if len(d) else "-")
-             for k, d in (("local", pool_distance[is_local & (values > best)]),
-                          ("scratch", pool_distance[~is_local & (values > best)]),
-                          ("scratch all", pool_distance[~is_local]))}
-    print(f"    distance of pool>best: local {spans['local']} scratch {spans['scratch']} | "
-          f"every scratch candidate {spans['scratch all']}", flush=True)
-    # (position, token) pairs no measured design has: features a one-hot reward model never saw.
-    seen = torch.zeros(parents.shape[1], int(max(pool.max(), parents.max())) + 1, dtype=torch.bool)
-    seen[torch.arange(parents.shape[1]).expand_as(parents), parents] = True
-    unseen = (~seen[torch.arange(pool.shape[1]).expand_as(pool), pool]).sum(-1)
-    spans = {k: (f"{int(d.min())}/{int(d.median())}/{int(d.max())}" if len(d) else "-")
-             for k, d in (("local", unseen[is_local & (values > best)]),
-                          ("scratch", unseen[~is_local & (values > best)]),
-                          ("local all", unseen[is_local]), ("scratch all", unseen[~is_local]),
-                          ("plate", unseen[on_plate]))}
-    print(f"    unseen pairs of pool>best: local {spans['local']} scratch {spans['scratch']} | every "
-          f"local {spans['local all']} scratch {spans['scratch all']} | plate {spans['plate']}", flush=True)
+    unseen = seiko.unseen_pairs(pool, parents)
+    print(f"    distance of pool>best: local {span(pool_distance[is_local & above])} scratch "
+          f"{span(pool_distance[~is_local & above])} | every scratch candidate "
+          f"{span(pool_distance[~is_local])}", flush=True)
+    print(f"    unseen pairs of pool>best: local {span(unseen[is_local & above])} scratch "
+          f"{span(unseen[~is_local & above])} | every local {span(unseen[is_local])} scratch "
+          f"{span(unseen[~is_local])} | plate {span(unseen[on_plate])}", flush=True)
     return selection
+
+
+def span(counts: torch.Tensor) -> str:
+    """min/median/max of ``counts``, or "-" when empty."""
+    return f"{int(counts.min())}/{int(counts.median())}/{int(counts.max())}" if len(counts) else "-"
 
 
 seiko.LocalPool.draw, seiko.select_batch = logged_draw, logged_select_batch

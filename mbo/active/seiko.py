@@ -114,12 +114,11 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     """How many (position, token) pairs of each row of ``candidates (P, L)`` no row of ``measured
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``
     never saw set, whose effect it can only guess."""
-    vocab = int(max(candidates.max(), measured.max())) + 1
-    length = measured.shape[1]
-    seen = torch.zeros(length, vocab, dtype=torch.bool, device=measured.device)
-    seen[torch.arange(length, device=measured.device).expand_as(measured), measured] = True
-    c = candidates.to(measured.device)
-    return (~seen[torch.arange(length, device=c.device).expand_as(c), c]).sum(-1).cpu()
+    candidates, measured = candidates.cpu(), measured.cpu()
+    position = torch.arange(measured.shape[1])  # broadcasts against each row's tokens
+    seen = torch.zeros(measured.shape[1], int(max(candidates.max(), measured.max())) + 1, dtype=torch.bool)
+    seen[position, measured] = True
+    return (~seen[position, candidates]).sum(-1)
 
 
 def within_trust(pool: Tensor, measured: Tensor, max_unseen: int, keep: int) -> Tensor:
@@ -342,7 +341,7 @@ def seiko_pareto_round(
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
           pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
-          max_unseen: int | None = None, seed: int = 0) -> tuple[Tensor, int]:
+          max_unseen: int | None = None, seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many ``accept`` refused. ``max_unseen`` caps the local share's
