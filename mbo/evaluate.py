@@ -26,6 +26,15 @@ def hamming_to_nearest(designs: Tensor, reference: Tensor, vocab_size: int,
     return length - best
 
 
+def hamming_to_nearest_other(designs: Tensor, vocab_size: int) -> Tensor:
+    """Hamming distance ``(N,)`` from each design ``(N, L)`` to its nearest other row (a duplicate
+    counts, at 0); ``L + 1`` for a lone design."""
+    x = one_hot(designs, vocab_size).flatten(1)
+    matches = x @ x.T
+    matches.fill_diagonal_(-1.0)
+    return designs.shape[1] - matches.max(1).values if len(designs) else matches.new_zeros(0)
+
+
 def mean_pairwise_hamming(designs: Tensor) -> float:
     """Mean Hamming distance over distinct pairs of designs ``(N, L)``; 0 for fewer than two."""
     n = designs.shape[0]
