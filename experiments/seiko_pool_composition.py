@@ -12,9 +12,7 @@ with the oracle (never seen by the method):
 - ``distance of pool>best``: the Hamming distance (min/median/max) to the nearest measured design of
   the local and scratch candidates the oracle scores above ``best``, and of every scratch candidate;
 - ``unseen pairs``: the same for the number of (position, token) pairs of a candidate that no
-  measured design has, and for the plate;
-- ``spread``: the distance the trust region trusts by itself (:func:`mbo.active.seiko.within_trust`),
-  and the plate's distance to the nearest measured design (min/median/max).
+  measured design has, and for the plate.
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
 ``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). Runs land in ``OUT/runs`` as
@@ -34,7 +32,6 @@ import torch
 from bench_flexs import problem_task
 
 import mbo.active.seiko as seiko
-from mbo.evaluate import hamming_to_nearest_other
 
 problem, starts, out, *options = sys.argv[1:]
 sys.argv = ["bench_flexs.py", "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
@@ -78,9 +75,6 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     print(f"    unseen pairs of pool>best: local {span(unseen[is_local & above])} scratch "
           f"{span(unseen[~is_local & above])} | every local {span(unseen[is_local])} scratch "
           f"{span(unseen[~is_local])} | plate {span(unseen[on_plate])}", flush=True)
-    nearest_other = hamming_to_nearest_other(parents, task.alphabet.size).float()
-    print(f"    spread {float(nearest_other.quantile(seiko.SPREAD_QUANTILE)):.0f} | plate distance "
-          f"{span(distance)}", flush=True)
     return selection
 
 

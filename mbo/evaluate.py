@@ -26,18 +26,6 @@ def hamming_to_nearest(designs: Tensor, reference: Tensor, vocab_size: int,
     return length - best
 
 
-def hamming_to_nearest_other(designs: Tensor, vocab_size: int, chunk: int = 8192) -> Tensor:
-    """Hamming distance ``(N,)`` from each design ``(N, L)`` to its nearest other row (a duplicate
-    counts, at 0); ``L + 1`` for a lone design."""
-    x = one_hot(designs, vocab_size).flatten(1)
-    best = torch.full((designs.shape[0],), -1.0)
-    for start in range(0, designs.shape[0], chunk):
-        matches = x[start:start + chunk] @ x.T  # (chunk, N): L − Hamming
-        matches[:, start:start + chunk].fill_diagonal_(-1.0)  # not itself
-        best[start:start + chunk] = matches.max(1).values
-    return designs.shape[1] - best
-
-
 def mean_pairwise_hamming(designs: Tensor) -> float:
     """Mean Hamming distance over distinct pairs of designs ``(N, L)``; 0 for fewer than two."""
     n = designs.shape[0]

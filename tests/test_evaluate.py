@@ -4,13 +4,7 @@ import pytest
 import torch
 
 from mbo.data import DNA, SequenceDataset
-from mbo.evaluate import (
-    evaluate_designs,
-    hamming_to_nearest,
-    hamming_to_nearest_other,
-    mean_pairwise_hamming,
-    percentiles,
-)
+from mbo.evaluate import evaluate_designs, hamming_to_nearest, mean_pairwise_hamming, percentiles
 from mbo.tasks import Task
 
 
@@ -37,9 +31,6 @@ def tok(*seqs):
 def test_hamming_helpers():
     designs, ref = tok("AAA", "CCG"), tok("CCC", "AAT")
     assert hamming_to_nearest(designs, ref, 4, chunk=1).tolist() == [1, 1]
-    assert hamming_to_nearest_other(tok("AAA", "AAC", "CCC", "CCC"), 4).tolist() == [1, 1, 0, 0]
-    assert hamming_to_nearest_other(tok("AAA", "AAC", "CCC", "CCC"), 4, chunk=3).tolist() == [1, 1, 0, 0]
-    assert hamming_to_nearest_other(tok("AAA"), 4).tolist() == [4]  # no other: L + 1
     assert mean_pairwise_hamming(tok("AAA", "AAC", "CCC")) == pytest.approx((1 + 3 + 2) / 3)
     assert mean_pairwise_hamming(tok("AAA")) == 0.0
 

