@@ -32,6 +32,7 @@ import torch
 from bench_flexs import problem_task
 
 import mbo.active.seiko as seiko
+from mbo.evaluate import hamming_to_nearest
 
 problem, starts, out, *options = sys.argv[1:]
 sys.argv = ["bench_flexs.py", "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
@@ -54,7 +55,7 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     values, best = task.oracle(pool).float(), float(task.oracle(parents[:1]))
     on_plate = (plate[:, None, :] == pool[None]).all(-1).int().argmax(-1)  # the plate is drawn from the pool
     plate_values = values[on_plate]
-    distance = (plate[:, None, :] != parents[None]).sum(-1).min(-1).values.float()
+    distance = hamming_to_nearest(plate, parents, task.alphabet.size)
     top = {k: f"{values[m].max():.3f}" if m.any() else "-"
            for k, m in (("local", is_local), ("scratch", ~is_local))}
     print(f"best {best:.3f} | pool {len(pool)} (local {int(is_local.sum())}; "
@@ -67,7 +68,7 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     # How far the candidates that beat the best sit from the measured designs, in substitutions and
     # in (position, token) pairs no measured design has (the trust region's count).
     above = values > best
-    pool_distance = (pool[:, None, :] != parents[None]).sum(-1).min(-1).values
+    pool_distance = hamming_to_nearest(pool, parents, task.alphabet.size)
     unseen = seiko.unseen_pairs(pool, parents)
     print(f"    distance of pool>best: local {span(pool_distance[is_local & above])} scratch "
           f"{span(pool_distance[~is_local & above])} | every scratch candidate "

@@ -341,7 +341,7 @@ def seiko_pareto_round(
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
           pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
-          max_unseen: int | None = None, seed: int) -> tuple[Tensor, int]:
+          max_unseen: int | None, seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many ``accept`` refused. ``max_unseen`` caps the local share's

@@ -214,7 +214,7 @@ def test_the_pool_keeps_to_the_references_support(task, pretrained, steering):
     method = None if steering is None else partial(getattr(guidance, steering), **settings[steering])
     pool, _ = _pool(model, lambda x: x[..., 0].sum(-1), reference, off.tokens, batch_size=6, pool_size=200,
                     sampler=8, pool_method=method, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
-                    parents=parents, accept=None, fallback=None, seed=0)
+                    parents=parents, accept=None, fallback=None, max_unseen=None, seed=0)
     assert len(pool) > 100 and not bool((pool == 0).any())
 
 
@@ -230,7 +230,7 @@ def test_a_gradient_guided_pool_steers_its_local_share_too(task, pretrained):
     def local_share(method):
         pool, _ = _pool(pretrained, wants_3, pretrained, off.tokens, batch_size=6, pool_size=200, sampler=8,
                         pool_method=method, local=LocalPool(fraction=1.0, parents=3, remask=0.5),
-                        parents=best_first, accept=None, fallback=None, seed=0)
+                        parents=best_first, accept=None, fallback=None, max_unseen=None, seed=0)
         return float((pool == 3).float().mean())
 
     gradient = partial(guidance.gradient_guidance, alpha=0.1, scale=4.0)
