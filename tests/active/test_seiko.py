@@ -214,7 +214,8 @@ def test_the_pool_keeps_to_the_references_support(task, pretrained, steering):
     method = None if steering is None else partial(getattr(guidance, steering), **settings[steering])
     pool, _ = _pool(model, lambda x: x[..., 0].sum(-1), reference, off.tokens, batch_size=6, pool_size=200,
                     sampler=8, pool_method=method, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
-                    parents=parents, accept=None, fallback=None, max_unseen=None, seed=0)
+                    parents=parents, accept=None, fallback=None, max_unseen=None, fitted_on=off.tokens,
+                    seed=0)
     assert len(pool) > 100 and not bool((pool == 0).any())
 
 
@@ -230,7 +231,8 @@ def test_a_gradient_guided_pool_steers_its_local_share_too(task, pretrained):
     def local_share(method):
         pool, _ = _pool(pretrained, wants_3, pretrained, off.tokens, batch_size=6, pool_size=200, sampler=8,
                         pool_method=method, local=LocalPool(fraction=1.0, parents=3, remask=0.5),
-                        parents=best_first, accept=None, fallback=None, max_unseen=None, seed=0)
+                        parents=best_first, accept=None, fallback=None, max_unseen=None,
+                        fitted_on=off.tokens, seed=0)
         return float((pool == 3).float().mean())
 
     gradient = partial(guidance.gradient_guidance, alpha=0.1, scale=4.0)
@@ -254,6 +256,23 @@ def test_unseen_pairs_count_the_tokens_no_measured_design_has_at_a_position():
     assert len(within_trust(pool, measured, 0, keep=3)) == 4
     assert len(within_trust(pool, measured, 0, keep=5)) == 5
     assert within_trust(pool[:0], measured, 0, keep=5).shape == (0, 3)
+
+
+def test_candidates_outside_the_trust_region_give_their_places_to_local_ones(task, pretrained):
+    from mbo.active.seiko import _pool, unseen_pairs
+
+    measured = task.offline_dataset().tokens[:10]
+    # The trust region caps the local share's re-mask rate at max(max_unseen, 1) / L: set it so from
+    # the start, and both calls draw the same first pool.
+    local = LocalPool(fraction=0.5, parents=3, remask=1 / measured.shape[1])
+    kwargs = dict(batch_size=4, pool_size=64, sampler=8, pool_method=None, accept=None, fallback=None,
+                  fitted_on=measured, parents=measured, local=local, seed=0)
+    free, _ = _pool(pretrained, None, pretrained, measured, max_unseen=None, **kwargs)
+    bounded, _ = _pool(pretrained, None, pretrained, measured, max_unseen=0, **kwargs)
+    assert int(unseen_pairs(bounded, measured).max()) == 0
+    # Most designs from scratch hold a pair the 10 measured designs lack; more local draws take their
+    # places, so more candidates remain than the first pool had inside the region.
+    assert len(bounded) > int((unseen_pairs(free, measured) == 0).sum()) + 8
 
 
 def test_a_round_in_a_trust_region_picks_its_plate_among_seen_pairs(task, pretrained):
