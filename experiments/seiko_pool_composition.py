@@ -43,11 +43,9 @@ draw, select_batch = seiko.LocalPool.draw, seiko.select_batch
 
 
 def logged_draw(self, model, parents, n, sampler, generator, *args, **kwargs):
-    # A round draws local candidates twice when the trust region refuses some: keep both.
     local = draw(self, model, parents, n, sampler, generator, *args, **kwargs)
-    drawn["local"] = torch.cat([drawn.get("local", local[:0].cpu()), local.cpu()])
-    drawn["parents"] = parents.cpu()
-    return local
+    drawn["local"], drawn["parents"] = local.cpu(), parents.cpu()
+    return drawn["local"]
 
 
 def logged_select_batch(reward_model, pool, q, **kwargs):
@@ -78,7 +76,6 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     print(f"    unseen pairs of pool>best: local {span(unseen[is_local & above])} scratch "
           f"{span(unseen[~is_local & above])} | every local {span(unseen[is_local])} scratch "
           f"{span(unseen[~is_local])} | plate {span(unseen[on_plate])}", flush=True)
-    drawn.clear()
     return selection
 
 

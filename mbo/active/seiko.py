@@ -342,9 +342,8 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many ``accept`` refused. With ``max_unseen``, only the designs
-    :func:`within_trust` of the reward model's data ``fitted_on (N, L)``: the local share re-masks each
-    position with probability at most ``max_unseen / L``, and more local designs replace those that
-    fall outside."""
+    :func:`within_trust` of the reward model's data ``fitted_on (N, L)``, and the local share re-masks
+    each position with probability at most ``max_unseen / L``."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
 
     def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None) -> Tensor:
@@ -368,14 +367,6 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         steered = local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
         first = torch.cat([steered.cpu(), first])
     pool, rejected = _new_designs(first, measured, accept)
-    if near and max_unseen is not None:
-        # On AAV 450-540 the whole scratch share fell outside the region, so the plate was chosen among
-        # a third of the candidates asked for; their places go to more steps from the measured designs.
-        outside = int((unseen_pairs(pool, fitted_on) > max_unseen).sum())
-        if outside:
-            extra = local.draw(model, parents, outside, sampler, gen, reference, steer=tilt)
-            extra, more = _new_designs(extra.cpu(), torch.cat([measured, pool]), accept)
-            pool, rejected = torch.cat([pool, extra]), rejected + more
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
     # stalling the campaign.

@@ -258,23 +258,6 @@ def test_unseen_pairs_count_the_tokens_no_measured_design_has_at_a_position():
     assert within_trust(pool[:0], measured, 0, keep=5).shape == (0, 3)
 
 
-def test_candidates_outside_the_trust_region_give_their_places_to_local_ones(task, pretrained):
-    from mbo.active.seiko import _pool, unseen_pairs
-
-    measured = task.offline_dataset().tokens[:10]
-    # The trust region caps the local share's re-mask rate at max(max_unseen, 1) / L: set it so from
-    # the start, and both calls draw the same first pool.
-    local = LocalPool(fraction=0.5, parents=3, remask=1 / measured.shape[1])
-    kwargs = dict(batch_size=4, pool_size=64, sampler=8, pool_method=None, accept=None, fallback=None,
-                  fitted_on=measured, parents=measured, local=local, seed=0)
-    free, _ = _pool(pretrained, None, pretrained, measured, max_unseen=None, **kwargs)
-    bounded, _ = _pool(pretrained, None, pretrained, measured, max_unseen=0, **kwargs)
-    assert int(unseen_pairs(bounded, measured).max()) == 0
-    # Most designs from scratch hold a pair the 10 measured designs lack; more local draws take their
-    # places, so more candidates remain than the first pool had inside the region.
-    assert len(bounded) > int((unseen_pairs(free, measured) == 0).sum()) + 8
-
-
 def test_a_round_in_a_trust_region_picks_its_plate_among_seen_pairs(task, pretrained):
     from mbo.active.seiko import unseen_pairs
 
