@@ -149,6 +149,10 @@ def report(out: Path, command: str, meta: dict) -> dict:
             "queries_per_round": rs[0]["round_sizes"][0],
         }
     meta = {**meta, "setting": recorded_setting(runs, meta.get("setting", ""))}
+    # A report-only call names the task its --task-arg builds; the runs know which one they ran on.
+    ran_on = sorted({r["task"] for r in runs if "task" in r})
+    if ran_on:
+        meta["task"] = ", ".join(ran_on)
     lines = [f"# {meta.get('title', 'Batch active learning on Ehrlich')}", "",
              f"Command: `{command}`", "",
              "The runs it aggregates were produced by (each run's JSON in the runs folder keeps its "
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                 method_cfg, _ = load_config(args.task_arg, args.override, method)
                 batches = run_method(method, seed, method_cfg, task, pretrained, initial, args)
                 rec = record(method, seed, initial, batches, time.perf_counter() - start)
-                rec["command"], rec["setting"] = command, meta["setting"]
+                rec["command"], rec["setting"], rec["task"] = command, meta["setting"], task.name
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
                       f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)

@@ -73,3 +73,12 @@ def test_report_says_when_runs_disagree_or_did_not_record(tmp_path):
     (out / "runs" / "seiko_ucb_seed0.json").unlink()
     bench_seiko.report(out, "cmd", {"task": "t", "setting": "today"})
     assert "today (rebuilt from the settings at report time" in out.with_suffix(".md").read_text()
+
+
+def test_report_names_the_task_the_runs_ran_on(tmp_path):
+    out = tmp_path / "bench"
+    write_run(out, "seiko_ucb", 0, setting="A", task="ehrlich_l64")
+    write_run(out, "ga", 0)  # made before runs recorded their task
+    # A report-only call builds its task from --task-arg, the default (L = 32) when none is given.
+    bench_seiko.report(out, "cmd", {"task": "ehrlich_l32", "setting": "today"})
+    assert "Task: `ehrlich_l64`" in out.with_suffix(".md").read_text()
