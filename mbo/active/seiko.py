@@ -98,12 +98,13 @@ class LocalPool:
                                                              device=device)] = True
         parent_token = F.one_hot(rows, model.vocab_size).bool() & masked.unsqueeze(-1)
 
-        def substitute(xt: Tensor, log_x0: Tensor) -> Tensor:
+        def substitute(xt: Tensor, log_x0: Tensor, at: Tensor) -> Tensor:
             # Tokens the policy cuts (constraints, min-p) stay cut: a position whose only allowed
             # token is the parent's keeps it.
-            other = ((log_x0 > LOG_ZERO / 2) & ~parent_token).any(-1, keepdim=True)
-            log_x0 = torch.where(other, restrict(log_x0, ~parent_token), log_x0)
-            return log_x0 if steer is None else steer(xt, log_x0)
+            parent = parent_token[at]
+            other = ((log_x0 > LOG_ZERO / 2) & ~parent).any(-1, keepdim=True)
+            log_x0 = torch.where(other, restrict(log_x0, ~parent), log_x0)
+            return log_x0 if steer is None else steer(xt, log_x0, at)
 
         with torch.no_grad():
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute, ref=ref,

@@ -58,10 +58,10 @@ def sample_cfg(model: MaskedDiffusion, cond: Tensor, n: int, sampler: Sampler | 
     rows = cond.to(model.device).expand(n, -1)
     if weight == 0.0:
         return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows)
-    null = model.denoiser.null_condition.to(model.device).expand(n, -1)
+    null = model.denoiser.null_condition.to(model.device)
 
-    def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
-        lu = model.policy_log_probs(model.encode(xt), null)
+    def guided(xt: Tensor, log_x0: Tensor, rows: Tensor) -> Tensor:
+        lu = model.policy_log_probs(model.encode(xt), null.expand(len(xt), -1))
         return torch.log_softmax((1 + weight) * log_x0 - weight * lu, dim=-1)
 
     return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows,

@@ -34,9 +34,11 @@ DEFAULT_SAMPLING_STEPS = 32
 """Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
 the same step (and so are drawn independently) with probability 1/32."""
 
-Guidance = Callable[[Tensor, Tensor], Tensor]
-"""A hook ``(xt LongTensor (B, L), log_x0 (B, L, V)) -> log-probs (B, L, V)`` applied to the denoiser's
-prediction before each step draws its tokens (normalized over V; carry-over positions must stay)."""
+Guidance = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""A hook ``(xt LongTensor (B, L), log_x0 (B, L, V), rows LongTensor (B,)) -> log-probs (B, L, V)``
+applied to the denoiser's prediction before each step draws its tokens (normalized over V; carry-over
+positions must stay). :meth:`MaskedDiffusion.sample` calls it with only the rows that draw a token at
+that step; ``rows`` are their indices among the ``n`` sequences, for a hook with per-row state."""
 
 
 
@@ -356,7 +358,8 @@ class MaskedDiffusion(nn.Module):
             return_trajectory: return a :class:`Trajectory` instead of the samples.
             progress: show a tqdm bar over steps.
             cond: optional condition ``(n, ...)`` for a conditional denoiser.
-            guidance: optional hook editing the denoiser's log-probs before each draw.
+            guidance: optional hook editing the denoiser's log-probs before each draw (:data:`Guidance`;
+                called with the rows that draw a token at that step).
             x_start: LongTensor ``(n, L)`` with MASK = V: start here instead of all-MASK; only its
                 masked positions are drawn (re-masking and re-denoising part of a design), and the
                 loop ends once nothing is masked.
@@ -372,18 +375,29 @@ class MaskedDiffusion(nn.Module):
             self._check_tokens(x_start, "x_start", allow_mask=True)
             xt = x_start.to(self.device)
         states, log_probs, kls = [xt], [], []
+        every = torch.arange(len(xt), device=xt.device)
         for k in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
-            if x_start is not None and not bool((xt == self.mask_id).any()):
+            masked = xt == self.mask_id
+            if x_start is not None and not bool(masked.any()):
                 break
-            inp = self.encode(xt)
-            log_x0 = self.policy_log_probs(inp, cond)
+            unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
+            # A row that unmasks nothing this step stays as it is, so the network skips it: most rows
+            # of most steps when few positions are masked (a re-masked design) or the grid has more
+            # steps than L. The trajectory's per-step KL counts every masked position, so it needs all.
+            active = unmask.any(-1)
+            rows = every if return_trajectory or bool(active.all()) else every[active]
+            inp = self.encode(xt[rows])
+            log_x0 = self.policy_log_probs(inp, None if cond is None else cond[rows])
             if guidance is not None:
-                log_x0 = guidance(xt, log_x0)
-            unmask, prob = sampler.unmask(xt == self.mask_id, k, self.schedule, generator)
+                log_x0 = guidance(xt[rows], log_x0, rows)
             log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
             if log_ref is not None:
                 log_x0 = on_support(log_x0, log_ref)
-            out = self.step(xt, log_x0, unmask, prob, log_ref, generator)
+            if len(rows) < len(xt):
+                # Skipped rows draw no token; their noise is still drawn, so a seed gives the same
+                # designs whichever rows were skipped.
+                log_x0 = log_x0.new_zeros((len(xt), *log_x0.shape[1:])).index_copy(0, rows, log_x0)
+            out = self.step(xt, log_x0, unmask, prob, log_ref if return_trajectory else None, generator)
             xt = out.xs
             if return_trajectory:
                 states.append(xt)

@@ -33,7 +33,8 @@ def best_of_n(diffusion: MaskedDiffusion, reward: Reward, n: int, *, num_samples
     Returns:
         :class:`~mbo.guidance.base.AlignmentResult` with the designs' rewards.
 
-    Budget (S = the sampler's steps): reward calls n·N; network calls n·N·S.
+    Budget (S = the sampler's steps): reward calls n·N; network calls ≤ n·N·S (a step skips the
+    samples that unmask nothing; = with the first-hitting sampler).
     """
     where = "best_of_n"
     n = check_inputs(diffusion, n, batch_size, where)

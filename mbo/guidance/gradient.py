@@ -33,9 +33,9 @@ def reward_guidance(reward: Reward, strength: float) -> Guidance:
     a finite tilt cannot lift.
     """
     if strength == 0:
-        return lambda xt, log_x0: log_x0
+        return lambda xt, log_x0, rows: log_x0
 
-    def guided(xt: Tensor, log_x0: Tensor) -> Tensor:
+    def guided(xt: Tensor, log_x0: Tensor, rows: Tensor) -> Tensor:
         with torch.enable_grad():
             x0_hat = log_x0.detach().exp().requires_grad_(True)
             out = reward(x0_hat)
@@ -69,8 +69,9 @@ def gradient_guidance(diffusion: MaskedDiffusion, reward: Reward, n: int, *, alp
     Returns:
         :class:`~mbo.guidance.base.AlignmentResult` with the designs' rewards.
 
-    Budget (S = the sampler's steps): reward calls n·S gradient evaluations (none when scale = 0) + n
-    final scores; network calls n·S, as plain sampling.
+    Budget (S = the sampler's steps): reward calls ≤ n·S gradient evaluations (none when scale = 0) + n
+    final scores; network calls ≤ n·S, as plain sampling (a step skips the designs that unmask
+    nothing; = with the first-hitting sampler).
     """
     where = "gradient_guidance"
     n = check_inputs(diffusion, n, batch_size, where)

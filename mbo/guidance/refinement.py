@@ -56,7 +56,7 @@ def iterative_refinement(diffusion: MaskedDiffusion, reward: Reward, n: int, *, 
         ``accepted`` (fraction of design-rounds whose new design replaced the old).
 
     Budget (S = the sampler's steps): reward calls n + R·n·(1 + M·m); network calls
-    R·n·(1 + M·(m − 1)), plus n·S for the start when ``start`` is None. Exact for FirstHittingSampler
+    R·n·(1 + M·(m − 1)), plus ≤ n·S for the start when ``start`` is None. Exact for FirstHittingSampler
     (m steps a round); with a grid, at most the same with m replaced by S.
     """
     where = "iterative_refinement"

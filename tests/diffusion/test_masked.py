@@ -232,6 +232,36 @@ def test_sampling_from_a_partly_masked_start_keeps_the_unmasked_tokens():
         assert bool((x[:, [0, 2, 4]] == torch.tensor([0, 2, 1])).all()) and bool((x < 3).all())
 
 
+def test_sampling_calls_the_network_only_for_rows_that_unmask_and_draws_the_same_designs():
+    m = tiny(0, vocab=3, length=4)
+    rows_seen = []
+    m.denoiser.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    for start in (None, torch.tensor([[0, 3, 2, 3]] * 30)):  # from all-MASK, and a re-masked design
+        rows_seen.clear()
+        x = m.sample(30, sampler=16, x_start=start, generator=torch.Generator().manual_seed(1))
+        calls = sum(rows_seen)
+        # The trajectory runs every row at every step, its per-step KL needs them all; same draws.
+        tr = m.sample(30, sampler=16, x_start=start, generator=torch.Generator().manual_seed(1),
+                      return_trajectory=True)
+        assert torch.equal(x, tr.states[-1])
+        changed = (tr.states[1:] != tr.states[:-1]).any(-1)  # (steps, n): the row unmasked something
+        assert calls == int(changed.sum()) < 30 * len(tr.log_probs)
+
+
+def test_a_guidance_hook_sees_the_rows_that_draw_and_their_indices():
+    m = tiny(0, vocab=3, length=4)
+    banned = torch.arange(30) % 3  # row i never draws token i mod 3
+    sizes = []
+
+    def ban(xt, log_x0, rows):
+        assert len(xt) == len(log_x0) == len(rows)
+        sizes.append(len(rows))
+        return log_x0.masked_fill(torch.nn.functional.one_hot(banned[rows], 3).bool()[:, None], -1e9)
+
+    x = m.sample(30, sampler=16, guidance=ban, generator=torch.Generator().manual_seed(2))
+    assert not bool((x == banned[:, None]).any()) and min(sizes) < 30
+
+
 def test_relative_positions_and_output_conv():
     net = TransformerDenoiser(4, 6, dim=16, depth=2, heads=2, positions="relative", output_conv=3,
                               output_scale=30.0)

@@ -33,14 +33,14 @@ SETTINGS = {
 def test_counter_counts_network_rows_and_reward_sequences():
     model = tiny_model()
     with CallCounter(model, count_zero) as counter:
-        model.sample(3, sampler=4, generator=gen())
+        model.sample(3, sampler="first_hitting", generator=gen())  # every row unmasks at every step
         scores = counter.score(torch.zeros(5, L, dtype=torch.long))
         result = counter.result(torch.zeros(5, L, dtype=torch.long), scores, extra=1.0)
-    assert counter.network_calls == 3 * 4 and counter.reward_calls == 5
+    assert counter.network_calls == 3 * L and counter.reward_calls == 5
     assert torch.equal(scores, torch.full((5,), float(L)))
     assert isinstance(result, AlignmentResult) and result.info == {"extra": 1.0} and result.seconds >= 0
     model.sample(2, sampler=4)  # the hook is gone once the context closes
-    assert counter.network_calls == 12
+    assert counter.network_calls == 3 * L
 
 
 def test_score_refuses_non_finite_and_misshapen_rewards():

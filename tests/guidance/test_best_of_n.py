@@ -13,7 +13,10 @@ def test_budget_shapes_and_rewards(sampler):
     steps = 5 if sampler == 5 else L
     res = best_of_n(model, count_zero, 7, num_samples=3, generator=gen())
     assert res.designs.shape == (7, L) and torch.equal(res.rewards, rewards_of(res.designs))
-    assert res.reward_calls == 7 * 3 and res.network_calls == 7 * 3 * steps
+    # A grid step skips the rows that unmask nothing (5 steps for 6 positions: some do).
+    full = 7 * 3 * steps
+    assert res.reward_calls == 7 * 3 and (res.network_calls == full if sampler == "first_hitting"
+                                          else 0 < res.network_calls < full)
 
 
 def test_reproducible_and_one_sample_is_plain_sampling():
@@ -28,7 +31,7 @@ def test_reproducible_and_one_sample_is_plain_sampling():
 def test_chunks_keep_the_budget_and_each_design_is_the_best_of_its_own_samples():
     model = tiny_model()
     res = best_of_n(model, count_zero, 5, num_samples=4, batch_size=4, generator=gen(1))
-    assert res.reward_calls == 20 and res.network_calls == 20 * 8
+    assert res.reward_calls == 20 and 0 < res.network_calls <= 20 * 8
     g = gen(1)
     pool = torch.cat([model.sample(4, generator=g) for _ in range(5)])
     best = rewards_of(pool).view(5, 4).max(-1).values

@@ -11,7 +11,7 @@ def test_scale_zero_is_plain_sampling_and_calls_no_gradient():
     model = tiny_model()
     res = gradient_guidance(model, count_zero, 12, alpha=0.5, scale=0.0, generator=gen(4))
     assert torch.equal(res.designs, model.sample(12, generator=gen(4)))
-    assert res.reward_calls == 12 and res.network_calls == 12 * 8
+    assert res.reward_calls == 12 and 0 < res.network_calls <= 12 * 8
 
 
 @pytest.mark.parametrize("sampler", [5, "first_hitting"])
@@ -21,7 +21,9 @@ def test_budget_reproducible_and_beats_pretrained_samples(sampler):
     a = gradient_guidance(model, count_zero, 100, alpha=0.5, scale=1.0, generator=gen())
     b = gradient_guidance(model, count_zero, 100, alpha=0.5, scale=1.0, generator=gen())
     assert torch.equal(a.designs, b.designs) and torch.equal(a.rewards, rewards_of(a.designs))
-    assert a.reward_calls == 100 * steps + 100 and a.network_calls == 100 * steps
+    # A gradient and a network call per row and step that unmasks a position (every one, first hitting).
+    assert a.reward_calls == a.network_calls + 100
+    assert a.network_calls == 100 * steps if sampler == "first_hitting" else a.network_calls < 100 * steps
     assert a.rewards.mean() > plain_mean(model) + 1.0
 
 
@@ -29,11 +31,11 @@ def test_hook_tilts_by_the_gradient_and_keeps_carried_tokens():
     model = tiny_model()
     xt = torch.tensor([[2, V, V, V, V, V]])
     log_x0 = model.x0_log_probs(model.encode(xt))
-    tilted = reward_guidance(count_zero, 2.0)(xt, log_x0)
+    tilted = reward_guidance(count_zero, 2.0)(xt, log_x0, torch.arange(1))
     # d(count of 0)/d x̂ is 1 on token 0, 0 elsewhere: token 0 gains exactly 2 nats before renormalizing.
     assert torch.allclose(tilted[0, 1:], torch.log_softmax(log_x0[0, 1:] + 2.0 * torch.eye(V)[0], -1))
     assert tilted[0, 0].argmax() == 2 and tilted[0, 0].exp()[2] == 1.0
-    assert reward_guidance(count_zero, 0.0)(xt, log_x0) is log_x0
+    assert reward_guidance(count_zero, 0.0)(xt, log_x0, torch.arange(1)) is log_x0
 
 
 def test_non_differentiable_reward_and_bad_settings_are_refused():
