@@ -213,12 +213,20 @@ def run_flexs(args, command: str) -> None:
                     rec = flexs_record(method, problem, start_id, seed, initial, batches,
                                        time.perf_counter() - t0)
                     rec.update(command=command, rounds=args.rounds, batch=args.batch,
-                               model_queries=args.model_queries, overrides=args.override)
+                               model_queries=args.model_queries, overrides=args.override,
+                               threads=torch.get_num_threads())
                     atomic_write_text(path, json.dumps(rec))
                     print(f"{problem} {start_id} seed {seed} {method}: {rec['initial']:.3f} -> "
                           f"{rec['best_curve'][-1]:.3f} ({rec['seconds']:.0f} s)", flush=True)
         if hasattr(task, "close"):
             task.close()
+
+
+def _machine(runs: list[dict]) -> str:
+    # Runs made before each recorded its threads all used 1.
+    threads = ", ".join(str(t) for t in sorted({r.get("threads", 1) for r in runs}))
+    return (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"threads per run {threads}.")
 
 
 def _start_number(start_id: str) -> int:
@@ -268,8 +276,7 @@ def report_flexs(out: Path, command: str) -> dict:
                          + " | ".join(cells) + f" | {plus_minus(row['feasible'])} | "
                          f"{row['seconds'][0]:.0f} |")
         lines.append("")
-    lines += [f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-              f"threads {torch.get_num_threads()}.", ""]
+    lines += [_machine(runs), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines), overwrite=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "problems": table}, indent=1),
                       overwrite=True)
@@ -358,7 +365,8 @@ def run_inverse_folding(args, command: str) -> None:
                 x, values = run_fold_method(method, task, seed, args, priors.get(task.length))
                 rec = fold_record(method, task.label, seed, values, task.is_solved(x),
                                   time.perf_counter() - t0, args.budget)
-                rec.update(command=command, structure=task.target, length=task.length)
+                rec.update(command=command, structure=task.target, length=task.length,
+                           threads=torch.get_num_threads())
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{task.label} seed {seed} {method}: best {rec['best']:.3f}, solved {rec['solved']} "
                       f"({rec['calls']} calls, {rec['seconds']:.0f} s)", flush=True)
@@ -393,7 +401,7 @@ def report_inverse_folding(out: Path, command: str) -> dict:
         lines.append(f"| {LABELS[method]} | {row['runs']} | {row['targets']} | {row['calls'][0]:.0f} | "
                      f"{plus_minus(row['best'])} | {row['solved']:.2f} | {row['median_first_hit'] or '–'} | "
                      f"{row['seconds'][0]:.0f} |")
-    lines += ["", f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}.", ""]
+    lines += ["", _machine(runs), ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines), overwrite=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "methods": table}, indent=1),
                       overwrite=True)
@@ -469,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                              "(inverse-folding: its diffusion prior), e.g. diffusion.pretrain.steps=200")
     common.add_argument("--task-override", action="append", default=[], help="e.g. task.corpus_size=1000")
     common.add_argument("--oracle-workers", type=int, default=1, help="ViennaRNA scoring processes per task")
+    common.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the committed runs used 1, two runs at a time on 2 cores)")
     common.add_argument("--progress", action="store_true")
     flexs = sub.add_parser("flexs", parents=[common], help="the FLEXS protocol")
     flexs.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
@@ -490,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
                             help="results prefix: OUT.md, OUT.json, OUT.png, OUT/runs/")
         parser.add_argument("--report", action="store_true", help="only aggregate existing runs")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     command = "python experiments/bench_flexs.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.bench == "throughput":
         run_throughput(args)

@@ -47,3 +47,8 @@ def test_plain_pool_when_removed_and_warmup_handed_over(calls):
     batches, (_, data, *_), kw = run(["~method@seiko.pool"], calls)
     assert kw["pool_method"] is None and len(batches) == 1
     assert data.tokens.tolist() == [[0, 1, 2, 3], [1, 1, 2, 3]]  # the start and round 1's feasible design
+
+
+def test_report_names_the_threads_its_runs_used():
+    # A run from before the field was recorded used 1 thread.
+    assert bench_flexs._machine([{"threads": 2}, {}]).endswith("threads per run 1, 2.")
