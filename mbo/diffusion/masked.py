@@ -385,15 +385,17 @@ class MaskedDiffusion(nn.Module):
             # of most steps when few positions are masked (a re-masked design) or the grid has more
             # steps than L. The trajectory's per-step KL counts every masked position, so it needs all.
             active = unmask.any(-1)
-            rows = every if return_trajectory or bool(active.all()) else every[active]
-            inp = self.encode(xt[rows])
-            log_x0 = self.policy_log_probs(inp, None if cond is None else cond[rows])
+            some = not return_trajectory and not bool(active.all())
+            rows = every[active] if some else every
+            xt_in, cond_in = (xt[rows], None if cond is None else cond[rows]) if some else (xt, cond)
+            inp = self.encode(xt_in)
+            log_x0 = self.policy_log_probs(inp, cond_in)
             if guidance is not None:
-                log_x0 = guidance(xt[rows], log_x0, rows)
+                log_x0 = guidance(xt_in, log_x0, rows)
             log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
             if log_ref is not None:
                 log_x0 = on_support(log_x0, log_ref)
-            if len(rows) < len(xt):
+            if some:
                 # Skipped rows draw no token; their noise is still drawn, so a seed gives the same
                 # designs whichever rows were skipped.
                 log_x0 = log_x0.new_zeros((len(xt), *log_x0.shape[1:])).index_copy(0, rows, log_x0)

@@ -55,3 +55,10 @@ def tiny_model(sampler=8, vocab: int = V, length: int = L) -> MaskedDiffusion:
 def plain_mean(model: MaskedDiffusion, n: int = 2000, reward=count_zero) -> float:
     """Mean reward of plain pretrained samples (the bar every method must clear)."""
     return rewards_of(model.sample(n, generator=gen(123)), reward, model.vocab_size).mean().item()
+
+
+def rows_that_unmask(model: MaskedDiffusion, n: int, generator: torch.Generator, **kwargs) -> int:
+    """How many (sequence, step) pairs of ``model.sample(n, generator=…, **kwargs)`` unmask a position:
+    the network calls that sampling makes. The trajectory draws the same designs from the same seed."""
+    tr = model.sample(n, generator=generator, return_trajectory=True, **kwargs)
+    return int((tr.states[1:] != tr.states[:-1]).any(-1).sum())
