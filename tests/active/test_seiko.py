@@ -152,7 +152,7 @@ def test_a_collapsed_model_is_topped_up_from_the_prior(task, pretrained):
     class Collapsed(torch.nn.Module):  # a fine-tuned model that only ever samples measured designs
         device = pretrained.device
 
-        def sample(self, n, sampler=None, generator=None, ref=None):
+        def sample(self, n, sampler=None, generator=None, ref=None, abandon=None):
             return off.tokens[torch.arange(n) % len(off)]
 
     def collapse(reference, reward, *, alpha, seed, progress):
@@ -270,3 +270,52 @@ def test_a_round_in_a_trust_region_picks_its_plate_among_seen_pairs(task, pretra
     # The 64-candidate pool holds more than 4 designs made only of pairs the 10 measured designs have.
     assert int(unseen_pairs(bounded.selection.tokens, measured).max()) == 0
     assert int(unseen_pairs(free.selection.tokens, measured).max()) > 0
+
+
+@pytest.mark.parametrize("steering", [None, "gradient_guidance"])
+def test_designs_from_scratch_stop_once_outside_a_region_the_local_share_fills(task, pretrained, monkeypatch,
+                                                                                steering):
+    from mbo import guidance
+    from mbo.active import seiko
+
+    off = task.offline_dataset()
+    measured = off.tokens[:5]  # few measured designs: most pairs unseen, every design from scratch outside
+    method = None if steering is None else partial(guidance.gradient_guidance, alpha=0.1, scale=1.0)
+    calls = []
+    hook = pretrained.denoiser.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+
+    def pool(batch_size):
+        calls.clear()
+        out, _ = seiko._pool(pretrained, lambda x: x[..., 3].sum(-1), pretrained, measured,
+                             batch_size=batch_size, pool_size=200, sampler=8, pool_method=method,
+                             local=LocalPool(fraction=0.5, parents=3, remask=0.5), parents=measured,
+                             accept=None, fallback=None, max_unseen=0, fitted_on=measured, seed=0)
+        return out, sum(calls)
+
+    try:
+        cut, cut_calls = pool(batch_size=6)
+        assert len(cut) >= 6 and int(seiko.unseen_pairs(cut, measured).max()) == 0
+        # The same plate's pool as when every design from scratch is drawn to the end ...
+        never = lambda xt: torch.zeros(len(xt), dtype=torch.bool)  # noqa: E731
+        monkeypatch.setattr(seiko, "_outside", lambda *args: never)
+        full, full_calls = pool(batch_size=6)
+        assert torch.equal(cut, full) and cut_calls < full_calls
+        # ... and when the local share cannot fill the plate inside the region, every one is drawn.
+        monkeypatch.undo()
+        wide, _ = pool(batch_size=150)
+        assert int(seiko.unseen_pairs(wide, measured).max()) > 0
+    finally:
+        hook.remove()
+
+
+def test_a_gradient_guided_pool_draws_as_gradient_guidance(task, pretrained):
+    from mbo import guidance
+    from mbo.guidance.gradient import tilt_of
+
+    wants_3 = lambda x: x[..., 3].sum(-1)  # noqa: E731
+    method = partial(guidance.gradient_guidance, alpha=0.1, scale=1.0)
+    via_method = method(pretrained, wants_3, 50, sampler=8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        direct = pretrained.sample(50, sampler=8, generator=torch.Generator().manual_seed(4),
+                                   guidance=tilt_of(method, wants_3))
+    assert torch.equal(via_method.designs, direct)

@@ -248,6 +248,29 @@ def test_sampling_calls_the_network_only_for_rows_that_unmask_and_draws_the_same
         assert calls == int(changed.sum()) < 30 * len(tr.log_probs)
 
 
+def test_abandoned_rows_stop_drawing_and_the_others_are_drawn_as_without_it():
+    m = tiny(0, vocab=3, length=6)
+    rows_seen = []
+    m.denoiser.register_forward_hook(lambda module, args, output: rows_seen.append(args[0].shape[0]))
+    plain = m.sample(40, sampler=6, generator=torch.Generator().manual_seed(3))
+    calls = sum(rows_seen)
+    rows_seen.clear()
+    # Stop a row as soon as it holds token 0 anywhere.
+    x = m.sample(40, sampler=6, generator=torch.Generator().manual_seed(3),
+                 abandon=lambda xt: (xt == 0).any(-1))
+    drawn, kept = x != m.mask_id, (x != m.mask_id).all(-1)
+    assert 0 < int(kept.sum()) < 40 and torch.equal(x[drawn], plain[drawn])
+    assert bool((x[~kept] == 0).any(-1).all())  # stopped once they held a 0, not before
+    assert sum(rows_seen) < calls
+    # Every row abandoned after the first step: the network runs in that step only.
+    rows_seen.clear()
+    m.sample(40, sampler=6, generator=torch.Generator().manual_seed(3),
+             abandon=lambda xt: torch.ones(40, dtype=torch.bool))
+    assert len(rows_seen) == 1
+    with pytest.raises(ValueError, match="abandon"):
+        m.sample(4, return_trajectory=True, abandon=lambda xt: (xt == 0).any(-1))
+
+
 def test_a_guidance_hook_sees_the_rows_that_draw_and_their_indices():
     m = tiny(0, vocab=3, length=4)
     banned = torch.arange(30) % 3  # row i never draws token i mod 3
