@@ -249,7 +249,9 @@ def seiko_round(
         max_unseen: the trust region: the plate is chosen among candidates with at most this many
             (position, token) pairs no measured design has (:func:`within_trust`, widened when
             fewer than ``batch_size`` qualify), and the local share re-masks each position with
-            probability at most ``max_unseen / L``; None chooses among every candidate.
+            probability at most ``max_unseen / L``; None chooses among every candidate. When the
+            local share alone fills the plate inside the region, designs from scratch stop drawing
+            once they fall outside it (``abandon`` of :meth:`MaskedDiffusion.sample`).
         accept: ``(k, L) -> bool (k,)``, the global rules a design must meet (e.g.
             :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
             plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
