@@ -371,7 +371,7 @@ class MaskedDiffusion(nn.Module):
                 without it. Not with ``return_trajectory``.
 
         Returns:
-            LongTensor ``(n, L)`` with tokens in [0, V) (no MASK, but in abandoned rows), or a
+            LongTensor ``(n, L)`` with tokens in [0, V) (MASK only in abandoned rows), or a
             :class:`Trajectory`.
         """
         if abandon is not None and return_trajectory:
