@@ -116,10 +116,16 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``
     never saw set, whose effect it can only guess."""
     candidates, measured = candidates.cpu(), measured.cpu()
-    position = torch.arange(measured.shape[1])  # broadcasts against each row's tokens
-    seen = torch.zeros(measured.shape[1], int(max(candidates.max(), measured.max())) + 1, dtype=torch.bool)
-    seen[position, measured] = True
-    return (~seen[position, candidates]).sum(-1)
+    seen = _seen(measured, int(max(candidates.max(), measured.max())) + 1)
+    return (~seen[torch.arange(measured.shape[1]), candidates]).sum(-1)
+
+
+def _seen(measured: Tensor, num_tokens: int) -> Tensor:
+    """Bool ``(L, num_tokens)`` on ``measured``'s device: which tokens some row of ``measured (N, L)``
+    holds at each position."""
+    seen = torch.zeros(measured.shape[1], num_tokens, dtype=torch.bool, device=measured.device)
+    seen[torch.arange(measured.shape[1], device=measured.device), measured] = True  # broadcasts over rows
+    return seen
 
 
 def within_trust(pool: Tensor, measured: Tensor, max_unseen: int, keep: int) -> Tensor:
@@ -147,8 +153,7 @@ def _trusted(pool: Tensor, measured: Tensor, max_unseen: int) -> int:
 def _outside(measured: Tensor, max_unseen: int, model: MaskedDiffusion) -> Callable[[Tensor], Tensor]:
     """``xt (B, L) -> bool (B,)``: the partly drawn rows of ``model`` that already hold more than
     ``max_unseen`` (position, token) pairs no row of ``measured (N, L)`` has (MASK counts as seen)."""
-    seen = torch.zeros(model.length, model.vocab_size + 1, dtype=torch.bool, device=model.device)
-    seen[torch.arange(model.length, device=model.device), measured.to(model.device)] = True
+    seen = _seen(measured.to(model.device), model.vocab_size + 1)
     seen[:, model.mask_id] = True
     position = torch.arange(model.length, device=model.device)
     return lambda xt: (~seen[position, xt]).sum(-1) > max_unseen
