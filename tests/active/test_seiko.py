@@ -184,9 +184,16 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
     pinned.policy = lambda log_x0: restrict(log_x0, keep)
     wide = LocalPool(parents=1, remask=1.0).draw(pinned, best_first, 200, 8, gen)
     assert bool((wide[:, 0] == best_first[0, 0]).all()) and bool((wide[:, 1:] != best_first[0, 1:]).all())
-    for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0)):
+    for bad in (dict(fraction=1.5), dict(parents=0), dict(remask=0.0), dict(crossover=1.5)):
         with pytest.raises(ValueError, match="LocalPool"):
             LocalPool(**bad)
+    # Recombinants of two parents hold, outside their one substituted position, only the two
+    # parents' tokens, and some mix both.
+    two = best_first[:2]
+    crossed = LocalPool(parents=2, remask=1e-9, crossover=1.0).draw(pretrained, best_first, 200, 8, gen)
+    from_parents = (crossed[:, None, :] == two[None]).any(1)
+    assert bool((from_parents.sum(-1) >= 7).all())
+    assert bool(((crossed[:, None, :] != two[None]).sum(-1).min(-1).values > 1).any())
     # Half the round's pool comes from near the best measured designs.
     result = seiko_round(pretrained, off, DeepEnsemble(num_members=2, epochs=2), FT, batch_size=6, seed=0,
                          local=LocalPool(fraction=1.0, parents=2, remask=1e-9), **ROUND)
