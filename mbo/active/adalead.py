@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from mbo.active.oracle_baselines import Oracle, _best_first, _check_args, _query, _row_keys
 from mbo.active.random_mutagenesis import novel_mutants
+from mbo.active.recombination import RECOMBINATION_RATE, strand_switches
 from mbo.active.seiko import QueryBatch
 from mbo.constraints import Constraints
 from mbo.data.alphabet import Alphabet, one_hot
@@ -78,7 +79,7 @@ def recombine(parents: Tensor, rate: float, generator: torch.Generator) -> Tenso
     shuffled = parents[torch.randperm(n, generator=generator)]
     pairs = n // 2
     a, b = shuffled[0:2 * pairs:2], shuffled[1:2 * pairs:2]
-    switch = (torch.rand(a.shape, generator=generator) < rate).cumsum(dim=1) % 2 == 1
+    switch = strand_switches(a.shape, rate, generator)
     # The wheel's strand A reads parent a where switched and parent b elsewhere; strand B the opposite.
     children = torch.stack([torch.where(switch, a, b), torch.where(switch, b, a)], dim=1).flatten(0, 1)
     return torch.cat([children, shuffled[2 * pairs:]])
@@ -104,9 +105,10 @@ def _fit_predictor(make_model: Callable[[], object], tokens: Tensor, values: Ten
 
 
 def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: int, seed: int = 0,
-            model_queries: int = 2000, threshold: float = 0.05, recomb_rate: float = 0.2, rho: int = 1,
-            mu: float = 1.0, eval_batch_size: int = 20, make_model: Callable[[], object] | None = None,
-            constraints: Constraints | None = None, progress: bool = False) -> list[QueryBatch]:
+            model_queries: int = 2000, threshold: float = 0.05, recomb_rate: float = RECOMBINATION_RATE,
+            rho: int = 1, mu: float = 1.0, eval_batch_size: int = 20,
+            make_model: Callable[[], object] | None = None, constraints: Constraints | None = None,
+            progress: bool = False) -> list[QueryBatch]:
     """AdaLead as a batch active learner (see the module docstring for the algorithm).
 
     Args:

