@@ -71,6 +71,11 @@ class LocalPool:
     (AdaLead's crossover, strands switching at each position with probability
     :data:`mbo.active.recombination.RECOMBINATION_RATE`), so substitutions that improved different
     parents meet in one design; such a child holds only (position, token) pairs its parents hold.
+    Unlike AdaLead's, the crossover is homologous: a switch at a position is dropped unless the two
+    parents agree on the position before it, so every adjacent pair of the child is one a parent holds
+    at the same place. A junction then never makes a transition neither parent has: AdaLead's made 1-2 %
+    of SEIKO's Ehrlich queries infeasible (banned transitions;
+    ``experiments/results/seiko_ehrlich_l32_crossover.md``).
 
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
@@ -132,8 +137,11 @@ class LocalPool:
         # A mate other than the parent: P - 1 choices.
         mates = best[(pick + 1 + torch.randint(len(best) - 1, (n,), generator=generator, device=device))
                      % len(best)]
-        switch = strand_switches(rows.shape, RECOMBINATION_RATE, generator)
-        switch ^= switch[:, :1].clone()  # a switch at position 0 would start on the mate
+        # Homologous: the strands switch at i only where they agree at i − 1 (never at 0: the child
+        # starts on its parent), so each adjacent pair of the child is one a parent holds there.
+        allowed = torch.zeros_like(rows, dtype=torch.bool)
+        allowed[:, 1:] = rows[:, :-1] == mates[:, :-1]
+        switch = strand_switches(rows.shape, RECOMBINATION_RATE, generator, allowed)
         child = torch.where(switch, mates, rows)
         return torch.where(crossed.unsqueeze(1), child, rows)
 
