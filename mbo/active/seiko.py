@@ -73,9 +73,9 @@ class LocalPool:
     parents meet in one design; such a child holds only (position, token) pairs its parents hold.
     Unlike AdaLead's, the crossover is homologous: a switch at a position is dropped unless the two
     parents agree on the position before it, so every adjacent pair of the child is one a parent holds
-    at the same place. A junction then never makes a transition neither parent has: AdaLead's made 1-2 %
-    of SEIKO's Ehrlich queries infeasible (banned transitions;
-    ``experiments/results/seiko_ehrlich_l32_crossover.md``).
+    at the same place. A junction then never makes a transition neither parent has: with AdaLead's
+    junctions 1.6 % of SEIKO's Ehrlich queries were infeasible (banned transitions), with these 0.6 %
+    (``experiments/results/seiko_ehrlich_l32_homologous.md``).
 
     Attributes:
         fraction: share of the pool, in [0, 1]; 0 draws every candidate from scratch.
