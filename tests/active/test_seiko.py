@@ -201,14 +201,15 @@ def test_a_local_pool_steps_out_from_the_best_measured_designs(task, pretrained)
 
 
 def test_the_local_crossover_is_homologous():
-    # Two parents of length 40 that agree on every third position: the strands may switch only after
-    # one of those, so every adjacent pair of a child is a pair one parent holds at the same place
-    # (a rule on neighbours that both parents keep, e.g. Ehrlich's banned transitions, holds in the
-    # child), each child starts on its own parent, and many children mix the two.
+    # Two parents of length 40 that differ at position 0 and agree on every third position after it:
+    # the strands may switch only after one of those, so every adjacent pair of a child is a pair one
+    # parent holds at the same place (a rule on neighbours that both parents keep, e.g. Ehrlich's
+    # banned transitions, holds in the child), each child starts on its own parent, and many children
+    # mix the two.
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(4, (40,), generator=gen)
     b = (a + 1 + torch.randint(3, (40,), generator=gen)) % 4
-    b[::3] = a[::3]
+    b[3::3] = a[3::3]
     best = torch.stack([a, b])
     pick = torch.randint(2, (500,), generator=gen)
     child = LocalPool(crossover=1.0)._recombine(pick, best, gen)
