@@ -68,7 +68,11 @@ class EnsembleCNN(nn.Module):
 
     The max over positions makes a feature "is this pattern present anywhere", which is what motif
     objectives (Ehrlich functions, binding sites) reward and what a one-hot MLP cannot extrapolate.
-    Members are the groups of grouped convolutions, so K CNNs still cost one pass.
+    Each convolution holds all K members' filters as the groups of one grouped ``nn.Conv1d`` (one
+    parameter per layer), but is applied member by member on its slice of the weights: on CPU,
+    oneDNN's grouped convolution takes 1.45× the time of K plain ones for the same arithmetic
+    (a training step of five 64-channel members over 100 positions, batch 128: 94 against 65 ms on
+    2 threads), and the outputs are the same.
 
     Args:
         num_members: K.
@@ -100,15 +104,18 @@ class EnsembleCNN(nn.Module):
 
     def _pooled(self, x: Tensor) -> Tensor:
         k = self.num_members
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(k, -1, -1)
-        n = x.shape[1]
-        h = x.reshape(k, n, self.length, self.vocab_size).permute(1, 0, 3, 2)
-        h = h.reshape(n, k * self.vocab_size, self.length)
-        for conv in self.convs:
-            h = nn.functional.silu(conv(h))
-        h = h.amax(dim=-1)  # (N, K*C)
-        return h.reshape(n, k, -1).transpose(0, 1)  # (K, N, C)
+        n = x.shape[-2]
+        shared = x.dim() == 2
+        x = x.reshape(-1, n, self.length, self.vocab_size).transpose(-1, -2)  # (K or 1, N, V, L)
+        pooled = []
+        for member in range(k):
+            h = x[0 if shared else member]
+            for conv in self.convs:
+                rows = slice(member * conv.out_channels // k, (member + 1) * conv.out_channels // k)
+                h = nn.functional.silu(nn.functional.conv1d(
+                    h, conv.weight[rows], conv.bias[rows], padding=conv.padding, dilation=conv.dilation))
+            pooled.append(h.amax(dim=-1))  # (N, C)
+        return torch.stack(pooled)  # (K, N, C)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations: ``x (K, N, L*V)`` or shared ``(N, L*V)`` -> ``(K, N, H)``."""

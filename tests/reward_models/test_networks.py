@@ -31,3 +31,24 @@ def test_cnn_dilations_must_match_layers():
         EnsembleCNN(2, 8, 4, (4, 4), 5, (4,), (1, 0))
     with pytest.raises(ValueError, match="one dilation"):  # at construction, before any fit
         DeepEnsemble(conv_channels=(4, 4), dilations=(1, 4, 16))
+
+
+def test_cnn_members_are_the_groups_of_their_convolutions():
+    """Applied member by member, the network computes what its grouped convolutions compute, for
+    per-member and shared inputs, and a member's output depends on its own filters only."""
+    torch.manual_seed(0)
+    k, length, vocab, n = 3, 12, 4, 7
+    net = EnsembleCNN(k, length, vocab, (5, 6), 3, (4,), (1, 2))
+    x = torch.nn.functional.one_hot(torch.randint(vocab, (k, n, length)), vocab).float().flatten(2)
+    h = x.reshape(k, n, length, vocab).permute(1, 0, 3, 2).reshape(n, k * vocab, length)
+    for conv in net.convs:
+        h = torch.nn.functional.silu(conv(h))
+    grouped = h.amax(-1).reshape(n, k, -1).transpose(0, 1)
+    torch.testing.assert_close(net._pooled(x), grouped)
+    torch.testing.assert_close(net._pooled(x[1]), net._pooled(x[1].expand(k, -1, -1)))
+    before = net(x)
+    with torch.no_grad():
+        net.convs[1].weight[:6].add_(1.0)  # member 0's filters of the second layer
+    after = net(x)
+    assert not torch.allclose(after[0], before[0])
+    torch.testing.assert_close(after[1:], before[1:])
