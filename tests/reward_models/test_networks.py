@@ -52,3 +52,5 @@ def test_cnn_members_are_the_groups_of_their_convolutions():
     after = net(x)
     assert not torch.allclose(after[0], before[0])
     torch.testing.assert_close(after[1:], before[1:])
+    with pytest.raises(ValueError, match="3 members, got inputs for 2"):
+        net(x[:2])
