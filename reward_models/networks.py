@@ -63,16 +63,26 @@ def conv_dilations(dilations: Sequence[int] | None, layers: int, where: str) -> 
     return tuple(int(d) for d in dilations)
 
 
+# Rows × positions of one call above which EnsembleCNN convolves member by member on CPU. On 2 threads
+# (experiments/results/cnn_members.md) the grouped convolution was faster at 1,024 and 4,096 (TFBind8's
+# and Ehrlich L = 32's training batches), member by member at 3,712 (AAV 560-588's, which this bound
+# leaves grouped) and 7,424-25,600 (C20's batches, input gradients of 256 sequences).
+MEMBERWISE_POSITIONS = 4096
+
+
 class EnsembleCNN(nn.Module):
     """K 1-D CNNs ``R^{L×V} -> R``: convolutions, a max over positions, then an MLP head.
 
     The max over positions makes a feature "is this pattern present anywhere", which is what motif
     objectives (Ehrlich functions, binding sites) reward and what a one-hot MLP cannot extrapolate.
     Each convolution holds all K members' filters as the groups of one grouped ``nn.Conv1d`` (one
-    parameter per layer), but is applied member by member on its slice of the weights. The outputs
-    are the same, and on CPU oneDNN's grouped convolution is the slower of the two, mostly in its
-    backward pass: a training step of five 64-channel members over 100 positions, batch 128, took
-    94 ms grouped against 65 ms member by member on 2 threads (level at 8 positions).
+    parameter per layer). On CPU, when a call convolves more than :data:`MEMBERWISE_POSITIONS`
+    positions (rows × L), the layers are applied member by member on slices of those weights instead:
+    the outputs are the same. Above the bound, oneDNN's grouped convolution is the slower of the two;
+    below it, K times as many calls cost more than they save. On 2 threads
+    (``experiments/results/cnn_members.md``, three runs), a training step at L = 100, batch 128, took
+    62–89 ms grouped against 60–61 ms member by member, and one at L = 32 with 32 letters took 22
+    against 25 ms.
 
     Args:
         num_members: K.
@@ -103,6 +113,26 @@ class EnsembleCNN(nn.Module):
         self.head = EnsembleMLP(num_members, channels[-1], tuple(hidden_dims))
 
     def _pooled(self, x: Tensor) -> Tensor:
+        if not x.is_cuda and x.shape[-2] * self.length > MEMBERWISE_POSITIONS:
+            return self._pooled_by_member(x)
+        return self._pooled_grouped(x)
+
+    def _pooled_grouped(self, x: Tensor) -> Tensor:
+        """Max-pooled convolution features ``(K, N, C)`` of ``x (K, N, L*V)`` or shared ``(N, L*V)``,
+        one grouped convolution per layer."""
+        k = self.num_members
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(k, -1, -1)
+        n = x.shape[1]
+        h = x.reshape(k, n, self.length, self.vocab_size).permute(1, 0, 3, 2)
+        h = h.reshape(n, k * self.vocab_size, self.length)
+        for conv in self.convs:
+            h = nn.functional.silu(conv(h))
+        h = h.amax(dim=-1)  # (N, K*C)
+        return h.reshape(n, k, -1).transpose(0, 1)  # (K, N, C)
+
+    def _pooled_by_member(self, x: Tensor) -> Tensor:
+        """:meth:`_pooled_grouped`, each member convolved on its slice of the weights."""
         k = self.num_members
         n = x.shape[-2]
         shared = x.dim() == 2

@@ -35,22 +35,30 @@ def test_cnn_dilations_must_match_layers():
 
 def test_cnn_members_are_the_groups_of_their_convolutions():
     """Applied member by member, the network computes what its grouped convolutions compute, for
-    per-member and shared inputs, and a member's output depends on its own filters only."""
+    per-member and shared inputs; a member's output depends on its own filters only; and a call takes
+    the member-by-member path only past MEMBERWISE_POSITIONS."""
+    from reward_models import networks
+
     torch.manual_seed(0)
     k, length, vocab, n = 3, 12, 4, 7
     net = EnsembleCNN(k, length, vocab, (5, 6), 3, (4,), (1, 2))
     x = torch.nn.functional.one_hot(torch.randint(vocab, (k, n, length)), vocab).float().flatten(2)
-    h = x.reshape(k, n, length, vocab).permute(1, 0, 3, 2).reshape(n, k * vocab, length)
-    for conv in net.convs:
-        h = torch.nn.functional.silu(conv(h))
-    grouped = h.amax(-1).reshape(n, k, -1).transpose(0, 1)
-    torch.testing.assert_close(net._pooled(x), grouped)
-    torch.testing.assert_close(net._pooled(x[1]), net._pooled(x[1].expand(k, -1, -1)))
-    before = net(x)
+    torch.testing.assert_close(net._pooled_by_member(x), net._pooled_grouped(x))
+    torch.testing.assert_close(net._pooled_by_member(x[1]), net._pooled_grouped(x[1]))
+    torch.testing.assert_close(net._pooled_by_member(x[1]), net._pooled_by_member(x[1].expand(k, -1, -1)))
+    before = net._pooled_by_member(x)
     with torch.no_grad():
         net.convs[1].weight[:6].add_(1.0)  # member 0's filters of the second layer
-    after = net(x)
+    after = net._pooled_by_member(x)
     assert not torch.allclose(after[0], before[0])
     torch.testing.assert_close(after[1:], before[1:])
     with pytest.raises(ValueError, match="3 members, got inputs for 2"):
-        net(x[:2])
+        net._pooled_by_member(x[:2])
+    taken = []
+    net._pooled_by_member = lambda x: taken.append(x.shape[-2]) or net._pooled_grouped(x)
+    net(x)  # 7 rows × 12 positions
+    assert taken == []
+    big = torch.nn.functional.one_hot(torch.randint(vocab, (networks.MEMBERWISE_POSITIONS // length + 1,
+                                                            length)), vocab).float().flatten(1)
+    net(big)
+    assert taken == [len(big)]
