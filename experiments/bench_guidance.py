@@ -357,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     m = candidates(args)
     meta = {"setting": (f"{args.n} designs per method; budget: SVDD-PM's 1 + n·M·L reward calls with "
-                        f"M = {m}, sampler `{args.sampler}`; every method at that budget except "
-                        "gradient guidance (n·(steps + 1)). Overrides: "
+                        f"M = {m}, sampler `{args.sampler}` (with a grid of S steps, SVDD's candidates spend "
+                        "at most n·M·S; the reward calls column says what each method spent); every "
+                        "method at that budget except gradient guidance (n·(steps + 1)). Overrides: "
                         f"`{' '.join(args.override) or 'none'}`; method overrides: "
                         f"`{' '.join(args.method_override) or 'none'}`."),
             "scaling_n_fixed": args.scaling_n_fixed, "overrides": args.override,
