@@ -9,6 +9,11 @@ from torch import Tensor
 
 from mbo.data.alphabet import Alphabet, one_hot
 
+_REDUCERS = {"mean": lambda v: v.mean(0), "median": lambda v: v.median(0).values,
+             "max": lambda v: v.max(0).values, "min": lambda v: v.min(0).values, "first": lambda v: v[0]}
+REPLICATES = tuple(_REDUCERS)
+"""How :meth:`SequenceDataset.merge_replicates` may combine replicate labels."""
+
 
 @dataclass
 class SequenceDataset:
@@ -87,11 +92,8 @@ class SequenceDataset:
             ``(dataset, n_merged)``: rows in order of each sequence's first appearance, keeping its
             first id; ``n_merged`` is how many rows were folded into an earlier one (0: no replicates).
         """
-        reducers = {"mean": lambda v: v.mean(0), "median": lambda v: v.median(0).values,
-                    "max": lambda v: v.max(0).values, "min": lambda v: v.min(0).values,
-                    "first": lambda v: v[0]}
-        if how not in reducers:
-            raise ValueError(f"replicates: how must be one of {sorted(reducers)}, got {how!r}")
+        if how not in _REDUCERS:
+            raise ValueError(f"replicates: how must be one of {sorted(_REDUCERS)}, got {how!r}")
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, row in enumerate(self.tokens.tolist()):
             groups.setdefault(tuple(row), []).append(i)
@@ -102,7 +104,7 @@ class SequenceDataset:
         if self.labels is not None:
             # float64: the mean of replicates must not overflow or lose digits at any label scale.
             y = self.labels.double()
-            labels = torch.stack([reducers[how](y[rows]) for rows in groups.values()]).to(self.labels.dtype)
+            labels = torch.stack([_REDUCERS[how](y[rows]) for rows in groups.values()]).to(self.labels.dtype)
         merged = SequenceDataset(self.tokens[first], self.alphabet, labels,
                                  None if self.ids is None else [self.ids[i] for i in first])
         return merged, len(self) - len(groups)

@@ -81,13 +81,19 @@ class Problems:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The file's text (UTF-8, optional BOM); a missing or undecodable file is a :class:`DataError`."""
+    """The file's text (UTF-8, optional BOM); a missing, unreadable, gzip-compressed or undecodable
+    file is a :class:`DataError`."""
     p = Path(path)
     if not p.exists():
         raise DataError(path, "file does not exist")
     if p.is_dir():
         raise DataError(path, "is a directory, not a file")
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:  # no read permission, a dangling mount, a FIFO that errs, ...
+        raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    if data[:2] == b"\x1f\x8b":  # its first bytes would only say "not UTF-8"; name the real cause
+        raise DataError(path, "is gzip-compressed; decompress it first (gunzip)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -199,6 +205,9 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
         value = float(raw)
     except ValueError:
         return f"{what} {raw!r} is not a number"
+    if math.isinf(value) and raw.lstrip("+-").lower() not in ("inf", "infinity"):
+        # A finite number that overflowed (1e400): neither +inf nor a measured-infeasible -inf.
+        return f"{what} {raw!r} is too large (beyond float32, |x| > 3.4e38)"
     if allow_neg_inf and value == -math.inf:
         return value
     if not math.isfinite(value):
@@ -233,8 +242,9 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
         A dataset with tokens ``(N, L)``, float32 labels ``(N,)`` / ``(N, k)`` or ``None``, and ids.
 
     Raises:
-        DataError: naming the file, row (line number), column and problem, for: a missing or empty
-            file, no data rows, missing columns, rows with the wrong number of fields, empty
+        DataError: naming the file, row (line number), column and problem, for: a missing, unreadable
+            or empty file, one column asked for in two roles, no data rows, missing or repeated
+            columns, rows with the wrong number of fields, empty
             sequences, unknown letters, ragged lengths, empty / non-numeric / NaN / inf labels, and
             empty or duplicate ids.
     """
@@ -242,7 +252,8 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     labels_wanted = _label_columns_list(label_columns)
     wanted = [sequence_column, *labels_wanted] + ([id_column] if id_column is not None else [])
     if len(set(wanted)) != len(wanted):
-        raise ValueError(f"sequence, label and id columns must differ, got {wanted}")
+        raise DataError(path, f"the sequence, label and id columns must be different columns, got "
+                              f"{wanted}")
 
     header, header_line, records = csv_records(path, read_text(path))
     col = require_columns(path, header, header_line, wanted)

@@ -12,8 +12,8 @@ from pathlib import Path
 from torch import Tensor
 
 from mbo.data.alphabet import Alphabet, get_alphabet
-from mbo.data.dataset import SequenceDataset
-from mbo.data.io import check_learnable, csv_header, read_csv
+from mbo.data.dataset import REPLICATES, SequenceDataset
+from mbo.data.io import DataError, check_learnable, csv_header, read_csv
 from mbo.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,19 @@ class CSVTask(Task):
                  label_column: str | Sequence[str] = "label", alphabet: str | Alphabet = "dna",
                  id_column: str | None = None, replicates: str = "mean"):
         path = Path(path)
-        alphabet = alphabet if isinstance(alphabet, Alphabet) else get_alphabet(alphabet)
+        # Settings that decide how the file is read are refused like the file's own problems: before
+        # any training, in one line, so a typo in task.alphabet or task.replicates is not a traceback.
+        try:
+            alphabet = alphabet if isinstance(alphabet, Alphabet) else get_alphabet(alphabet)
+        except ValueError as err:
+            raise DataError(path, f"alphabet {alphabet!r}: {err}") from None
+        if replicates not in REPLICATES:
+            raise DataError(path, f"replicates {replicates!r}: must be one of {', '.join(REPLICATES)}")
         # Hydra hands a list of columns over as a ListConfig.
         label_column = label_column if isinstance(label_column, str) else [str(c) for c in label_column]
         self.label_columns = [label_column] if isinstance(label_column, str) else label_column
+        if not self.label_columns:
+            raise DataError(path, "label_column names no column: give the measured property's column")
         if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column,
                                                                           *self.label_columns):
             id_column = "id"

@@ -2,6 +2,7 @@
 resuming ``simulate``. Tiny models and a tiny DNA CSV or Ehrlich task: a few seconds per campaign."""
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -201,7 +202,7 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
 
 @pytest.mark.parametrize("case", ["unknown_id", "duplicate_id", "non_numeric", "empty", "nan", "plus_inf",
                                   "missing_column", "round_never_suggested", "conflict", "missing_file",
-                                  "wrong_sequence"])
+                                  "wrong_sequence", "overflow", "repeated_sequence_column", "gzip"])
 def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
     root, ids = camp
     path = tmp_path / "bad.csv"
@@ -233,6 +234,17 @@ def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
     elif case == "conflict":
         write_results(path, [(ids[2], "1"), (ids[0], "2.5")])  # ids[0] was ingested as 1.5
         problem = "conflict"
+    elif case == "overflow":  # overflows to -inf, but it is no measured infeasible design
+        write_results(path, [(ids[2], "1"), (ids[3], "-1e400")])
+        problem = "'-1e400' is too large"
+    elif case == "repeated_sequence_column":  # the second one would go unchecked
+        seq = read_rows(root / "round_000" / "suggestions.csv")[2]["sequence"]
+        write_results(path, [(ids[2], "1", seq, "AAAAAAAA")], header=("id", "value", "sequence", "sequence"))
+        row, column, problem = 1, None, "['sequence'] appear more than once"
+    elif case == "gzip":
+        path = tmp_path / "bad.csv.gz"
+        path.write_bytes(gzip.compress(f"id,value\n{ids[2]},1\n".encode()))
+        row, column, problem = None, None, "gzip-compressed"
     elif case == "missing_file":
         path = tmp_path / "nope.csv"
         row, column, problem = None, None, "does not exist"

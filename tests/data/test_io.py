@@ -1,10 +1,14 @@
 """CSV / FASTA readers, writers and their validation."""
 
+import gzip
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
 from mbo.data import DNA, PROTEIN, DataError, SequenceDataset, read_csv, read_fasta, write_csv, write_fasta
-from mbo.data.io import check_learnable, csv_header
+from mbo.data.io import check_learnable, csv_header, parse_number
 
 
 def _write(tmp_path, name, text):
@@ -104,10 +108,20 @@ def test_csv_ragged_length_against_given_length(tmp_path):
 
 @pytest.mark.parametrize("value,problem", [("", "empty label"), ("abc", "'abc' is not a number"),
                                            ("nan", "not finite"), ("-inf", "not finite"),
-                                           ("1e308", "too large (beyond float32")])
+                                           ("1e308", "too large (beyond float32"),
+                                           ("1e400", "too large (beyond float32"),
+                                           ("1,5", "'1,5' is not a number")])
 def test_csv_bad_label(tmp_path, value, problem):
-    path = _write(tmp_path, "d.csv", f"sequence,label\nAC,1\nGT,{value}\n")
+    cell = f'"{value}"' if "," in value else value
+    path = _write(tmp_path, "d.csv", f"sequence,label\nAC,1\nGT,{cell}\n")
     _assert_located(_error(read_csv, path, DNA), 3, problem, "label")
+
+
+@pytest.mark.parametrize("raw", ["-1e400", "1e400", "-1e39"])
+def test_an_overflowing_number_is_not_a_measured_infeasible_minus_inf(raw):
+    assert "too large" in parse_number(raw, "value", allow_neg_inf=True)
+    assert parse_number("-inf", "value", allow_neg_inf=True) == -math.inf
+    assert parse_number("-Infinity", "value", allow_neg_inf=True) == -math.inf
 
 
 def test_csv_duplicate_ids_name_both_rows(tmp_path):
@@ -135,6 +149,29 @@ def test_csv_not_utf8(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes(b"sequence,label\nAC,1\nG\xff,2\n")
     _assert_located(_error(read_csv, path, DNA), 3, "not valid UTF-8")
+
+
+def test_csv_gzip_compressed_is_named(tmp_path):
+    path = tmp_path / "d.csv.gz"
+    path.write_bytes(gzip.compress(b"sequence,label\nAC,1\nGT,2\n"))
+    _assert_located(_error(read_csv, path, DNA), None, "is gzip-compressed; decompress it first")
+
+
+def test_csv_unreadable_file(tmp_path, monkeypatch):
+    path = _write(tmp_path, "d.csv", "sequence,label\nAC,1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 000 does not stop root, who runs CI
+    _assert_located(_error(read_csv, path, DNA), None, "cannot be read: Permission denied")
+
+
+@pytest.mark.parametrize("columns", [dict(label_columns="sequence"), dict(id_column="label"),
+                                     dict(label_columns=["label", "label"])])
+def test_csv_one_column_in_two_roles(tmp_path, columns):
+    path = _write(tmp_path, "d.csv", "sequence,label\nAC,1\nGT,2\n")
+    _assert_located(_error(read_csv, path, DNA, **columns), None, "must be different columns")
 
 
 def test_csv_reports_first_problem_and_counts_rows(tmp_path):

@@ -68,3 +68,16 @@ def test_unlearnable_labels_are_refused(tmp_path, text, problem):
     with pytest.raises(DataError, match=problem) as err:
         CSVTask(write(tmp_path, text))
     assert "d.csv" in str(err.value)
+
+
+@pytest.mark.parametrize("setting, problem", [
+    (dict(alphabet="dnaa"), "alphabet 'dnaa': alphabet 'custom' repeats letters ['a']"),
+    (dict(replicates="average"), "replicates 'average': must be one of mean, median, max, min, first"),
+    (dict(label_column=[]), "label_column names no column: give the measured property's column"),
+    (dict(label_column="sequence"), "the sequence, label and id columns must be different columns, got "
+                                    "['sequence', 'sequence']"),
+])
+def test_settings_that_cannot_read_the_file_are_refused_naming_it(tmp_path, setting, problem):
+    with pytest.raises(DataError) as err:
+        CSVTask(write(tmp_path, "sequence,label\nACGT,1\nTTGA,2\n"), **setting)
+    assert str(err.value) == f"{tmp_path / 'd.csv'}: {problem}"

@@ -233,9 +233,9 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    best = ", ".join(f"{o} {float(v):g}" for o, v in zip(objectives or ["best"],
-                                                           start_data.labels.reshape(len(start_data), -1)
-                                                           .max(0).values, strict=True))
+    top = start_data.labels.reshape(len(start_data), -1).max(0).values.tolist()
+    best = (", ".join(f"{o} {v:g}" for o, v in zip(objectives, top, strict=True)) if objectives
+            else f"{top[0]:g}")
     return (f"campaign {target}: {len(start_data)} starting measurements (best {best}), alphabet "
             f"{abc.name} ({abc.letters}), length {length}; pretrained on {len(corpus_tokens)} "
             f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token). "
@@ -356,7 +356,9 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     if id_column in value_columns:
         raise CampaignError(f"--id-column and the value column(s) must differ, both are {id_column!r}")
     col = require_columns(path, header, header_line, [id_column, *value_columns])
-    seq_col = header.index("sequence") if "sequence" in header and "sequence" not in col else None
+    # Checked only when present, but then it must be one column: a second one would go unchecked.
+    seq_col = (require_columns(path, header, header_line, ["sequence"])["sequence"]
+               if "sequence" in header and "sequence" not in col else None)
     if not records:
         raise DataError(path, "no data rows after the header")
 
