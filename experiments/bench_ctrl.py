@@ -80,7 +80,23 @@ _bp, _vidd = FINETUNE["backprop"], FINETUNE["vidd"]
 NFE = {"backprop": nfe_backprop(_bp.iterations, _bp.batch_size, _bp.sampler.steps, _bp.backprop_steps),
        # The first-hitting roll-ins take L = 8 steps; each target tries ≤ V = 4 tokens.
        "vidd": nfe_vidd(_vidd.iterations, _vidd.batch_size, 8, _vidd.states_per_trajectory, 4)}
+# The rejection pool costs what the app's larger fine-tuner costs, whichever variants run.
 CTRL_NFE = max(NFE.values())
+
+
+def finetuner_variants(specs: list[str]) -> dict:
+    """``{label: settings}`` from ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` (an option of the
+    ctrl/finetune group with the app's settings, then the overrides); the label is the spec itself."""
+    variants = {}
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        if name not in FINETUNE:
+            raise SystemExit(f"--finetuners: unknown fine-tuner {name!r} in {spec!r} "
+                             f"(one of {list(FINETUNE)})")
+        overrides = [f"++ctrl.finetune.{kv}" for kv in rest.split(",") if kv]
+        variants[spec] = compose_config("config", ["progress=false", f"ctrl/finetune={name}",
+                                                   *overrides]).ctrl.finetune
+    return variants
 
 
 def app_pretrained(device: torch.device):
@@ -180,17 +196,18 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                                        drop_prob=0.1)
             reward = ConditionLogProb(factors, classifiers, gamma)
             models = {}
-            for ft, settings in FINETUNE.items():
+            for ft, settings in args.finetune.items():
                 t = time.perf_counter()
                 models[ft], history = finetune_ctrl(pretrained, reward, sampler, instantiate(settings),
                                                     seed=seed, progress=progress)
                 run["timings"][f"ctrl-{ft}_finetune_s {g_tag}"] = time.perf_counter() - t
                 run.setdefault("ctrl_history_tail", {})[f"ctrl-{ft} {g_tag}"] = history[-1]
             t = time.perf_counter()
-            keys = [*(f"ctrl-{ft}" for ft in FINETUNE), "classifier_guidance", "scratch_cfg", "rejection"]
+            keys = [*(f"ctrl-{ft}" for ft in args.finetune), "classifier_guidance", "scratch_cfg",
+                    "rejection"]
             for key in keys:
                 methods.setdefault(f"{key} {g_tag}", {})
-            for ft in FINETUNE:
+            for ft in args.finetune:
                 run["ctrl_objective"][f"ctrl-{ft} {g_tag}"] = {}
             for name, code in codes.items():
                 g = torch.Generator().manual_seed(seed)
@@ -229,10 +246,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--gammas", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--labels", type=int, nargs="+", default=[2000, 200])
     parser.add_argument("--scratch-steps", type=int, default=1500)
+    parser.add_argument("--finetuners", nargs="+", default=list(FINETUNE),
+                        help="CTRL fine-tuners to run: NAME or NAME:KEY=VALUE[,KEY=VALUE] (e.g. "
+                             "vidd:completion=mean), each beside the others")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="only aggregate existing seeds")
     parser.add_argument("--out", type=Path, default=RESULTS / "ctrl_tfbind8")
     args = parser.parse_args(argv)
+    args.finetune = finetuner_variants(args.finetuners)
     torch.set_num_threads(1)
     device = torch.device("cpu")
     command = " ".join(["python", "experiments/bench_ctrl.py", *(sys.argv[1:] if argv is None else argv)])
@@ -248,7 +269,9 @@ def main(argv=None) -> dict:
             rec["timings"]["total_s"] = time.perf_counter() - start
             rec["command"] = command
             rec["settings"] = {"gammas": args.gammas, "labels": args.labels,
-                               "scratch_steps": args.scratch_steps}
+                               "scratch_steps": args.scratch_steps,
+                               "finetuners": {k: OmegaConf.to_container(v, resolve=True)
+                                              for k, v in args.finetune.items()}}
             atomic_write_text(path, json.dumps(rec, indent=1))
     records = [json.loads(p.read_text()) for p in sorted(runs.glob("seed*.json"))]
     if not records:
@@ -272,6 +295,7 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
         "factors": FACTORS, "conditions": CONDITIONS, "n_designs": N_DESIGNS,
         "design_steps": DESIGN_STEPS,
         "ctrl": {ft: OmegaConf.to_container(c, resolve=True) for ft, c in FINETUNE.items()},
+        "variants": sorted({k for r in records for k in r["settings"].get("finetuners", {}) if ":" in k}),
         "ctrl_train_conditions": "the 4 conditions + 10% all-null", "ctrl_nfe": NFE,
         "rejection_pool": CTRL_NFE // DESIGN_STEPS, "scratch_steps": scratch_steps,
         "scratch_nfe": scratch_steps * 128 * 3, "seeds": [r["seed"] for r in records],
@@ -321,6 +345,8 @@ def render_markdown(r: dict) -> str:
              "roll-ins, "
              f"{vidd['states_per_trajectory']} target states each, lr {vidd['lr']}; at most "
              f"{s['ctrl_nfe']['vidd']:,} denoiser evaluations.",
+             *(["  - Variants (the option's settings above, then `KEY=VALUE`): "
+                + ", ".join(f"`ctrl-{v}`" for v in s["variants"])] if s.get("variants") else []),
              f"- Rejection: pool of {s['rejection_pool']:,} pretrained samples × {s['design_steps']} steps "
              "= the larger fine-tuner's evaluations, shared by all conditions (CTRL's one model serves all "
              "of them too); "

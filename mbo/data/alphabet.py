@@ -83,7 +83,11 @@ def get_alphabet(name_or_letters: str) -> Alphabet:
     key = name_or_letters.lower()
     if key in _BUILTIN:
         return _BUILTIN[key]
-    return Alphabet(name_or_letters, "custom")
+    try:
+        return Alphabet(name_or_letters, "custom")
+    except ValueError as err:  # most often a misspelt name ('dnaa'), so say what a name may be
+        raise ValueError(f"{name_or_letters!r} is neither {', '.join(_BUILTIN)} nor a set of distinct "
+                         f"letters ({err})") from None
 
 
 def one_hot(tokens: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -52,7 +52,7 @@ class CSVTask(Task):
         try:
             alphabet = alphabet if isinstance(alphabet, Alphabet) else get_alphabet(alphabet)
         except ValueError as err:
-            raise DataError(path, f"alphabet {alphabet!r}: {err}") from None
+            raise DataError(path, f"alphabet: {err}") from None
         if replicates not in REPLICATES:
             raise DataError(path, f"replicates {replicates!r}: must be one of {', '.join(REPLICATES)}")
         # Hydra hands a list of columns over as a ListConfig.

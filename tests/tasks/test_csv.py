@@ -71,7 +71,8 @@ def test_unlearnable_labels_are_refused(tmp_path, text, problem):
 
 
 @pytest.mark.parametrize("setting, problem", [
-    (dict(alphabet="dnaa"), "alphabet 'dnaa': alphabet 'custom' repeats letters ['a']"),
+    (dict(alphabet="dnaa"), "alphabet: 'dnaa' is neither dna, rna, protein nor a set of distinct letters "
+                            "(alphabet 'custom' repeats letters ['a'])"),
     (dict(replicates="average"), "replicates 'average': must be one of mean, median, max, min, first"),
     (dict(label_column=[]), "label_column names no column: give the measured property's column"),
     (dict(label_column="sequence"), "the sequence, label and id columns must be different columns, got "
