@@ -212,20 +212,24 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
             for ft in args.finetune:
                 run["ctrl_objective"][f"ctrl-{ft} {g_tag}"] = {}
             for name, code in codes.items():
-                g = torch.Generator().manual_seed(seed)
+                def g() -> torch.Generator:
+                    # One generator per method, each seeded alike: a method's draws do not depend on
+                    # which other methods (or fine-tuner variants) ran before it.
+                    return torch.Generator().manual_seed(seed)
+
                 designs = {
-                    **{f"ctrl-{ft}": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g,
+                    **{f"ctrl-{ft}": model.sample(N_DESIGNS, sampler=DESIGN_STEPS, generator=g(),
                                                   ref=pretrained, cond=code.expand(N_DESIGNS, -1))
                        for ft, model in models.items()},
                     "classifier_guidance": sample_classifier_guided(
                         pretrained, lambda x, c=code, lp=log_p: lp(x, c.expand(x.shape[0], -1)), N_DESIGNS,
-                        sampler=DESIGN_STEPS, gamma=gamma, generator=g),
+                        sampler=DESIGN_STEPS, gamma=gamma, generator=g()),
                     # w = γ − 1 makes the from-scratch model's target p(x|c)^γ · p(x)^(1−γ).
                     "scratch_cfg": sample_cfg(scratch, code, N_DESIGNS, sampler=DESIGN_STEPS,
-                                              weight=gamma - 1.0, generator=g),
+                                              weight=gamma - 1.0, generator=g()),
                 }
                 designs["rejection"], accepted = rejection_select(ctx["pool"], gamma * pool_log_p[name],
-                                                                  N_DESIGNS, generator=g)
+                                                                  N_DESIGNS, generator=g())
                 for key, x in designs.items():
                     methods[f"{key} {g_tag}"][name] = condition_metrics(
                         x, code, factors, log_p, ctx["oracle_list"], pretrained, 4)
@@ -233,7 +237,7 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                 for ft, model in models.items():
                     run["ctrl_objective"][f"ctrl-{ft} {g_tag}"][name] = ctrl_objective(
                         model, pretrained, reward, code, gamma * pool_log_p[name], N_DESIGNS, DESIGN_STEPS,
-                        g)
+                        g())
             run["timings"][f"sampling_eval_s {g_tag}"] = time.perf_counter() - t
         out["runs"][str(n_labels)] = run
         print(f"seed {seed}, labels {n_labels}: " + json.dumps(
