@@ -206,11 +206,12 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     # log Z estimated from pretrained draws. Its own generator, so the designs above do not change.
     t = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    pool = one_hot(pretrained.sample(int(c.log_z_samples), sampler=design_sampler, generator=gen), vocab)
+    pool = one_hot(pretrained.sample(int(c.log_z_samples), sampler=design_sampler, generator=gen),
+                   vocab).to(device)
     for code in codes:
         name = condition_name(factors, code)
         with torch.no_grad():
-            pool_reward = reward(pool.to(device), code.to(device).expand(len(pool), -1))
+            pool_reward = reward(pool, code.to(device).expand(len(pool), -1))
         per_condition[name]["target"] = ctrl_objective(model, pretrained, reward, code, pool_reward,
                                                        cfg.n_designs, design_sampler, gen)
     timings["target_s"] = time.perf_counter() - t
