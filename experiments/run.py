@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
@@ -317,6 +318,29 @@ def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
             "pretrained_sha256": file_sha256(pretrained),
             "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
             "command": "mbo-run " + " ".join(overrides)}
+
+
+def refuse_finished_runs(directory: Path) -> None:
+    """Exit 2 if ``directory`` already holds a finished run (a ``metrics.json``, at any depth)."""
+    finished = next(directory.rglob("metrics.json"), None) if directory.is_dir() else None
+    if finished is not None:
+        where = finished.relative_to(directory)
+        print(f"mbo-run: error: {directory} already holds a finished run ({where}); "
+              "name a new hydra.run.dir / hydra.sweep.dir or move it away", file=sys.stderr)
+        sys.exit(2)
+
+
+class KeepFinishedRuns(Callback):
+    """Refuse to start in the folder of a finished run, before Hydra writes anything there.
+
+    Hydra rewrites ``.hydra/`` of its output folder before the task starts, and a run would then
+    replace the designs there: both lose a finished run's record, even when the new input is bad."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        refuse_finished_runs(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        refuse_finished_runs(Path(config.hydra.sweep.dir))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")

@@ -185,6 +185,22 @@ def test_user_errors_are_one_line_on_stderr_with_exit_status_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("mbo-run: error: device 'cuda'")
 
 
+def test_a_finished_run_is_never_rewritten(tmp_path):
+    out = tmp_path / "out"
+    (out / ".hydra").mkdir(parents=True)
+    before = {"metrics.json": '{"seed": 0}', "designs.csv": "id,sequence\nd0,ACGT\n",
+              ".hydra/config.yaml": "seed: 0\n"}
+    for name, text in before.items():
+        (out / name).write_text(text)
+    data = tmp_path / "bad.csv"
+    data.write_text("seq,kd\nACGT,1\nACXT,2\n")
+    proc = app(tmp_path, *CSV, f"task.path={data}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "already holds a finished run (metrics.json)" in proc.stderr
+    assert {name: (out / name).read_text() for name in before} == before  # Hydra wrote nothing either
+    assert sorted(p.name for p in out.rglob("*")) == [".hydra", "config.yaml", "designs.csv", "metrics.json"]
+
+
 def test_help_describes_the_app(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], capture_output=True,
                           text=True, timeout=120)
