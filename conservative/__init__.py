@@ -1,6 +1,6 @@
 """Conservative (pessimistic) and optimistic rewards over any reward model with uncertainty."""
 
-from conservative.auto import choose_c_alpha
+from conservative.auto import choose_c_alpha, probe_rows
 from conservative.rewards import (
     ConservativeReward,
     OptimisticReward,
@@ -10,4 +10,4 @@ from conservative.rewards import (
 )
 
 __all__ = ["ConservativeReward", "OptimisticReward", "PessimisticReward", "ScaledReward", "choose_c_alpha",
-           "label_scale"]
+           "label_scale", "probe_rows"]

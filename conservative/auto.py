@@ -32,6 +32,13 @@ def trial_name(c: float, alpha: float) -> str:
     return f"c={c:g},alpha={alpha:g}"
 
 
+def probe_rows(labels: Tensor, holdout: float) -> Tensor:
+    """Bool ``(N,)``: the rows the probe is fitted on, every label ``(N,)`` at or below the
+    ``1 − holdout`` quantile (the top ``holdout`` is what it must find)."""
+    y = labels.double()
+    return y <= torch.quantile(y, 1.0 - holdout)
+
+
 def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[], object], judge,
                    method: Callable, c_grid: Sequence[float], alpha_grid: Sequence[float],
                    holdout: float = 0.2, n: int = 64, seed: int = 0,
@@ -61,9 +68,7 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
         raise ValueError("choose_c_alpha: the grid of candidate c or alpha values is empty")
     if min(alpha_grid) < 0:
         raise ValueError(f"choose_c_alpha: alpha must be >= 0, got {min(alpha_grid)}")
-    y = dataset.labels.double()
-    cut = torch.quantile(y, 1.0 - holdout)
-    lower = dataset.subset(y <= cut)
+    lower = dataset.subset(probe_rows(dataset.labels, holdout))
     probe = make_model().fit(lower, seed=seed)
     scale = label_scale(lower.labels)
     seen = set() if exclude is None else {tuple(r) for r in exclude.tolist()}

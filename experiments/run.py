@@ -23,17 +23,17 @@ from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from conservative import ScaledReward, choose_c_alpha, label_scale
+from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
 from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
-from mbo.config import progress_bars
+from mbo.config import SettingsError, progress_bars
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
-from mbo.designs import design_ids, ranked, unique_designs, write_plate_map
+from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import cache_path, pretrained_diffusion
 from mbo.diffusion.policy import Compose
@@ -43,23 +43,25 @@ from mbo.finetune import target_gap
 log = logging.getLogger("mbo-run")
 
 
-class SettingError(ValueError):
-    """A setting of this run that cannot work, named (exit status 2)."""
-
-
 def check_settings(cfg: DictConfig) -> torch.device:
     """Refuse settings that cannot work, before any data is read; returns the run's device."""
-    if int(cfg.n_designs) < 1:
-        raise SettingError(f"n_designs must be >= 1, got {cfg.n_designs}")
-    if int(cfg.oversample) < 1:
-        raise SettingError(f"oversample must be >= 1, got {cfg.oversample}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
+    for key, low in (("seed", None), ("n_designs", 1), ("oversample", 1)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            bound = "" if low is None else f" >= {low}"
+            raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
+    if cfg.plate is not None and cfg.plate not in PLATE_COLUMNS:
+        raise SettingsError(f"plate must be null or one of {sorted(PLATE_COLUMNS)}, got {cfg.plate!r}")
     alpha = cfg.finetune.alpha
     if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
-        raise SettingError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
+        raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
     if cfg.conservative.get("c", 0) == "auto" or alpha == "auto":
         a = cfg.auto
         if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
-            raise SettingError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
+            raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
 
@@ -80,6 +82,14 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
 
+    if offline.labels.dim() == 1 and (cfg.conservative.get("c") == "auto" or cfg.finetune.alpha == "auto"):
+        probe = offline.labels[probe_rows(offline.labels, cfg.auto.holdout)]
+        if probe.unique().numel() < 2:
+            raise SettingsError(
+                f"conservative.c=auto and finetune.alpha=auto fit a probe on the labels below the top "
+                f"{cfg.auto.holdout:.0%}, and of {len(offline)} labeled sequences that leaves "
+                f"{probe.unique().numel()} distinct label; give both as numbers (e.g. conservative.c=0 "
+                "finetune.alpha=0.03)")
     constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                             required=task.required_letters())
     if constraints.active:
@@ -177,7 +187,7 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     if cfg.finetune.alpha == "auto":  # one model for the sum: the shortest leash any objective asked for
         cfg.finetune.alpha = max(alphas)
     if not all(hasattr(m, "member_predictions") for m in models):
-        raise SettingError("several objectives need an ensemble reward model (reward_model=ensemble, "
+        raise SettingsError("several objectives need an ensemble reward model (reward_model=ensemble, "
                            "conv_ensemble, bootstrap or calibrated_ensemble)")
     timings["reward_model_s"] = time.perf_counter() - t
 
@@ -250,7 +260,7 @@ def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tupl
                                   accept=constraints.satisfied if constraints.active else None,
                                   rejected=rejected)
     if len(found) == 0:
-        raise SettingError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
+        raise SettingsError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
                            f"to allow them")
     return found, drawn, rejected
 
@@ -348,10 +358,11 @@ def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         if cfg.mode == "ctrl":
+            check_settings(cfg)
             run_ctrl(cfg, output_dir)
         else:
             run(cfg, output_dir)
-    except (DataError, SettingError, DeviceError, ConstraintError) as err:  # the input is wrong: say where
+    except (DataError, SettingsError, DeviceError, ConstraintError) as err:  # the input is wrong: say where
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # let the launcher mark this job failed and go on with the others
         print(f"mbo-run: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -37,7 +37,7 @@ from experiments.report import COLUMNS
 from mbo.atomic import atomic_path, atomic_write_text
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
-TABLE_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean", "overopt_gap", "novelty",
+TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean", "overopt_gap", "novelty",
                  "diversity", "naturalness")
 # Plotted against each swept parameter: the first two present.
 PLOT_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean")
@@ -207,10 +207,13 @@ def aggregate(jobs: Sequence[Job], swept: Sequence[str]) -> list[dict]:
             for name in metric_names:
                 values = [float(j.result["methods"][method][name]) for j in ok
                           if name in j.result["methods"].get(method, {})]
-                values = [v for v in values if math.isfinite(v)]
+                # -inf is a score (every design infeasible) and drags the mean with it; NaN is no value.
+                values = [v for v in values if not math.isnan(v)]
                 if values:
-                    stats[name] = {"mean": statistics.fmean(values),
-                                   "std": statistics.stdev(values) if len(values) > 1 else math.nan}
+                    finite = all(math.isfinite(v) for v in values)
+                    spread = statistics.stdev(values) if len(values) > 1 and finite else math.nan
+                    stats[name] = {"mean": statistics.fmean(values) if finite else sum(values) / len(values),
+                                   "std": spread}
             rows.append({"setting": dict(zip(swept, setting, strict=True)), "method": method,
                          "n_ok": len(ok), "n_jobs": len(group), "metrics": stats})
     return rows

@@ -24,7 +24,8 @@ CONFIG_MODULE = "mbo.conf"
 
 
 class SettingsError(ValueError):
-    """A setting that does not exist, has the wrong type, or cannot be composed; the key is named."""
+    """A setting that does not exist, has the wrong type, cannot be composed or cannot work; the key is
+    named (the apps exit with status 2)."""
 
 
 def compose_config(config_name: str = "config", overrides: Sequence[str] = ()) -> DictConfig:

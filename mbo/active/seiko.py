@@ -451,8 +451,9 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         pool, rejected = torch.cat([pool, extra]), rejected + more
     if len(pool) == 0:
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
-                         + (" that meets the constraints; relax them or" if accept is not None else ";")
-                         + " raise seiko.pool_size")
+                         + (" that meets the constraints (relax them)" if accept is not None else "")
+                         + ": new designs are rare under the model (a campaign begun with a larger"
+                         + " seiko.pool_size draws more)")
     if max_unseen is not None:
         pool = within_trust(pool, fitted_on, max_unseen, batch_size)
     return pool, rejected

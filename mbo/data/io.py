@@ -26,7 +26,9 @@ __all__ = ["DataError", "Problems", "check_learnable", "csv_header", "csv_record
            "read_csv", "read_fasta", "read_text", "require_columns", "write_csv", "write_fasta"]
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Labels are standardized and the reward models' predictions mapped back in float32 (max 3.4e38),
+# several standard deviations beyond the labels: 1e35 leaves that room (1e38 labels gave inf rewards).
+LABEL_MAX = 1e35
 
 
 class DataError(ValueError):
@@ -207,7 +209,7 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
         return f"{what} {raw!r} is not a number"
     if math.isinf(value) and raw.lstrip("+-").lower() not in ("inf", "infinity"):
         # A finite number that overflowed (1e400): neither +inf nor a measured-infeasible -inf.
-        return f"{what} {raw!r} is too large (beyond float32, |x| > 3.4e38)"
+        return f"{what} {raw!r} is too large (|x| > {LABEL_MAX:.0e}); rescale the column"
     if allow_neg_inf and value == -math.inf:
         return value
     if not math.isfinite(value):
@@ -216,8 +218,8 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
                 return f"{what} {raw!r} is NaN; write -inf for a measured infeasible / failed design"
             return f"{what} {raw!r} is +inf; only -inf (measured infeasible / failed) is allowed"
         return f"{what} {raw!r} is not finite (NaN or inf {what}s are not allowed)"
-    if abs(value) > FLOAT32_MAX:
-        return f"{what} {raw!r} is too large (beyond float32, |x| > 3.4e38)"
+    if abs(value) > LABEL_MAX:
+        return f"{what} {raw!r} is too large (|x| > {LABEL_MAX:.0e}); rescale the column"
     return value
 
 

@@ -47,6 +47,13 @@ class CSVTask(Task):
                  label_column: str | Sequence[str] = "label", alphabet: str | Alphabet = "dna",
                  id_column: str | None = None, replicates: str = "mean"):
         path = Path(path)
+        # The command line turns `task.label_column=2024` or `task.alphabet=1234` into numbers.
+        sequence_column = str(sequence_column)
+        id_column = None if id_column is None else str(id_column)
+        if not isinstance(alphabet, Alphabet):
+            alphabet = str(alphabet)
+        if isinstance(label_column, (int, float)):
+            label_column = str(label_column)
         # Settings that decide how the file is read are refused like the file's own problems: before
         # any training, in one line, so a typo in task.alphabet or task.replicates is not a traceback.
         try:

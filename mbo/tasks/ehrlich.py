@@ -18,12 +18,37 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from mbo.config import SettingsError
 from mbo.data.alphabet import Alphabet
 from mbo.data.dataset import SequenceDataset
 from mbo.tasks.base import Task
 
 # 64 distinct printable letters, so up to 64 states read and write as ordinary CSV strings.
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+="
+
+
+def _check_settings(num_states, length, num_motifs, motif_length, quantization, corpus_size,
+                    offline_size) -> None:
+    """Refuse an instance holo cannot build, or builds as another one than its name says."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise SettingsError(f"Ehrlich: {what}")
+
+    for key, value in (("num_states", num_states), ("length", length), ("num_motifs", num_motifs),
+                       ("motif_length", motif_length), ("corpus_size", corpus_size),
+                       ("offline_size", offline_size)):
+        need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+             f"task.{key} must be a positive integer, got {value!r}")
+    need(2 <= num_states <= len(_LETTERS),
+         f"task.num_states must be in [2, {len(_LETTERS)}], got {num_states}")
+    need(motif_length >= 2, f"task.motif_length must be >= 2 (its elements are spaced), got {motif_length}")
+    need(num_motifs * motif_length <= length, f"task.num_motifs × task.motif_length = "
+         f"{num_motifs * motif_length} motif elements do not fit in task.length = {length}")
+    # holo quantizes a motif's count in steps of ceil(motif_length / q): a q that does not divide the
+    # motif length silently gives the levels of a smaller q.
+    need(quantization is None or (isinstance(quantization, int) and quantization >= 1
+                                  and (quantization >= motif_length or motif_length % quantization == 0)),
+         f"task.quantization must be null or divide task.motif_length = {motif_length}, got {quantization!r}")
 
 
 class Ehrlich(Task):
@@ -33,7 +58,8 @@ class Ehrlich(Task):
         num_states: vocabulary size V (at most 64).
         length: sequence length L.
         num_motifs: number of motifs c; motif_length: k, elements per motif.
-        quantization: motif presence is quantized to this many levels (``None``: k levels).
+        quantization: motif presence is quantized to this many levels (``None``: k levels). A value above
+            ``motif_length`` means every level; below it, it must divide ``motif_length``.
         seed: seeds the function (transition matrix, motifs, spacings) and the data drawn here.
         corpus_size: unlabeled feasible sequences for pretraining.
         offline_size: labeled sequences in the offline split.
@@ -51,10 +77,9 @@ class Ehrlich(Task):
         # Imported here: holo pulls in pandas at import, which only this task needs.
         from holo.test_functions.closed_form import Ehrlich as HoloEhrlich
 
-        if not 2 <= num_states <= len(_LETTERS):
-            raise ValueError(f"Ehrlich: num_states must be in [2, {len(_LETTERS)}], got {num_states}")
-        if offline_size < 1 or corpus_size < 1:
-            raise ValueError("Ehrlich: corpus_size and offline_size must be positive")
+        _check_settings(num_states, length, num_motifs, motif_length, quantization, corpus_size, offline_size)
+        if quantization is not None and quantization > motif_length:
+            quantization = motif_length  # what holo computes with it (every level), and the name says so
         self.function = HoloEhrlich(num_states=num_states, dim=length, num_motifs=num_motifs,
                                     motif_length=motif_length, quantization=quantization,
                                     random_seed=seed)
@@ -122,8 +147,8 @@ class Ehrlich(Task):
             if n_kept >= self.offline_size:
                 break
         else:
-            raise ValueError(f"{self.name}: could not draw {self.offline_size} chain samples scoring "
-                             f"<= {self.offline_max_score}; raise offline_max_score")
+            raise SettingsError(f"{self.name}: could not draw {self.offline_size} chain samples scoring "
+                                f"<= {self.offline_max_score}; raise task.offline_max_score")
         tokens = torch.cat(kept)[: self.offline_size]
         return SequenceDataset(tokens, self.alphabet, labels=self.oracle(tokens).float(),
                                ids=[f"offline_{i}" for i in range(len(tokens))])

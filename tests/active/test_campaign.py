@@ -369,7 +369,13 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.local.fraction=2") == 2
     assert "'seiko.local'" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen=-1") == 2
-    assert "'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
+    assert "line: setting 'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
+    # A value of the wrong type on the command line is named as the command line's, not the file's.
+    for override, problem in (("seiko.c=abc", "'seiko.c' must be a number, got 'abc'"),
+                              ("threads=abc", "'threads' must be an integer"),
+                              ("reward_model.epochs=ten", "'reward_model.epochs' must be an integer")):
+        assert cli("init", root, "--data", dna_csv, "--config", config, override) == 2
+        assert f"command line: setting {problem}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "unknown.yaml"]
     root.mkdir()
     (root / "x").write_text("")

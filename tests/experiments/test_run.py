@@ -9,8 +9,8 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from experiments.run import SettingError, run
-from mbo.config import compose_config
+from experiments.run import check_settings, run
+from mbo.config import SettingsError, compose_config
 from mbo.data.io import DataError
 
 TINY = [
@@ -144,7 +144,7 @@ def test_replicates_are_merged_and_reported(tmp_path):
 
 
 @pytest.mark.parametrize("setting, problem", [
-    ("n_designs=0", "n_designs must be >= 1"),
+    ("n_designs=0", "n_designs must be an integer >= 1"),
     ("device=cuda", "no CUDA device"),
     ("finetune.alpha=-1", "finetune.alpha must be auto or a number >= 0"),
 ])
@@ -152,6 +152,33 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
     with pytest.raises(ValueError, match=problem):
         run(config(tmp_path, setting), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("task=csv", "task.path must be given"), ("plate=100", "plate must be null or one of"),
+    ("seed=abc", "seed must be an integer"), ("n_designs=2.5", "n_designs must be an integer"),
+])
+def test_settings_that_cannot_work_are_named_before_anything_is_read(tmp_path, setting, problem):
+    with pytest.raises(SettingsError, match=problem):
+        check_settings(config(tmp_path, setting))
+
+
+def test_numbers_on_the_command_line_name_columns_and_letters(tmp_path):
+    data = tmp_path / "digits.csv"
+    data.write_text("seq,2024\n" + "".join(f"{s},{k}\n" for k, s in enumerate(["1234", "4321", "1324"])))
+    task = instantiate(config(tmp_path, *CSV[:2], f"task.path={data}", "task.label_column=2024",
+                              "task.alphabet=1234").task)
+    assert task.label_columns == ["2024"] and task.alphabet.size == 4 and len(task.offline_dataset()) == 3
+
+
+def test_too_few_labels_for_automatic_settings_are_refused_before_any_training(tmp_path):
+    data = tmp_path / "two.csv"
+    data.write_text("seq,kd\nACGT,1\nTTGA,2\n")
+    with pytest.raises(SettingsError, match="give both as numbers"):
+        run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=auto"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+    run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=0", "finetune.alpha=0.03"),
+        tmp_path / "run")  # two labels are enough with both given
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -299,9 +326,9 @@ def test_a_number_holds_the_setting_that_auto_would_choose(tmp_path):
                         "auto.designs=8", "auto.method.candidates=2"), tmp_path / "run")
     assert result["auto"]["alpha"] == 0.2
     assert set(result["auto"]["trials"]) == {"c=0,alpha=0.2", "c=5,alpha=0.2"}
-    with pytest.raises(SettingError, match=r"finetune\.alpha must be auto or a number"):
+    with pytest.raises(SettingsError, match=r"finetune\.alpha must be auto or a number"):
         run(config(tmp_path, "finetune.alpha=fast"), tmp_path / "run2")
-    with pytest.raises(SettingError, match=r"auto\.alpha_grid"):
+    with pytest.raises(SettingsError, match=r"auto\.alpha_grid"):
         run(config(tmp_path, "finetune.alpha=auto", "auto.alpha_grid=[]"), tmp_path / "run3")
 
 

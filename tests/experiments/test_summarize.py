@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from experiments.summarize import load_sweep, main, summarize
+from experiments.summarize import aggregate, load_sweep, main, summarize, summary_markdown
 
 SWEEP = ["conservative.c=0,1", "seed=range(6)", "progress=false"]  # 12 jobs: numbers 10, 11 sort last
 FAILED, MISSING = 3, 11
@@ -97,3 +97,19 @@ def test_not_a_sweep_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"multirun\.yaml"):
         load_sweep(tmp_path / "empty")
     assert main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_minus_inf_is_a_score_not_a_missing_value(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    for num, value in ((0, -math.inf), (1, 0.25)):  # c=0, seeds 0 and 1: every design infeasible in one
+        path = root / str(num) / "metrics.json"
+        result = json.loads(path.read_text())
+        result["methods"]["finetuned"]["true_p50"] = value
+        result["methods"]["finetuned"]["feasible"] = 0.0 if value < 0 else 1.0
+        path.write_text(json.dumps(result))
+    jobs, swept = load_sweep(root)
+    rows = aggregate(jobs, swept)
+    assert "| true p50 | feasible |" in summary_markdown(jobs, swept, rows)
+    row = next(r for r in rows if r["setting"]["conservative.c"] == 0 and r["method"] == "finetuned")
+    assert row["metrics"]["true_p50"]["mean"] == -math.inf and math.isnan(row["metrics"]["true_p50"]["std"])
+    assert row["metrics"]["feasible"]["mean"] == pytest.approx(0.5)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from mbo.config import SettingsError
 from mbo.tasks import Ehrlich
 
 TINY = dict(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2, corpus_size=300,
@@ -36,10 +37,26 @@ def test_same_seed_same_task_and_bad_arguments():
     a, b = Ehrlich(**TINY), Ehrlich(**TINY)
     assert torch.equal(a.offline_dataset().tokens, b.offline_dataset().tokens)
     assert a.name == b.name and "seed0" in a.name
-    with pytest.raises(ValueError, match="num_states"):
-        Ehrlich(**{**TINY, "num_states": 65})
-    with pytest.raises(ValueError, match="offline_max_score"):
+    with pytest.raises(SettingsError, match="offline_max_score"):
         Ehrlich(**{**TINY, "offline_max_score": -1.0}).offline_dataset()
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ({"num_states": 65}, "num_states must be in"), ({"num_states": 1}, "num_states must be in"),
+    ({"num_motifs": 0}, "num_motifs must be a positive integer"), ({"length": 0}, "length must be"),
+    ({"motif_length": 1, "quantization": 1}, "motif_length must be >= 2"),
+    ({"num_motifs": 3, "motif_length": 3}, "9 motif elements do not fit in task.length = 8"),
+    ({"quantization": 0}, "quantization must be null or divide"),
+    ({"length": 12, "motif_length": 4, "quantization": 3}, "quantization must be null or divide"),
+    ({"corpus_size": 0}, "corpus_size must be a positive integer"),
+])
+def test_instances_holo_cannot_build_are_refused_by_name(setting, problem):
+    with pytest.raises(SettingsError, match=problem):
+        Ehrlich(**{**TINY, **setting})
+
+
+def test_a_quantization_above_the_motif_length_is_named_as_built():
+    assert Ehrlich(**{**TINY, "quantization": 5}).name == Ehrlich(**TINY).name  # q = motif_length = 2
 
 
 def test_corpus_entropy_is_the_chains_entropy():

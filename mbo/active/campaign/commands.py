@@ -295,7 +295,8 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     sel = result.selection
     if len(sel.tokens) < batch:
         print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: the pool of "
-              f"{k.pool_size} samples had too few new, distinct ones (raise seiko.pool_size)",
+              f"{k.pool_size} samples had too few new, distinct ones (the settings are fixed at init: a "
+              "campaign begun with a larger seiko.pool_size draws more)",
               file=sys.stderr)
     # Replaces only the model of an interrupted round (no recorded plate), recomputed the same way.
     model_name = f"round_{r:03d}/model.safetensors"

@@ -8,9 +8,13 @@ command reads them from there, so a campaign never changes its settings under th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib.resources import files
+from pathlib import Path
 
 import torch
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,7 +22,7 @@ from mbo.active.campaign.store import CampaignError
 from mbo.active.pareto import PARETO_METHODS
 from mbo.active.seiko import LocalPool
 from mbo.active.selection import ACQUISITIONS
-from mbo.config import SettingsError, check_types, compose_config, merge_settings_file
+from mbo.config import CONFIG_MODULE, SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
 
 
@@ -29,11 +33,51 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
         SettingsError: an unknown key, a wrong type, or a value that cannot work (the key named).
     """
     cfg = compose_config("campaign", overrides)
+    # Hydra takes `seiko.c=abc` for a string, so each value given on the command line is held to the type
+    # of its default (under the group choices given with it), as the file's values are below.
+    groups, values = _split_overrides(overrides)
+    given = {}
+    for key in values:
+        value = OmegaConf.select(cfg, key)
+        node = given
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    check_types(compose_config("campaign", groups), given, "command line")
+    in_file: set[str] = set()
     if path is not None:
         cfg = merge_settings_file(cfg, path)
+        in_file = set(_dotted(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
     OmegaConf.resolve(cfg)
-    check_values(cfg, str(path) if path is not None else "settings")
+
+    def where(name: str) -> str:  # who set the value a check refuses: the file wins over the command line
+        def sets(keys) -> bool:
+            return any(k == name or k.startswith(f"{name}.") or name.startswith(f"{k}.") for k in keys)
+        return str(path) if sets(in_file) else "command line" if sets(values) else "settings"
+
+    check_values(cfg, where)
     return cfg
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(group choices as given, dotted keys of the values set)`` of Hydra ``overrides``."""
+    groups, values = [], []
+    for text, o in zip(overrides, OverridesParser.create().parse_overrides(list(overrides)), strict=True):
+        key = o.key_or_group
+        if o.is_delete() or o.package is not None or files(CONFIG_MODULE).joinpath(key).is_dir():
+            groups.append(text)
+        else:
+            values.append(key)
+    return groups, values
+
+
+def _dotted(tree: Mapping, prefix: str = "") -> list[str]:
+    """The dotted keys of a nested mapping's values (``seiko.c``, ...)."""
+    out = []
+    for key, value in tree.items():
+        out += _dotted(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"]
+    return out
 
 
 def round_options(cfg: DictConfig) -> dict:
@@ -85,17 +129,20 @@ def _missing(defaults: DictConfig, stored: Mapping, prefix: str) -> list[str]:
     return out
 
 
-def check_values(cfg: DictConfig, where: str) -> None:
-    """Values that have the right type but cannot work; the checks the constructors do not make."""
+def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
+    """Values that have the right type but cannot work; the checks the constructors do not make.
+    ``where`` names the source of the settings, or of each setting by its dotted name."""
+    source = where if callable(where) else lambda name: where
+
     def need(ok: bool, name: str, what: str) -> None:
         if not ok:
-            raise SettingsError(f"{where}: setting {name!r} {what}")
+            raise SettingsError(f"{source(name)}: setting {name!r} {what}")
 
     if cfg.device != "auto":
         try:
             torch.device(cfg.device)
         except RuntimeError:
-            raise SettingsError(f"{where}: setting 'device' must be auto, cpu, cuda or cuda:N, "
+            raise SettingsError(f"{source('device')}: setting 'device' must be auto, cpu, cuda or cuda:N, "
                                 f"got {cfg.device!r}") from None
     need(cfg.threads >= 1, "threads", "must be >= 1")
     k = cfg.seiko
@@ -111,7 +158,8 @@ def check_values(cfg: DictConfig, where: str) -> None:
     try:
         LocalPool(**k.get("local") or {})
     except (TypeError, ValueError) as err:
-        raise SettingsError(f"{where}: settings of 'seiko.local' do not build ({err})") from None
+        raise SettingsError(f"{source('seiko.local')}: settings of 'seiko.local' do not build "
+                            f"({err})") from None
     # auto is mbo-run's: it holds out the top labels, which a campaign's first rounds cannot spare.
     need(isinstance(cfg.finetune.alpha, (int, float)) and cfg.finetune.alpha >= 0, "finetune.alpha",
          "must be a number >= 0 in a campaign")
