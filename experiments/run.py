@@ -363,9 +363,11 @@ def main(cfg: DictConfig) -> None:
         else:
             run(cfg, output_dir)
     except (DataError, SettingsError, DeviceError, ConstraintError) as err:  # the input is wrong: say where
+        message = " ".join(str(err).split())
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", message)  # into the job's own log, where mbo-summarize reads a failure's reason
             raise  # let the launcher mark this job failed and go on with the others
-        print(f"mbo-run: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"mbo-run: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -89,3 +89,17 @@ def without_run_id(run_dir) -> list[str]:
     lines = (run_dir / "designs.csv").read_text().splitlines()
     col = lines[0].split(",").index("run_id")
     return [",".join(f for i, f in enumerate(line.split(",")) if i != col) for line in lines]
+
+
+def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "experiments.run", "-m", "task=ehrlich", "task.num_motifs=0,-1",
+           f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode != 0
+    jobs, _ = load_sweep(sweep)
+    assert [j.status for j in jobs] == ["failed", "failed"]
+    assert all("task.num_motifs must be a positive integer" in j.error for j in jobs)
+    (sweep / "0" / "metrics.json").write_text("{}")  # as if job 0 had finished
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "already holds a finished run (0/metrics.json)" in proc.stderr
