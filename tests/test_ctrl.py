@@ -232,11 +232,9 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
     again.mkdir()
     reused = run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}",
                                   f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), again)
-    first, second = dict(result["conditions"]["A-high"]), dict(reused["conditions"]["A-high"])
-    # With the same draws, the gap's KL term from the loaded model came out 0.02 nats away from the
-    # fine-tuned model's in memory (backprop); the designs and every other metric are the same.
-    assert second.pop("target")["gap"] == pytest.approx(first.pop("target")["gap"], abs=0.1)
-    assert second == first
+    # The loaded model samples with the run's sampler and min-p rule, which the checkpoint does not
+    # hold: every metric, its gap to the target included, is the same.
+    assert reused["conditions"] == result["conditions"]
     assert (again / "designs_A-high.csv").read_text() == (out / "designs_A-high.csv").read_text()
 
 

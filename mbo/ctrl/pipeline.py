@@ -34,6 +34,7 @@ from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
+from mbo.diffusion.pretrain import sampling_policy
 from mbo.evaluate import mean_pairwise_hamming
 from mbo.tasks.tfbind8 import TFBind8
 
@@ -116,10 +117,12 @@ def condition_metrics(designs: Tensor, code: Tensor, factors, reward: ConditionL
     return out
 
 
-def load_ctrl_model(path: str, factors, device: torch.device):
+def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConfig):
     """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``), checked against
-    the configured factors so a condition index means the same class it was trained for."""
-    model = load_masked_diffusion(path, device=device)
+    the configured factors so a condition index means the same class it was trained for, with the
+    sampler and min-p rule of the ``diffusion`` ``settings`` (a checkpoint holds neither)."""
+    model = load_masked_diffusion(path, device=device, sampler=instantiate(settings.sampler))
+    model.policy = sampling_policy(settings)
     den = model.denoiser
     want = [f.num_classes for f in factors]
     if not isinstance(den, ConditionalDenoiser) or den.num_classes != want:
@@ -172,7 +175,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     t = time.perf_counter()
     factor_spec = {f.name: {"classes": list(f.classes), "edges": list(f.edges)} for f in factors}
     if c.get("model_path"):
-        model, history = load_ctrl_model(to_absolute_path(c.model_path), factors, device), []
+        model, history = load_ctrl_model(to_absolute_path(c.model_path), factors, device, cfg.diffusion), []
     else:
         model, history = finetune_ctrl(pretrained, reward, sampler, instantiate(c.finetune), seed=cfg.seed,
                                        progress=progress)
