@@ -36,15 +36,7 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
     # Hydra takes `seiko.c=abc` for a string, so each value given on the command line is held to the type
     # of its default (under the group choices given with it), as the file's values are below.
     groups, values = _split_overrides(overrides)
-    given = {}
-    for key in values:
-        value = OmegaConf.select(cfg, key)
-        node = given
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    check_types(compose_config("campaign", groups), given, "command line")
+    check_types(compose_config("campaign", groups), _nested(cfg, values), "command line")
     in_file: set[str] = set()
     if path is not None:
         cfg = merge_settings_file(cfg, path)
@@ -70,6 +62,19 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             values.append(key)
     return groups, values
+
+
+def _nested(cfg: DictConfig, keys: Sequence[str]) -> dict:
+    """The values of ``cfg`` at the dotted ``keys``, as one nested plain dict."""
+    out: dict = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return out
 
 
 def _dotted(tree: Mapping, prefix: str = "") -> list[str]:
