@@ -90,10 +90,11 @@ def run_problem(problem: str, seed: int, args, command: str) -> dict:
 
 def report(out: Path, command: str) -> None:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    about = __doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`")
     lines = ["# mbo-run task=csv end to end: which reward model", "", f"Command: `{command}`", "",
              "The runs it aggregates (each run's JSON keeps its command):", "",
-             *sorted({f"- `{r['command']}`" for r in runs}), "", __doc__.split("\n\n")[1].replace("\n", " ").replace("``", "`"),
-             "", "Mean ± standard error over seeds.", ""]
+             *sorted({f"- `{r['command']}`" for r in runs}), "", about, "",
+             "Mean ± standard error over seeds.", ""]
     for problem in dict.fromkeys(r["problem"] for r in runs):
         rs = [r for r in runs if r["problem"] == problem]
         lines += [f"## {problem} ({rs[0]['rows']} rows, seeds {[r['seed'] for r in rs]})", "",
