@@ -6,7 +6,8 @@ problem's starting sequences (its pretraining corpus distribution: 1 to 20 % of 
 labeled by the oracle (infeasible ones left out), are written as a CSV; ``mbo-run task=csv`` runs on it
 with every other setting at its default (the general ones: ``c=auto``, VIDD), once per reward model,
 and its 128 designs are scored by the oracle. Columns: true p50 / p100 / mean of the designs, the best
-label of the CSV, fit and total seconds.
+label of the CSV, the reward model's fit seconds (its `c=auto` probe and trials included) and the
+run's total seconds (pretraining included for the first arm only: the second loads it from the cache).
 
 Run::
 
