@@ -167,7 +167,7 @@ def constrained_prior(task, cfg, progress: bool):
     constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                             required=task.required_letters())
     model = pretrained_prior(task, cfg.diffusion, cfg.cache_dir, progress)
-    model.policy = Compose(model.policy, constraints.policy())
+    model.policy = Compose(constraints.policy(), model.policy)
     return model
 
 

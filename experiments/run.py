@@ -99,7 +99,9 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
     # Per-position rules enter the sampler itself: every method below draws only allowed tokens.
-    pretrained.policy = Compose(pretrained.policy, constraints.policy())
+    # Rules first, then min-p among the allowed tokens: in the other order a letter the rules require but
+    # min-p cut would sit level with every banned one.
+    pretrained.policy = Compose(constraints.policy(), pretrained.policy)
     timings["pretrain_s"] = time.perf_counter() - t0
 
     if offline.labels.dim() == 2:

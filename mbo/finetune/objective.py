@@ -42,6 +42,18 @@ def log_partition(pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor
     return float(torch.logsumexp(v, 0) - math.log(len(v)))
 
 
+# Positions × positions per denoiser pass: the attention bias is (rows, heads, L, L), so a trajectory's
+# L steps at L = 100 would be 8 GB for 512 trajectories in one pass.
+PAIRS_PER_PASS = 1 << 24
+
+
+def _path_log_prob(model: MaskedDiffusion, states: Tensor) -> Tensor:
+    """log p(τ) ``(n,)`` (float64) of trajectories ``states`` ``(S + 1, n, L)``, a few at a time."""
+    steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
+    per = max(1, PAIRS_PER_PASS // (max(1, steps) * length * length))
+    return torch.cat([step_terms(model, states[:, i:i + per])[0].sum(0).double() for i in range(0, n, per)])
+
+
 @torch.no_grad()
 def mixture_log_partition(model: MaskedDiffusion, pretrained: MaskedDiffusion,
                           reward: Callable[[Tensor], Tensor], alpha: float, n: int = 1024,
@@ -54,8 +66,7 @@ def mixture_log_partition(model: MaskedDiffusion, pretrained: MaskedDiffusion,
     log_w = []
     for proposal in (pretrained, model):
         traj = proposal.sample(n, sampler=sampler, generator=generator, return_trajectory=True)
-        log_pre = step_terms(pretrained, traj.states)[0].sum(0).double()
-        log_theta = step_terms(model, traj.states)[0].sum(0).double()
+        log_pre, log_theta = _path_log_prob(pretrained, traj.states), _path_log_prob(model, traj.states)
         log_q = torch.logaddexp(log_pre, log_theta) - math.log(2)
         r = reward(one_hot(traj.x0, model.vocab_size)).double()
         log_w.append(log_pre + r / alpha - log_q)

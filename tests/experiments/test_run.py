@@ -287,6 +287,13 @@ def test_constrained_runs_write_only_valid_designs(tmp_path, method):
     assert "forbidden motifs ['AATT']" in result["designs"]["constraints"]
 
 
+def test_fixed_letters_hold_where_min_p_would_cut_them(tmp_path):
+    # min-p 0.5 keeps about one letter a position; the rules come first, so it keeps the fixed one.
+    result = run(config(tmp_path, "constraints.fixed=TATATATA", "diffusion.min_prob=0.5", "method=best_of_n",
+                        "method.num_samples=1", "include_offline=true"), tmp_path / "run")
+    assert result["methods"]["pretrained"]["diversity"] == 0.0  # every prior draw is TATATATA
+
+
 def test_impossible_constraints_stop_before_training(tmp_path):
     from mbo.constraints import ConstraintError
 

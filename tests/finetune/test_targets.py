@@ -110,6 +110,17 @@ def test_target_gap_is_zero_kl_and_jensen_at_the_prior(pretrained):
     assert mixed == pytest.approx(exact, abs=0.05)
 
 
+def test_the_partition_estimate_is_the_same_a_few_trajectories_at_a_time(pretrained, monkeypatch):
+    import mbo.finetune.objective as objective
+
+    one_pass = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
+                                     generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(objective, "PAIRS_PER_PASS", 1)  # one trajectory per denoiser pass
+    chunked = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
+                                    generator=torch.Generator().manual_seed(1))
+    assert chunked == pytest.approx(one_pass, abs=1e-9)
+
+
 @pytest.mark.parametrize("name", ["ppo", "rwr", "vidd"])
 def test_quick_run_moves_towards_the_reward_and_keeps_the_prior(pretrained, name):
     before = {k: v.clone() for k, v in pretrained.state_dict().items()}

@@ -309,7 +309,7 @@ def load_model(c: Campaign, name: str, device: torch.device) -> MaskedDiffusion:
                                   sampler=instantiate(c.settings.diffusion.sampler))
     # The policy is not in the checkpoint: the settings' min-p and the per-position constraints, so
     # every round samples, fine-tunes and measures its KL under the constrained policy.
-    model.policy = Compose(sampling_policy(c.settings.diffusion), c.constraints.policy())
+    model.policy = Compose(c.constraints.policy(), sampling_policy(c.settings.diffusion))
     return model
 
 
