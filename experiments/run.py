@@ -55,6 +55,15 @@ def check_settings(cfg: DictConfig) -> torch.device:
             raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
     if cfg.plate is not None and cfg.plate not in PLATE_COLUMNS:
         raise SettingsError(f"plate must be null or one of {sorted(PLATE_COLUMNS)}, got {cfg.plate!r}")
+    if cfg.mode not in ("braid", "ctrl"):
+        raise SettingsError(f"mode must be braid or ctrl, got {cfg.mode!r}")
+    if cfg.progress not in ("auto", True, False):
+        raise SettingsError(f"progress must be auto, true or false, got {cfg.progress!r}")
+    threads = cfg.threads
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SettingsError(f"threads must be auto or an integer >= 1, got {threads!r}")
+    if cfg.mode == "ctrl" and (unused := ctrl_unused(cfg)):
+        raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop them")
     alpha = cfg.finetune.alpha
     if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
         raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
@@ -64,6 +73,16 @@ def check_settings(cfg: DictConfig) -> torch.device:
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
+
+
+def ctrl_unused(cfg: DictConfig) -> list[str]:
+    """Settings given that CTRL's pipeline, which samples its conditional model alone, would ignore."""
+    unused = [f"constraints.{k}" for k, v in cfg.constraints.items() if v not in (None, [], {})]
+    if cfg.get("method") is not None:
+        unused.append("method=" + cfg.method._target_.rsplit(".", 1)[-1])
+    if cfg.plate is not None:
+        unused.append(f"plate={cfg.plate}")
+    return unused
 
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:

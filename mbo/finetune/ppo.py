@@ -64,6 +64,8 @@ def finetune_ppo(
     """
     if alpha <= 0:
         raise ValueError(f"finetune_ppo: alpha must be > 0, got {alpha}")
+    if epochs < 1:
+        raise ValueError(f"finetune_ppo: epochs must be >= 1, got {epochs}")
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

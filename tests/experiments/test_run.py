@@ -157,10 +157,13 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
 @pytest.mark.parametrize("setting, problem", [
     ("task=csv", "task.path must be given"), ("plate=100", "plate must be null or one of"),
     ("seed=abc", "seed must be an integer"), ("n_designs=2.5", "n_designs must be an integer"),
+    ("mode=foo", "mode must be braid or ctrl"), ("progress=no", "progress must be auto, true or false"),
+    ("threads=0", "threads must be auto or an integer >= 1"),
+    ("mode=ctrl constraints.fixed=TA...... plate=96", "mode=ctrl does not use constraints.fixed, plate=96"),
 ])
 def test_settings_that_cannot_work_are_named_before_anything_is_read(tmp_path, setting, problem):
     with pytest.raises(SettingsError, match=problem):
-        check_settings(config(tmp_path, setting))
+        check_settings(config(tmp_path, *setting.split()))
 
 
 def test_numbers_on_the_command_line_name_columns_and_letters(tmp_path):

@@ -303,7 +303,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     save_model(c, model_name, result.model)
     sums = checksums(c.dir)
     if result.rejected:
-        print(f"mbo-campaign suggest: {result.rejected} of {k.pool_size} pool samples broke the constraints "
+        print(f"mbo-campaign suggest: {result.rejected} pool samples broke the constraints "
               f"({c.constraints.describe()}) and were left out", file=sys.stderr)
     made_by = {"round": r, "seed": seed, "model_sha256": sums[model_name],
                "reference_sha256": sums[ref_name], "campaign_sha256": sums["campaign.json"],
