@@ -28,8 +28,9 @@ from experiments.report import print_summary, write_pareto_report, write_report
 from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
-from mbo.config import SettingsError, progress_bars
+from mbo.config import SettingsError, build_task, progress_bars
 from mbo.constraints import ConstraintError, constraints_from_settings
+from mbo.ctrl.conditions import parse_condition
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
@@ -62,8 +63,8 @@ def check_settings(cfg: DictConfig) -> torch.device:
     threads = cfg.threads
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise SettingsError(f"threads must be auto or an integer >= 1, got {threads!r}")
-    if cfg.mode == "ctrl" and (unused := ctrl_unused(cfg)):
-        raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop them")
+    if cfg.mode == "ctrl":
+        check_ctrl(cfg)
     alpha = cfg.finetune.alpha
     if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
         raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
@@ -73,6 +74,29 @@ def check_settings(cfg: DictConfig) -> torch.device:
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
+
+
+def check_ctrl(cfg: DictConfig) -> None:
+    """Refuse CTRL settings that cannot work or would be ignored, before any training."""
+    if unused := ctrl_unused(cfg):
+        raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop them")
+    c = cfg.ctrl
+    classes = {str(f.name): [str(k) for k in f.classes] for f in c.factors}
+    if not c.conditions:
+        raise SettingsError("ctrl.conditions is empty; name at least one, e.g. ['A=high']")
+    for text in c.conditions:
+        try:
+            parsed = parse_condition(text)
+        except ValueError as err:
+            raise SettingsError(f"ctrl.conditions: {err}") from None
+        for name, cls in parsed.items():
+            if name not in classes or cls not in classes[name]:
+                raise SettingsError(f"ctrl.conditions: {text!r}: the factors and their classes are {classes}")
+    if c.train_conditions not in ("list", "marginal"):
+        raise SettingsError(f"ctrl.train_conditions must be list or marginal, got {c.train_conditions!r}")
+    if not 0 <= c.drop_prob < 1 or c.gamma <= 0:
+        raise SettingsError(f"ctrl.drop_prob must lie in [0, 1) and ctrl.gamma be > 0, got {c.drop_prob} and "
+                            f"{c.gamma}")
 
 
 def ctrl_unused(cfg: DictConfig) -> list[str]:
@@ -94,8 +118,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    # Called through a partial so a bad input file raises our DataError, not Hydra's wrapper.
-    task = instantiate(cfg.task, _partial_=True)()
+    task = build_task(cfg.task)
     offline = task.offline_dataset()
     merged = getattr(task, "n_replicates_merged", 0)
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,

@@ -124,3 +124,20 @@ def progress_bars(setting) -> bool:
     """The ``progress`` setting as a yes/no: ``auto`` shows bars only when stderr is a terminal, so a
     run redirected to a log file writes no carriage-return updates into it."""
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
+
+
+def build_task(settings: DictConfig):
+    """The task of the ``task`` settings; a value its constructor refuses (an unknown landscape, a file
+    that is not there) is a :class:`SettingsError` naming the task, and the input file's own problems
+    stay :class:`~mbo.data.io.DataError` s. Built through a partial so Hydra does not wrap either."""
+    from hydra.utils import instantiate
+
+    from mbo.data.io import DataError
+
+    try:
+        return instantiate(settings, _partial_=True)()
+    except (SettingsError, DataError):
+        raise
+    except (ValueError, OSError) as err:
+        name = settings._target_.rsplit(".", 1)[-1]
+        raise SettingsError(f"task {name}: {' '.join(str(err).split())}") from None

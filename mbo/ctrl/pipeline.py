@@ -23,7 +23,7 @@ from torch import Tensor
 
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import save_checkpoint
-from mbo.config import progress_bars
+from mbo.config import build_task, progress_bars
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
 from mbo.ctrl.conditions import ConditionSampler, Factor, condition_name, encode_condition, satisfies
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
@@ -142,7 +142,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    task = instantiate(cfg.task, _partial_=True)()
+    task = build_task(cfg.task)
     vocab = task.alphabet.size
     pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,

@@ -160,6 +160,10 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
     ("mode=foo", "mode must be braid or ctrl"), ("progress=no", "progress must be auto, true or false"),
     ("threads=0", "threads must be auto or an integer >= 1"),
     ("mode=ctrl constraints.fixed=TA...... plate=96", "mode=ctrl does not use constraints.fixed, plate=96"),
+    ("mode=ctrl ctrl.conditions=['C=high']", "the factors and their classes are"),
+    ("mode=ctrl ctrl.conditions=['A=huge']", "the factors and their classes are"),
+    ("mode=ctrl ctrl.conditions=[]", "ctrl.conditions is empty"),
+    ("mode=ctrl ctrl.gamma=-1", "ctrl.gamma be > 0"),
 ])
 def test_settings_that_cannot_work_are_named_before_anything_is_read(tmp_path, setting, problem):
     with pytest.raises(SettingsError, match=problem):
