@@ -38,7 +38,9 @@ from mbo.atomic import atomic_path, atomic_write_text
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
 TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean", "overopt_gap", "novelty",
-                 "diversity", "naturalness")
+                 "diversity", "naturalness",
+                 "frac_satisfied",  # mode=ctrl, per condition
+                 "predicted_hypervolume", "predicted_gain")  # several objectives
 # Plotted against each swept parameter: the first two present.
 PLOT_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean")
 HEADERS = dict(COLUMNS)
@@ -135,8 +137,7 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
         if metrics_path.is_file():
             try:
                 job.result = json.loads(metrics_path.read_text())
-                if not isinstance(job.result.get("methods"), dict):
-                    raise ValueError("no 'methods' mapping")
+                job.result["methods"] = _rows(job.result)
                 job.status = "ok"
             except (ValueError, AttributeError) as err:
                 job.result, job.error = None, f"{metrics_path}: unreadable ({err})"
@@ -163,6 +164,18 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
     for job in ordered:
         job.values = {k: parse_value(job.overrides.get(k, "")) for k in [*swept, replicate_key]}
     return ordered, swept
+
+
+def _rows(result: dict) -> dict:
+    """A job's rows of metrics: ``mbo-run``'s methods, CTRL's conditions (``mode=ctrl``), or the plate
+    of a run with several objectives (its Pareto figures, under the design method's name)."""
+    if isinstance(result.get("methods"), dict):
+        return result["methods"]
+    if isinstance(result.get("conditions"), dict):
+        return result["conditions"]
+    if isinstance(result.get("pareto"), dict) and isinstance(result.get("designs"), dict):
+        return {str(result["designs"].get("method", "designs")): result["pareto"]}
+    raise ValueError("no 'methods', 'conditions' or 'pareto' mapping")
 
 
 def _scalar_metrics(jobs: Sequence[Job]) -> list[str]:

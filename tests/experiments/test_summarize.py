@@ -113,3 +113,19 @@ def test_minus_inf_is_a_score_not_a_missing_value(tmp_path):
     row = next(r for r in rows if r["setting"]["conservative.c"] == 0 and r["method"] == "finetuned")
     assert row["metrics"]["true_p50"]["mean"] == -math.inf and math.isnan(row["metrics"]["true_p50"]["std"])
     assert row["metrics"]["feasible"]["mean"] == pytest.approx(0.5)
+
+
+def test_ctrl_and_pareto_sweeps_are_summarized_not_failed(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    for num, path in enumerate(sorted(root.glob("*/metrics.json"))):
+        if num % 2:
+            condition = {"frac_satisfied": 0.5, "diversity": 4.0, "target": {"gap": 0.3}}
+            result = {"seed": 0, "mode": "ctrl", "conditions": {"A-high": condition}}
+        else:
+            result = {"seed": 0, "designs": {"method": "finetuned"},
+                      "pareto": {"predicted_hypervolume": 0.7, "designs_on_front": 3}}
+        path.write_text(json.dumps(result))
+    jobs, swept = load_sweep(root)
+    assert {j.status for j in jobs if j.num not in (FAILED, MISSING)} == {"ok"}
+    text = summary_markdown(jobs, swept, aggregate(jobs, swept))
+    assert "| A-high |" in text and "| finetuned |" in text and "frac_satisfied" in text
