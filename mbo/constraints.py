@@ -63,6 +63,8 @@ class Constraints:
     def __post_init__(self) -> None:
         self.allowed = {int(k): str(v) for k, v in dict(self.allowed or {}).items()}
         self.forbidden_motifs = [str(m) for m in (self.forbidden_motifs or [])]
+        if self.gc is not None and len(self.gc) != 2:
+            raise ConstraintError(f"constraints.gc must be [low, high], got {list(self.gc)}")
         self.gc = None if self.gc is None else (float(self.gc[0]), float(self.gc[1]))
         self.check()
 
@@ -106,9 +108,9 @@ class Constraints:
             can_gc = mask[:, gc_idx].any(-1)
             can_at = (mask.sum(-1) > mask[:, gc_idx].sum(-1))
             least, most = int((~can_at).sum()), int(can_gc.sum())
-            if most < lo * n - 1e-9 or least > hi * n + 1e-9:
+            if not any(lo * n - 1e-9 <= k <= hi * n + 1e-9 for k in range(least, most + 1)):
                 raise ConstraintError(f"constraints.gc {[lo, hi]} cannot be met: the allowed letters give "
-                                      f"{least / n:.2f} .. {most / n:.2f} GC")
+                                      f"{least} .. {most} G or C of {n} ({least / n:.2f} .. {most / n:.2f})")
         if (self.parent is None) != (self.max_mutations is None):
             raise ConstraintError("constraints.parent and constraints.max_mutations go together")
         if self.parent is not None:

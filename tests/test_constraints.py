@@ -40,6 +40,8 @@ def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
     (dict(fixed="A.......", allowed={0: "CG"}), "no letter is allowed at position(s) [0]"),
     (dict(allowed={9: "A"}), "outside 0..7"),
     (dict(fixed="GG......", gc=[0.0, 0.2]), "cannot be met"),
+    (dict(gc=[0.51, 0.6]), "cannot be met: the allowed letters give 0 .. 8 G or C of 8"),  # no k / 8 in it
+    (dict(gc=[0.5]), "must be [low, high]"),
     (dict(fixed="GAATTC..", forbidden_motifs=["GAATTC"]), "contain the forbidden motif"),
     (dict(fixed="CCCCCCCC", parent="AAAAAAAA", max_mutations=3), "differs from the fixed"),
     (dict(parent="AAAAAAAA"), "go together"),

@@ -64,6 +64,8 @@ class CSVTask(Task):
             raise DataError(path, f"replicates {replicates!r}: must be one of {', '.join(REPLICATES)}")
         # Hydra hands a list of columns over as a ListConfig.
         label_column = label_column if isinstance(label_column, str) else [str(c) for c in label_column]
+        if isinstance(label_column, list) and len(label_column) == 1:
+            label_column = label_column[0]  # [kd] is the one column kd, not one objective of several
         self.label_columns = [label_column] if isinstance(label_column, str) else label_column
         if not self.label_columns:
             raise DataError(path, "label_column names no column: give the measured property's column")

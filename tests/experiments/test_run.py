@@ -176,6 +176,9 @@ def test_numbers_on_the_command_line_name_columns_and_letters(tmp_path):
     task = instantiate(config(tmp_path, *CSV[:2], f"task.path={data}", "task.label_column=2024",
                               "task.alphabet=1234").task)
     assert task.label_columns == ["2024"] and task.alphabet.size == 4 and len(task.offline_dataset()) == 3
+    one = instantiate(config(tmp_path, *CSV[:2], f"task.path={data}", "task.label_column=[2024]",
+                             "task.alphabet=1234").task)
+    assert one.offline_dataset().labels.dim() == 1  # a list of one column is that column
 
 
 def test_too_few_labels_for_automatic_settings_are_refused_before_any_training(tmp_path):
