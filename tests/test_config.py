@@ -30,7 +30,8 @@ def test_a_task_chooses_among_the_general_settings_and_the_command_line_wins():
     assert compose_config("config", ["task=ehrlich", "~method"]).get("method") is None
     # A task without its own choices gets the general defaults.
     csv = compose_config("config", ["task=csv", "task.path=my.csv"])
-    assert "conv_channels" not in csv.reward_model and csv.conservative.c == "auto"
+    assert csv.reward_model.conv_channels and csv.reward_model.dilations is None
+    assert csv.conservative.c == "auto"
     assert csv.finetune.alpha == 0.03 and csv.oversample == 8
 
 
