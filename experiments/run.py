@@ -65,6 +65,9 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise SettingsError(f"threads must be auto or an integer >= 1, got {threads!r}")
     if cfg.mode == "ctrl":
         check_ctrl(cfg)
+    iterations = cfg.finetune.get("iterations", 0)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise SettingsError(f"finetune.iterations must be an integer >= 0, got {iterations!r}")
     alpha = cfg.finetune.alpha
     if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
         raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
