@@ -49,25 +49,22 @@ def check_settings(cfg: DictConfig) -> torch.device:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
-    for key, low in (("seed", None), ("n_designs", 1), ("oversample", 1)):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+    for key, value, low in (("seed", cfg.seed, None), ("n_designs", cfg.n_designs, 1),
+                            ("oversample", cfg.oversample, 1),
+                            ("finetune.iterations", cfg.finetune.get("iterations", 0), 0)):
+        if not _is_int(value) or (low is not None and value < low):
             bound = "" if low is None else f" >= {low}"
             raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
+    if cfg.threads != "auto" and not (_is_int(cfg.threads) and cfg.threads >= 1):
+        raise SettingsError(f"threads must be auto or an integer >= 1, got {cfg.threads!r}")
     if cfg.plate is not None and cfg.plate not in PLATE_COLUMNS:
         raise SettingsError(f"plate must be null or one of {sorted(PLATE_COLUMNS)}, got {cfg.plate!r}")
     if cfg.mode not in ("braid", "ctrl"):
         raise SettingsError(f"mode must be braid or ctrl, got {cfg.mode!r}")
     if cfg.progress not in ("auto", True, False):
         raise SettingsError(f"progress must be auto, true or false, got {cfg.progress!r}")
-    threads = cfg.threads
-    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise SettingsError(f"threads must be auto or an integer >= 1, got {threads!r}")
     if cfg.mode == "ctrl":
         check_ctrl(cfg)
-    iterations = cfg.finetune.get("iterations", 0)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise SettingsError(f"finetune.iterations must be an integer >= 0, got {iterations!r}")
     alpha = cfg.finetune.alpha
     if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
         raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
@@ -77,6 +74,10 @@ def check_settings(cfg: DictConfig) -> torch.device:
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_ctrl(cfg: DictConfig) -> None:

@@ -17,8 +17,11 @@ import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from mbo.data.io import DataError
 
 CONFIG_MODULE = "mbo.conf"
 
@@ -130,10 +133,6 @@ def build_task(settings: DictConfig):
     """The task of the ``task`` settings; a value its constructor refuses (an unknown landscape, a file
     that is not there) is a :class:`SettingsError` naming the task, and the input file's own problems
     stay :class:`~mbo.data.io.DataError` s. Built through a partial so Hydra does not wrap either."""
-    from hydra.utils import instantiate
-
-    from mbo.data.io import DataError
-
     try:
         return instantiate(settings, _partial_=True)()
     except (SettingsError, DataError):

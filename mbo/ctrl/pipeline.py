@@ -32,9 +32,8 @@ from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
-from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
-from mbo.diffusion.pretrain import sampling_policy
+from mbo.diffusion.pretrain import load_diffusion
 from mbo.evaluate import mean_pairwise_hamming
 from mbo.tasks.tfbind8 import TFBind8
 
@@ -121,8 +120,7 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
     """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``), checked against
     the configured factors so a condition index means the same class it was trained for, with the
     sampler and min-p rule of the ``diffusion`` ``settings`` (a checkpoint holds neither)."""
-    model = load_masked_diffusion(path, device=device, sampler=instantiate(settings.sampler))
-    model.policy = sampling_policy(settings)
+    model = load_diffusion(path, settings, device=device)
     den = model.denoiser
     want = [f.num_classes for f in factors]
     if not isinstance(den, ConditionalDenoiser) or den.num_classes != want:

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mbo.checkpoint import CheckpointError, save_checkpoint
-from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
-from mbo.diffusion.pretrain import build_diffusion, pretrain, sampling_policy
+from mbo.diffusion.pretrain import build_diffusion, load_diffusion, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,6 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
     """
     path = cache_path(corpus, vocab_size, settings, cache_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sampler = instantiate(settings["sampler"])
     lock = FileLock(path.with_name(path.name + ".lock"))
     try:
         lock.acquire(timeout=0)
@@ -82,8 +79,7 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
     try:
         if path.exists():
             try:
-                model = load_masked_diffusion(path, sampler=sampler).to(device)
-                model.policy = sampling_policy(settings)
+                model = load_diffusion(path, settings, device=device)
                 log.info("loading cached pretrained model %s", path)
                 return model
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
 
@@ -18,6 +19,16 @@ def sampling_policy(settings: Mapping) -> MinProbability | None:
     """The sampling rule of the ``diffusion`` settings: min-p truncation at ``min_prob`` (or none)."""
     min_prob = float(settings.get("min_prob", 0.0))
     return MinProbability(min_prob) if min_prob > 0 else None
+
+
+def load_diffusion(path, settings: Mapping, device: str | torch.device | None = None,
+                   **expect) -> MaskedDiffusion:
+    """A checkpoint (:func:`~mbo.diffusion.checkpoint.load_masked_diffusion`, ``expect``: its
+    ``vocab_size`` / ``length`` checks) with the sampler and min-p rule of the ``diffusion``
+    ``settings``, which a checkpoint does not hold: how to sample is the settings' choice."""
+    model = load_masked_diffusion(path, device=device, sampler=instantiate(settings["sampler"]), **expect)
+    model.policy = sampling_policy(settings)
+    return model
 
 
 def build_diffusion(settings: Mapping, vocab_size: int, length: int,

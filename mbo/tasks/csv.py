@@ -52,8 +52,6 @@ class CSVTask(Task):
         id_column = None if id_column is None else str(id_column)
         if not isinstance(alphabet, Alphabet):
             alphabet = str(alphabet)
-        if isinstance(label_column, (int, float)):
-            label_column = str(label_column)
         # Settings that decide how the file is read are refused like the file's own problems: before
         # any training, in one line, so a typo in task.alphabet or task.replicates is not a traceback.
         try:
@@ -62,11 +60,10 @@ class CSVTask(Task):
             raise DataError(path, f"alphabet: {err}") from None
         if replicates not in REPLICATES:
             raise DataError(path, f"replicates {replicates!r}: must be one of {', '.join(REPLICATES)}")
-        # Hydra hands a list of columns over as a ListConfig.
-        label_column = label_column if isinstance(label_column, str) else [str(c) for c in label_column]
-        if isinstance(label_column, list) and len(label_column) == 1:
-            label_column = label_column[0]  # [kd] is the one column kd, not one objective of several
-        self.label_columns = [label_column] if isinstance(label_column, str) else label_column
+        # Hydra hands a list of columns over as a ListConfig; [kd] is the one column kd.
+        self.label_columns = [str(c) for c in ([label_column] if isinstance(label_column, (str, int, float))
+                                               else label_column)]
+        label_column = self.label_columns[0] if len(self.label_columns) == 1 else self.label_columns
         if not self.label_columns:
             raise DataError(path, "label_column names no column: give the measured property's column")
         if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column,

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mbo.atomic import atomic_path, atomic_write_text
@@ -48,9 +47,9 @@ from mbo.constraints import Constraints, constraints_from_settings
 from mbo.data.alphabet import Alphabet
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, Problems, csv_records, parse_number, read_text, require_columns, write_csv
-from mbo.diffusion import MaskedDiffusion, load_masked_diffusion
+from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.policy import Compose
-from mbo.diffusion.pretrain import sampling_policy
+from mbo.diffusion.pretrain import load_diffusion
 
 FORMAT = "mbo-campaign/2"
 SUGGESTION_COLUMNS = ["id", "sequence", "predicted_mean", "predicted_std", "acquisition"]
@@ -305,11 +304,11 @@ def save_model(c: Campaign, name: str, model: MaskedDiffusion) -> None:
 def load_model(c: Campaign, name: str, device: torch.device) -> MaskedDiffusion:
     """The checkpoint ``DIR/name``, checked against its recorded checksum first."""
     path = verify(c, name)
-    model = load_masked_diffusion(path, device=device, vocab_size=c.alphabet.size, length=c.length,
-                                  sampler=instantiate(c.settings.diffusion.sampler))
-    # The policy is not in the checkpoint: the settings' min-p and the per-position constraints, so
-    # every round samples, fine-tunes and measures its KL under the constrained policy.
-    model.policy = Compose(c.constraints.policy(), sampling_policy(c.settings.diffusion))
+    model = load_diffusion(path, c.settings.diffusion, device=device, vocab_size=c.alphabet.size,
+                           length=c.length)
+    # The per-position constraints too, before min-p: every round samples, fine-tunes and measures its
+    # KL under the constrained policy.
+    model.policy = Compose(c.constraints.policy(), model.policy)
     return model
 
 
