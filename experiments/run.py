@@ -40,6 +40,7 @@ from mbo.diffusion.cache import cache_path, pretrained_diffusion
 from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
+from mbo.method_settings import check_method_settings
 
 log = logging.getLogger("mbo-run")
 
@@ -50,8 +51,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
     for key, value, low in (("seed", cfg.seed, None), ("n_designs", cfg.n_designs, 1),
-                            ("oversample", cfg.oversample, 1),
-                            ("finetune.iterations", cfg.finetune.get("iterations", 0), 0)):
+                            ("oversample", cfg.oversample, 1)):
         if not _is_int(value) or (low is not None and value < low):
             bound = "" if low is None else f" >= {low}"
             raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
@@ -65,15 +65,23 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise SettingsError(f"progress must be auto, true or false, got {cfg.progress!r}")
     if cfg.mode == "ctrl":
         check_ctrl(cfg)
-    alpha = cfg.finetune.alpha
-    if alpha != "auto" and (not isinstance(alpha, (int, float)) or alpha < 0):
-        raise SettingsError(f"finetune.alpha must be auto or a number >= 0, got {alpha!r}")
-    if cfg.conservative.get("c", 0) == "auto" or alpha == "auto":
+    groups = ["finetune", "auto.method"] + (["method"] if cfg.get("method") is not None else [])
+    for group in groups:
+        check_group(OmegaConf.select(cfg, group), group)
+    if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto":
         a = cfg.auto
         if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
     return resolve_device(cfg.device)
+
+
+def check_group(settings: DictConfig, group: str) -> None:
+    """Refuse a method's or fine-tuner's settings (the config group ``group``) that cannot work."""
+    try:
+        check_method_settings(settings._target_.rsplit(".", 1)[-1], settings, prefix=f"{group}.")
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
 
 
 def _is_int(value) -> bool:
@@ -98,6 +106,7 @@ def check_ctrl(cfg: DictConfig) -> None:
                 raise SettingsError(f"ctrl.conditions: {text!r}: the factors and their classes are {classes}")
     if c.train_conditions not in ("list", "marginal"):
         raise SettingsError(f"ctrl.train_conditions must be list or marginal, got {c.train_conditions!r}")
+    check_group(c.finetune, "ctrl.finetune")
     if not 0 <= c.drop_prob < 1 or c.gamma <= 0:
         raise SettingsError(f"ctrl.drop_prob must lie in [0, 1) and ctrl.gamma be > 0, got {c.drop_prob} and "
                             f"{c.gamma}")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mbo.diffusion.samplers import Sampler
+from mbo.method_settings import check_method_settings
 
 
 def finetune_backprop(
@@ -63,6 +64,9 @@ def finetune_backprop(
         The fine-tuned model and a history with one dict per iteration
         (``reward``, ``kl``, ``loss``, ``grad_norm`` and, when available, ``mean``, ``g``).
     """
+    check_method_settings("finetune_backprop", {
+        "iterations": iterations, "batch_size": batch_size, "alpha": alpha, "backprop_steps": backprop_steps,
+        "tau": tau, "hard": hard, "lr": lr, "grad_clip": grad_clip, "kl_budget": kl_budget})
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).train().requires_grad_(True)
     device = next(model.parameters()).device

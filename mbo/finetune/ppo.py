@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.finetune.trajectories import step_terms
+from mbo.method_settings import check_method_settings
 
 
 def finetune_ppo(
@@ -62,10 +63,8 @@ def finetune_ppo(
         trajectory KL to p_pre at sampling), ``clipped`` (fraction of step ratios outside 1 ± ε in the
         last epoch), ``loss``.
     """
-    if alpha <= 0:
-        raise ValueError(f"finetune_ppo: alpha must be > 0, got {alpha}")
-    if epochs < 1:
-        raise ValueError(f"finetune_ppo: epochs must be >= 1, got {epochs}")
+    check_method_settings("finetune_ppo", {"alpha": alpha, "iterations": iterations, "batch_size": batch_size,
+                                           "epochs": epochs, "clip": clip, "lr": lr, "grad_clip": grad_clip})
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

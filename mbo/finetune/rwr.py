@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.finetune.trajectories import step_terms
+from mbo.method_settings import check_method_settings
 
 
 def finetune_rwr(
@@ -61,8 +62,8 @@ def finetune_rwr(
         samples), ``kl`` (mean trajectory KL to p_pre), ``ess`` (effective sample size of the weights,
         1 .. batch_size), ``loss``.
     """
-    if alpha <= 0:
-        raise ValueError(f"finetune_rwr: alpha must be > 0, got {alpha}")
+    check_method_settings("finetune_rwr", {"alpha": alpha, "iterations": iterations, "batch_size": batch_size,
+                                           "epochs": epochs, "lr": lr, "grad_clip": grad_clip})
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

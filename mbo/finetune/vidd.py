@@ -35,6 +35,7 @@ from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
+from mbo.method_settings import check_method_settings
 
 
 @torch.no_grad()
@@ -115,8 +116,9 @@ def finetune_vidd(
         roll-ins' samples), ``kl`` (their exact trajectory KL to ``pretrained``, nats), ``loss``
         (cross-entropy to the targets), ``target_entropy``.
     """
-    if alpha < 0:
-        raise ValueError(f"finetune_vidd: alpha must be >= 0, got {alpha}")
+    check_method_settings("finetune_vidd", {
+        "alpha": alpha, "iterations": iterations, "batch_size": batch_size, "lr": lr, "grad_clip": grad_clip,
+        "states_per_trajectory": states_per_trajectory, "completion": completion})
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

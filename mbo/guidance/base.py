@@ -14,7 +14,6 @@ counted, the model's own :meth:`~mbo.diffusion.masked.MaskedDiffusion.sample` in
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,15 +125,6 @@ def check_count(value, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
     return int(value)
-
-
-def check_alpha(alpha, where: str, allow_zero: bool) -> float:
-    """The temperature α of p* ∝ p_pre·exp(r/α): finite and > 0 (or >= 0 where argmax is meant)."""
-    a = float(alpha)
-    if not math.isfinite(a) or a < 0 or (a == 0 and not allow_zero):
-        bound = ">= 0 (0: argmax)" if allow_zero else "> 0"
-        raise ValueError(f"{where}: alpha must be finite and {bound}, got {alpha!r}")
-    return a
 
 
 def check_inputs(diffusion: MaskedDiffusion, n, batch_size, where: str) -> int:

@@ -12,7 +12,8 @@ import torch
 
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
-from mbo.guidance.base import AlignmentResult, CallCounter, Reward, check_count, check_inputs, resolve_sampler
+from mbo.guidance.base import AlignmentResult, CallCounter, Reward, check_inputs, resolve_sampler
+from mbo.method_settings import check_method_settings
 
 
 @torch.no_grad()
@@ -38,7 +39,8 @@ def best_of_n(diffusion: MaskedDiffusion, reward: Reward, n: int, *, num_samples
     """
     where = "best_of_n"
     n = check_inputs(diffusion, n, batch_size, where)
-    big_n = check_count(num_samples, "num_samples", where)
+    check_method_settings(where, {"num_samples": num_samples})
+    big_n = int(num_samples)
     sampler = resolve_sampler(diffusion, sampler)
     total = n * big_n
     size = batch_size or total

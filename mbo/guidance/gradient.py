@@ -11,7 +11,6 @@ guidance is this hook with r = log p̂(c | x) and λ = γ).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import torch
@@ -19,7 +18,8 @@ from torch import Tensor
 
 from mbo.diffusion.masked import Guidance, MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
-from mbo.guidance.base import AlignmentResult, CallCounter, Reward, check_alpha, check_inputs, resolve_sampler
+from mbo.guidance.base import AlignmentResult, CallCounter, Reward, check_inputs, resolve_sampler
+from mbo.method_settings import check_method_settings
 
 
 def reward_guidance(reward: Reward, strength: float) -> Guidance:
@@ -75,9 +75,8 @@ def gradient_guidance(diffusion: MaskedDiffusion, reward: Reward, n: int, *, alp
     """
     where = "gradient_guidance"
     n = check_inputs(diffusion, n, batch_size, where)
-    alpha = check_alpha(alpha, where, allow_zero=False)
-    if not (math.isfinite(float(scale)) and float(scale) >= 0):
-        raise ValueError(f"{where}: scale must be finite and >= 0, got {scale!r}")
+    check_method_settings(where, {"alpha": alpha, "scale": scale})
+    alpha = float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     with CallCounter(diffusion, reward, batch_size) as counter:
         hook = reward_guidance(counter.reward, float(scale) / alpha)
@@ -93,4 +92,5 @@ def tilt_of(method: Callable | None, reward: Reward) -> Guidance | None:
     if not (isinstance(method, functools.partial) and method.func is gradient_guidance):
         return None
     kw = method.keywords
-    return reward_guidance(reward, float(kw["scale"]) / check_alpha(kw["alpha"], "gradient_guidance", False))
+    check_method_settings("gradient_guidance", kw)
+    return reward_guidance(reward, float(kw["scale"]) / float(kw["alpha"]))

@@ -21,14 +21,13 @@ from mbo.guidance.base import (
     AlignmentResult,
     CallCounter,
     Reward,
-    check_alpha,
-    check_count,
     check_inputs,
     resolve_sampler,
     x0_log_probs,
 )
 from mbo.guidance.svdd import lookahead_evaluator, svdd_denoise
 from mbo.guidance.values import predicted_value
+from mbo.method_settings import check_method_settings
 
 
 @torch.no_grad()
@@ -61,12 +60,9 @@ def iterative_refinement(diffusion: MaskedDiffusion, reward: Reward, n: int, *, 
     """
     where = "iterative_refinement"
     n = check_inputs(diffusion, n, batch_size, where)
-    rounds = check_count(rounds, "rounds", where)
-    m = check_count(candidates, "candidates", where)
-    alpha = check_alpha(alpha, where, allow_zero=True)
-    rho = float(remask_fraction)
-    if not 0.0 < rho <= 1.0:
-        raise ValueError(f"{where}: remask_fraction must lie in (0, 1], got {remask_fraction!r}")
+    check_method_settings(where, {"rounds": rounds, "candidates": candidates, "alpha": alpha,
+                                  "remask_fraction": remask_fraction})
+    m, alpha, rho = int(candidates), float(alpha), float(remask_fraction)
     sampler = resolve_sampler(diffusion, sampler)
     length, device = diffusion.length, diffusion.device
     if start is not None:

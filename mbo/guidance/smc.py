@@ -24,16 +24,15 @@ from mbo.guidance.base import (
     CallCounter,
     Reward,
     all_masked,
-    check_alpha,
-    check_count,
     check_inputs,
     gumbel,
     resolve_sampler,
     x0_log_probs,
 )
 from mbo.guidance.values import lookahead, predicted_value
+from mbo.method_settings import CHOICES, check_method_settings
 
-RESAMPLING = ("systematic", "multinomial")
+RESAMPLING = CHOICES["resampling"]
 
 
 def effective_sample_size(log_w: Tensor) -> Tensor:
@@ -87,12 +86,9 @@ def smc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, particles: int, a
     """
     where = "smc"
     n = check_inputs(diffusion, n, batch_size, where)
-    k = check_count(particles, "particles", where)
-    alpha = check_alpha(alpha, where, allow_zero=False)
-    if not 0.0 <= float(ess_threshold) <= 1.0:
-        raise ValueError(f"{where}: ess_threshold must lie in [0, 1], got {ess_threshold!r}")
-    if resampling not in RESAMPLING:
-        raise ValueError(f"{where}: resampling must be one of {RESAMPLING}, got {resampling!r}")
+    check_method_settings(where, {"particles": particles, "alpha": alpha, "ess_threshold": ess_threshold,
+                                  "resampling": resampling})
+    k, alpha = int(particles), float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     steps = sampler.num_steps(diffusion.length)
     device = diffusion.device

@@ -39,8 +39,6 @@ from mbo.guidance.base import (
     CallCounter,
     Reward,
     all_masked,
-    check_alpha,
-    check_count,
     check_inputs,
     gumbel,
     refresh_log_probs,
@@ -48,6 +46,7 @@ from mbo.guidance.base import (
     x0_log_probs,
 )
 from mbo.guidance.values import fit_value_network, lookahead, predicted_value, rollout
+from mbo.method_settings import check_method_settings
 
 # (xs (B, L), changed (B,), parent log x̂ (B, L, V), parent value (B,)) -> (log x̂ or None, value (B,))
 Evaluate = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor | None, Tensor]]
@@ -143,8 +142,8 @@ def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
     """
     where = "svdd_pm"
     n = check_inputs(diffusion, n, batch_size, where)
-    m = check_count(candidates, "candidates", where)
-    alpha = check_alpha(alpha, where, allow_zero=True)
+    check_method_settings(where, {"candidates": candidates, "alpha": alpha})
+    m, alpha = int(candidates), float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     with CallCounter(diffusion, reward, batch_size) as counter:
         evaluate = lookahead_evaluator(diffusion, counter, batch_size)
@@ -182,8 +181,8 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
     """
     where = "svdd_rollout"
     n = check_inputs(diffusion, n, batch_size, where)
-    m = check_count(candidates, "candidates", where)
-    alpha = check_alpha(alpha, where, allow_zero=True)
+    check_method_settings(where, {"candidates": candidates, "alpha": alpha})
+    m, alpha = int(candidates), float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     mask = diffusion.mask_id
     with CallCounter(diffusion, reward, batch_size) as counter:
@@ -244,8 +243,10 @@ def svdd_mc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
     """
     where = "svdd_mc"
     n = check_inputs(diffusion, n, batch_size, where)
-    m = check_count(candidates, "candidates", where)
-    alpha = check_alpha(alpha, where, allow_zero=True)
+    check_method_settings(where, {"candidates": candidates, "alpha": alpha, "rollouts": rollouts,
+                                  "value_steps": value_steps, "value_batch_size": value_batch_size,
+                                  "value_lr": value_lr, "value_dim": value_dim, "value_depth": value_depth})
+    m, alpha = int(candidates), float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     with CallCounter(diffusion, reward, batch_size) as counter:
         net, fit = fit_value_network(diffusion, counter.reward, rollouts=rollouts, steps=value_steps,

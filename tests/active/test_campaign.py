@@ -370,6 +370,13 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "'seiko.local'" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen=-1") == 2
     assert "line: setting 'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
+    # The pool's method and the fine-tuner are checked at init, not at every suggest.
+    for override, problem in (
+            ("seiko.pool.alpha=0", "gradient_guidance: seiko.pool.alpha must be a finite number > 0"),
+            ("seiko.pool.scale=-1", "gradient_guidance: seiko.pool.scale must be a finite number >= 0"),
+            ("finetune.lr=0", "finetune_vidd: finetune.lr must be a finite number > 0")):
+        assert cli("init", root, "--data", dna_csv, "--config", config, override) == 2
+        assert f"command line: {problem}" in capsys.readouterr().err
     # A value of the wrong type on the command line is named as the command line's, not the file's.
     for override, problem in (("seiko.c=abc", "'seiko.c' must be a number, got 'abc'"),
                               ("threads=abc", "'threads' must be an integer"),

@@ -102,5 +102,5 @@ def test_every_method_shares_the_signature_and_its_checks(method):
 def test_alpha_is_checked(method):
     model = tiny_model(sampler=3)
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="alpha must be finite"):
+        with pytest.raises(ValueError, match="alpha must be a finite number"):
             method(model, count_zero, 2, **{**SETTINGS[method], "alpha": bad})

@@ -47,7 +47,7 @@ def test_non_differentiable_reward_and_bad_settings_are_refused():
 
     with pytest.raises(ValueError, match="differentiable"):
         gradient_guidance(model, black_box, 2, alpha=1.0, scale=1.0)
-    with pytest.raises(ValueError, match="alpha must be finite and > 0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         gradient_guidance(model, count_zero, 2, alpha=0.0, scale=1.0)
-    with pytest.raises(ValueError, match="scale must be finite and >= 0"):
+    with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
         gradient_guidance(model, count_zero, 2, alpha=1.0, scale=-1.0)

@@ -142,7 +142,7 @@ def test_settings_are_checked():
         svdd_pm(model, count_zero, 2, candidates=0, alpha=0.0)
     with pytest.raises(ValueError, match="svdd_rollout: candidates must be an integer >= 1, got 0"):
         svdd_rollout(model, count_zero, 2, candidates=0, alpha=0.0)
-    with pytest.raises(ValueError, match="fit_value_network: lr must be > 0"):
+    with pytest.raises(ValueError, match="svdd_mc: value_lr must be a finite number > 0"):
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_lr": 0.0})
     with pytest.raises(ValueError, match="dim must be a positive multiple of 4"):
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_dim": 6})

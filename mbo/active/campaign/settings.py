@@ -24,6 +24,7 @@ from mbo.active.seiko import LocalPool
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import CONFIG_MODULE, SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
+from mbo.method_settings import check_method_settings
 
 
 def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None = None) -> DictConfig:
@@ -165,6 +166,15 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
     except (TypeError, ValueError) as err:
         raise SettingsError(f"{source('seiko.local')}: settings of 'seiko.local' do not build "
                             f"({err})") from None
+    for group in ("finetune", "seiko.pool"):  # the fine-tuner and the pool's method, if any
+        settings = OmegaConf.select(cfg, group)
+        if settings is None:
+            continue
+        for key, value in settings.items():  # one at a time, to name the source of the one refused
+            try:
+                check_method_settings(settings._target_.rsplit(".", 1)[-1], {key: value}, f"{group}.")
+            except ValueError as err:
+                raise SettingsError(f"{source(f'{group}.{key}')}: {err}") from None
     # auto is mbo-run's: it holds out the top labels, which a campaign's first rounds cannot spare.
     need(isinstance(cfg.finetune.alpha, (int, float)) and cfg.finetune.alpha >= 0, "finetune.alpha",
          "must be a number >= 0 in a campaign")

@@ -1,0 +1,72 @@
+"""What the settings of every design method and fine-tuner must be, in one table.
+
+Each method of :mod:`mbo.guidance` and :mod:`mbo.finetune` checks its own settings on entry, and
+``mbo-run`` and ``mbo-campaign`` check the same settings from the config before any data is read or
+any model trained: a value that cannot work is then one line naming the setting, not a traceback after
+minutes of pretraining and fitting. Settings are keyed by name, because a name means the same thing in
+every method (``candidates`` is always a count, ``alpha`` always the temperature of p_pre·exp(r/α)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+# Integers >= 1.
+COUNTS = frozenset({"num_samples", "candidates", "particles", "rounds", "rollouts", "value_steps",
+                    "value_batch_size", "value_depth", "batch_size", "epochs", "states_per_trajectory",
+                    "backprop_steps"})
+# Finite numbers > 0.
+POSITIVE = frozenset({"lr", "value_lr", "grad_clip", "tau", "clip"})
+# Values in a closed or half-open interval: (low, high, low included).
+INTERVALS = {"remask_fraction": (0.0, 1.0, False), "ess_threshold": (0.0, 1.0, True)}
+CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax", "mean")}
+# These weigh by exp(r/α) with no argmax limit (α = 0 would divide by zero); the others read α = 0 as
+# argmax (SVDD, refinement) or as no KL leash (reward backprop, VIDD).
+POSITIVE_ALPHA = frozenset({"smc", "gradient_guidance", "finetune_ppo", "finetune_rwr"})
+
+
+def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str = "") -> None:
+    """Raise ValueError if a setting of method ``where`` (its function's name) cannot work.
+
+    Args:
+        where: the method's function name, e.g. ``"svdd_pm"`` or ``"finetune_vidd"``.
+        settings: its keyword settings; names this table does not know (``_target_``, ``sampler``)
+            pass unchecked, and ``alpha: auto`` is left to the app that resolves it.
+        prefix: how the app names the group in messages, e.g. ``"method."``.
+    """
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if key in COUNTS or key == "iterations":
+            low = 0 if key == "iterations" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+        elif key == "alpha" and value != "auto":
+            zero_ok = where not in POSITIVE_ALPHA
+            if not _finite(value) or value < 0 or (value == 0 and not zero_ok):
+                bound = ">= 0" if zero_ok else "> 0"
+                raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
+        elif key in POSITIVE and not (_finite(value) and value > 0):
+            raise ValueError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+        elif key == "scale" and not (_finite(value) and value >= 0):
+            # A negative scale would steer towards lower reward.
+            raise ValueError(f"{where}: {name} must be a finite number >= 0 (0: no guidance), got {value!r}")
+        elif key == "kl_budget" and value is not None and not (_finite(value) and value > 0):
+            raise ValueError(f"{where}: {name} must be null or a finite number > 0 (nats), got {value!r}")
+        elif key == "value_dim" and (isinstance(value, bool) or not isinstance(value, int)
+                                     or value < 4 or value % 4):
+            raise ValueError(f"{where}: {name} must be a positive multiple of 4, got {value!r}")
+        elif key == "hard" and not isinstance(value, bool):
+            raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
+        elif key in INTERVALS:
+            lo, hi, closed = INTERVALS[key]
+            if not _finite(value) or not (lo <= value <= hi) or (value == lo and not closed):
+                raise ValueError(f"{where}: {name} must lie in {'[' if closed else '('}{lo:g}, {hi:g}], "
+                                 f"got {value!r}")
+        elif key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"{where}: {name} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
