@@ -9,7 +9,6 @@ a problem with it is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
+from mbo import jsonfile
 from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import file_sha256, save_checkpoint
@@ -77,11 +77,13 @@ def check_settings(cfg: DictConfig) -> torch.device:
 
 
 def check_group(settings: DictConfig, group: str) -> None:
-    """Refuse a method's or fine-tuner's settings (the config group ``group``) that cannot work."""
+    """Refuse a method's or fine-tuner's settings (the config group ``group``) that cannot work;
+    ``alpha: auto`` is chosen from the offline data before the method runs."""
+    given = {k: v for k, v in settings.items() if not (k == "alpha" and v == "auto")}
     try:
-        check_method_settings(settings._target_.rsplit(".", 1)[-1], settings, prefix=f"{group}.")
+        check_method_settings(settings._target_.rsplit(".", 1)[-1], given, prefix=f"{group}.")
     except ValueError as err:
-        raise SettingsError(str(err)) from None
+        raise SettingsError(f"{err}{' (or auto)' if 'alpha must' in str(err) else ''}") from None
 
 
 def _is_int(value) -> bool:
@@ -217,8 +219,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.plate is not None:
         write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), cols["pred_mean"],
                         cols["pred_std"], int(cfg.plate))
-    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
-    atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
+    atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     write_report(output_dir, result, designs, task, reward_model, reward, history)
     print_summary(result)
     return result
@@ -297,8 +299,8 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     if cfg.plate is not None:
         write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), plate.mean[:, 0],
                         plate.std[:, 0], int(cfg.plate))
-    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
-    atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
+    atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     write_pareto_report(output_dir, result, y, plate.mean)
     hv = result["pareto"]
     print(f"{len(designs)} designs for {len(names)} objectives ({', '.join(names)}) by {cfg.pareto.method}: "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 import statistics
@@ -34,6 +33,7 @@ import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
 from experiments.report import COLUMNS
+from mbo import jsonfile
 from mbo.atomic import atomic_path, atomic_write_text
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
@@ -136,7 +136,7 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
         metrics_path = job_dir / "metrics.json"
         if metrics_path.is_file():
             try:
-                job.result = json.loads(metrics_path.read_text())
+                job.result = jsonfile.loads(metrics_path.read_text())
                 job.result["methods"] = _rows(job.result)
                 job.status = "ok"
             except (ValueError, AttributeError) as err:
@@ -342,17 +342,6 @@ def plot_sweep(rows: Sequence[dict], swept: Sequence[str], outdir: Path,
     return paths
 
 
-def _json_safe(obj):
-    """NaN (the std of a single seed) is not JSON; ``null`` says "undefined" to every reader."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def summarize(sweep_dir: str | Path, out: str | Path | None = None, replicate_key: str = "seed",
               overwrite: bool = False, plots: bool = True) -> dict:
     """Write ``summary.{csv,md,json}`` and the plots for one sweep; returns the JSON summary."""
@@ -379,7 +368,7 @@ def summarize(sweep_dir: str | Path, out: str | Path | None = None, replicate_ke
     atomic_write_text(outdir / "summary.csv", summary_csv(jobs, swept, replicate_key), overwrite=overwrite)
     atomic_write_text(outdir / "summary.md", summary_markdown(jobs, swept, rows, f"Sweep {sweep_dir.name}"),
                       overwrite=overwrite)
-    text = json.dumps(_json_safe(summary), indent=2, default=str)
+    text = jsonfile.dumps(summary, indent=2)
     atomic_write_text(outdir / "summary.json", text, overwrite=overwrite)
     summary["plots"] = [str(p) for p in plot_sweep(rows, swept, outdir, overwrite)] if plots else []
     return summary

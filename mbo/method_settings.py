@@ -33,7 +33,7 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
     Args:
         where: the method's function name, e.g. ``"svdd_pm"`` or ``"finetune_vidd"``.
         settings: its keyword settings; names this table does not know (``_target_``, ``sampler``)
-            pass unchecked, and ``alpha: auto`` is left to the app that resolves it.
+            pass unchecked.
         prefix: how the app names the group in messages, e.g. ``"method."``.
     """
     for key, value in settings.items():
@@ -42,7 +42,7 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
             low = 0 if key == "iterations" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
-        elif key == "alpha" and value != "auto":
+        elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA
             if not _finite(value) or value < 0 or (value == 0 and not zero_ok):
                 bound = ">= 0" if zero_ok else "> 0"

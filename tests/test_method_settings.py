@@ -52,5 +52,5 @@ def test_a_setting_that_cannot_work_is_named(where, key, value, problem):
 
 def test_what_works_passes():
     check_method_settings("svdd_pm", {"candidates": 1, "alpha": 0, "_target_": "x", "sampler": None})
-    check_method_settings("finetune_vidd", {"alpha": "auto", "iterations": 0, "kl_budget": None})
+    check_method_settings("finetune_vidd", {"alpha": 0, "iterations": 0, "kl_budget": None})
     check_method_settings("smc", {"ess_threshold": 0.0, "alpha": 1e-3, "resampling": "multinomial"})

@@ -10,7 +10,6 @@ is skipped and the saved model samples the requested conditions (classifiers are
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from mbo import jsonfile
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import save_checkpoint
 from mbo.config import build_task, progress_bars
@@ -221,8 +221,8 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
               "factors": factor_spec,
               "classifiers": calib, "conditions": per_condition, "timings": timings,
               "ctrl": OmegaConf.to_container(c, resolve=True)}
-    atomic_write_text(output_dir / "metrics.json", json.dumps(result, indent=2), overwrite=True)
-    atomic_write_text(output_dir / "history.json", json.dumps(history), overwrite=True)
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
+    atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     for name, m in per_condition.items():
         log.info("%s: satisfied %s, diversity %.2f, naturalness %.2f, gap to the target %.2f nats", name,
                  f"{m['frac_satisfied']:.3f}" if "frac_satisfied" in m else "n/a",

@@ -358,7 +358,7 @@ def test_a_number_holds_the_setting_that_auto_would_choose(tmp_path):
                         "auto.designs=8", "auto.method.candidates=2"), tmp_path / "run")
     assert result["auto"]["alpha"] == 0.2
     assert set(result["auto"]["trials"]) == {"c=0,alpha=0.2", "c=5,alpha=0.2"}
-    with pytest.raises(SettingsError, match=r"finetune\.alpha must be auto or a number"):
+    with pytest.raises(SettingsError, match=r"finetune\.alpha must be a finite number >= 0, got .fast. \(or"):
         run(config(tmp_path, "finetune.alpha=fast"), tmp_path / "run2")
     with pytest.raises(SettingsError, match=r"auto\.alpha_grid"):
         run(config(tmp_path, "finetune.alpha=auto", "auto.alpha_grid=[]"), tmp_path / "run3")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from experiments.summarize import aggregate, load_sweep, main, summarize, summary_markdown
+from mbo import jsonfile
 
 SWEEP = ["conservative.c=0,1", "seed=range(6)", "progress=false"]  # 12 jobs: numbers 10, 11 sort last
 FAILED, MISSING = 3, 11
@@ -106,10 +107,13 @@ def test_minus_inf_is_a_score_not_a_missing_value(tmp_path):
         result = json.loads(path.read_text())
         result["methods"]["finetuned"]["true_p50"] = value
         result["methods"]["finetuned"]["feasible"] = 0.0 if value < 0 else 1.0
-        path.write_text(json.dumps(result))
+        path.write_text(jsonfile.dumps(result))  # as mbo-run writes it: "-inf", strict JSON
     jobs, swept = load_sweep(root)
     rows = aggregate(jobs, swept)
     assert "| true p50 | feasible |" in summary_markdown(jobs, swept, rows)
+    summarize(root, tmp_path / "summary", plots=False)
+    text = (tmp_path / "summary" / "summary.json").read_text()
+    assert '"mean": "-inf"' in text and "Infinity" not in text and "NaN" not in text
     row = next(r for r in rows if r["setting"]["conservative.c"] == 0 and r["method"] == "finetuned")
     assert row["metrics"]["true_p50"]["mean"] == -math.inf and math.isnan(row["metrics"]["true_p50"]["std"])
     assert row["metrics"]["feasible"]["mean"] == pytest.approx(0.5)
