@@ -95,6 +95,11 @@ def check_ctrl(cfg: DictConfig) -> None:
     if unused := ctrl_unused(cfg):
         raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop them")
     c = cfg.ctrl
+    for j, f in enumerate(c.factors):
+        if (f.get("landscape") is None) == (f.get("csv") is None):
+            raise SettingsError(f"ctrl.factors[{j}] ({f.name}): give exactly one of landscape or csv")
+        if f.get("landscape") is not None and not (_is_int(f.n_labels) and f.n_labels >= 2):
+            raise SettingsError(f"ctrl.factors[{j}].n_labels must be an integer >= 2, got {f.n_labels!r}")
     classes = {str(f.name): [str(k) for k in f.classes] for f in c.factors}
     if not c.conditions:
         raise SettingsError("ctrl.conditions is empty; name at least one, e.g. ['A=high']")

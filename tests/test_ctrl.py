@@ -7,6 +7,7 @@ from functools import partial
 import pytest
 import torch
 
+from experiments.run import check_settings
 from mbo.config import compose_config
 from mbo.ctrl import (
     ConditionalDenoiser,
@@ -293,3 +294,15 @@ def test_a_ctrl_checkpoint_loads_without_importing_mbo_ctrl(tmp_path):
             "assert 'mbo.ctrl' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_condition_on_a_class_no_label_reaches_is_refused_before_training(tmp_path):
+    from mbo.config import SettingsError
+
+    # 3 random rows of PAX6: 'high' (above its 90th percentile) is likely empty; seed 0 makes it so.
+    cfg = ctrl_config(tmp_path, "ctrl.factors.0.n_labels=3")
+    with pytest.raises(SettingsError, match="no labeled row of factor 'A' is in class 'high'"):
+        run_ctrl(cfg, tmp_path)
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(SettingsError, match=r"ctrl.factors\[0\].n_labels must be an integer >= 2"):
+        check_settings(ctrl_config(tmp_path, "ctrl.factors.0.n_labels=1"))

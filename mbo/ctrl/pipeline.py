@@ -23,9 +23,16 @@ from torch import Tensor
 from mbo import jsonfile
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import save_checkpoint
-from mbo.config import build_task, progress_bars
+from mbo.config import SettingsError, build_task, progress_bars
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
-from mbo.ctrl.conditions import ConditionSampler, Factor, condition_name, encode_condition, satisfies
+from mbo.ctrl.conditions import (
+    ConditionSampler,
+    Factor,
+    condition_name,
+    encode_condition,
+    parse_condition,
+    satisfies,
+)
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
@@ -68,6 +75,25 @@ def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, TFBin
     edges = tuple(float(np.percentile(reference.numpy(), p)) for p in spec.percentiles)
     factor = Factor(str(spec.name), edges, tuple(str(c) for c in spec.classes))
     return factor, tokens, labels, oracle
+
+
+def check_classes_labeled(conditions, labeled) -> None:
+    """Refuse a condition that asks for a class none of its factor's labeled rows is in: the
+    classifier could never learn it (``labeled``: :func:`labeled_factor`'s results)."""
+    counts = {f.name: torch.bincount(f.classify(y), minlength=f.num_classes).tolist()
+              for f, _, y, _ in labeled}
+    for f, tokens, _, _ in labeled:
+        if len(tokens) < 2:
+            raise SettingsError(f"ctrl factor {f.name!r}: {len(tokens)} labeled row(s); the classifier needs "
+                                "at least 2 (one held out)")
+    for text in conditions:
+        for name, cls in parse_condition(text).items():
+            factor = next(f for f, *_ in labeled if f.name == name)
+            if counts[name][factor.classes.index(cls)] == 0:
+                raise SettingsError(
+                    f"ctrl.conditions: {text!r}: no labeled row of factor {name!r} is in class {cls!r} "
+                    f"(class counts {dict(zip(factor.classes, counts[name], strict=True))}); label more "
+                    "rows (n_labels) or move its percentiles")
 
 
 def fit_classifier(factor: Factor, tokens: Tensor, labels: Tensor, vocab: int, cfg, seed: int,
@@ -142,6 +168,9 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
 
     task = build_task(cfg.task)
     vocab = task.alphabet.size
+    # Labels first: a condition whose class no labeled row holds is refused before any training.
+    labeled = [labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1)) for j, spec in enumerate(c.factors)]
+    check_classes_labeled(c.conditions, labeled)
     pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
@@ -149,8 +178,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
 
     t = time.perf_counter()
     factors, classifiers, oracles, marginals, calib = [], {}, [], [], {}
-    for j, spec in enumerate(c.factors):
-        factor, tokens, labels, oracle = labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1))
+    for factor, tokens, labels, oracle in labeled:
         clf, report = fit_classifier(factor, tokens, labels, vocab, c.classifier, cfg.seed, device)
         factors.append(factor)
         classifiers[factor.name] = clf
