@@ -302,8 +302,8 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     write_csv(output_dir / "designs.csv", data, extra_columns=cols, overwrite=True)
     write_fasta(output_dir / "designs.fasta", data, overwrite=True)
     if cfg.plate is not None:
-        write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), plate.mean[:, 0],
-                        plate.std[:, 0], int(cfg.plate))
+        write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), plate.mean, plate.std,
+                        int(cfg.plate), names)
     atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     write_pareto_report(output_dir, result, y, plate.mean)

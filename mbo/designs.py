@@ -8,7 +8,7 @@ says how many it found), and :func:`ranked` orders them by the score the method 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -89,11 +89,21 @@ def plate_wells(n: int, plate: int) -> list[tuple[int, str]]:
     return out
 
 
-def write_plate_map(path, ids: list[str], sequences: list[str], mean, std, plate: int) -> None:
-    """A plate map CSV (plate, well, id, sequence, predicted mean ± std), atomically."""
+def write_plate_map(path, ids: list[str], sequences: list[str], mean: Tensor, std: Tensor, plate: int,
+                    objectives: Sequence[str] = ()) -> None:
+    """A plate map CSV (plate, well, id, sequence, predicted mean and std), atomically.
+
+    ``mean`` and ``std`` are ``(n,)``, or ``(n, k)`` for the ``k`` named ``objectives``: then a
+    ``predicted_mean_<name>`` and ``predicted_std_<name>`` column per objective."""
+    mean, std = torch.as_tensor(mean).double(), torch.as_tensor(std).double()
+    if mean.dim() == 1:
+        names, mean, std = ["predicted_mean", "predicted_std"], mean[:, None], std[:, None]
+    else:
+        names = [f"predicted_{stat}_{o}" for o in objectives for stat in ("mean", "std")]
+    values = torch.stack([mean, std], dim=-1).flatten(1)  # (n, 2k): mean, std per objective
     with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["plate", "well", "id", "sequence", "predicted_mean", "predicted_std"])
-        for (k, well), ident, seq, m, s in zip(plate_wells(len(ids), plate), ids, sequences, mean, std,
-                                                 strict=True):
-            w.writerow([k, well, ident, seq, repr(float(m)), repr(float(s))])
+        w.writerow(["plate", "well", "id", "sequence", *names])
+        for (k, well), ident, seq, row in zip(plate_wells(len(ids), plate), ids, sequences, values.tolist(),
+                                              strict=True):
+            w.writerow([k, well, ident, seq, *map(repr, row)])

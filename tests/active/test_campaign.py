@@ -175,7 +175,11 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
     assert list(plate[0])[:7] == ["id", "sequence", "predicted_mean_kd", "predicted_std_kd",
                                   "predicted_mean_expression", "predicted_std_expression", "acquisition"]
     assert len(plate) == 4 and not {p["sequence"] for p in plate} & {r[1] for r in rows}
-    assert (root / "round_000" / "plate_map.csv").is_file()
+    wells = read_rows(root / "round_000" / "plate_map.csv")  # every objective's prediction, by name
+    assert list(wells[0]) == ["plate", "well", "id", "sequence", "predicted_mean_kd", "predicted_std_kd",
+                              "predicted_mean_expression", "predicted_std_expression"]
+    assert [float(w["predicted_mean_expression"]) for w in wells] == pytest.approx(
+        [float(p["predicted_mean_expression"]) for p in plate], rel=1e-6)
     capsys.readouterr()
     # A results file needs every objective; nothing changes on a bad one.
     before = tree_hash(root)

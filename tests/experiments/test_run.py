@@ -374,8 +374,11 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
     data.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
     result = run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
-                        "task.label_column=[kd,expression]", "conservative.c=0"), out)
+                        "task.label_column=[kd,expression]", "conservative.c=0", "plate=96"), out)
     assert result["objectives"] == ["kd", "expression"] and result["designs"]["selection"] == "qnehvi"
+    wells = read_rows(out / "plate_map.csv")
+    assert list(wells[0])[4:] == ["predicted_mean_kd", "predicted_std_kd", "predicted_mean_expression",
+                                  "predicted_std_expression"] and len(wells) == 16
     designs = read_rows(out / "designs.csv")
     assert len(designs) == 16 and len({r["sequence"] for r in designs}) == 16
     assert {"pred_mean_kd", "pred_std_kd", "pred_mean_expression", "acquisition",

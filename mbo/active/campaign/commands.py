@@ -310,11 +310,10 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                "command": f"mbo-campaign suggest {c.dir.name} --batch {batch}"
                           + (" --force" if force else "") + (f" --plate {plate}" if plate else "")}
     path = write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
-    if plate is not None:  # with several objectives the map shows the first one's prediction
+    if plate is not None:
         ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
-        mean, std = (sel.mean, sel.std) if sel.mean.dim() == 1 else (sel.mean[:, 0], sel.std[:, 0])
-        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), mean, std,
-                        plate)
+        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), sel.mean,
+                        sel.std, plate, c.objectives)
     return path
 
 
