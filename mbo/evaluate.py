@@ -78,8 +78,11 @@ def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None,
         dist = hamming_to_nearest(designs, offline.tokens, vocab)
         out.update(novelty=dist.mean().item(), frac_in_offline=(dist == 0).double().mean().item())
     if diffusion is not None:
-        out["naturalness"] = diffusion.elbo(designs.to(_device(diffusion)),
-                                            n_samples=elbo_samples).mean().item()
+        # A fixed stream: the same designs get the same estimate in every row and every run, and the
+        # evaluation draws nothing from the caller's generators.
+        device = _device(diffusion)
+        out["naturalness"] = diffusion.elbo(designs.to(device), n_samples=elbo_samples,
+                                            generator=torch.Generator(device).manual_seed(0)).mean().item()
     return out
 
 

@@ -53,3 +53,14 @@ def test_evaluate_designs_metrics():
     assert out["frac_in_offline"] == 0.5 and out["unique"] == 3
     assert out["reward_mean"] == pytest.approx((3 + 1 + 2 + 1) / 4)
     assert out["pred_std"] == pytest.approx(0.1)
+
+
+def test_naturalness_of_the_same_designs_is_the_same_in_every_row():
+    from tests.guidance import tiny_model
+
+    model = tiny_model(vocab=4, length=3)
+    designs = torch.randint(0, 4, (6, 3), generator=torch.Generator().manual_seed(1))
+    task = CountA()
+    first = evaluate_designs(designs, offline=task.offline_dataset(), diffusion=model)["naturalness"]
+    torch.rand(5)  # whatever the global stream did in between
+    assert evaluate_designs(designs, offline=task.offline_dataset(), diffusion=model)["naturalness"] == first
