@@ -175,6 +175,7 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
     assert list(plate[0])[:7] == ["id", "sequence", "predicted_mean_kd", "predicted_std_kd",
                                   "predicted_mean_expression", "predicted_std_expression", "acquisition"]
     assert len(plate) == 4 and not {p["sequence"] for p in plate} & {r[1] for r in rows}
+    assert cli("status", root) == 0  # a round with no results yet has no feasible value to plot
     wells = read_rows(root / "round_000" / "plate_map.csv")  # every objective's prediction, by name
     assert list(wells[0]) == ["plate", "well", "id", "sequence", "predicted_mean_kd", "predicted_std_kd",
                               "predicted_mean_expression", "predicted_std_expression"]

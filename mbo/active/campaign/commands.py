@@ -458,20 +458,20 @@ def round_table(c: Campaign) -> list[dict]:
     return rows
 
 
-def _feasible_values(ms: list[Measurement]) -> torch.Tensor:
-    """``(n, M)`` values of the measurements finite in every objective."""
+def _feasible_values(ms: list[Measurement], k: int) -> torch.Tensor:
+    """``(n, k)`` values of the measurements finite in all ``k`` objectives (n may be 0)."""
     rows = [m.values for m in ms if all(map(math.isfinite, m.values))]
-    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1)
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), k)
 
 
 def _pareto_table(c: Campaign, measurements: list[Measurement], rounds: dict) -> list[dict]:
-    start = _feasible_values([m for m in measurements if m.round < 0])
+    start = _feasible_values([m for m in measurements if m.round < 0], len(c.objectives))
     ref = start.min(0).values
     rows, so_far = [], []
     for r in [-1, *rounds]:
         ms = [m for m in measurements if m.round == r]
         so_far += ms
-        y, front = _feasible_values(ms), _feasible_values(so_far)
+        y, front = _feasible_values(ms, len(c.objectives)), _feasible_values(so_far, len(c.objectives))
         row = {"round": "start" if r < 0 else str(r), "suggested": len(rounds[r]) if r >= 0 else None,
                "measured": len(ms), "feasible": len(y) / len(ms) if ms else None}
         for j, o in enumerate(c.objectives):
@@ -540,9 +540,9 @@ def _plot_front(c: Campaign, ms: list[Measurement], ax) -> None:
     predictions (hollow) where it has no results yet."""
     a, b = c.objectives[:2]
     for r in sorted({m.round for m in ms}):
-        y = _feasible_values([m for m in ms if m.round == r])
+        y = _feasible_values([m for m in ms if m.round == r], len(c.objectives))
         ax.scatter(y[:, 0], y[:, 1], s=12, alpha=0.8, label="start data" if r < 0 else f"round {r}")
-    y = _feasible_values(ms)
+    y = _feasible_values(ms, len(c.objectives))
     front = y[pareto_mask(y)]
     front = front[front[:, 0].argsort()]
     ax.step(front[:, 0], front[:, 1], where="pre", color="k", lw=1.5, label="measured front")
