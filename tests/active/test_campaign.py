@@ -537,3 +537,40 @@ def test_a_campaign_begun_before_later_settings_goes_on_as_set_up():
     del stored["seiko"]["c"]  # any other missing key is still an edited file
     with pytest.raises(CampaignError, match=r"\['settings.seiko.c'\] are missing"):
         check_stored_settings(stored, [], "campaign.json")
+
+
+def test_init_from_inside_its_folder_is_refused_and_rounds_run_on_another_device(
+        tmp_path, config, dna_csv, capsys, monkeypatch):
+    root = tmp_path / "lab"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    # Renamed into place, the campaign would leave the shell in a deleted folder: refused at once.
+    assert cli("init", ".", "--data", dna_csv, "--config", config) == 2
+    assert "run init from the folder above, e.g. cd ..; mbo-campaign init lab" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert cli("init", "lab", "--data", dna_csv, "--config", config) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab"]
+    monkeypatch.chdir(root)
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert cli("suggest", ".", "--batch", 3, "--device", "cuda") == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert cli("suggest", ".", "--batch", 3, "--device", "cpu") == 0
+    assert read_rows(root / "round_000" / "suggestions.csv")[0]["command"] == (
+        "mbo-campaign suggest lab --batch 3 --device cpu")
+
+
+def test_a_read_only_campaign_still_shows_its_status_and_a_machine_failure_is_one_line(
+        camp, capsys, monkeypatch):
+    root, _ = camp
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(commands, "_plot", refuse)
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    assert "no plot (Permission denied)" in capsys.readouterr().out
+    monkeypatch.setattr(commands, "read_measurements", refuse)
+    assert cli("status", root) == 1
+    assert capsys.readouterr().err.count("\n") == 1

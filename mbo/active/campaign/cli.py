@@ -23,6 +23,10 @@ from mbo.active.campaign.store import CampaignError, locked, open_campaign
 from mbo.checkpoint import CheckpointError
 from mbo.config import SettingsError
 from mbo.data.io import DataError
+from mbo.device import DeviceError
+
+DEVICE_HELP = ("run on this device (auto, cpu, cuda, cuda:N) instead of the campaign's `device` setting, "
+               "e.g. to go on without the GPU it was begun on")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--batch", type=int, required=True, metavar="N", help="designs on the plate")
     q.add_argument("--force", action="store_true", help="suggest even if the last plate has no results")
     q.add_argument("--plate", type=int, choices=[96, 384], help="also write round_XXX/plate_map.csv")
+    q.add_argument("--device", help=DEVICE_HELP)
 
     q = sub.add_parser("ingest", parents=[common], help="add measured values from a results CSV")
     q.add_argument("dir", metavar="DIR")
@@ -74,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("dir", metavar="DIR")
     q.add_argument("--rounds", type=int, required=True, metavar="R", help="total rounds wanted (resumes)")
     q.add_argument("--batch", type=int, required=True, metavar="N")
+    q.add_argument("--device", help=DEVICE_HELP)
     return p
 
 
@@ -103,14 +109,21 @@ def main(argv: list[str] | None = None) -> int:
             with locked(directory):
                 c = open_campaign(directory)
                 if args.command == "suggest":
-                    message = f"wrote {commands.suggest(c, args.batch, args.force, progress, args.plate)}"
+                    path = commands.suggest(c, args.batch, args.force, progress, args.plate, args.device)
+                    message = f"wrote {path}"
                 elif args.command == "ingest":
                     message = commands.ingest(c, args.results, args.id_column, args.value_column)
                 else:
-                    message = commands.simulate(c, args.rounds, args.batch, progress)
-    except (CampaignError, DataError, CheckpointError, SettingsError) as err:
+                    message = commands.simulate(c, args.rounds, args.batch, progress, args.device)
+    except (CampaignError, DataError, CheckpointError, SettingsError, DeviceError) as err:
         print(f"mbo-campaign {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine, not the input: a read-only folder, a full disk
+        print(f"mbo-campaign {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
+        print(f"mbo-campaign {args.command}: interrupted; no file was left half-written", file=sys.stderr)
+        return 130
     print(message)
     return 0
 

@@ -166,6 +166,12 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CampaignError(f"{target}: exists and is not an empty directory; init needs a new one")
+    here = Path.cwd()
+    if target.exists() and (here == target.resolve() or target.resolve() in here.parents):
+        # The campaign is built beside DIR and renamed into place, which would leave this shell in a
+        # deleted folder.
+        raise CampaignError(f"{target}: is the current folder (or holds it); run init from the folder "
+                            f"above, e.g. cd ..; mbo-campaign init {here.name} ...")
     if (data is None) == (task is None):
         raise CampaignError("init needs exactly one of --data FILE.csv or --task NAME")
     if task_args and task is None:
@@ -208,8 +214,10 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     # Build the whole directory next to the target, then rename it into place: a crash leaves no
     # half-made campaign, only a hidden directory named with this process's id, which the next
     # command on this campaign removes once the process is gone.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.init-{os.getpid()}-"))
+    # Absolute, so that `init .` stages beside the folder it is in, not inside it.
+    parent, name = Path(os.path.abspath(target)).parent, Path(os.path.abspath(target)).name
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.init-{os.getpid()}-"))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -229,7 +237,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         except OSError:
             raise CampaignError(f"{target}: appeared meanwhile and is not empty; init needs a new one"
                                 ) from None
-        fsync_dir(target.parent)
+        fsync_dir(parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -244,10 +252,12 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
 
 # ---------------------------------------------------------------------------------------- suggest
 def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False,
-            plate: int | None = None) -> Path:
+            plate: int | None = None, on_device: str | None = None) -> Path:
     """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path.
 
-    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, prediction."""
+    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, prediction.
+    ``on_device`` runs this round on another device than the campaign's setting (a campaign begun on a
+    GPU machine goes on on a laptop)."""
     if batch < 1:
         raise CampaignError(f"--batch must be >= 1, got {batch}")
     measurements = read_measurements(c)
@@ -262,7 +272,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     s = c.settings
     k = s.seiko
     torch.set_num_threads(s.threads)
-    device = resolve_device(s.device)
+    device = resolve_device(on_device or s.device)
     try:
         values = torch.tensor([m.values for m in measurements], dtype=torch.float32)
         data = feasible_rows(c.encode([m.sequence for m in measurements]),
@@ -307,8 +317,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
               f"({c.constraints.describe()}) and were left out", file=sys.stderr)
     made_by = {"round": r, "seed": seed, "model_sha256": sums[model_name],
                "reference_sha256": sums[ref_name], "campaign_sha256": sums["campaign.json"],
-               "command": f"mbo-campaign suggest {c.dir.name} --batch {batch}"
-                          + (" --force" if force else "") + (f" --plate {plate}" if plate else "")}
+               "command": f"mbo-campaign suggest {Path(os.path.abspath(c.dir)).name} --batch {batch}"
+                          + (" --force" if force else "") + (f" --plate {plate}" if plate else "")
+                          + (f" --device {on_device}" if on_device else "")}
     path = write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
     if plate is not None:
         ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
@@ -563,18 +574,22 @@ def status(c: Campaign) -> str:
     """The per-round table, and ``DIR/status.png``: the measurements by round and the best so far, or
     with several objectives their Pareto front and the open plates' predictions."""
     rows = round_table(c)
-    _plot(c, c.dir / "status.png")
+    try:
+        _plot(c, c.dir / "status.png")
+        plot = f"plot: {c.dir / 'status.png'}"
+    except OSError as err:  # an archived, read-only campaign can still be read
+        plot = f"no plot ({err.strerror or err})"
     outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])
     trace = [f"round {r}: `{p.get('command', '?')}`, seed {p.get('seed', '?')}, model sha256 "
              f"{p.get('model_sha256', '?')[:16]}, reference sha256 {p.get('reference_sha256', '?')[:16]}"
              for r in range(len(rows) - 1) if (p := plate_provenance(c, r))]
     return "\n".join([_table_text(rows), f"{sum(r['measured'] for r in rows)} measurements, {outstanding} "
-                      f"suggested designs without results; plot: {c.dir / 'status.png'}",
+                      f"suggested designs without results; {plot}",
                       *(["provenance (every suggestions.csv row carries it):", *trace] if trace else [])])
 
 
 # ---------------------------------------------------------------------------------------- simulate
-def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False) -> str:
+def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False, device: str | None = None) -> str:
     """Play the lab with the task's oracle until the campaign has ``rounds`` ingested rounds."""
     spec = c.meta["start"].get("task")
     if spec is None:
@@ -591,7 +606,7 @@ def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False) -> st
         if r in have and r in measured:
             continue
         if r not in have:
-            suggest(c, batch, progress=progress)
+            suggest(c, batch, progress=progress, on_device=device)
         plate = read_suggestions(c, r)
         oracle_path = c.round_dir(r) / "oracle_results.csv"
         if not oracle_path.exists():

@@ -270,8 +270,9 @@ def remove_stale_files(directory: Path) -> None:
     for folder in [directory, *directory.glob("round_*")]:
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    for staged in directory.parent.glob(f".{directory.name}.init-*"):
-        m = re.match(rf"\.{re.escape(directory.name)}\.init-(\d+)-", staged.name)
+    here = Path(os.path.abspath(directory))  # `.` has no parent or name of its own
+    for staged in here.parent.glob(f".{here.name}.init-*"):
+        m = re.match(rf"\.{re.escape(here.name)}\.init-(\d+)-", staged.name)
         if m and staged.is_dir() and not _alive(int(m.group(1))):
             shutil.rmtree(staged, ignore_errors=True)
 
