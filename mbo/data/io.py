@@ -203,6 +203,8 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
     """
     if not raw:
         return f"empty {what}"
+    if "_" in raw:  # Python reads 1_000 as 1000; no spreadsheet or instrument writes that: a typo
+        return f"{what} {raw!r} is not a number"
     try:
         value = float(raw)
     except ValueError:

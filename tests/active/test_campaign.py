@@ -574,3 +574,17 @@ def test_a_read_only_campaign_still_shows_its_status_and_a_machine_failure_is_on
     monkeypatch.setattr(commands, "read_measurements", refuse)
     assert cli("status", root) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_columns_a_user_adds_to_measurements_are_kept(camp, tmp_path):
+    root, ids = camp
+    path = root / "measurements.csv"
+    lines = path.read_text().splitlines()
+    lines[0] += ",notes"
+    lines[1] += ",plate A3 re-run; contaminated?"
+    lines[2:] = [line + "," for line in lines[2:]]
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8-sig")  # as a spreadsheet saves it
+    assert cli("ingest", root, write_results(tmp_path / "more.csv", [(ids[2], "0.7")])) == 0
+    rows = read_rows(path)
+    assert list(rows[0])[-1] == "notes" and rows[0]["notes"] == "plate A3 re-run; contaminated?"
+    assert rows[-1]["id"] == ids[2] and rows[-1]["notes"] == "" and len(rows) == len(lines)

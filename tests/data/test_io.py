@@ -110,7 +110,8 @@ def test_csv_ragged_length_against_given_length(tmp_path):
                                            ("nan", "not finite"), ("-inf", "not finite"),
                                            ("1e38", "too large (|x| > 1e+35)"), ("1e308", "too large"),
                                            ("1e400", "too large (|x| > 1e+35); rescale"),
-                                           ("1,5", "'1,5' is not a number")])
+                                           ("1,5", "'1,5' is not a number"),
+                                           ("1_000", "'1_000' is not a number")])
 def test_csv_bad_label(tmp_path, value, problem):
     cell = f'"{value}"' if "," in value else value
     path = _write(tmp_path, "d.csv", f"sequence,label\nAC,1\nGT,{cell}\n")

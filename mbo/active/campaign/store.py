@@ -71,6 +71,8 @@ class Measurement:
     values: tuple[float, ...]  # one per objective
     round: int
     source: str
+    # Columns a user added to measurements.csv (notes, plate positions): kept, never read.
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def value(self) -> float:
@@ -346,7 +348,8 @@ def read_measurements(c: Campaign) -> list[Measurement]:
             problems.add(line, f"round {get['round']!r} is not an integer", "round")
             continue
         if all(isinstance(v, float) for v in values):
-            out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"]))
+            extra = tuple((h, fields[i]) for i, h in enumerate(header) if i not in col.values())
+            out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"], extra))
     problems.raise_first()
     return out
 
@@ -356,13 +359,17 @@ def format_value(value: float) -> str:
 
 
 def write_measurements(c: Campaign, rows: list[Measurement], overwrite: bool = True) -> None:
-    """Replace ``measurements.csv`` with ``rows`` in one atomic rename."""
+    """Replace ``measurements.csv`` with ``rows`` in one atomic rename; columns a user added come
+    after the campaign's own, empty in rows that have none."""
+    added = list(dict.fromkeys(name for m in rows for name, _ in m.extra))
     with atomic_path(c.measurements_path, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(c.measurement_columns)
+            w.writerow([*c.measurement_columns, *added])
             for m in rows:
-                w.writerow([m.id, m.sequence, *map(format_value, m.values), m.round, m.source])
+                extra = dict(m.extra)
+                w.writerow([m.id, m.sequence, *map(format_value, m.values), m.round, m.source,
+                            *(extra.get(name, "") for name in added)])
     fsync_dir(c.dir)
 
 
