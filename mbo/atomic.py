@@ -6,11 +6,15 @@ is replaced unless the caller says ``overwrite=True``.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# link() errors of file systems without hard links.
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
 @contextmanager
@@ -43,6 +47,16 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
                 os.link(tmp, path)
             except FileExistsError:
                 raise FileExistsError(f"{path} already exists; refusing to overwrite it") from None
+            except OSError as err:
+                if err.errno not in NO_HARD_LINKS:
+                    raise
+                # vfat / exFAT (a USB stick) and some network file systems have no hard links: check,
+                # then rename. A writer appearing in between could be clobbered, but the project's
+                # writers hold a lock or write their own new file.
+                if path.exists():
+                    raise FileExistsError(f"{path} already exists; refusing to overwrite it") from None
+                os.replace(tmp, path)
+                return
             tmp.unlink()
     finally:
         if tmp.exists():

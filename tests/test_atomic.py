@@ -56,3 +56,18 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(umask)
     path = atomic_write_text(tmp_path / "perm.txt", "x")
     assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_file_systems_without_hard_links_still_get_new_files(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_links(src, dst):  # as vfat and exFAT answer link()
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = atomic_write_text(tmp_path / "a.txt", "new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    with pytest.raises(FileExistsError):
+        atomic_write_text(path, "again")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
