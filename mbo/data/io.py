@@ -96,6 +96,9 @@ def read_text(path: str | os.PathLike) -> str:
         raise DataError(path, f"cannot be read: {e.strerror or e}") from None
     if data[:2] == b"\x1f\x8b":  # its first bytes would only say "not UTF-8"; name the real cause
         raise DataError(path, "is gzip-compressed; decompress it first (gunzip)")
+    if data[:4] == b"PK\x03\x04":  # a zip archive, which is what .xlsx and .ods workbooks are
+        raise DataError(path, "is a zip archive (an Excel .xlsx or .ods workbook?); save it as CSV "
+                              "(comma-separated, UTF-8)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -186,7 +189,10 @@ def require_columns(path: str | os.PathLike, header: list[str], header_line: int
     """
     missing = [c for c in wanted if c not in header]
     if missing:
-        raise DataError(path, f"missing column(s) {missing}; the header has {header}", header_line)
+        separator = next((sep for sep in (";", "\t") if len(header) == 1 and sep in header[0]), None)
+        hint = (f" (the file looks separated by {separator!r}: save it as comma-separated CSV)"
+                if separator else "")
+        raise DataError(path, f"missing column(s) {missing}; the header has {header}{hint}", header_line)
     repeated = [c for c in wanted if header.count(c) > 1]
     if repeated:
         raise DataError(path, f"column(s) {repeated} appear more than once in the header", header_line)

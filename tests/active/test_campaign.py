@@ -207,7 +207,8 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
 
 @pytest.mark.parametrize("case", ["unknown_id", "duplicate_id", "non_numeric", "empty", "nan", "plus_inf",
                                   "missing_column", "round_never_suggested", "conflict", "missing_file",
-                                  "wrong_sequence", "overflow", "repeated_sequence_column", "gzip"])
+                                  "wrong_sequence", "overflow", "repeated_sequence_column", "gzip",
+                                  "wrong_capitalized_sequence"])
 def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
     root, ids = camp
     path = tmp_path / "bad.csv"
@@ -245,11 +246,14 @@ def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
     elif case == "repeated_sequence_column":  # the second one would go unchecked
         seq = read_rows(root / "round_000" / "suggestions.csv")[2]["sequence"]
         write_results(path, [(ids[2], "1", seq, "AAAAAAAA")], header=("id", "value", "sequence", "sequence"))
-        row, column, problem = 1, None, "['sequence'] appear more than once"
+        row, column, problem = 1, None, "['sequence', 'sequence'] all look like the sequence"
     elif case == "gzip":
         path = tmp_path / "bad.csv.gz"
         path.write_bytes(gzip.compress(f"id,value\n{ids[2]},1\n".encode()))
         row, column, problem = None, None, "gzip-compressed"
+    elif case == "wrong_capitalized_sequence":  # a spreadsheet's header: checked all the same
+        write_results(path, [(ids[2], "AAAAAAAA", "1")], header=("id", "Sequence", "value"))
+        row, column, problem = 2, "'Sequence'", "is not the sequence suggested"
     elif case == "missing_file":
         path = tmp_path / "nope.csv"
         row, column, problem = None, None, "does not exist"

@@ -320,3 +320,17 @@ def test_csv_header(tmp_path):
     assert csv_header(path) == ["id", "sequence", "label"]
     with pytest.raises(DataError, match="does not exist"):
         csv_header(tmp_path / "missing.csv")
+
+
+def test_a_workbook_and_a_semicolon_csv_are_named(tmp_path):
+    import io
+    import zipfile
+
+    book = io.BytesIO()
+    with zipfile.ZipFile(book, "w") as z:
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    path = tmp_path / "d.csv"
+    path.write_bytes(book.getvalue())
+    _assert_located(_error(read_csv, path, DNA), None, "is a zip archive (an Excel .xlsx")
+    path.write_text("sequence;label\nAC;1,5\nGT;2\n")  # Excel in a decimal-comma locale
+    _assert_located(_error(read_csv, path, DNA), 1, "looks separated by ';': save it as comma-separated")

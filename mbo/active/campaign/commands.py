@@ -367,9 +367,12 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     if id_column in value_columns:
         raise CampaignError(f"--id-column and the value column(s) must differ, both are {id_column!r}")
     col = require_columns(path, header, header_line, [id_column, *value_columns])
-    # Checked only when present, but then it must be one column: a second one would go unchecked.
-    seq_col = (require_columns(path, header, header_line, ["sequence"])["sequence"]
-               if "sequence" in header and "sequence" not in col else None)
+    # Checked only when present (in any case: `Sequence` too), but then it must be one column: a second
+    # one would go unchecked.
+    named = [h for h in header if h.lower() == "sequence" and h not in col]
+    seq_col = require_columns(path, header, header_line, named[:1])[named[0]] if len(named) == 1 else None
+    if len(named) > 1:
+        raise DataError(path, f"columns {named} all look like the sequence; keep one", header_line)
     if not records:
         raise DataError(path, "no data rows after the header")
 
@@ -395,7 +398,8 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
             problems.add(line, "empty id", id_column)
             continue
         if ident in seen:
-            problems.add(line, f"id {ident!r} is also used in row {seen[ident]}", id_column)
+            problems.add(line, f"id {ident!r} is also used in row {seen[ident]}; give one value per id "
+                               "(average replicates first)", id_column)
             continue
         seen[ident] = line
         sugg = suggestions.get(ident)
@@ -411,7 +415,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
             continue
         if seq_col is not None and norm(fields[seq_col]) != sugg.sequence:
             problems.add(line, f"sequence {fields[seq_col].strip()!r} is not the sequence suggested as "
-                               f"{ident!r} ({sugg.sequence})", "sequence")
+                               f"{ident!r} ({sugg.sequence})", header[seq_col])
         if any(isinstance(v, str) for v in parsed):
             continue
         values = tuple(parsed)
