@@ -394,27 +394,52 @@ def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
             "command": "mbo-run " + " ".join(overrides)}
 
 
-def refuse_finished_runs(directory: Path) -> None:
-    """Exit 2 if ``directory`` already holds a finished run (a ``metrics.json``, at any depth)."""
-    finished = next(directory.rglob("metrics.json"), None) if directory.is_dir() else None
-    if finished is not None:
-        where = finished.relative_to(directory)
-        print(f"mbo-run: error: {directory} already holds a finished run ({where}); "
-              "name a new hydra.run.dir / hydra.sweep.dir or move it away", file=sys.stderr)
+def refuse_used_folder(directory: Path) -> None:
+    """Exit 2 unless ``directory`` is new, empty, or holds only what an interrupted run left there.
+
+    Hydra's own files (``.hydra/``, the ``*.log`` files, a sweep's ``multirun.yaml``, submitit's
+    ``.submitit/``) are all an interrupted run leaves; anything else is a finished run's results or a
+    user's files (the input CSV, notes), which this run's outputs would overwrite."""
+    def fail(problem: str) -> None:
+        print(f"mbo-run: error: {directory} {problem}", file=sys.stderr)
         sys.exit(2)
+
+    if directory.exists() and not directory.is_dir():
+        fail("is a file; hydra.run.dir / hydra.sweep.dir must name a folder")
+    if directory.is_dir():
+        finished = next(directory.rglob("metrics.json"), None)
+        if finished is not None:
+            fail(f"already holds a finished run ({finished.relative_to(directory)}); name a new "
+                 "hydra.run.dir / hydra.sweep.dir or move it away")
+        for path in directory.rglob("*"):
+            rel = path.relative_to(directory)
+            if path.is_dir() or HYDRA_OWN & set(rel.parts) or path.suffix == ".log" or rel == MULTIRUN:
+                continue
+            fail(f"already holds {rel}, which this run would overwrite; name a new hydra.run.dir / "
+                 "hydra.sweep.dir or move it away")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"cannot be created ({err.strerror or err})")
+
+
+# Folders of Hydra and its launchers inside a run's folder, and a sweep's record of itself.
+HYDRA_OWN = {".hydra", ".submitit"}
+MULTIRUN = Path("multirun.yaml")
 
 
 class KeepFinishedRuns(Callback):
-    """Refuse to start in the folder of a finished run, before Hydra writes anything there.
+    """Refuse to start in a folder holding a finished run or a user's files, before Hydra writes
+    anything there.
 
     Hydra rewrites ``.hydra/`` of its output folder before the task starts, and a run would then
     replace the designs there: both lose a finished run's record, even when the new input is bad."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_finished_runs(Path(config.hydra.run.dir))
+        refuse_used_folder(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_finished_runs(Path(config.hydra.sweep.dir))
+        refuse_used_folder(Path(config.hydra.sweep.dir))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")

@@ -219,9 +219,9 @@ def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, probl
     assert not (tmp_path / "cache").exists()
 
 
-def app(tmp_path, *args):
+def app(tmp_path, *args, out=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={tmp_path / 'out'}",
+    cmd = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={out or tmp_path / 'out'}",
            f"cache_dir={tmp_path / 'cache'}"]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
@@ -418,3 +418,16 @@ def test_fine_tuned_designs_are_drawn_on_the_priors_support(tmp_path):
     # The stand-in draws token 0 unless sampling keeps to the prior's support.
     assert bool((model.sample(200, generator=torch.Generator().manual_seed(1)) == 0).any())
     assert not bool((draw(200) == 0).any())
+
+
+def test_a_folder_with_a_users_files_is_never_written_into(tmp_path):
+    data = tmp_path / "round2" / "designs.csv"  # last round's designs, now measured: the input
+    data.parent.mkdir()
+    data.write_text("seq,kd\n" + "".join(f"{s},{k}\n" for k, s in enumerate(["ACGT", "TTGA", "GACA"])))
+    before = data.read_text()
+    proc = app(tmp_path, *CSV, f"task.path={data}", out=data.parent)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "already holds designs.csv, which this run would overwrite" in proc.stderr
+    assert data.read_text() == before and sorted(p.name for p in data.parent.iterdir()) == ["designs.csv"]
+    proc = app(tmp_path, *CSV, f"task.path={data}", out=data)
+    assert proc.returncode == 2 and "is a file; hydra.run.dir" in proc.stderr
