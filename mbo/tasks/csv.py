@@ -73,6 +73,13 @@ class CSVTask(Task):
                         id_column=id_column)
         check_learnable(data, path, self.label_columns)
         self._data, self.n_replicates_merged = data.merge_replicates(replicates)
+        if self.n_replicates_merged:  # replicates of one sequence may have been all that differed
+            try:
+                check_learnable(self._data, path, self.label_columns)
+            except DataError as err:
+                raise DataError(path, f"after merging {self.n_replicates_merged} replicate rows "
+                                      f"(task.replicates={replicates}): {err.problem}",
+                                column=err.column) from None
         self.replicates = replicates
         if self.n_replicates_merged:
             log.info("%s: merged %d replicate rows into %d distinct sequences (%s of their labels)",

@@ -43,12 +43,17 @@ def test_bad_csv_is_refused_naming_file_and_row(tmp_path, text, problem):
 
 
 def test_replicates_are_merged_by_mean_and_counted(tmp_path):
-    path = write(tmp_path, "sequence,label\nACGT,1\nTTGA,2\nACGT,3\n")
+    path = write(tmp_path, "sequence,label\nACGT,1\nTTGA,2\nACGT,4\n")
     task = CSVTask(path)
     data = task.offline_dataset()
-    assert data.sequences() == ["ACGT", "TTGA"] and data.labels.tolist() == [2.0, 2.0]
+    assert data.sequences() == ["ACGT", "TTGA"] and data.labels.tolist() == [2.5, 2.0]
     assert task.n_replicates_merged == 1
-    assert CSVTask(path, replicates="max").offline_dataset().labels.tolist() == [3.0, 2.0]
+    assert CSVTask(path, replicates="max").offline_dataset().labels.tolist() == [4.0, 2.0]
+    # Replicates may be all that differed: the merged labels must still rank something.
+    path.write_text("sequence,label\nACGT,1\nTTGA,2\nACGT,3\n")
+    with pytest.raises(DataError, match=r"after merging 1 replicate rows \(task.replicates=mean\): all 2 "
+                                        "labels are equal"):
+        CSVTask(path)
 
 
 def test_an_id_column_is_used_when_present_and_duplicate_ids_are_refused(tmp_path):
