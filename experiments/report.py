@@ -134,9 +134,11 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
     panels = 2 if has_oracle else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
     for name, x in designs.items():
-        axes[0, 0].hist(reward(one_hot(x, vocab)).numpy(), bins=30, alpha=0.6, label=name)
+        # float64: 30 bins of float32 rewards that sit far from 0 in a narrow range (labels such as
+        # 1,000,001.2 … 1,000,003.9) would be narrower than float32 can tell apart.
+        axes[0, 0].hist(reward(one_hot(x, vocab)).double().numpy(), bins=30, alpha=0.6, label=name)
         if has_oracle:
-            true = task.oracle(x)
+            true = task.oracle(x).double()
             axes[0, 1].hist(true[torch.isfinite(true)].numpy(), bins=30, alpha=0.6, label=name)
     axes[0, 0].set(title="conservative reward", xlabel="r_c(x)", ylabel="designs")
     if has_oracle:

@@ -224,9 +224,10 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     if cfg.plate is not None:
         write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), cols["pred_mean"],
                         cols["pred_std"], int(cfg.plate))
-    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     write_report(output_dir, result, designs, task, reward_model, reward, history)
+    # Last: metrics.json marks the run finished (a later run refuses this folder).
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     print_summary(result)
     return result
 
@@ -304,9 +305,9 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     if cfg.plate is not None:
         write_plate_map(output_dir / "plate_map.csv", ids, data.sequences(), plate.mean, plate.std,
                         int(cfg.plate), names)
-    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     write_pareto_report(output_dir, result, y, plate.mean)
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     hv = result["pareto"]
     print(f"{len(designs)} designs for {len(names)} objectives ({', '.join(names)}) by {cfg.pareto.method}: "
           f"{int(front.sum())} on their predicted front; predicted hypervolume "

@@ -249,8 +249,9 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
               "factors": factor_spec,
               "classifiers": calib, "conditions": per_condition, "timings": timings,
               "ctrl": OmegaConf.to_container(c, resolve=True)}
-    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
+    # Last: metrics.json marks the run finished (a later run refuses this folder).
+    atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)
     for name, m in per_condition.items():
         log.info("%s: satisfied %s, diversity %.2f, naturalness %.2f, gap to the target %.2f nats", name,
                  f"{m['frac_satisfied']:.3f}" if "frac_satisfied" in m else "n/a",

@@ -431,3 +431,11 @@ def test_a_folder_with_a_users_files_is_never_written_into(tmp_path):
     assert data.read_text() == before and sorted(p.name for p in data.parent.iterdir()) == ["designs.csv"]
     proc = app(tmp_path, *CSV, f"task.path={data}", out=data)
     assert proc.returncode == 2 and "is a file; hydra.run.dir" in proc.stderr
+
+
+def test_labels_far_from_zero_in_a_narrow_range_get_their_report(tmp_path):
+    base = [0.1 * i for i in range(128)]
+    path = write_labels(tmp_path / "offset.csv", [1_000_000 + y / 100 for y in base])
+    out = tmp_path / "run"
+    run(config(tmp_path, *CSV, f"task.path={path}"), out)
+    assert (out / "report.md").is_file() and (out / "rewards.png").is_file()
