@@ -459,6 +459,19 @@ def main(cfg: DictConfig) -> None:
             raise  # let the launcher mark this job failed and go on with the others
         print(f"mbo-run: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # the machine, not the input: a read-only folder, a full disk
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"mbo-run: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
+        print("mbo-run: interrupted; no file was left half-written", file=sys.stderr)
+        sys.exit(130)
+    except Exception:  # a failure of the project itself: a traceback
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.exception("failed")  # into the job's own log, where mbo-summarize reads a failure's reason
+        raise
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ def read_text(path: str | os.PathLike) -> str:
         raise DataError(path, f"cannot be read: {e.strerror or e}") from None
     if data[:2] == b"\x1f\x8b":  # its first bytes would only say "not UTF-8"; name the real cause
         raise DataError(path, "is gzip-compressed; decompress it first (gunzip)")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # the byte-order mark of UTF-16 ("Unicode text" in Excel)
+        raise DataError(path, "is UTF-16 text; save it as UTF-8 (CSV UTF-8 in Excel)")
     if data[:4] == b"PK\x03\x04":  # a zip archive, which is what .xlsx and .ods workbooks are
         raise DataError(path, "is a zip archive (an Excel .xlsx or .ods workbook?); save it as CSV "
                               "(comma-separated, UTF-8)")

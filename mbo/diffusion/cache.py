@@ -69,13 +69,17 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
         The model in eval mode, with the settings' sampler as its default.
     """
     path = cache_path(corpus, vocab_size, settings, cache_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path.with_name(path.name + ".lock"))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("waiting for another job to finish pretraining %s", path)
-        lock.acquire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_name(path.name + ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another job to finish pretraining %s", path)
+            lock.acquire()
+    except OSError as err:  # say which setting points there (the default is relative to the working dir)
+        raise OSError(err.errno, f"cache_dir {cache_dir} cannot be written ({err.strerror or err}); set "
+                                 "cache_dir=… or MBO_CACHE_DIR to a writable folder") from None
     try:
         if path.exists():
             try:

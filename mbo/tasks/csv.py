@@ -46,7 +46,13 @@ class CSVTask(Task):
     def __init__(self, path: str | os.PathLike, sequence_column: str = "sequence",
                  label_column: str | Sequence[str] = "label", alphabet: str | Alphabet = "dna",
                  id_column: str | None = None, replicates: str = "mean"):
+        if not str(path).strip():
+            raise ValueError("task.path is empty: name the CSV file of measured sequences")
         path = Path(path)
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # A pipe (task.path=<(zcat f.csv.gz)) can be read once, and the file is read more than once.
+            raise DataError(path, "is a pipe or device, not a file; write it to a file first "
+                                  "(e.g. zcat data.csv.gz > data.csv)")
         # The command line turns `task.label_column=2024` or `task.alphabet=1234` into numbers.
         sequence_column = str(sequence_column)
         id_column = None if id_column is None else str(id_column)

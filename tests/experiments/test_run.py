@@ -219,10 +219,10 @@ def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, probl
     assert not (tmp_path / "cache").exists()
 
 
-def app(tmp_path, *args, out=None):
+def app(tmp_path, *args, out=None, cache=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "experiments.run", *args, f"hydra.run.dir={out or tmp_path / 'out'}",
-           f"cache_dir={tmp_path / 'cache'}"]
+           f"cache_dir={cache or tmp_path / 'cache'}"]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -439,3 +439,11 @@ def test_labels_far_from_zero_in_a_narrow_range_get_their_report(tmp_path):
     out = tmp_path / "run"
     run(config(tmp_path, *CSV, f"task.path={path}"), out)
     assert (out / "report.md").is_file() and (out / "rewards.png").is_file()
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path):
+    data = write_labels(tmp_path / "d.csv", [0.1 * i for i in range(16)])
+    (tmp_path / "afile").write_text("")
+    proc = app(tmp_path, *CSV, f"task.path={data}", cache=tmp_path / "afile" / "cache")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "cannot be written (Not a directory); set cache_dir=" in proc.stderr

@@ -87,3 +87,18 @@ def test_settings_that_cannot_read_the_file_are_refused_naming_it(tmp_path, sett
     with pytest.raises(DataError) as err:
         CSVTask(write(tmp_path, "sequence,label\nACGT,1\nTTGA,2\n"), **setting)
     assert str(err.value) == f"{tmp_path / 'd.csv'}: {problem}"
+
+
+def test_a_pipe_an_empty_path_and_utf16_are_named(tmp_path):
+    import os
+
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is a pipe or device, not a file; write it to a file first"):
+        CSVTask(fifo)
+    with pytest.raises(ValueError, match="task.path is empty"):
+        CSVTask("")
+    path = tmp_path / "u16.csv"
+    path.write_text("sequence,label\nACGT,1\nTTGA,2\n", encoding="utf-16")
+    with pytest.raises(DataError, match="is UTF-16 text; save it as UTF-8"):
+        CSVTask(path)
