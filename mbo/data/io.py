@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -278,6 +279,12 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     ids: list[str] = []
     id_rows: dict[str, int] = {}
     expected, expected_source = length, f"length={length} was given"
+    if length is None:  # the most common length, so the odd row out is the one named (even row 2)
+        lengths = Counter(len(_normalize(f[col[sequence_column]], alphabet)) for _, f in records
+                          if len(f) == len(header) and f[col[sequence_column]].strip())
+        if lengths:
+            (expected, count), = lengths.most_common(1)
+            expected_source = f"the length of {count} of the {lengths.total()} sequences"
     for line, fields in records:
         if len(fields) != len(header):
             problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has "
@@ -287,8 +294,6 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
         if not seq:
             problems.add(line, "empty sequence", sequence_column)
         else:
-            if expected is None:
-                expected, expected_source = len(seq), f"the length in row {line}"
             bad = _unknown_letter_problem(seq, alphabet)
             if bad:
                 problems.add(line, bad, sequence_column)

@@ -96,9 +96,13 @@ def test_csv_unknown_letter_matches_documented_message(tmp_path):
     assert (err.path, err.row, err.column) == (str(path), 7, "sequence")
 
 
-def test_csv_ragged_length_against_first_row(tmp_path):
+def test_csv_ragged_length_against_the_most_common_length(tmp_path):
     err = _error(read_csv, _write(tmp_path, "d.csv", "sequence,label\nACGT,1\nACG,2\n"), DNA)
-    _assert_located(err, 3, "length 3, expected 4", "sequence")
+    _assert_located(err, 3, "length 3, expected 4", "sequence")  # a tie: the first row's
+    text = "sequence,label\nACGTA,1\nACGT,2\nTTGA,3\nGGCA,4\n"  # only the first row is wrong
+    err = _error(read_csv, _write(tmp_path, "d.csv", text), DNA)
+    _assert_located(err, 2, "length 5, expected 4 (the length of 3 of the 4 sequences)", "sequence")
+    assert err.n_problem_rows == 1
 
 
 def test_csv_ragged_length_against_given_length(tmp_path):

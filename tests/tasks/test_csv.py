@@ -96,7 +96,7 @@ def test_a_pipe_an_empty_path_and_utf16_are_named(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(DataError, match="is a pipe or device, not a file; write it to a file first"):
         CSVTask(fifo)
-    with pytest.raises(ValueError, match="task.path is empty"):
+    with pytest.raises(ValueError, match=r"task\.path is empty"):
         CSVTask("")
     path = tmp_path / "u16.csv"
     path.write_text("sequence,label\nACGT,1\nTTGA,2\n", encoding="utf-16")
