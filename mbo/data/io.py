@@ -277,7 +277,7 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     seqs: list[str] = []
     labels: list[list[float]] = []
     ids: list[str] = []
-    id_rows: dict[str, int] = {}
+    id_rows: dict[str, tuple[int, str]] = {}  # id -> its first row and sequence
     expected, expected_source = length, f"length={length} was given"
     if length is None:  # the most common length, so the odd row out is the one named (even row 2)
         lengths = Counter(len(_normalize(f[col[sequence_column]], alphabet)) for _, f in records
@@ -315,9 +315,12 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
             if not ident:
                 problems.add(line, "empty id", id_column)
             elif ident in id_rows:
-                problems.add(line, f"id {ident!r} is also used in row {id_rows[ident]}", id_column)
+                row, first_seq = id_rows[ident]
+                hint = (": replicates of a sequence need ids of their own (v1_a, v1_b); their labels are "
+                        "then merged" if first_seq == seq else "")
+                problems.add(line, f"id {ident!r} is also used in row {row}{hint}", id_column)
             else:
-                id_rows[ident] = line
+                id_rows[ident] = (line, seq)
             ids.append(ident)
     problems.raise_first()
 

@@ -133,6 +133,10 @@ def test_csv_duplicate_ids_name_both_rows(tmp_path):
     path = _write(tmp_path, "d.csv", "id,sequence,label\na,AC,1\nb,AC,1\na,GT,2\n")
     err = _error(read_csv, path, DNA, id_column="id")
     _assert_located(err, 4, "id 'a' is also used in row 2", "id")
+    assert "replicates" not in err.problem  # another sequence: a mistake, not a replicate
+    path.write_text("id,sequence,label\na,AC,1\nb,GT,1\na,AC,2\n")
+    err = _error(read_csv, path, DNA, id_column="id")
+    _assert_located(err, 4, "id 'a' is also used in row 2: replicates of a sequence need ids", "id")
 
 
 def test_csv_empty_id(tmp_path):
