@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.constraints import Constraints
 from mbo.data.alphabet import one_hot
+from mbo.progress import progress_bar
 
 Reward = Callable[[Tensor], Tensor]
 
@@ -67,7 +67,7 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
     def masked(z: Tensor) -> Tensor:
         return z if blocked is None else z.masked_fill(blocked, float("-inf"))
 
-    for _ in tqdm(range(steps), desc="gradient ascent", disable=not progress):
+    for _ in progress_bar(range(steps), desc="gradient ascent", progress=progress):
         value = reward(torch.softmax(masked(logits), dim=-1))
         loss = -value.sum()  # designs are independent: the sum gives each its own gradient
         opt.zero_grad(set_to_none=True)
@@ -111,7 +111,7 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
     if constraints is not None:
         x = constraints.project(x, gen)
     value, off = reward(one_hot(x, vocab_size)), violation(x)
-    for _ in tqdm(range(steps), desc="hill climbing", disable=not progress):
+    for _ in progress_bar(range(steps), desc="hill climbing", progress=progress):
         pos = torch.randint(length, (n, proposals), generator=gen).to(x.device)
         tok = torch.randint(vocab_size, (n, proposals), generator=gen).to(x.device)
         mutants = x.unsqueeze(1).repeat(1, proposals, 1)  # (N, P, L)
@@ -169,7 +169,7 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
     device = torch.device(device) if device is not None else torch.device("cpu")
     place = vocab_size ** torch.arange(length - 1, -1, -1, device=device)  # (L,)
     scores = torch.empty(space, device=device)
-    for lo in tqdm(range(0, space, batch), desc="exhaustive search", disable=not progress):
+    for lo in progress_bar(range(0, space, batch), desc="exhaustive search", progress=progress):
         index = torch.arange(lo, min(lo + batch, space), device=device)
         tokens = (index[:, None] // place) % vocab_size  # (B, L)
         out = reward(one_hot(tokens, vocab_size))

@@ -14,11 +14,11 @@ import torch
 from botorch.models.ensemble import EnsembleModel
 from botorch.models.transforms.outcome import Standardize
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.progress import progress_bar
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 
@@ -117,7 +117,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         bs = min(cfg["batch_size"], n)
         epochs = max(cfg["epochs"], -(-cfg["min_steps"] // (n // bs)))  # n // bs full batches an epoch
         self.train()
-        for _ in tqdm(range(epochs), desc=type(self).__name__, disable=not progress):
+        for _ in progress_bar(range(epochs), desc=type(self).__name__, progress=progress):
             order = torch.rand(k, n, generator=gen).argsort(dim=1).to(self.device)
             for start in range(0, n - bs + 1, bs):
                 rows = member_rows.gather(1, order[:, start:start + bs])  # (K, B)

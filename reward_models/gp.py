@@ -27,11 +27,11 @@ from gpytorch.kernels import ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.progress import progress_bar
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 
@@ -219,7 +219,7 @@ class VariationalGP(_GPRewardModel):
         gen = torch.Generator().manual_seed(seed)
         loader = DataLoader(TensorDataset(X, Ys.squeeze(-1)), batch_size=cfg["batch_size"],
                             shuffle=True, generator=gen)
-        bar = tqdm(total=steps, desc="VariationalGP", disable=not progress)
+        bar = progress_bar(total=steps, desc="VariationalGP", progress=progress)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             # A random subset of the training inputs: BoTorch's default allocator (greedy variance

@@ -43,7 +43,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.active.oracle_baselines import Oracle, _best_first, _check_args, _query, _row_keys
 from mbo.active.random_mutagenesis import novel_mutants
@@ -52,6 +51,7 @@ from mbo.active.seiko import QueryBatch
 from mbo.constraints import Constraints
 from mbo.data.alphabet import Alphabet, one_hot
 from mbo.data.dataset import SequenceDataset
+from mbo.progress import progress_bar
 
 __all__ = ["adalead", "default_model", "recombine"]
 
@@ -145,7 +145,7 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
     gen = torch.Generator().manual_seed(seed)
     tokens, values = initial.tokens.detach().long().cpu(), labels.clone()
     batches: list[QueryBatch] = []
-    for r in tqdm(range(rounds), desc=name, disable=not progress):
+    for r in progress_bar(range(rounds), desc=name, progress=progress):
         predict = _fit_predictor(make_model, tokens, values, alphabet, seed * 1000 + r, gen)
         chosen = _propose(predict, tokens, values, batch_size, alphabet.size, mu / length, model_queries,
                           threshold, recomb_rate, rho, eval_batch_size, gen)

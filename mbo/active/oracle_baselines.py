@@ -35,13 +35,13 @@ from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
-from tqdm.auto import tqdm
 
 # One QueryBatch for the whole package (a frozen dataclass: tokens (q, L) long, values (q,) float).
 from mbo.active.seiko import QueryBatch
 from mbo.constraints import Constraints
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
+from mbo.progress import progress_bar
 from reward_models.gp import DTYPE, CategoricalGP
 
 Oracle = Callable[[Tensor], Tensor]
@@ -245,7 +245,7 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
         opt.step(lambda _: _selection_loss(start_values, gen))
         renew()
         all_tokens, all_values = initial.tokens.cpu().long(), labels
-        for _ in tqdm(range(rounds), desc=name, disable=not progress):
+        for _ in progress_bar(range(rounds), desc=name, progress=progress):
             batch: list[QueryBatch] = []
 
             def closure(particle_list: list[Tensor], batch: list[QueryBatch] = batch) -> Tensor:
@@ -437,7 +437,7 @@ def gp_bo(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size: 
           warnings.catch_warnings()):
         warnings.simplefilter("ignore", NumericalWarning)
         torch.manual_seed(seed)
-        for r in tqdm(range(rounds), desc=name, disable=not progress):
+        for r in progress_bar(range(rounds), desc=name, progress=progress):
             X_train, y_train = _gp_training_set(tokens, values, max_train, max(max_train // 4, 1), gen)
             gp = CategoricalGP(maxiter=gp_maxiter, device=device).fit(
                 SequenceDataset(X_train, alphabet, labels=y_train.float()), seed=seed + r)

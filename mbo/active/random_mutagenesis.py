@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.active.oracle_baselines import Oracle, _check_args, _query, _row_keys
 from mbo.active.seiko import QueryBatch
 from mbo.constraints import Constraints
 from mbo.data.dataset import SequenceDataset
+from mbo.progress import progress_bar
 
 __all__ = ["mutate", "novel_mutants", "random_mutagenesis"]
 
@@ -92,7 +92,7 @@ def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int,
     measured = initial.tokens.detach().long().cpu()
     seen = set(_row_keys(measured))
     batches: list[QueryBatch] = []
-    for _ in tqdm(range(rounds), desc=name, disable=not progress):
+    for _ in progress_bar(range(rounds), desc=name, progress=progress):
         parents = measured[torch.randint(len(measured), (batch_size,), generator=gen)]
         mutants, _ = novel_mutants(parents, mu / length, vocab_size, seen, gen)
         qb = _query(oracle, mutants, name, constraints, gen)

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from conservative import OptimisticReward, ScaledReward, label_scale
 from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
@@ -40,6 +39,7 @@ from mbo.diffusion.masked import Guidance
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.gradient import tilt_of
+from mbo.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -510,7 +510,7 @@ def run_seiko(
     tokens, values = initial.tokens, initial.labels.float()
     reference = pretrained
     batches: list[QueryBatch] = []
-    for r in tqdm(range(rounds), desc="SEIKO rounds", disable=not progress):
+    for r in progress_bar(range(rounds), desc="SEIKO rounds", progress=progress):
         data = feasible_rows(tokens, values, initial.alphabet, infeasible)
         result = seiko_round(reference, data, make_reward_model(), finetune, batch_size=batch_size,
                              exclude=tokens, fallback=lambda: pretrained, seed=seed * 1000 + r,

@@ -14,7 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from mbo.progress import progress_bar
 
 
 class EnsembleClassifier(nn.Module):
@@ -93,7 +94,7 @@ class EnsembleClassifier(nn.Module):
         opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
         self.train()
         best_nll, best_state = math.inf, None
-        for step in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
+        for step in progress_bar(range(steps), desc="classifier", progress=progress, leave=False):
             if validation is not None and step % check_every == 0:
                 with torch.no_grad():
                     nll = F.nll_loss(self.log_probs(validation[0]), validation[1]).item()

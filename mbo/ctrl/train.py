@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
+from mbo.progress import progress_bar
 
 
 def train_conditional(model: MaskedDiffusion, tokens: Tensor, cond: Tensor, *, steps: int = 2000,
@@ -36,7 +36,7 @@ def train_conditional(model: MaskedDiffusion, tokens: Tensor, cond: Tensor, *, s
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100) * (1 - i / steps))
     model.train()
     losses = []
-    for _ in tqdm(range(steps), desc="conditional from scratch", disable=not progress):
+    for _ in progress_bar(range(steps), desc="conditional from scratch", progress=progress):
         idx = torch.randint(len(tokens), (batch_size,), generator=gen, device=device)
         c = cond[idx]
         drop = torch.rand(c.shape, generator=gen, device=device) < drop_prob

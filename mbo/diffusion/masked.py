@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mbo.diffusion.policy import LOG_ZERO, PolicyTransform, on_support
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.diffusion.schedule import Schedule, get_schedule
+from mbo.progress import progress_bar
 
 DEFAULT_SAMPLING_STEPS = 32
 """Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
@@ -387,7 +387,7 @@ class MaskedDiffusion(nn.Module):
         states, log_probs, kls = [xt], [], []
         every = torch.arange(len(xt), device=xt.device)
         alive = torch.ones(len(xt), dtype=torch.bool, device=xt.device)
-        for k in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
+        for k in progress_bar(range(steps), progress=progress, desc="sampling", leave=False):
             masked = xt == self.mask_id
             if x_start is not None and not bool((masked & alive[:, None]).any()):
                 break

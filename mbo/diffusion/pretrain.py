@@ -8,11 +8,11 @@ from collections.abc import Mapping
 import torch
 from hydra.utils import instantiate
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
+from mbo.progress import progress_bar
 
 
 def sampling_policy(settings: Mapping) -> MinProbability | None:
@@ -134,7 +134,7 @@ def pretrain(
     average = [p.detach().clone() for p in diffusion.parameters()] if ema > 0 else None
     history: list[dict] = []
     window: list[float] = []
-    bar = tqdm(range(1, steps + 1), disable=not progress, desc="pretrain")
+    bar = progress_bar(range(1, steps + 1), progress=progress, desc="pretrain")
     for step in bar:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=batch_gen).to(device)
         x0 = data[idx]

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mbo.diffusion.samplers import Sampler
 from mbo.method_settings import check_method_settings
+from mbo.progress import progress_bar
 
 
 def finetune_backprop(
@@ -74,7 +74,7 @@ def finetune_backprop(
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     history: list[dict] = []
-    bar = tqdm(range(iterations), desc="fine-tune (backprop)", disable=not progress)
+    bar = progress_bar(range(iterations), desc="fine-tune (backprop)", progress=progress)
     for it in bar:
         cond = None if condition_sampler is None else condition_sampler(batch_size, gen)
         x0, kl = model.sample_relaxed(

@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.finetune.trajectories import step_terms
 from mbo.method_settings import check_method_settings
+from mbo.progress import progress_bar
 
 
 def finetune_ppo(
@@ -72,7 +72,7 @@ def finetune_ppo(
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     history: list[dict] = []
-    for it in tqdm(range(iterations), desc="fine-tune (PPO)", disable=not progress):
+    for it in progress_bar(range(iterations), desc="fine-tune (PPO)", progress=progress):
         model.eval()
         with torch.no_grad():
             traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)

@@ -29,13 +29,13 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.method_settings import check_method_settings
+from mbo.progress import progress_bar
 
 
 @torch.no_grad()
@@ -126,7 +126,7 @@ def finetune_vidd(
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     history: list[dict] = []
-    for it in tqdm(range(iterations), desc="fine-tune (VIDD)", disable=not progress):
+    for it in progress_bar(range(iterations), desc="fine-tune (VIDD)", progress=progress):
         model.eval()
         with torch.no_grad():
             cond = None if condition_sampler is None else condition_sampler(batch_size, gen).to(model.device)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
@@ -28,6 +27,7 @@ from mbo.guidance.base import (
 from mbo.guidance.svdd import lookahead_evaluator, svdd_denoise
 from mbo.guidance.values import predicted_value
 from mbo.method_settings import check_method_settings
+from mbo.progress import progress_bar
 
 
 @torch.no_grad()
@@ -78,7 +78,7 @@ def iterative_refinement(diffusion: MaskedDiffusion, reward: Reward, n: int, *, 
         rewards = counter.score(designs)
         evaluate = lookahead_evaluator(diffusion, counter, batch_size)
         accepted = 0
-        for _ in tqdm(range(rounds), desc="refinement", disable=not progress, leave=False):
+        for _ in progress_bar(range(rounds), desc="refinement", progress=progress, leave=False):
             # k positions per design, uniformly without replacement: the k smallest of L uniforms.
             ranks = torch.rand((n, length), device=device, generator=generator).argsort(-1).argsort(-1)
             xt = torch.where(ranks < k, diffusion.mask_id, designs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
@@ -31,6 +30,7 @@ from mbo.guidance.base import (
 )
 from mbo.guidance.values import lookahead, predicted_value
 from mbo.method_settings import CHOICES, check_method_settings
+from mbo.progress import progress_bar
 
 RESAMPLING = CHOICES["resampling"]
 
@@ -101,7 +101,7 @@ def smc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, particles: int, a
         log_w = torch.zeros(n, k, device=device)
         base = (torch.arange(n, device=device) * k)[:, None]
         resampled = 0
-        for step in tqdm(range(steps), desc="SMC", disable=not progress, leave=False):
+        for step in progress_bar(range(steps), desc="SMC", progress=progress, leave=False):
             unmask, _ = sampler.unmask(xt == diffusion.mask_id, step, diffusion.schedule, generator)
             xs = diffusion.step(xt, log_x0, unmask, generator=generator).xs
             log_x0, new_value = lookahead(diffusion, counter, xs, unmask.any(-1), log_x0, value,

@@ -30,7 +30,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
@@ -47,6 +46,7 @@ from mbo.guidance.base import (
 )
 from mbo.guidance.values import fit_value_network, lookahead, predicted_value, rollout
 from mbo.method_settings import check_method_settings
+from mbo.progress import progress_bar
 
 # (xs (B, L), changed (B,), parent log x̂ (B, L, V), parent value (B,)) -> (log x̂ or None, value (B,))
 Evaluate = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor | None, Tensor]]
@@ -87,7 +87,7 @@ def svdd_denoise(diffusion: MaskedDiffusion, xt: Tensor, log_x0: Tensor, value: 
     n, m = xt.shape[0], candidates
     rows = torch.arange(n, device=xt.device) * m
     steps = sampler.num_steps(diffusion.length)
-    for k in tqdm(range(steps), desc="SVDD", disable=not progress, leave=False):
+    for k in progress_bar(range(steps), desc="SVDD", progress=progress, leave=False):
         if not bool((xt == diffusion.mask_id).any()):
             break
         cand = xt.repeat_interleave(m, 0)  # (n·M, L): M copies of each design, side by side
@@ -190,7 +190,7 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
         log_x0 = x0_log_probs(diffusion, x[:1], batch_size).expand(n, -1, -1)
         completion = value = None
         steps = sampler.num_steps(diffusion.length)
-        for k in tqdm(range(steps), desc="SVDD-RO", disable=not progress, leave=False):
+        for k in progress_bar(range(steps), desc="SVDD-RO", progress=progress, leave=False):
             if not bool((x == mask).any()):
                 break
             cand = x.repeat_interleave(m, 0)  # (n·M, L): M copies of each design, side by side

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mbo.diffusion.denoiser import TransformerDenoiser
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import CallCounter, Reward, check_count, refresh_log_probs
+from mbo.progress import progress_bar
 
 
 def lookahead(diffusion: MaskedDiffusion, counter: CallCounter, xs: Tensor, changed: Tensor,
@@ -173,7 +173,7 @@ def fit_value_network(diffusion: MaskedDiffusion, reward: Reward, *, rollouts: i
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
     with torch.enable_grad():
-        for _ in tqdm(range(steps), desc="value network", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), desc="value network", progress=progress, leave=False):
             k = torch.randint(traj.shape[0], (batch_size,), generator=generator, device=device)
             i = torch.randint(traj.shape[1], (batch_size,), generator=generator, device=device)
             pred = net.body(diffusion.encode(traj[k, i].long())).squeeze(-1).mean(-1)
