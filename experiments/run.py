@@ -144,14 +144,18 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
 
-    if offline.labels.dim() == 1 and (cfg.conservative.get("c") == "auto" or cfg.finetune.alpha == "auto"):
+    given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
+    autos = [k for k, v in given.items() if v == "auto"]
+    if offline.labels.dim() == 1 and autos:
         probe = offline.labels[probe_rows(offline.labels, cfg.auto.holdout)]
         if probe.unique().numel() < 2:
+            both = len(autos) > 1
+            example = " ".join(f"{k}={'0' if k == 'conservative.c' else '0.03'}" for k in autos)
             raise SettingsError(
-                f"conservative.c=auto and finetune.alpha=auto fit a probe on the labels below the top "
-                f"{cfg.auto.holdout:.0%}, and of {len(offline)} labeled sequences that leaves "
-                f"{probe.unique().numel()} distinct label; give both as numbers (e.g. conservative.c=0 "
-                "finetune.alpha=0.03)")
+                f"{' and '.join(k + '=auto' for k in autos)} {'fit' if both else 'fits'} a probe on the "
+                f"labels below the top {cfg.auto.holdout:.0%}, and of {len(offline)} labeled sequences that "
+                f"leaves {probe.unique().numel()} distinct label; give "
+                f"{'both as numbers' if both else 'it as a number'} (e.g. {example})")
     constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                             required=task.required_letters())
     if constraints.active:
@@ -429,6 +433,11 @@ HYDRA_OWN = {".hydra", ".submitit"}
 MULTIRUN = Path("multirun.yaml")
 
 
+def out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is PyTorch running out of memory, on a GPU or in the CPU allocator."""
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
+
+
 class KeepFinishedRuns(Callback):
     """Refuse to start in a folder holding a finished run or a user's files, before Hydra writes
     anything there.
@@ -468,6 +477,16 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
         print("mbo-run: interrupted; no file was left half-written", file=sys.stderr)
         sys.exit(130)
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        message = ("out of memory: the denoiser's attention grows as length² × batch; lower "
+                   "diffusion.pretrain.batch_size (and finetune.batch_size), or use a GPU (device=cuda)")
+        log.error("%s (%s)", message, " ".join(str(err).split())[:200])
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"mbo-run: error: {message}", file=sys.stderr)
+        sys.exit(1)
     except Exception:  # a failure of the project itself: a traceback
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.exception("failed")  # into the job's own log, where mbo-summarize reads a failure's reason

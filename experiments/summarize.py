@@ -346,6 +346,8 @@ def summarize(sweep_dir: str | Path, out: str | Path | None = None, replicate_ke
               overwrite: bool = False, plots: bool = True) -> dict:
     """Write ``summary.{csv,md,json}`` and the plots for one sweep; returns the JSON summary."""
     sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():  # before making the output folder, which would be this one by default
+        raise FileNotFoundError(f"{sweep_dir}: {'not a folder' if sweep_dir.exists() else 'does not exist'}")
     outdir = Path(out) if out is not None else sweep_dir
     outdir.mkdir(parents=True, exist_ok=True)
     if not overwrite:

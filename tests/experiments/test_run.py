@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from experiments.run import check_settings, run
@@ -199,8 +200,13 @@ def test_numbers_on_the_command_line_name_columns_and_letters(tmp_path):
 def test_too_few_labels_for_automatic_settings_are_refused_before_any_training(tmp_path):
     data = tmp_path / "two.csv"
     data.write_text("seq,kd\nACGT,1\nTTGA,2\n")
-    with pytest.raises(SettingsError, match="give both as numbers"):
-        run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=auto"), tmp_path / "run")
+    with pytest.raises(SettingsError, match=r"^conservative.c=auto and finetune.alpha=auto fit .* give both"):
+        run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=auto", "finetune.alpha=auto"),
+            tmp_path / "run")
+    with pytest.raises(SettingsError, match=r"^conservative.c=auto fits .* give it as a number \(e.g. "
+                                            r"conservative.c=0\)"):
+        run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=auto", "finetune.alpha=0.1"),
+            tmp_path / "run")
     assert not (tmp_path / "cache").exists()
     run(config(tmp_path, *CSV, f"task.path={data}", "conservative.c=0", "finetune.alpha=0.03"),
         tmp_path / "run")  # two labels are enough with both given
@@ -447,3 +453,12 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path):
     proc = app(tmp_path, *CSV, f"task.path={data}", cache=tmp_path / "afile" / "cache")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "cannot be written (Not a directory); set cache_dir=" in proc.stderr
+
+
+def test_running_out_of_memory_is_told_apart_from_other_failures():
+    from experiments.run import out_of_memory
+
+    assert out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't "
+                                      "allocate memory: you tried to allocate 8192000000 bytes."))
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

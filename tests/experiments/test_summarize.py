@@ -98,6 +98,12 @@ def test_not_a_sweep_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"multirun\.yaml"):
         load_sweep(tmp_path / "empty")
     assert main([str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "nowhere").exists()  # a mistyped sweep folder is not made
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        summarize(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        summarize(tmp_path / "file")
 
 
 def test_minus_inf_is_a_score_not_a_missing_value(tmp_path):
