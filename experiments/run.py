@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -418,7 +419,8 @@ def refuse_used_folder(directory: Path) -> None:
                  "hydra.run.dir / hydra.sweep.dir or move it away")
         for path in directory.rglob("*"):
             rel = path.relative_to(directory)
-            if path.is_dir() or HYDRA_OWN & set(rel.parts) or path.suffix == ".log" or rel == MULTIRUN:
+            if (path.is_dir() or HYDRA_OWN & set(rel.parts) or path.suffix == ".log"
+                    or rel in (MULTIRUN, RUN_LOCK)):
                 continue
             fail(f"already holds {rel}, which this run would overwrite; name a new hydra.run.dir / "
                  "hydra.sweep.dir or move it away")
@@ -428,9 +430,12 @@ def refuse_used_folder(directory: Path) -> None:
         fail(f"cannot be created ({err.strerror or err})")
 
 
-# Folders of Hydra and its launchers inside a run's folder, and a sweep's record of itself.
+# Folders of Hydra and its launchers inside a run's folder, a sweep's record of itself, and the lock
+# a run holds on its folder while it writes there.
 HYDRA_OWN = {".hydra", ".submitit"}
 MULTIRUN = Path("multirun.yaml")
+RUN_LOCK = Path(".mbo-run.lock")
+HELD: list[FileLock] = []  # the locks of this process's run folders
 
 
 def out_of_memory(err: RuntimeError) -> bool:
@@ -446,10 +451,23 @@ class KeepFinishedRuns(Callback):
     replace the designs there: both lose a finished run's record, even when the new input is bad."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_used_folder(Path(config.hydra.run.dir))
+        self._claim(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        refuse_used_folder(Path(config.hydra.sweep.dir))
+        self._claim(Path(config.hydra.sweep.dir))
+
+    def _claim(self, directory: Path) -> None:
+        refuse_used_folder(directory)
+        # Two runs started in the same second share the default folder (outputs/DATE/TIME): the lock,
+        # held until this process ends, lets only one of them write there.
+        lock = FileLock(directory / RUN_LOCK)
+        try:
+            lock.acquire(timeout=0)
+            HELD.append(lock)  # not on self: a sweep's launcher pickles its callbacks into the workers
+        except Timeout:
+            print(f"mbo-run: error: another mbo-run is writing into {directory}; wait for it or name a new "
+                  "hydra.run.dir / hydra.sweep.dir", file=sys.stderr)
+            sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")

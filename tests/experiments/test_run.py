@@ -462,3 +462,16 @@ def test_running_out_of_memory_is_told_apart_from_other_failures():
                                       "allocate memory: you tried to allocate 8192000000 bytes."))
     assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_two_runs_never_write_into_one_folder(tmp_path):
+    from filelock import FileLock
+
+    data = write_labels(tmp_path / "d.csv", [0.1 * i for i in range(16)])
+    out = tmp_path / "out"
+    out.mkdir()
+    with FileLock(out / ".mbo-run.lock"):  # as a run started in the same second holds it
+        proc = app(tmp_path, *CSV, f"task.path={data}", "n_designs=0")
+    assert proc.returncode == 2 and "another mbo-run is writing into" in proc.stderr
+    proc = app(tmp_path, *CSV, f"task.path={data}", "n_designs=0")  # the lock's file alone is no obstacle
+    assert proc.returncode == 2 and "n_designs must be an integer >= 1" in proc.stderr
