@@ -377,6 +377,8 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "unknown argument(s) ['colours']" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.local.fraction=2") == 2
     assert "'seiko.local'" in capsys.readouterr().err
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.min_distance=9") == 2
+    assert "'seiko.min_distance' (9) is more than the sequences' length (8)" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen=-1") == 2
     assert "line: setting 'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
     # The pool's method and the fine-tuner are checked at init, not at every suggest.

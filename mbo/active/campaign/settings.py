@@ -183,6 +183,9 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
 def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> None:
     """Build every part once (diffusion model, reward model, fine-tuner) so a value no constructor
     accepts is refused at ``init``, before any training, with the group named."""
+    if cfg.seiko.min_distance > length:  # two sequences of length L differ in at most L positions
+        raise SettingsError(f"{where}: setting 'seiko.min_distance' ({cfg.seiko.min_distance}) is more than "
+                            f"the sequences' length ({length}): no two designs could share a plate")
     parts = {"diffusion": lambda: build_diffusion(cfg.diffusion, vocab_size, length),
              "reward_model": lambda: instantiate(cfg.reward_model, device="cpu"),
              "finetune": lambda: instantiate(cfg.finetune)}
