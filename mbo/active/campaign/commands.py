@@ -214,10 +214,8 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     # Build the whole directory next to the target, then rename it into place: a crash leaves no
     # half-made campaign, only a hidden directory named with this process's id, which the next
     # command on this campaign removes once the process is gone.
-    # Absolute, so that `init .` stages beside the folder it is in, not inside it.
-    parent, name = Path(os.path.abspath(target)).parent, Path(os.path.abspath(target)).name
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.init-{os.getpid()}-"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.init-{os.getpid()}-"))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -237,7 +235,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         except OSError:
             raise CampaignError(f"{target}: appeared meanwhile and is not empty; init needs a new one"
                                 ) from None
-        fsync_dir(parent)
+        fsync_dir(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -370,9 +368,9 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     # Checked only when present (in any case: `Sequence` too), but then it must be one column: a second
     # one would go unchecked.
     named = [h for h in header if h.lower() == "sequence" and h not in col]
-    seq_col = require_columns(path, header, header_line, named[:1])[named[0]] if len(named) == 1 else None
     if len(named) > 1:
         raise DataError(path, f"columns {named} all look like the sequence; keep one", header_line)
+    seq_col = header.index(named[0]) if named else None
     if not records:
         raise DataError(path, "no data rows after the header")
 
