@@ -444,9 +444,18 @@ def test_corrupt_checkpoints_and_plates_are_refused_naming_them(camp, capsys):
     err = _err(capsys, "suggest", root, "--batch", 2, "--force")
     assert str(model) in err and "changed since mbo-campaign wrote it" in err
     plate = root / "round_000" / "suggestions.csv"
-    plate.write_text(plate.read_text()[:-20])  # truncated
+    text = plate.read_text()
+    # Re-saved by a spreadsheet (a BOM, CRLF): the same ids naming the same sequences, accepted.
+    plate.write_text(text.replace("\n", "\r\n"), encoding="utf-8-sig")
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    plate.write_text("".join(text.splitlines(keepends=True)[:-1]))  # truncated: a design is gone
     err = _err(capsys, "ingest", root, write_results(root.parent / "p.csv", [(ids[2], "1")]))
-    assert str(plate) in err and "changed since" in err
+    assert str(plate) in err and "its ids or sequences changed" in err
+    ident, seq = text.splitlines()[1].split(",")[:2]
+    other = ("A" if seq[0] != "A" else "C") + seq[1:]
+    plate.write_text(text.replace(f"{ident},{seq},", f"{ident},{other},"))
+    assert "its ids or sequences changed" in _err(capsys, "status", root)  # an id renamed its sequence
 
 
 def test_leftovers_of_killed_writers_are_removed_and_readers_need_no_lock(camp, capsys):

@@ -28,6 +28,7 @@ checksum recorded after it: a round whose plate has no recorded checksum was int
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,8 @@ RESERVED = {"id", "sequence", "round", "source", "acquisition"}
 """Column names an objective may not have (they are the campaign files' own)."""
 SUGGESTION_ID = re.compile(r"^r(\d{3,})_(\d{4,})$")
 CHECKSUMS = "checksums.json"
+# Suffix of the key under which a plate's (id, sequence) digest is recorded beside its file's sha256.
+DIGEST = "#ids"
 LOCK = ".lock"
 
 
@@ -220,12 +223,14 @@ def checksums(directory: Path) -> dict[str, str]:
     return data
 
 
-def record(directory: Path, *names: str) -> None:
-    """Record the current sha256 of each file ``names`` (relative to ``directory``)."""
+def record(directory: Path, *names: str, digests: dict[str, str] | None = None) -> None:
+    """Record the current sha256 of each file ``names`` (relative to ``directory``), and ``digests``
+    (key -> sha256) as given, in one atomic write."""
     path = directory / CHECKSUMS
     data = checksums(directory) if path.exists() else {}
     for name in names:
         data[name] = file_sha256(directory / name)
+    data.update(digests or {})
     atomic_write_text(path, json.dumps(dict(sorted(data.items())), indent=1) + "\n", overwrite=True)
 
 
@@ -388,13 +393,45 @@ def _plate_name(r: int) -> str:
     return f"round_{r:03d}/suggestions.csv"
 
 
+def _plate_digest(pairs: list[tuple[str, str]]) -> str:
+    """sha256 of a plate's (id, sequence) pairs: what its ids mean, which a spreadsheet's re-save (a
+    BOM, CRLF, numbers reformatted) keeps while it changes the file's bytes."""
+    return hashlib.sha256("".join(f"{i},{s}\n" for i, s in pairs).encode()).hexdigest()
+
+
+def verify_plate(c: Campaign, r: int) -> Path:
+    """Round ``r``'s ``suggestions.csv``, checked: its bytes as recorded, or, for a plate recorded
+    with its (id, sequence) digest, the same ids naming the same sequences in the same order.
+
+    Raises:
+        CampaignError: missing, or changed in its ids or sequences (or in its bytes, for plates
+            recorded before the digest).
+    """
+    name = _plate_name(r)
+    try:
+        return verify(c, name)
+    except CampaignError as err:
+        path, want = c.dir / name, checksums(c.dir).get(name + DIGEST)
+        if want is None or not path.is_file():
+            raise
+        try:
+            header, header_line, records = csv_records(path, read_text(path))
+            col = require_columns(path, header, header_line, ["id", "sequence"])
+            pairs = [(f[col["id"]].strip(), f[col["sequence"]].strip()) for _, f in records]
+        except (DataError, IndexError):
+            raise err from None
+        if _plate_digest(pairs) != want:
+            raise CampaignError(f"{path}: its ids or sequences changed since mbo-campaign wrote it (an id "
+                                "names one sequence forever); restore the original from a backup") from None
+        return path
+
+
 def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
     """Round ``r``'s plate, or ``None`` if it has none (never suggested, or interrupted before its
     checksum was recorded); a recorded plate that is missing or changed is an error."""
-    name = _plate_name(r)
-    if name not in checksums(c.dir):
+    if _plate_name(r) not in checksums(c.dir):
         return None
-    path = verify(c, name)
+    path = verify_plate(c, r)
     header, header_line, records = csv_records(path, read_text(path))
     col = require_columns(path, header, header_line, c.suggestion_columns)
     names = ([("predicted_mean", "predicted_std")] if len(c.objectives) == 1 else
@@ -416,7 +453,7 @@ PROVENANCE_COLUMNS = ["round", "seed", "model_sha256", "reference_sha256", "camp
 def plate_provenance(c: Campaign, r: int) -> dict[str, str]:
     """What made round ``r``'s plate (its provenance columns, from the first row; empty for plates
     written before they existed)."""
-    path = verify(c, _plate_name(r))
+    path = verify_plate(c, r)
     header, _, records = csv_records(path, read_text(path))
     if not records:
         return {}
@@ -438,9 +475,11 @@ def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acqu
                      for k, v in (("mean", mean), ("std", std))}
     extra = {**predicted, "acquisition": acquisition,
              **{k: [v] * len(ids) for k, v in (provenance or {}).items()}}
-    write_csv(path, SequenceDataset(tokens, c.alphabet, ids=ids), overwrite=True, extra_columns=extra)
+    data = SequenceDataset(tokens, c.alphabet, ids=ids)
+    write_csv(path, data, overwrite=True, extra_columns=extra)
     fsync_dir(path.parent)
-    record(c.dir, _plate_name(r))
+    record(c.dir, _plate_name(r),
+           digests={_plate_name(r) + DIGEST: _plate_digest(list(zip(ids, data.sequences(), strict=True)))})
     return path
 
 
