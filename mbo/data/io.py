@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections import Counter
@@ -30,6 +31,9 @@ __all__ = ["DataError", "Problems", "check_learnable", "csv_header", "csv_record
 # Labels are standardized and the reward models' predictions mapped back in float32 (max 3.4e38),
 # several standard deviations beyond the labels: 1e35 leaves that room (1e38 labels gave inf rewards).
 LABEL_MAX = 1e35
+
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -329,6 +333,10 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     label_tensor = None
     if labels_wanted:
         label_tensor = torch.tensor(labels, dtype=torch.float32)
+        merged = len(set(map(tuple, labels))) - len(torch.unique(label_tensor, dim=0))
+        if merged > 0:  # float32 keeps about 7 significant digits: 1000001.789 reads as 1000001.75
+            log.warning("%s: %d distinct labels became equal in float32 (about 7 significant digits); "
+                        "subtract a constant or change the unit to keep them apart", path, merged)
         if isinstance(label_columns, str):
             label_tensor = label_tensor.squeeze(-1)
     return SequenceDataset(tokens, alphabet, label_tensor, ids if id_column is not None else None)

@@ -342,3 +342,10 @@ def test_a_workbook_and_a_semicolon_csv_are_named(tmp_path):
     _assert_located(_error(read_csv, path, DNA), None, "is a zip archive (an Excel .xlsx")
     path.write_text("sequence;label\nAC;1,5\nGT;2\n")  # Excel in a decimal-comma locale
     _assert_located(_error(read_csv, path, DNA), 1, "looks separated by ';': save it as comma-separated")
+
+
+def test_labels_that_float32_cannot_tell_apart_are_warned_about(tmp_path, caplog):
+    path = _write(tmp_path, "d.csv", "sequence,label\nAC,1000001.76\nGT,1000001.74\nCA,3\n")
+    with caplog.at_level("WARNING", logger="mbo.data.io"):
+        read_csv(path, DNA)
+    assert "1 distinct labels became equal in float32" in caplog.text
