@@ -318,12 +318,11 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                "command": f"mbo-campaign suggest {Path(os.path.abspath(c.dir)).name} --batch {batch}"
                           + (" --force" if force else "") + (f" --plate {plate}" if plate else "")
                           + (f" --device {on_device}" if on_device else "")}
-    path = write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
-    if plate is not None:
+    if plate is not None:  # before the plate is recorded: a round killed in between is redone whole
         ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
         write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), sel.mean,
                         sel.std, plate, c.objectives)
-    return path
+    return write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
 
 
 # ---------------------------------------------------------------------------------------- ingest
