@@ -486,7 +486,7 @@ def main(cfg: DictConfig) -> None:
             raise  # let the launcher mark this job failed and go on with the others
         print(f"mbo-run: error: {message}", file=sys.stderr)
         sys.exit(2)
-    except OSError as err:  # the machine, not the input: a read-only folder, a full disk
+    except (OSError, MemoryError) as err:  # the machine, not the input: a read-only folder, a full disk
         log.error("%s", err)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

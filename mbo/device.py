@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -30,6 +32,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise DeviceError(f"device {device!r} was asked for, but this machine has {count} CUDA "
                               f"device(s) (cuda:0 .. cuda:{count - 1})")
     return dev
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory of ``device``: a GPU's own, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def set_threads(setting: int | str | None) -> None:

@@ -14,6 +14,18 @@ from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
 from mbo.progress import progress_bar
 
+# Peak memory of a pretraining step per float of one layer's attention tensor (batch × heads × L²),
+# measured on the CPU with the default denoiser: 6.7 at L = 400, 11 at L = 200 (the rest of the model
+# weighs more at short L). Only long sequences come near a machine's memory, so the lower figure.
+ATTENTION_COPIES = 7
+
+
+def pretraining_memory(length: int, settings: Mapping) -> int:
+    """Rough peak bytes of one pretraining step on sequences of ``length``: at long L the attention
+    tensors (batch × heads × L² floats per layer) are nearly all of it."""
+    d, p = settings["denoiser"], settings["pretrain"]
+    return int(ATTENTION_COPIES * 4 * p["batch_size"] * d["heads"] * length**2 * d["depth"] / 2)
+
 
 def sampling_policy(settings: Mapping) -> MinProbability | None:
     """The sampling rule of the ``diffusion`` settings: min-p truncation at ``min_prob`` (or none)."""

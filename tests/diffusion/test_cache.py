@@ -62,3 +62,14 @@ def test_loaded_model_takes_the_callers_sampler(tmp_path):
     assert type(again.sampler).__name__ == "GridSampler"
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(),
                                                     strict=True))
+
+
+def test_pretraining_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(cache, "memory_bytes", lambda device: 2**20)  # a machine of 1 MiB
+    long = torch.randint(0, 4, (8, 300), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(MemoryError, match=r"length 300 needs about .* lower diffusion.pretrain.batch_size"):
+        cache.pretrained_diffusion(long, 4, settings(), tmp_path)
+    assert not list(tmp_path.glob("*.safetensors"))
+    assert cache.pretraining_memory(1000, compose_config("config").diffusion) > 2 * 2**30  # the 1000-mer

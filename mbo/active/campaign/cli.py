@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CampaignError, DataError, CheckpointError, SettingsError, DeviceError) as err:
         print(f"mbo-campaign {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    except OSError as err:  # the machine, not the input: a read-only folder, a full disk
+    except (OSError, MemoryError) as err:  # the machine, not the input: a read-only folder, a full disk
         print(f"mbo-campaign {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
