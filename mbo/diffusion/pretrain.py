@@ -14,10 +14,11 @@ from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
 from mbo.progress import progress_bar
 
-# Peak memory of a pretraining step per float of one layer's attention tensor (batch × heads × L²),
-# measured on the CPU with the default denoiser: 6.7 at L = 400, 11 at L = 200 (the rest of the model
-# weighs more at short L). Only long sequences come near a machine's memory, so the lower figure.
-ATTENTION_COPIES = 7
+# Peak memory of a pretraining step grows by 5.4 floats per float of the attention tensors
+# (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser
+# (experiments/results/pretrain_memory.md); only long sequences come near a machine's memory, and
+# there that slope is nearly all of it (it slightly underestimates, so only sure failures are refused).
+ATTENTION_COPIES = 5.5
 
 
 def pretraining_memory(length: int, settings: Mapping) -> int:
