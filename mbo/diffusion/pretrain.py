@@ -14,11 +14,12 @@ from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
 from mbo.progress import progress_bar
 
-# Peak memory of a pretraining step grows by 5.4 floats per float of the attention tensors
-# (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser
-# (experiments/results/pretrain_memory.md); only long sequences come near a machine's memory, and
-# there that slope is nearly all of it (it slightly underestimates, so only sure failures are refused).
-ATTENTION_COPIES = 5.5
+# Peak memory of a pretraining step grows by about 5 floats per float of the attention tensors
+# (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser: 5.3 in
+# experiments/results/pretrain_memory.md, 5.0 and 5.4 in two earlier runs. The rest (about 0.4 GiB) is
+# left out, so the estimate is a little low at long L, where only it matters: only sure failures are
+# refused.
+ATTENTION_COPIES = 5.0
 
 
 def pretraining_memory(length: int, settings: Mapping) -> int:
