@@ -61,9 +61,16 @@ def summary_table(result: dict) -> str:
     lines = ["| method | " + " | ".join(h for _, h in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for name, m in methods.items():
-        cells = [f"{m[k]:.3f}" if k in m else "" for k, _ in cols]
+        cells = [_cell(m[k]) if k in m else "" for k, _ in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: float) -> str:
+    """Three decimals, or three significant digits where a label's unit makes a value tiny or huge
+    (1e-9 M would show as 0.000)."""
+    plain = value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e5
+    return f"{value:.3f}" if plain else f"{value:.3g}"
 
 
 def best_offline_text(result: dict) -> str:

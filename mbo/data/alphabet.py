@@ -83,8 +83,12 @@ def get_alphabet(name_or_letters: str) -> Alphabet:
     key = name_or_letters.lower()
     if key in _BUILTIN:
         return _BUILTIN[key]
+    letters = name_or_letters
+    if letters.islower() and len(set(letters.upper())) == len(set(letters)):
+        # `acgt` means the letters, not their case: upper-case alphabets read sequences in either case.
+        letters = letters.upper()
     try:
-        return Alphabet(name_or_letters, "custom")
+        return Alphabet(letters, "custom")
     except ValueError as err:  # most often a misspelt name ('dnaa'), so say what a name may be
         raise ValueError(f"{name_or_letters!r} is neither {', '.join(_BUILTIN)} nor a set of distinct "
                          f"letters ({err})") from None

@@ -216,12 +216,14 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
     """
     if not raw:
         return f"empty {what}"
+    # What to write instead, where a measurement can have failed.
+    hint = "; write -inf for a failed or infeasible design, or leave its row out" if allow_neg_inf else ""
     if "_" in raw:  # Python reads 1_000 as 1000; no spreadsheet or instrument writes that: a typo
-        return f"{what} {raw!r} is not a number"
+        return f"{what} {raw!r} is not a number{hint}"
     try:
         value = float(raw)
     except ValueError:
-        return f"{what} {raw!r} is not a number"
+        return f"{what} {raw!r} is not a number{hint}"
     if math.isinf(value) and raw.lstrip("+-").lower() not in ("inf", "infinity"):
         # A finite number that overflowed (1e400): neither +inf nor a measured-infeasible -inf.
         return f"{what} {raw!r} is too large (|x| > {LABEL_MAX:.0e}); rescale the column"

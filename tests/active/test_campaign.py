@@ -221,7 +221,7 @@ def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
         row, column, problem = 4, "'id'", "also used in row 2"
     elif case == "non_numeric":
         write_results(path, [(ids[2], "1"), (ids[3], "high")])
-        problem = "'high' is not a number"
+        problem = "'high' is not a number; write -inf for a failed or infeasible design"
     elif case == "empty":
         write_results(path, [(ids[2], "1"), (ids[3], "")])
         problem = "empty value"

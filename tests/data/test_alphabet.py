@@ -42,6 +42,8 @@ def test_get_alphabet():
     assert get_alphabet("DNA") is DNA and get_alphabet("protein") is PROTEIN
     custom = get_alphabet("01")
     assert custom.letters == "01" and custom.name == "custom"
+    assert get_alphabet("acgu").letters == "ACGU"  # letters, not their case: files in either case read
+    assert get_alphabet("ACGTacgt").letters == "ACGTacgt"  # where case is part of the alphabet, it stays
 
 
 def test_one_hot_round_trip_and_soft_input():

@@ -475,3 +475,11 @@ def test_two_runs_never_write_into_one_folder(tmp_path):
     assert proc.returncode == 2 and "another mbo-run is writing into" in proc.stderr
     proc = app(tmp_path, *CSV, f"task.path={data}", "n_designs=0")  # the lock's file alone is no obstacle
     assert proc.returncode == 2 and "n_designs must be an integer >= 1" in proc.stderr
+
+
+def test_the_summary_table_shows_values_in_any_label_unit():
+    from experiments.report import summary_table
+
+    row = {"pred_mean": 3.2e-9, "true_p50": 0.898, "novelty": 0.0}
+    table = summary_table({"methods": {"finetuned": row}})
+    assert "| finetuned | 0.898 | 3.2e-09 | 0.000 |" in table  # 3.2e-9 M was 0.000
