@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mbo.diffusion.samplers import Sampler
+from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
@@ -67,6 +68,7 @@ def finetune_backprop(
     check_method_settings("finetune_backprop", {
         "iterations": iterations, "batch_size": batch_size, "alpha": alpha, "backprop_steps": backprop_steps,
         "tau": tau, "hard": hard, "lr": lr, "grad_clip": grad_clip, "kl_budget": kl_budget})
+    score = checked_reward(reward)
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).train().requires_grad_(True)
     device = next(model.parameters()).device
@@ -81,7 +83,10 @@ def finetune_backprop(
             batch_size, sampler=sampler, tau=tau,
             backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=cond,
         )
-        r = reward(x0) if cond is None else reward(x0, cond)
+        r = score(x0) if cond is None else score(x0, cond)
+        if not r.requires_grad:
+            raise ValueError("finetune_backprop needs a reward differentiable in its (soft) one-hot input; "
+                             "for a black-box reward use finetune=vidd, ppo or rwr")
         loss = -r.mean() + alpha * kl.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=params)  # the reward model's own weights need no gradients

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.finetune.trajectories import step_terms
+from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
@@ -64,6 +65,7 @@ def finetune_rwr(
     """
     check_method_settings("finetune_rwr", {"alpha": alpha, "iterations": iterations, "batch_size": batch_size,
                                            "epochs": epochs, "lr": lr, "grad_clip": grad_clip})
+    reward = checked_reward(reward)
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

@@ -34,6 +34,7 @@ from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
+from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
@@ -119,6 +120,7 @@ def finetune_vidd(
     check_method_settings("finetune_vidd", {
         "alpha": alpha, "iterations": iterations, "batch_size": batch_size, "lr": lr, "grad_clip": grad_clip,
         "states_per_trajectory": states_per_trajectory, "completion": completion})
+    reward = checked_reward(reward)
     ref = pretrained.eval().requires_grad_(False)
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler

@@ -83,10 +83,7 @@ class CallCounter:
 
     def reward(self, x: Tensor) -> Tensor:
         """The reward of float (soft) one-hot ``x (B, L, V)``: ``(B,)``, counted, gradients kept."""
-        out = self._reward(x)
-        if not isinstance(out, Tensor) or out.shape != (x.shape[0],):
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"reward must map (B, L, V) to (B,); got {got} for B = {x.shape[0]}")
+        out = check_reward_output(self._reward(x), x)
         self.reward_calls += int(x.shape[0])
         return out
 
@@ -120,6 +117,23 @@ class CallCounter:
 
 
 # ------------------------------------------------------------------------------------------- checks
+def check_reward_output(out, x: Tensor) -> Tensor:
+    """``out``, the reward of ``x (B, L, V)``, if it is a tensor ``(B,)``; else a ValueError. A reward
+    of shape (B, 1) or a scalar would broadcast against the sampler's (B,) terms into wrong numbers."""
+    if not isinstance(out, Tensor) or out.shape != (x.shape[0],):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"reward must map (B, L, V) to (B,); got {got} for B = {x.shape[0]}")
+    return out
+
+
+def checked_reward(reward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``reward`` with its output checked by :func:`check_reward_output` (extra arguments, such as a
+    condition, pass through)."""
+    def checked(x: Tensor, *args) -> Tensor:
+        return check_reward_output(reward(x, *args), x)
+    return checked
+
+
 def check_count(value, name: str, where: str) -> int:
     """``value`` as an int >= 1, else a ValueError naming the setting."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -190,3 +190,28 @@ def test_posterior_mean_completion_values_a_linear_reward_by_its_expectation():
                                atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="completion"):
         soft_optimal_tokens(m, reward, xt, position, alpha, completion="sample")
+
+
+SETTINGS = {
+    finetune_backprop: dict(iterations=1, batch_size=4, backprop_steps=2, tau=1.0, hard=True, lr=1e-3,
+                            grad_clip=1.0, sampler=None),
+    finetune_ppo: dict(iterations=1, batch_size=4, epochs=1, clip=0.2, lr=1e-3, grad_clip=1.0),
+    finetune_rwr: dict(iterations=1, batch_size=4, epochs=1, lr=1e-3, grad_clip=1.0),
+    finetune_vidd: dict(iterations=1, batch_size=4, states_per_trajectory=2, lr=1e-3, grad_clip=1.0),
+}
+
+
+@pytest.mark.parametrize("finetune", list(SETTINGS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [lambda x: reward(x)[:, None], lambda x: reward(x).sum(),
+                                 lambda x: reward(x).tolist()], ids=["B-by-1", "scalar", "list"])
+def test_a_reward_of_the_wrong_shape_is_refused_not_broadcast(pretrained, finetune, bad):
+    with pytest.raises(ValueError, match=r"reward must map \(B, L, V\) to \(B,\)"):
+        finetune(pretrained, bad, alpha=ALPHA, **SETTINGS[finetune])
+
+
+def test_reward_backprop_refuses_a_reward_without_a_gradient(pretrained):
+    def black_box(x):
+        return x.argmax(-1).eq(0).float().sum(-1)
+
+    with pytest.raises(ValueError, match="needs a reward differentiable"):
+        finetune_backprop(pretrained, black_box, alpha=ALPHA, **SETTINGS[finetune_backprop])
