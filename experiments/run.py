@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
 from mbo import jsonfile
-from mbo.active.pareto import hypervolume, pareto_mask, select_pareto_batch
+from mbo.active.pareto import PARETO_METHODS, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
-from mbo.checkpoint import file_sha256, save_checkpoint
+from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
 from mbo.config import SettingsError, build_task, progress_bars
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
@@ -60,6 +60,9 @@ def check_settings(cfg: DictConfig) -> torch.device:
         raise SettingsError(f"threads must be auto or an integer >= 1, got {cfg.threads!r}")
     if cfg.plate is not None and cfg.plate not in PLATE_COLUMNS:
         raise SettingsError(f"plate must be null or one of {sorted(PLATE_COLUMNS)}, got {cfg.plate!r}")
+    if cfg.pareto.method not in PARETO_METHODS:
+        raise SettingsError(f"pareto.method must be one of {', '.join(PARETO_METHODS)}, got "
+                            f"{cfg.pareto.method!r}")
     if cfg.mode not in ("braid", "ctrl"):
         raise SettingsError(f"mode must be braid or ctrl, got {cfg.mode!r}")
     if cfg.progress not in ("auto", True, False):
@@ -101,6 +104,10 @@ def check_ctrl(cfg: DictConfig) -> None:
             raise SettingsError(f"ctrl.factors[{j}] ({f.name}): give exactly one of landscape or csv")
         if f.get("landscape") is not None and not (_is_int(f.n_labels) and f.n_labels >= 2):
             raise SettingsError(f"ctrl.factors[{j}].n_labels must be an integer >= 2, got {f.n_labels!r}")
+        p = list(f.percentiles)
+        if not all(0 < x < 100 for x in p) or p != sorted(set(p)) or len(f.classes) != len(p) + 1:
+            raise SettingsError(f"ctrl.factors[{j}]: percentiles must increase strictly within (0, 100) and "
+                                f"name one class more than percentiles, got {p} and {list(f.classes)}")
     classes = {str(f.name): [str(k) for k in f.classes] for f in c.factors}
     if not c.conditions:
         raise SettingsError("ctrl.conditions is empty; name at least one, e.g. ['A=high']")
@@ -329,6 +336,10 @@ def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tupl
                                   exclude=None if cfg.include_offline else offline.tokens,
                                   accept=constraints.satisfied if constraints.active else None,
                                   rejected=rejected)
+    if len(found) == 0 and rejected[0]:
+        offline_too = "" if rejected[0] == drawn else "; the others are in the offline data"
+        raise SettingsError(f"{rejected[0]} of {drawn} designs sampled break the constraints "
+                            f"({constraints.describe()}){offline_too}: no design meets them; loosen them")
     if len(found) == 0:
         raise SettingsError(f"all {drawn} designs sampled are in the offline data; set include_offline=true "
                            f"to allow them")
@@ -479,7 +490,8 @@ def main(cfg: DictConfig) -> None:
             run_ctrl(cfg, output_dir)
         else:
             run(cfg, output_dir)
-    except (DataError, SettingsError, DeviceError, ConstraintError) as err:  # the input is wrong: say where
+    # The input is wrong: say where.
+    except (DataError, SettingsError, DeviceError, ConstraintError, CheckpointError) as err:
         message = " ".join(str(err).split())
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("%s", message)  # into the job's own log, where mbo-summarize reads a failure's reason

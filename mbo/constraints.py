@@ -128,6 +128,14 @@ class Constraints:
             for m in self._motifs():
                 if m in fixed_only:
                     raise ConstraintError(f"the fixed letters themselves contain the forbidden motif {m!r}")
+        # A one-letter motif bans its letter everywhere (with its complement, on both strands).
+        banned = {m for m in self._motifs() if len(m) == 1}
+        if banned:
+            left = self.allowed_mask() & ~torch.tensor([c in banned for c in a.letters])
+            empty = (~left.any(1)).nonzero().flatten().tolist()
+            if empty:
+                raise ConstraintError(f"the forbidden motifs {sorted(banned)} (on both strands) leave no "
+                                      f"letter at position(s) {empty[:10]}: no design can meet the rules")
 
     def _motifs(self) -> list[str]:
         table = _COMPLEMENT.get(self.alphabet.name)

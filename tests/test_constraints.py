@@ -45,6 +45,9 @@ def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
     (dict(fixed="GAATTC..", forbidden_motifs=["GAATTC"]), "contain the forbidden motif"),
     (dict(fixed="CCCCCCCC", parent="AAAAAAAA", max_mutations=3), "differs from the fixed"),
     (dict(parent="AAAAAAAA"), "go together"),
+    (dict(forbidden_motifs=["A", "C"]), "forbidden motifs ['A', 'C', 'G', 'T'] (on both strands) leave no "
+                                         "letter at position(s) [0, 1"),  # A and C ban T and G too
+    (dict(forbidden_motifs=["A"], allowed={3: "AT"}), "leave no letter at position(s) [3]"),
 ])
 def test_impossible_constraints_are_refused(kwargs, problem):
     with pytest.raises(ConstraintError, match=problem.replace("(", r"\(").replace(")", r"\)")

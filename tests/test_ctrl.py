@@ -306,3 +306,22 @@ def test_a_condition_on_a_class_no_label_reaches_is_refused_before_training(tmp_
     assert not (tmp_path / "cache").exists()
     with pytest.raises(SettingsError, match=r"ctrl.factors\[0\].n_labels must be an integer >= 2"):
         check_settings(ctrl_config(tmp_path, "ctrl.factors.0.n_labels=1"))
+
+
+def test_two_valued_labels_for_three_classes_and_a_broken_model_are_one_line(tmp_path):
+    from mbo.checkpoint import CheckpointError
+    from mbo.config import SettingsError
+
+    seqs = ["".join("ACGT"[i] for i in r) for r in torch.randint(0, 4, (40, 8), generator=torch.Generator()
+                                                                  .manual_seed(0)).tolist()]
+    path = tmp_path / "assay.csv"
+    # A 0/1 assay with 1 in one row of 20: its 50th and 90th percentiles are both 0.
+    path.write_text("sequence,bound\n" + "".join(f"{s},{int(i % 20 == 0)}\n" for i, s in enumerate(seqs)))
+    cfg = ctrl_config(tmp_path, "ctrl.factors.0.landscape=null", f"ctrl.factors.0.csv={path}",
+                      "ctrl.factors.0.label_column=bound")
+    with pytest.raises(SettingsError, match=r"class edges must increase strictly.*fewer distinct values"):
+        run_ctrl(cfg, tmp_path / "out")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.safetensors"):
+        run_ctrl(ctrl_config(tmp_path, f"ctrl.model_path={junk}"), tmp_path / "out2")

@@ -36,7 +36,8 @@ class Factor:
             raise ValueError(f"factor {self.name!r}: {len(self.classes)} classes need "
                              f"{len(self.classes) - 1} edges, got {len(self.edges)}")
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
-            raise ValueError(f"factor {self.name!r}: edges must increase strictly, got {self.edges}")
+            raise ValueError(f"factor {self.name!r}: class edges must increase strictly, got {self.edges} "
+                             "(labels with fewer distinct values than classes tie them)")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"factor {self.name!r}: class names repeat: {self.classes}")
 

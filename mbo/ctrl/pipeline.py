@@ -169,7 +169,13 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     task = build_task(cfg.task)
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
-    labeled = [labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1)) for j, spec in enumerate(c.factors)]
+    try:
+        labeled = [labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1))
+                   for j, spec in enumerate(c.factors)]
+    except DataError:
+        raise
+    except ValueError as err:  # class edges that tie: labels too few-valued for the percentiles asked
+        raise SettingsError(f"ctrl.factors: {err}") from None
     check_classes_labeled(c.conditions, labeled)
     pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
