@@ -40,7 +40,10 @@ class SequenceDataset:
         if n and (self.tokens.min() < 0 or self.tokens.max() >= self.alphabet.size):
             raise ValueError(f"tokens must lie in 0..{self.alphabet.size - 1}")
         if self.labels is not None:
-            if self.labels.shape[0] != n or self.labels.dim() not in (1, 2):
+            if not isinstance(self.labels, torch.Tensor):
+                raise ValueError(f"labels must be a float tensor (N,) or (N, k) (torch.as_tensor(labels, "
+                                 f"dtype=torch.float32)), got {type(self.labels).__name__}")
+            if self.labels.shape[0] != n or self.labels.dim() not in (1, 2) or 0 in self.labels.shape[1:]:
                 raise ValueError(f"labels must be (N,) or (N, k) with N={n}, "
                                  f"got {tuple(self.labels.shape)}")
             if torch.isnan(self.labels).any() or (self.labels == float("inf")).any():

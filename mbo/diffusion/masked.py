@@ -257,6 +257,8 @@ class MaskedDiffusion(nn.Module):
             ``(B,)`` lower bound in nats per sequence (divide by L for per token).
         """
         self._check_tokens(x0, "x0", allow_mask=False)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"elbo: n_samples must be an integer >= 1, got {n_samples!r}")
         b = x0.shape[0]
         rep = x0.repeat_interleave(n_samples, dim=0)
         # Stratify within each sequence: rows b*n .. b*n+n-1 get n evenly spaced times.
@@ -377,6 +379,10 @@ class MaskedDiffusion(nn.Module):
         if abandon is not None and return_trajectory:
             raise ValueError("sample: abandon and return_trajectory exclude each other (a trajectory's "
                              "per-step KL needs every row)")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"sample: n must be an integer >= 0, got {n!r}")
+        if x_start is not None and len(x_start) != n:
+            raise ValueError(f"sample: x_start has {len(x_start)} rows for n = {n}")
         sampler = self._sampler(sampler)
         steps = sampler.num_steps(self.length)
         if x_start is None:

@@ -71,3 +71,11 @@ def test_merge_replicates_without_replicates_and_at_any_scale():
     assert big.merge_replicates()[0].labels.tolist() == [pytest.approx(3e38, rel=1e-6)]
     with pytest.raises(ValueError, match="how"):
         ds.merge_replicates("sum")
+
+
+def test_labels_must_be_a_tensor_with_at_least_one_column():
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"labels must be a float tensor .* got list"):
+        SequenceDataset(tokens, DNA, [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"labels must be \(N,\) or \(N, k\)"):
+        SequenceDataset(tokens, DNA, torch.zeros(2, 0))
