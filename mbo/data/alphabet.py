@@ -84,7 +84,7 @@ def get_alphabet(name_or_letters: str) -> Alphabet:
     if key in _BUILTIN:
         return _BUILTIN[key]
     letters = name_or_letters
-    if letters.islower() and len(set(letters.upper())) == len(set(letters)):
+    if letters.islower() and len(set(letters.upper())) == len(letters):
         # `acgt` means the letters, not their case: upper-case alphabets read sequences in either case.
         letters = letters.upper()
     try:
