@@ -325,3 +325,17 @@ def test_two_valued_labels_for_three_classes_and_a_broken_model_are_one_line(tmp
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"junk\.safetensors"):
         run_ctrl(ctrl_config(tmp_path, f"ctrl.model_path={junk}"), tmp_path / "out2")
+
+
+def test_an_unconditional_checkpoint_is_named_as_such(tmp_path):
+    from mbo.checkpoint import save_checkpoint
+    from mbo.ctrl.conditions import Factor
+    from mbo.ctrl.pipeline import load_ctrl_model
+    from mbo.data.io import DataError
+    from tests.guidance import tiny_model
+
+    path = tmp_path / "finetuned.safetensors"
+    save_checkpoint(path, tiny_model())
+    factors = [Factor("A", (0.5,), ("low", "high"))]
+    with pytest.raises(DataError, match=r"is an unconditional model .* not a CTRL model"):
+        load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion)

@@ -149,9 +149,11 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
     model = load_diffusion(path, settings, device=device)
     den = model.denoiser
     want = [f.num_classes for f in factors]
-    if not isinstance(den, ConditionalDenoiser) or den.num_classes != want:
-        got = den.num_classes if isinstance(den, ConditionalDenoiser) else "an unconditional denoiser"
-        raise DataError(path, f"CTRL model has classes per factor {got}, the config needs {want}")
+    if not isinstance(den, ConditionalDenoiser):
+        raise DataError(path, "is an unconditional model (mbo-run's finetuned.safetensors?), not a CTRL "
+                              "model (ctrl_model.safetensors)")
+    if den.num_classes != want:
+        raise DataError(path, f"CTRL model has classes per factor {den.num_classes}, the config needs {want}")
     return model
 
 
