@@ -490,38 +490,37 @@ def main(cfg: DictConfig) -> None:
             run_ctrl(cfg, output_dir)
         else:
             run(cfg, output_dir)
-    # The input is wrong: say where.
-    except (DataError, SettingsError, DeviceError, ConstraintError, CheckpointError) as err:
-        message = " ".join(str(err).split())
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s", message)  # into the job's own log, where mbo-summarize reads a failure's reason
-            raise  # let the launcher mark this job failed and go on with the others
-        print(f"mbo-run: error: {message}", file=sys.stderr)
-        sys.exit(2)
-    except (OSError, MemoryError) as err:  # the machine, not the input: a read-only folder, a full disk
-        log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
-        print(f"mbo-run: error: {err}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
         print("mbo-run: interrupted; no file was left half-written", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as err:
-        if not out_of_memory(err):
+    except Exception as err:
+        known = failure(err)
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if known is None:  # a failure of the project itself: a traceback
+            if multirun:
+                log.exception("failed")  # into the job's own log, where mbo-summarize reads why
             raise
-        message = ("out of memory: the denoiser's attention grows as length² × batch; lower "
-                   "diffusion.pretrain.batch_size (and finetune.batch_size), or use a GPU (device=cuda)")
-        log.error("%s (%s)", message, " ".join(str(err).split())[:200])
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
+        status, message = known
+        if multirun or status == 1:  # the job's log gets it too, with the library's own words
+            detail = " ".join(str(err).split())
+            log.error("%s", message if detail in message else f"{message} ({detail[:200]})")
+        if multirun:
+            raise  # the launcher marks this job failed and goes on with the others
         print(f"mbo-run: error: {message}", file=sys.stderr)
-        sys.exit(1)
-    except Exception:  # a failure of the project itself: a traceback
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.exception("failed")  # into the job's own log, where mbo-summarize reads a failure's reason
-        raise
+        sys.exit(status)
 
+def failure(err: Exception) -> tuple[int, str] | None:
+    """``(exit status, one-line message)`` of a failure the user can act on: 2 for the input (the
+    message says where), 1 for the machine (a read-only folder, a full disk, out of memory); None for a
+    failure of the project itself."""
+    if isinstance(err, (DataError, SettingsError, DeviceError, ConstraintError, CheckpointError)):
+        return 2, " ".join(str(err).split())
+    if isinstance(err, (OSError, MemoryError)):
+        return 1, str(err)
+    if isinstance(err, RuntimeError) and out_of_memory(err):
+        return 1, ("out of memory: the denoiser's attention grows as length² × batch; lower "
+                   "diffusion.pretrain.batch_size (and finetune.batch_size), or use a GPU (device=cuda)")
+    return None
 
 if __name__ == "__main__":
     main()

@@ -39,9 +39,7 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
     for key, value in settings.items():
         name = f"{prefix}{key}"
         if key in COUNTS or key == "iterations":
-            low = 0 if key == "iterations" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+            check_count(value, name, where, low=0 if key == "iterations" else 1)
         elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA
             if not _finite(value) or value < 0 or (value == 0 and not zero_ok):
@@ -66,6 +64,13 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
                                  f"got {value!r}")
         elif key in CHOICES and value not in CHOICES[key]:
             raise ValueError(f"{where}: {name} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+
+
+def check_count(value, name: str, where: str, low: int = 1) -> int:
+    """``value`` as an int >= ``low``, else a ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
 def _finite(value) -> bool:

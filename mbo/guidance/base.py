@@ -24,6 +24,7 @@ from torch import Tensor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion
 from mbo.diffusion.samplers import Sampler, get_sampler
+from mbo.method_settings import check_count
 
 Reward = Callable[[Tensor], Tensor]
 """Float one-hot ``(B, L, V)`` -> ``(B,)``: hard one-hots, soft ones (differentiated) in gradient guidance."""
@@ -132,13 +133,6 @@ def checked_reward(reward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     def checked(x: Tensor, *args) -> Tensor:
         return check_reward_output(reward(x, *args), x)
     return checked
-
-
-def check_count(value, name: str, where: str) -> int:
-    """``value`` as an int >= 1, else a ValueError naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def check_inputs(diffusion: MaskedDiffusion, n, batch_size, where: str) -> int:

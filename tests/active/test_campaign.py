@@ -385,7 +385,8 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     for override, problem in (
             ("seiko.pool.alpha=0", "gradient_guidance: seiko.pool.alpha must be a finite number > 0"),
             ("seiko.pool.scale=-1", "gradient_guidance: seiko.pool.scale must be a finite number >= 0"),
-            ("finetune.lr=0", "finetune_vidd: finetune.lr must be a finite number > 0")):
+            ("finetune.lr=0", "finetune_vidd: finetune.lr must be a finite number > 0"),
+            ("finetune.alpha=-1", "finetune_vidd: finetune.alpha must be a finite number >= 0")):
         assert cli("init", root, "--data", dna_csv, "--config", config, override) == 2
         assert f"command line: {problem}" in capsys.readouterr().err
     # A value of the wrong type on the command line is named as the command line's, not the file's.

@@ -166,7 +166,9 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
     except (TypeError, ValueError) as err:
         raise SettingsError(f"{source('seiko.local')}: settings of 'seiko.local' do not build "
                             f"({err})") from None
-    for group in ("finetune", "seiko.pool"):  # the fine-tuner and the pool's method, if any
+    # The fine-tuner and the pool's method, if any. `finetune.alpha: auto` is mbo-run's (it holds out
+    # the top labels, which a campaign's first rounds cannot spare), so here alpha must be a number.
+    for group in ("finetune", "seiko.pool"):
         settings = OmegaConf.select(cfg, group)
         if settings is None:
             continue
@@ -175,9 +177,6 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
                 check_method_settings(settings._target_.rsplit(".", 1)[-1], {key: value}, f"{group}.")
             except ValueError as err:
                 raise SettingsError(f"{source(f'{group}.{key}')}: {err}") from None
-    # auto is mbo-run's: it holds out the top labels, which a campaign's first rounds cannot spare.
-    need(isinstance(cfg.finetune.alpha, (int, float)) and cfg.finetune.alpha >= 0, "finetune.alpha",
-         "must be a number >= 0 in a campaign")
 
 
 def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> None:
