@@ -5,6 +5,7 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -205,7 +206,8 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
         commands.ingest(campaign.open_campaign(root), both, value_column="kd")
 
 
-@pytest.mark.parametrize("case", ["unknown_id", "duplicate_id", "non_numeric", "empty", "nan", "plus_inf",
+@pytest.mark.parametrize("case", ["unknown_id", "replicates_conflict", "non_numeric", "empty", "nan",
+                                  "plus_inf",
                                   "missing_column", "round_never_suggested", "conflict", "missing_file",
                                   "wrong_sequence", "overflow", "repeated_sequence_column", "gzip",
                                   "wrong_capitalized_sequence"])
@@ -216,9 +218,9 @@ def test_bad_ingest_changes_nothing(camp, tmp_path, capsys, case):
     if case == "unknown_id":
         write_results(path, [(ids[2], "1"), ("r000_0099", "2")])
         row, column, problem = 3, "'id'", "unknown id 'r000_0099'"
-    elif case == "duplicate_id":
-        write_results(path, [(ids[2], "1"), (ids[3], "2"), (ids[2], "1")])
-        row, column, problem = 4, "'id'", "also used in row 2"
+    elif case == "replicates_conflict":  # ids[0] was ingested as 1.5; its replicates here average 2
+        write_results(path, [(ids[2], "1"), (ids[0], "1.5"), (ids[0], "2.5")])
+        row, problem = 3, "this file says 2.0 (the mean of its 2 rows)"
     elif case == "non_numeric":
         write_results(path, [(ids[2], "1"), (ids[3], "high")])
         problem = "'high' is not a number; write -inf for a failed or infeasible design"
@@ -284,6 +286,21 @@ def test_reingest_same_file_is_a_noop_and_partial_plates_add_up(camp, tmp_path, 
     meas = read_rows(root / "measurements.csv")
     assert [(m["id"], m["value"], m["source"]) for m in meas[-3:]] == [
         (ids[0], "1.5", "plate_a.csv"), (ids[1], "-inf", "plate_a.csv"), (ids[2], "0.25", "plate_b.csv")]
+
+
+def test_replicate_rows_are_averaged_and_a_failed_well_beside_them_left_out(camp, tmp_path, capsys):
+    root, ids = camp
+    results = write_results(tmp_path / "replicates.csv", [(ids[2], "1"), (ids[3], "-inf"), (ids[2], "2"),
+                                                          (ids[3], "0.5")])
+    assert cli("ingest", root, results) == 0
+    out = capsys.readouterr().out
+    assert "ingested 2 results" in out and "2 ids measured in replicate" in out and "1 -inf rows" in out
+    meas = {m["id"]: m["value"] for m in read_rows(root / "measurements.csv")}
+    assert (meas[ids[2]], meas[ids[3]]) == ("1.5", "0.5")
+    assert commands.merge_replicate_values([(-math.inf,), (-math.inf,)]) == ((-math.inf,), 0)
+    before = tree_hash(root)
+    assert cli("ingest", root, results) == 0  # the same replicates again: their mean matches
+    assert "nothing to do" in capsys.readouterr().out and tree_hash(root) == before
 
 
 def test_suggest_refuses_while_results_are_outstanding(tmp_path, config, dna_csv, capsys):

@@ -379,9 +379,8 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
         return seq.strip().upper() if upper else seq.strip()
 
     problems = Problems(path, "row")
-    seen: dict[str, int] = {}
-    new: list[tuple[Suggestion, float]] = []
-    already = 0
+    # Rows of one id are replicate wells: their values are merged below, once every row is checked.
+    replicates: dict[str, list[tuple[int, tuple[float, ...]]]] = {}
     for line, fields in records:
         if len(fields) != len(header):
             problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
@@ -394,11 +393,6 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
         if not ident:
             problems.add(line, "empty id", id_column)
             continue
-        if ident in seen:
-            problems.add(line, f"id {ident!r} is also used in row {seen[ident]}; give one value per id "
-                               "(average replicates first)", id_column)
-            continue
-        seen[ident] = line
         sugg = suggestions.get(ident)
         if sugg is None:
             m = SUGGESTION_ID.match(ident)
@@ -415,17 +409,26 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
                                f"{ident!r} ({sugg.sequence})", header[seq_col])
         if any(isinstance(v, str) for v in parsed):
             continue
-        values = tuple(parsed)
+        replicates.setdefault(ident, []).append((line, tuple(parsed)))
+    problems.raise_first()
+
+    new: list[tuple[Suggestion, tuple[float, ...]]] = []
+    already = n_replicated = n_failed_wells = 0
+    for ident, rows in replicates.items():
+        values, failed = merge_replicate_values([v for _, v in rows])
+        n_replicated += len(rows) > 1
+        n_failed_wells += failed
         if ident in known:
             if known[ident].values != values:
                 said = lambda vs: "/".join(map(_format_value, vs))  # noqa: E731
-                problems.add(line, f"conflict: {ident!r} was already ingested with value "
-                                   f"{said(known[ident].values)} (from {known[ident].source}); this "
-                                   f"file says {said(values)}", value_columns[0])
+                merged = f" (the mean of its {len(rows)} rows)" if len(rows) > 1 else ""
+                problems.add(rows[0][0], f"conflict: {ident!r} was already ingested with value "
+                                         f"{said(known[ident].values)} (from {known[ident].source}); "
+                                         f"this file says {said(values)}{merged}", value_columns[0])
             else:
                 already += 1
             continue
-        new.append((sugg, values))
+        new.append((suggestions[ident], values))
     problems.raise_first()
 
     if not new:
@@ -438,8 +441,24 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     per_round = ", ".join(
         f"round {r}: {sum(m.round == r for m in measurements + added)}/{len(rounds[r])} measured"
         for r in sources)
+    replicated = (f"; {n_replicated} ids measured in replicate, their rows averaged"
+                  + (f" ({n_failed_wells} -inf rows of otherwise measured ids left out)"
+                     if n_failed_wells else "")) if n_replicated else ""
     return (f"ingested {len(new)} results from {path} ({infeasible} infeasible/failed"
-            + (f", {already} already ingested" if already else "") + f"); {per_round}")
+            + (f", {already} already ingested" if already else "") + f"){replicated}; {per_round}")
+
+
+def merge_replicate_values(rows: list[tuple[float, ...]]) -> tuple[tuple[float, ...], int]:
+    """One value per objective from an id's replicate rows, and how many -inf rows were left out.
+
+    Each objective's value is the mean of its finite rows; -inf only when every row is -inf. A well
+    that failed beside replicates that were measured says the well failed, not the design."""
+    merged, left_out = [], 0
+    for column in zip(*rows, strict=True):
+        finite = [v for v in column if math.isfinite(v)]
+        merged.append(math.fsum(finite) / len(finite) if finite else -math.inf)
+        left_out = max(left_out, len(column) - len(finite) if finite else 0)
+    return tuple(merged), left_out
 
 
 # ---------------------------------------------------------------------------------------- status
