@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mbo import checkpoint
 from mbo.data.dataset import SequenceDataset
+from mbo.data.io import LABEL_MAX
 from mbo.device import resolve_device
 
 MIN_STD = float(torch.finfo(torch.float64).tiny)
@@ -45,6 +46,12 @@ def dataset_labels(dataset: SequenceDataset, where: str) -> Tensor:
         raise ValueError(f"{where}: need at least 2 labeled sequences, got {len(dataset)}")
     if not torch.isfinite(y).all():
         raise ValueError(f"{where}: labels must be finite; impute or drop the -inf (infeasible) rows first")
+    if bool((y == y[0]).all()):
+        raise ValueError(f"{where}: all {len(y)} labels are equal ({float(y[0]):g}); there is nothing to "
+                         "learn which sequences are better")
+    if float(y.abs().max()) > LABEL_MAX:
+        raise ValueError(f"{where}: labels reach {float(y.abs().max()):.3g}; predictions in float32 overflow "
+                         f"past |y| = {LABEL_MAX:g}: change the unit")
     return y.to(torch.float32)
 
 

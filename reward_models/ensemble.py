@@ -154,12 +154,17 @@ class DeepEnsemble(RewardModel, EnsembleModel):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features ``(K, N, H)`` of float one-hot ``x (N, L, V)`` (differentiable)."""
         self._check_onehot(x)
-        return self.net.features(x.flatten(1).to(self.device))
+        return self.net.features(self._net_input(x.flatten(1)))
 
     def member_predictions(self, x: Tensor) -> Tensor:
         """Member outputs ``(K, N)`` in label units for float one-hot ``x (N, L, V)``."""
         self._check_onehot(x)
-        return self._untransform(self.net(x.flatten(1).to(self.device)))
+        return self._untransform(self.net(self._net_input(x.flatten(1)))).to(x.dtype)
+
+    def _net_input(self, x: Tensor) -> Tensor:
+        # The members compute in their own dtype (float32); BoTorch's acquisition optimizers hand
+        # float64, so inputs are cast here and results cast back to the caller's dtype.
+        return x.to(self.device, next(self.net.parameters()).dtype)
 
     def _untransform(self, values: Tensor) -> Tensor:
         return self.outcome_transform.untransform(values.unsqueeze(-1))[0].squeeze(-1)
@@ -174,18 +179,18 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         self._check_onehot(x)
         # The spread in standardized units, then scaled: a variance in label units overflows float32
         # for labels past ~1e19.
-        preds = self.net(x.flatten(1).to(self.device))
+        preds = self.net(self._net_input(x.flatten(1)))
         var = preds.var(dim=0)
         if observation_noise:
             var = var + self.noise_var
-        return self._untransform(preds.mean(dim=0)), var.sqrt() * self.label_std
+        return self._untransform(preds.mean(dim=0)).to(x.dtype), (var.sqrt() * self.label_std).to(x.dtype)
 
     def forward(self, X: Tensor) -> Tensor:
         """``X (batch..., q, L*V)`` -> standardized member values ``(batch..., K, q, 1)``
         (``posterior`` un-standardizes them through ``outcome_transform``)."""
         self._check_flat(X)
         batch = X.shape[:-1]
-        out = self.net(X.reshape(-1, X.shape[-1]).to(self.device))
+        out = self.net(self._net_input(X.reshape(-1, X.shape[-1]))).to(X.dtype)
         out = out.reshape(self.num_members, *batch)  # (K, batch..., q)
         return out.movedim(0, -2).unsqueeze(-1)
 

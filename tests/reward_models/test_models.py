@@ -1,6 +1,8 @@
 """Every reward model: shapes, seed determinism, gradients through mean_std, BoTorch acquisition,
 and checkpoint round trips — on tiny synthetic data."""
 
+import re
+
 import pytest
 import torch
 from botorch.acquisition.logei import qLogExpectedImprovement
@@ -196,3 +198,19 @@ def test_input_errors(fitted, dataset):
     unlabeled = type(dataset)(dataset.tokens, dataset.alphabet)
     with pytest.raises(ValueError, match="no labels"):
         DeepEnsemble().fit(unlabeled)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_float64_input_gives_float64_output(fitted, name, choices):
+    # BoTorch's optimizers work in float64; the ensembles' members compute in float32 regardless.
+    model = fitted[name]
+    mean, std = model.mean_std(choices.reshape(-1, L, V).double())
+    assert mean.dtype == std.dtype == torch.float64
+    assert model.posterior(choices.double().unsqueeze(1)).mean.dtype == torch.float64
+
+
+@pytest.mark.parametrize(("labels", "problem"), [(torch.full((48,), 2.5), "all 48 labels are equal (2.5)"),
+                                                 (torch.linspace(0, 1e37, 48), "labels reach 1e+37")])
+def test_unlearnable_labels_are_refused(dataset, labels, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        DeepEnsemble().fit(type(dataset)(dataset.tokens, dataset.alphabet, labels))
