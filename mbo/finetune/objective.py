@@ -24,7 +24,7 @@ from torch import Tensor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
-from mbo.finetune.trajectories import step_terms
+from mbo.finetune.trajectories import step_terms, trajectory_parts
 
 
 @torch.no_grad()
@@ -42,16 +42,10 @@ def log_partition(pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor
     return float(torch.logsumexp(v, 0) - math.log(len(v)))
 
 
-# Positions × positions per denoiser pass: the attention bias is (rows, heads, L, L), so a trajectory's
-# L steps at L = 100 would be 8 GB for 512 trajectories in one pass.
-PAIRS_PER_PASS = 1 << 24
-
-
 def _path_log_prob(model: MaskedDiffusion, states: Tensor) -> Tensor:
     """log p(τ) ``(n,)`` (float64) of trajectories ``states`` ``(S + 1, n, L)``, a few at a time."""
-    steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
-    per = max(1, PAIRS_PER_PASS // (max(1, steps) * length * length))
-    return torch.cat([step_terms(model, states[:, i:i + per])[0].sum(0).double() for i in range(0, n, per)])
+    parts = trajectory_parts(states)
+    return torch.cat([step_terms(model, states[:, part])[0].sum(0).double() for part in parts])
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
-from mbo.finetune.trajectories import step_terms
+from mbo.finetune.trajectories import step_terms, trajectory_parts
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
@@ -82,19 +82,26 @@ def finetune_ppo(
             advantage = ((r - r.mean()) / alpha)[None, :]  # (1, n): every step shares the terminal reward
             old = traj.log_probs
         model.train()
+        parts = trajectory_parts(traj.states)
         for _ in range(epochs):
-            log_probs, kls = step_terms(model, traj.states, ref, sampler)
-            ratio = (log_probs - old).exp()
-            surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
-            loss = -surrogate.sum(0).mean() + kls.sum(0).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, ratios = 0.0, []
+            for part in parts:
+                log_probs, kls = step_terms(model, traj.states[:, part], ref, sampler)
+                ratio = (log_probs - old[:, part]).exp()
+                adv = advantage[:, part]
+                surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+                # The loss is a mean over trajectories: each part adds its share, and its gradient.
+                part_loss = (kls.sum(0).sum() - surrogate.sum(0).sum()) / batch_size
+                part_loss.backward()
+                loss += part_loss.item()
+                ratios.append(ratio.detach())
             nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
         moved = (traj.states[1:] != traj.states[:-1]).any(-1)  # steps that drew a token
-        clipped = ((ratio.detach() - 1).abs() > clip) & moved
+        clipped = ((torch.cat(ratios, 1) - 1).abs() > clip) & moved
         row = {"iteration": it, "reward": float(r.mean()), "kl": float(traj.kls.sum(0).mean()),
-               "clipped": float(clipped.sum() / moved.sum().clamp_min(1)), "loss": loss.item()}
+               "clipped": float(clipped.sum() / moved.sum().clamp_min(1)), "loss": loss}
         history.append(row)
         if not math.isfinite(row["loss"]):
             raise FloatingPointError(f"fine-tuning diverged at iteration {it}: {row}")

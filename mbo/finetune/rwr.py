@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
-from mbo.finetune.trajectories import step_terms
+from mbo.finetune.trajectories import step_terms, trajectory_parts
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
@@ -78,19 +78,23 @@ def finetune_rwr(
         with torch.no_grad():
             traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)
             r = reward(one_hot(traj.x0, model.vocab_size).to(model.device)).double()
-            ref_lp, _ = step_terms(ref, traj.states)
+            parts = trajectory_parts(traj.states)
+            ref_lp = torch.cat([step_terms(ref, traj.states[:, part])[0] for part in parts], 1)
             log_w = r / alpha + (ref_lp.double() - traj.log_probs.double()).sum(0)
             w = torch.softmax(log_w, 0).float()
         model.train()
         for _ in range(epochs):
-            log_probs, _ = step_terms(model, traj.states)
-            loss = -(w * log_probs.sum(0)).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            for part in parts:  # the loss is a sum over trajectories: each part adds its gradient
+                log_probs, _ = step_terms(model, traj.states[:, part])
+                part_loss = -(w[part] * log_probs.sum(0)).sum()
+                part_loss.backward()
+                loss += part_loss.item()
             nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
         row = {"iteration": it, "reward": float(r.mean()), "kl": float(traj.kls.sum(0).mean()),
-               "ess": float(1.0 / (w.double() ** 2).sum()), "loss": loss.item()}
+               "ess": float(1.0 / (w.double() ** 2).sum()), "loss": loss}
         history.append(row)
         if not math.isfinite(row["loss"]):
             raise FloatingPointError(f"fine-tuning diverged at iteration {it}: {row}")

@@ -4,7 +4,8 @@ The policy-gradient and weighted-likelihood fine-tuners sample trajectories with
 score each recorded step ``states[k] -> states[k+1]`` under the current weights: its policy log-prob
 and its exact KL to the reference (Σ over masked positions of P(unmask)·KL, see
 :mod:`mbo.diffusion.masked`). The unmask decisions are policy-free, so both need only the states and
-the sampler that drew them; all steps go through the network in one batch.
+the sampler that drew them; all steps of a trajectory go through the network in one batch, as many
+trajectories together as :func:`trajectory_parts` allows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ from torch import Tensor
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import on_support
 from mbo.diffusion.samplers import Sampler
+
+# Positions × positions per denoiser pass: the attention bias is (rows, heads, L, L) and a trajectory
+# brings its L steps as rows, so the rows of one pass grow as L³: 512 trajectories at L = 100 would be
+# 8 GB in one pass without gradients, and PPO's 128 at L = 64 took 8 GiB with them in one pass.
+PAIRS_PER_PASS = 1 << 24
+
+
+def trajectory_parts(states: Tensor) -> list[slice]:
+    """Slices of the trajectories ``states (S + 1, n, L)`` to score together: each part brings at most
+    :data:`PAIRS_PER_PASS` position pairs (and at least one trajectory) to the denoiser."""
+    steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
+    per = max(1, PAIRS_PER_PASS // (max(1, steps) * length * length))
+    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 
 def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | None = None,

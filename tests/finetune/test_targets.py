@@ -17,6 +17,7 @@ from mbo.finetune import (
     log_partition,
     mixture_log_partition,
     target_gap,
+    trajectories,
 )
 from mbo.finetune.vidd import soft_optimal_tokens
 
@@ -111,14 +112,33 @@ def test_target_gap_is_zero_kl_and_jensen_at_the_prior(pretrained):
 
 
 def test_the_partition_estimate_is_the_same_a_few_trajectories_at_a_time(pretrained, monkeypatch):
-    import mbo.finetune.objective as objective
-
     one_pass = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
                                      generator=torch.Generator().manual_seed(1))
-    monkeypatch.setattr(objective, "PAIRS_PER_PASS", 1)  # one trajectory per denoiser pass
+    monkeypatch.setattr(trajectories, "PAIRS_PER_PASS", 1)  # one trajectory per denoiser pass
     chunked = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
                                     generator=torch.Generator().manual_seed(1))
     assert chunked == pytest.approx(one_pass, abs=1e-9)
+
+
+@pytest.mark.parametrize("finetune", [finetune_ppo, finetune_rwr])
+def test_policy_gradients_are_the_same_a_few_trajectories_at_a_time(pretrained, monkeypatch, finetune):
+    # Long sequences are scored in parts (their L steps × L² attention would not fit at once); the
+    # parts' gradients must add up to the whole batch's. Plain SGD, so the weights show the gradients:
+    # Adam's first steps are about lr·sign(g), which flips on a gradient within rounding of 0.
+    monkeypatch.setattr(torch.optim, "AdamW", torch.optim.SGD)
+    extra = {"clip": 0.2} if finetune is finetune_ppo else {}
+
+    def run():
+        return finetune(pretrained, reward, alpha=ALPHA, iterations=2, batch_size=16, epochs=2, lr=1e-2,
+                        grad_clip=1.0, seed=3, **extra)
+
+    whole, whole_history = run()
+    monkeypatch.setattr(trajectories, "PAIRS_PER_PASS", 1)
+    assert len(trajectories.trajectory_parts(torch.zeros(9, 16, 8, dtype=torch.long))) == 16
+    parts, parts_history = run()
+    for a, b in zip(whole.parameters(), parts.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert [h["loss"] for h in parts_history] == pytest.approx([h["loss"] for h in whole_history], rel=1e-4)
 
 
 @pytest.mark.parametrize("name", ["ppo", "rwr", "vidd"])
