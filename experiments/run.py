@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,10 @@ def check_settings(cfg: DictConfig) -> torch.device:
     groups = ["finetune", "auto.method"] + (["method"] if cfg.get("method") is not None else [])
     for group in groups:
         check_group(OmegaConf.select(cfg, group), group)
+    try:
+        check_method_settings("pretrain", cfg.diffusion.pretrain, prefix="diffusion.pretrain.")
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
     if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto":
         a = cfg.auto
         if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
@@ -449,6 +454,26 @@ RUN_LOCK = Path(".mbo-run.lock")
 HELD: list[FileLock] = []  # the locks of this process's run folders
 
 
+def sweep_jobs_from_env() -> int:
+    """How many jobs the local launcher runs at once: ``MBO_JOBS``, or -1 (one per core) when unset or
+    empty (job scripts often export it empty). Anything else exits 2 with one line."""
+    text = os.environ.get("MBO_JOBS", "").strip()
+    if not text:
+        return -1
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1 and jobs != -1:
+        print(f"mbo-run: error: MBO_JOBS={text!r}: the number of sweep jobs to run at once must be an "
+              "integer >= 1 (unset or -1: one per core)", file=sys.stderr)
+        sys.exit(2)
+    return jobs
+
+
+OmegaConf.register_new_resolver("mbo_jobs", sweep_jobs_from_env, replace=True)
+
+
 def out_of_memory(err: RuntimeError) -> bool:
     """Whether ``err`` is PyTorch running out of memory, on a GPU or in the CPU allocator."""
     return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
@@ -484,6 +509,10 @@ class KeepFinishedRuns(Callback):
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if "keep_finished_runs" not in (HydraConfig.get().callbacks or {}):
+        # A run from a saved config (`-cp RUN/.hydra -cn config`) has none of mbo/conf's hydra settings,
+        # the callback that refuses a finished run's folder among them: its results are kept all the same.
+        refuse_used_folder(output_dir)
     try:
         if cfg.mode == "ctrl":
             check_settings(cfg)

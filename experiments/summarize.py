@@ -45,6 +45,7 @@ TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean"
 PLOT_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean")
 HEADERS = dict(COLUMNS)
 OUTPUTS = ("summary.csv", "summary.md", "summary.json")
+STALE = "stale"
 
 
 @dataclass
@@ -52,7 +53,8 @@ class Job:
     """One job of a sweep: its number, its overrides and what it left behind.
 
     ``status`` is ``ok`` (``metrics.json`` read), ``failed`` (job directory without a readable
-    ``metrics.json``) or ``missing`` (no job directory: the job never started).
+    ``metrics.json``), ``missing`` (no job directory: the job never started) or ``stale`` (a folder
+    numbered past this sweep's jobs, left by an earlier sweep into the same folder; not counted).
     """
 
     num: int
@@ -105,11 +107,20 @@ def _expected_jobs(sweep_dir: Path) -> tuple[list[list[str]] | None, list[str]]:
 
 
 def _job_error(job_dir: Path) -> str:
-    """Why a job has no metrics: the last line of its log, which names the stage it reached."""
+    """Why a job has no metrics: its log's last error line, else its last line (the stage it reached).
+
+    A launcher's own lines are passed over: submitit ends every job's log with "Job completed
+    successfully", whatever the job did."""
     for log in sorted(job_dir.glob("*.log")):
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("[submitit]")]
+        errors = [ln for ln in lines if "[ERROR]" in ln]
+        if errors:
+            return f"no metrics.json (raised); {errors[-1]}"
         if lines:
-            return f"no metrics.json (raised, killed or still running); last log line: {lines[-1].strip()}"
+            return f"no metrics.json (raised, killed or still running); last log line: {lines[-1]}"
+    if (job_dir.parent / ".submitit").is_dir():
+        return f"no metrics.json, empty log; the job's own output is in {job_dir.parent / '.submitit'}"
     return "no metrics.json (raised, killed or still running); empty log"
 
 
@@ -123,6 +134,7 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: not a directory")
+    expected, swept = _expected_jobs(sweep_dir)
     jobs: dict[int, Job] = {}
     for hydra_yaml in sorted(sweep_dir.rglob(".hydra/hydra.yaml")):
         job_dir = hydra_yaml.parent.parent
@@ -132,6 +144,15 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
         overrides_path = hydra_yaml.parent / "overrides.yaml"
         listed = OmegaConf.to_container(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
         overrides = dict(split_override(str(o)) for o in listed)
+        if num is None:
+            # A job re-run by hand into its own folder from its saved config is a single run: its
+            # number is its folder's name, and its settings (with no overrides of its own) the sweep's.
+            if job_dir.parent != sweep_dir or not job_dir.name.isdigit():
+                raise ValueError(f"{job_dir} holds a single mbo-run, not a job of a sweep; name the sweep's "
+                                 "folder (hydra.sweep.dir of `mbo-run -m`)")
+            num = int(job_dir.name)
+            if not overrides and expected is not None and num < len(expected):
+                overrides = dict(map(split_override, expected[num]))
         job = Job(num=int(num), overrides=overrides, dir=job_dir, status="failed")
         metrics_path = job_dir / "metrics.json"
         if metrics_path.is_file():
@@ -143,12 +164,14 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
                 job.result, job.error = None, f"{metrics_path}: unreadable ({err})"
         else:
             job.error = _job_error(job_dir)
+        if expected is not None and job.num >= len(expected):
+            # An earlier, larger sweep into the same folder left it; this sweep has no such job.
+            job.status, job.error = STALE, f"left by an earlier sweep into {sweep_dir}; not counted"
         if job.num in jobs:
             raise ValueError(f"{sweep_dir}: job number {job.num} appears twice "
                              f"({jobs[job.num].dir} and {job_dir}); is this two sweeps in one directory?")
         jobs[job.num] = job
 
-    expected, swept = _expected_jobs(sweep_dir)
     for num, listed in enumerate(expected or []):
         if num not in jobs:
             jobs[num] = Job(num=num, overrides=dict(map(split_override, listed)), dir=None,
@@ -158,12 +181,18 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
                                 "multirun.yaml; is this the sweep directory of `mbo-run -m`?")
     ordered = [jobs[n] for n in sorted(jobs)]
     if not swept:
-        keys = sorted({k for j in ordered for k in j.overrides})
-        swept = [k for k in keys if len({j.overrides.get(k) for j in ordered}) > 1]
+        current = [j for j in ordered if j.status != STALE]
+        keys = sorted({k for j in current for k in j.overrides})
+        swept = [k for k in keys if len({j.overrides.get(k) for j in current}) > 1]
     swept = [k for k in swept if k != replicate_key]
     for job in ordered:
         job.values = {k: parse_value(job.overrides.get(k, "")) for k in [*swept, replicate_key]}
     return ordered, swept
+
+
+def counted(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs of this sweep: all but the folders an earlier sweep left."""
+    return [j for j in jobs if j.status != STALE]
 
 
 def _rows(result: dict) -> dict:
@@ -207,6 +236,7 @@ def aggregate(jobs: Sequence[Job], swept: Sequence[str]) -> list[dict]:
     Returns one dict per (setting, method): ``setting`` (swept key → value), ``method``, ``n_ok``,
     ``n_jobs``, and ``metrics`` (name → ``{"mean", "std"}``; std is NaN for a single seed).
     """
+    jobs = counted(jobs)
     settings: dict[tuple, list[Job]] = {}
     for job in jobs:
         settings.setdefault(tuple(job.values[k] for k in swept), []).append(job)
@@ -215,7 +245,8 @@ def aggregate(jobs: Sequence[Job], swept: Sequence[str]) -> list[dict]:
     for setting in sorted(settings, key=lambda s: tuple(_sort_key(v) for v in s)):
         group = settings[setting]
         ok = [j for j in group if j.status == "ok"]
-        for method in _methods(jobs):
+        # The rows its finished jobs report (a swept `method` group changes them); all, when none finished.
+        for method in _methods(ok) or _methods(jobs):
             stats = {}
             for name in metric_names:
                 values = [float(j.result["methods"][method][name]) for j in ok
@@ -238,10 +269,11 @@ def summary_csv(jobs: Sequence[Job], swept: Sequence[str], replicate_key: str = 
     keys = [*swept, replicate_key]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", "status", *keys, "method", *metric_names, "total_s", "dir", "overrides",
-                     "error"])
+    writer.writerow(["job", "status", *map(_column, keys), "method", *metric_names, "total_s", "dir",
+                     "overrides", "error"])
     for job in jobs:
-        common = [job.num, job.status, *(job.overrides.get(k, "") for k in keys)]
+        # The seed a job did not override is its default, which metrics.json records.
+        common = [job.num, job.status, *(job.overrides.get(k, (job.result or {}).get(k, "")) for k in keys)]
         tail = [job.dir or "", " ".join(f"{k}={v}" for k, v in job.overrides.items()), job.error or ""]
         if job.status != "ok":
             writer.writerow([*common, "", *([""] * len(metric_names)), "", *tail])
@@ -250,6 +282,11 @@ def summary_csv(jobs: Sequence[Job], swept: Sequence[str], replicate_key: str = 
         for method, metrics in job.result["methods"].items():
             writer.writerow([*common, method, *(metrics.get(k, "") for k in metric_names), total, *tail])
     return out.getvalue()
+
+
+def _column(key: str) -> str:
+    """A swept key's column name; ``method``, the config group, is not the column of metrics rows."""
+    return "setting.method" if key == "method" else key
 
 
 def _fmt(stat: dict | None) -> str:
@@ -266,16 +303,18 @@ def summary_markdown(jobs: Sequence[Job], swept: Sequence[str], rows: Sequence[d
     present = {k for r in rows for k in r["metrics"]}
     metrics = [k for k in TABLE_METRICS if k in present]
     n_ok = sum(j.status == "ok" for j in jobs)
+    n_jobs = len(counted(jobs))
     lines = [f"# {title}", "",
-             f"{len(jobs)} jobs: {n_ok} finished, {len(jobs) - n_ok} failed or missing. "
+             f"{n_jobs} jobs: {n_ok} finished, {n_jobs - n_ok} failed or missing. "
              "Cells are mean ± std over seeds (sample std); `n` = finished/launched jobs.", "",
-             "| " + " | ".join([*swept, "method", "n", *(HEADERS.get(k, k) for k in metrics)]) + " |",
+             "| " + " | ".join([*map(_column, swept), "method", "n", *(HEADERS.get(k, k) for k in metrics)])
+             + " |",
              "|" + "---|" * (len(swept) + 2) + "---:|" * len(metrics)]
     for r in rows:
         cells = [str(r["setting"][k]) for k in swept]
         cells += [r["method"], f"{r['n_ok']}/{r['n_jobs']}", *(_fmt(r["metrics"].get(k)) for k in metrics)]
         lines.append("| " + " | ".join(cells) + " |")
-    bad = [j for j in jobs if j.status != "ok"]
+    bad = [j for j in counted(jobs) if j.status != "ok"]
     lines += ["", "## Failed or missing jobs", ""]
     if not bad:
         lines.append("None.")
@@ -283,6 +322,10 @@ def summary_markdown(jobs: Sequence[Job], swept: Sequence[str], rows: Sequence[d
         overrides = " ".join(f"{k}={v}" for k, v in j.overrides.items())
         lines.append(f"- job {j.num} ({j.status}): `{overrides}` — {j.error}"
                      + (f" (`{j.dir}`)" if j.dir else ""))
+    stale = [str(j.num) for j in jobs if j.status == STALE]
+    if stale:
+        lines += ["", f"Job folder(s) {', '.join(stale)} were left by an earlier, larger sweep into this "
+                      "folder; they are not part of this sweep and are not counted."]
     return "\n".join(lines) + "\n"
 
 
@@ -360,7 +403,7 @@ def summarize(sweep_dir: str | Path, out: str | Path | None = None, replicate_ke
         "sweep_dir": str(sweep_dir),
         "swept": list(swept),
         "replicate_key": replicate_key,
-        "n_jobs": len(jobs),
+        "n_jobs": len(counted(jobs)),
         "n_ok": sum(j.status == "ok" for j in jobs),
         "jobs": [{"job": j.num, "status": j.status, "overrides": j.overrides,
                   "dir": str(j.dir) if j.dir else None, "error": j.error,

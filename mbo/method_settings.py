@@ -1,4 +1,4 @@
-"""What the settings of every design method and fine-tuner must be, in one table.
+"""What the settings of every design method, fine-tuner and of pretraining must be, in one table.
 
 Each method of :mod:`mbo.guidance` and :mod:`mbo.finetune` checks its own settings on entry, and
 ``mbo-run`` and ``mbo-campaign`` check the same settings from the config before any data is read or
@@ -16,12 +16,16 @@ from typing import Any
 # Integers >= 1.
 COUNTS = frozenset({"num_samples", "candidates", "particles", "rounds", "rollouts", "value_steps",
                     "value_batch_size", "value_depth", "batch_size", "epochs", "states_per_trajectory",
-                    "backprop_steps"})
+                    "backprop_steps", "steps", "log_every"})
+# Integers >= 0.
+COUNTS_FROM_ZERO = frozenset({"iterations", "warmup"})
 # Finite numbers > 0.
 POSITIVE = frozenset({"lr", "value_lr", "grad_clip", "tau", "clip"})
-# Values in a closed or half-open interval: (low, high, low included).
-INTERVALS = {"remask_fraction": (0.0, 1.0, False), "ess_threshold": (0.0, 1.0, True)}
-CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax", "mean")}
+# Values in an interval: (low, high, low included, high included).
+INTERVALS = {"remask_fraction": (0.0, 1.0, False, True), "ess_threshold": (0.0, 1.0, True, True),
+             "ema": (0.0, 1.0, True, False)}
+CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax", "mean"),
+           "masks": ("time", "count")}
 # These weigh by exp(r/α) with no argmax limit (α = 0 would divide by zero); the others read α = 0 as
 # argmax (SVDD, refinement) or as no KL leash (reward backprop, VIDD).
 POSITIVE_ALPHA = frozenset({"smc", "gradient_guidance", "finetune_ppo", "finetune_rwr"})
@@ -38,8 +42,8 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
     """
     for key, value in settings.items():
         name = f"{prefix}{key}"
-        if key in COUNTS or key == "iterations":
-            check_count(value, name, where, low=0 if key == "iterations" else 1)
+        if key in COUNTS or key in COUNTS_FROM_ZERO:
+            check_count(value, name, where, low=0 if key in COUNTS_FROM_ZERO else 1)
         elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA
             if not _finite(value) or value < 0 or (value == 0 and not zero_ok):
@@ -47,6 +51,10 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
                 raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
         elif key in POSITIVE and not (_finite(value) and value > 0):
             raise ValueError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+        elif key == "weight_decay" and not (_finite(value) and value >= 0):
+            raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
+        elif key == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
         elif key == "scale" and not (_finite(value) and value >= 0):
             # A negative scale would steer towards lower reward.
             raise ValueError(f"{where}: {name} must be a finite number >= 0 (0: no guidance), got {value!r}")
@@ -58,10 +66,11 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
         elif key == "hard" and not isinstance(value, bool):
             raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
         elif key in INTERVALS:
-            lo, hi, closed = INTERVALS[key]
-            if not _finite(value) or not (lo <= value <= hi) or (value == lo and not closed):
-                raise ValueError(f"{where}: {name} must lie in {'[' if closed else '('}{lo:g}, {hi:g}], "
-                                 f"got {value!r}")
+            lo, hi, with_lo, with_hi = INTERVALS[key]
+            if (not _finite(value) or not (lo <= value <= hi) or (value == lo and not with_lo)
+                    or (value == hi and not with_hi)):
+                raise ValueError(f"{where}: {name} must lie in {'[' if with_lo else '('}{lo:g}, {hi:g}"
+                                 f"{']' if with_hi else ')'}, got {value!r}")
         elif key in CHOICES and value not in CHOICES[key]:
             raise ValueError(f"{where}: {name} must be one of {', '.join(CHOICES[key])}, got {value!r}")
 

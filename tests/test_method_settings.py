@@ -7,10 +7,10 @@ import pytest
 from omegaconf import OmegaConf
 
 import mbo.conf
-from mbo.method_settings import CHOICES, COUNTS, INTERVALS, POSITIVE, check_method_settings
+from mbo.method_settings import CHOICES, COUNTS, COUNTS_FROM_ZERO, INTERVALS, POSITIVE, check_method_settings
 
-CHECKED = COUNTS | POSITIVE | set(INTERVALS) | set(CHOICES) | {"iterations", "alpha", "scale", "kl_budget",
-                                                                  "value_dim", "hard"}
+CHECKED = COUNTS | COUNTS_FROM_ZERO | POSITIVE | set(INTERVALS) | set(CHOICES) | {
+    "alpha", "scale", "kl_budget", "value_dim", "hard", "weight_decay", "seed"}
 GROUPS = ("method", "finetune", "ctrl/finetune")
 OPTIONS = sorted(p for g in GROUPS for p in (Path(mbo.conf.__file__).parent / g).glob("*.yaml"))
 
@@ -25,6 +25,13 @@ def test_every_shipped_option_has_a_rule_for_each_setting_and_passes(path):
     settings.pop("sampler", None)  # the diffusion group's, checked where the sampler is built
     assert set(settings) <= CHECKED, f"no rule for {set(settings) - CHECKED}: add one to mbo.method_settings"
     check_method_settings(name, settings)
+
+
+def test_the_shipped_pretraining_settings_have_rules_and_pass():
+    path = Path(mbo.conf.__file__).parent / "diffusion" / "masked.yaml"
+    settings = OmegaConf.to_container(OmegaConf.load(path))
+    assert set(settings["pretrain"]) <= CHECKED
+    check_method_settings("pretrain", settings["pretrain"])
 
 
 @pytest.mark.parametrize("where, key, value, problem", [
@@ -43,6 +50,11 @@ def test_every_shipped_option_has_a_rule_for_each_setting_and_passes(path):
     ("iterative_refinement", "remask_fraction", 1.5, r"remask_fraction must lie in \(0, 1\]"),
     ("smc", "ess_threshold", -0.1, r"ess_threshold must lie in \[0, 1\]"),
     ("svdd_mc", "value_dim", 6, "value_dim must be a positive multiple of 4"),
+    ("pretrain", "lr", -1, "lr must be a finite number > 0"),
+    ("pretrain", "ema", 1.0, r"ema must lie in \[0, 1\)"),
+    ("pretrain", "warmup", -5, "warmup must be an integer >= 0"),
+    ("pretrain", "weight_decay", -0.1, "weight_decay must be a finite number >= 0"),
+    ("pretrain", "masks", "all", "masks must be one of time, count"),
     ("finetune_vidd", "completion", "mode", "completion must be one of argmax, mean"),
 ])
 def test_a_setting_that_cannot_work_is_named(where, key, value, problem):

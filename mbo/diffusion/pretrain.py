@@ -12,6 +12,7 @@ from torch import Tensor
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
+from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
 # Peak memory of a pretraining step grows by about 5 floats per float of the attention tensors
@@ -123,12 +124,9 @@ def pretrain(
         over the last ``log_every`` steps (and the final partial window).
     """
     _check_corpus(corpus, diffusion)
-    if steps < 1 or batch_size < 1 or log_every < 1:
-        raise ValueError("steps, batch_size and log_every must be >= 1")
-    if not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema must be in [0, 1), got {ema}")
-    if masks not in ("time", "count"):
-        raise ValueError(f"masks must be 'time' or 'count', got {masks!r}")
+    check_method_settings("pretrain", {"steps": steps, "batch_size": batch_size, "lr": lr,
+                                       "weight_decay": weight_decay, "warmup": warmup, "ema": ema,
+                                       "masks": masks, "seed": seed, "log_every": log_every})
     device = torch.device(device) if device is not None else diffusion.device
     diffusion.to(device)
     diffusion.train()

@@ -57,6 +57,15 @@ def test_joblib_multirun_pretrains_once(tmp_path):
     assert logs.count("loading cached pretrained model") == 1
     assert len(list(cache.glob("*.safetensors"))) == 1
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("multirun"))
+    # Re-run from its saved config, which holds none of mbo/conf's hydra callbacks: a finished job's
+    # folder is refused all the same.
+    before = (jobs[0].dir / "designs.csv").read_bytes()
+    rerun = subprocess.run([sys.executable, "-m", "experiments.run", "-cp", str(jobs[0].dir / ".hydra"),
+                            "-cn", "config", f"hydra.run.dir={jobs[0].dir}"],
+                           cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=240)
+    assert rerun.returncode == 2 and "already holds a finished run" in rerun.stderr, rerun.stderr[-2000:]
+    assert (jobs[0].dir / "designs.csv").read_bytes() == before
 
 
 def test_submitit_local_multirun(tmp_path):

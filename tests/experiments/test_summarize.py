@@ -139,3 +139,72 @@ def test_ctrl_and_pareto_sweeps_are_summarized_not_failed(tmp_path):
     assert {j.status for j in jobs if j.num not in (FAILED, MISSING)} == {"ok"}
     text = summary_markdown(jobs, swept, aggregate(jobs, swept))
     assert "| A-high |" in text and "| finetuned |" in text and "frac_satisfied" in text
+
+
+def test_a_job_rerun_by_hand_from_its_saved_config_counts_as_that_job(tmp_path):
+    # `mbo-run -cp SWEEP/3/.hydra -cn config hydra.run.dir=SWEEP/3` leaves a single run's record there:
+    # no job number, no overrides of its own.
+    root = make_sweep(tmp_path / "sweep")
+    (root / str(FAILED) / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    num: ???\n")
+    (root / str(FAILED) / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (root / str(FAILED) / "metrics.json").write_text(json.dumps(
+        {"seed": 3, "methods": {"finetuned": {"true_p100": 0.9}}}))
+    jobs, swept = load_sweep(root)
+    assert jobs[FAILED].status == "ok" and jobs[FAILED].overrides["seed"] == "3"
+    assert swept == ["conservative.c"]
+    outputs = tmp_path / "outputs"  # single runs are not a sweep
+    make_sweep(outputs)
+    (outputs / "multirun.yaml").unlink()
+    (outputs / "run_a").mkdir()
+    (outputs / "0").rename(outputs / "run_a" / "x")
+    (outputs / "run_a" / "x" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    num: ???\n")
+    with pytest.raises(ValueError, match="holds a single mbo-run, not a job of a sweep"):
+        load_sweep(outputs)
+
+
+def test_folders_of_an_earlier_larger_sweep_are_not_counted(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {  # the second sweep: 4 jobs
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": ["conservative.c=0,1", "seed=0,1"]}}}))
+    for num in range(4):
+        (root / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            [f"conservative.c={num // 2}", f"seed={num % 2}"]))
+    summary = summarize(root, plots=False)
+    assert summary["n_jobs"] == 4 and [j["status"] for j in summary["jobs"]][4:] == ["stale"] * 7
+    assert all(r["n_jobs"] == 2 for r in summary["settings"])
+    assert "Job folder(s) 4, 5, 6, 7, 8, 9, 10 were left by an earlier" in (root / "summary.md").read_text()
+
+
+def test_a_submitit_log_shows_the_jobs_error_not_the_launchers_last_line(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    (root / str(FAILED) / "run.log").write_text(
+        "[mbo-run][INFO] - pretraining\n[mbo-run][ERROR] - n_designs must be an integer >= 1, got 0\n"
+        "[submitit][INFO] - Job completed successfully\n"
+        "[submitit][INFO] - Exiting after successful completion\n")
+    jobs, _ = load_sweep(root)
+    assert jobs[FAILED].error.endswith("[mbo-run][ERROR] - n_designs must be an integer >= 1, got 0")
+
+
+def test_a_swept_method_group_gets_its_own_column_and_only_its_rows(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": ["method=best_of_n,svdd_pm", "seed=range(6)"]}}}))
+    for num in range(12):
+        if num == MISSING:
+            continue
+        method = "best_of_n" if num < 6 else "svdd_pm"
+        (root / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}",
+                                                                                   f"seed={num % 6}"]))
+        if num == FAILED:
+            continue
+        (root / str(num) / "metrics.json").write_text(json.dumps(
+            {"seed": num % 6, "methods": {"pretrained": {"true_p100": 0.5}, method: {"true_p100": 0.7}}}))
+    summary = summarize(root, plots=False)
+    assert sorted((r["setting"]["method"], r["method"]) for r in summary["settings"]) == [
+        ("best_of_n", "best_of_n"), ("best_of_n", "pretrained"),
+        ("svdd_pm", "pretrained"), ("svdd_pm", "svdd_pm")]
+    assert "| setting.method | method | n |" in (root / "summary.md").read_text()
+    with (root / "summary.csv").open() as f:
+        assert next(csv.reader(f))[:5] == ["job", "status", "setting.method", "seed", "method"]

@@ -168,13 +168,14 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
                             f"({err})") from None
     # The fine-tuner and the pool's method, if any. `finetune.alpha: auto` is mbo-run's (it holds out
     # the top labels, which a campaign's first rounds cannot spare), so here alpha must be a number.
-    for group in ("finetune", "seiko.pool"):
+    for group in ("finetune", "seiko.pool", "diffusion.pretrain"):
         settings = OmegaConf.select(cfg, group)
         if settings is None:
             continue
+        where = settings._target_.rsplit(".", 1)[-1] if "_target_" in settings else "pretrain"
         for key, value in settings.items():  # one at a time, to name the source of the one refused
             try:
-                check_method_settings(settings._target_.rsplit(".", 1)[-1], {key: value}, f"{group}.")
+                check_method_settings(where, {key: value}, f"{group}.")
             except ValueError as err:
                 raise SettingsError(f"{source(f'{group}.{key}')}: {err}") from None
 
