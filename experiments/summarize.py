@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import math
+import os
 import re
 import statistics
 import sys
@@ -180,6 +181,10 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
         raise FileNotFoundError(f"{sweep_dir}: no Hydra job directories (.hydra/hydra.yaml) and no "
                                 "multirun.yaml; is this the sweep directory of `mbo-run -m`?")
     ordered = [jobs[n] for n in sorted(jobs)]
+    overridden = sorted({k for j in ordered for k in j.overrides})
+    if replicate_key != "seed" and replicate_key not in overridden:  # a misspelt key would average nothing
+        raise ValueError(f"--replicate-key {replicate_key}: no job overrides it; the jobs override "
+                         f"{', '.join(overridden) or 'nothing'}")
     if not swept:
         current = [j for j in ordered if j.status != STALE]
         keys = sorted({k for j in current for k in j.overrides})
@@ -434,10 +439,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mbo-summarize: {err}", file=sys.stderr)
         return 2
     outdir = Path(args.out or args.sweep_dir)
-    print((outdir / "summary.md").read_text())
     bad = summary["n_jobs"] - summary["n_ok"]
-    print(f"wrote {outdir / 'summary.csv'}, summary.md, summary.json and {len(summary['plots'])} plot(s)"
-          + (f"; {bad} job(s) failed or missing" if bad else ""))
+    try:
+        print((outdir / "summary.md").read_text())
+        print(f"wrote {outdir / 'summary.csv'}, summary.md, summary.json and {len(summary['plots'])} plot(s)"
+              + (f"; {bad} job(s) failed or missing" if bad else ""))
+    except BrokenPipeError:  # `mbo-summarize DIR | head`: the files are written; the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

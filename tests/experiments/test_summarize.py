@@ -208,3 +208,11 @@ def test_a_swept_method_group_gets_its_own_column_and_only_its_rows(tmp_path):
     assert "| setting.method | method | n |" in (root / "summary.md").read_text()
     with (root / "summary.csv").open() as f:
         assert next(csv.reader(f))[:5] == ["job", "status", "setting.method", "seed", "method"]
+
+
+def test_a_misspelt_replicate_key_is_refused(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "--no-plots", "--replicate-key", "seeds"]) == 2
+    assert "--replicate-key seeds: no job overrides it; the jobs override conservative.c, progress, seed" in (
+        capsys.readouterr().err)
+    assert not (sweep / "summary.md").exists()
