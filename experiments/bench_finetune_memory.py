@@ -2,8 +2,10 @@
 
 PPO and RWR rescore every step of each sampled trajectory under the policy with gradients, so the rows
 of a denoiser pass are trajectories × L steps, each with L² attention pairs: all at once they grow as
-L³. Each (fine-tuner, length) runs one iteration of one epoch (batch 128, the default denoiser, a random
-prior, the reward "count of letter 2") in a fresh process, so its peak resident memory is its own.
+L³; VIDD's targets try every token at each visited state, V times its batch in one pass. Each
+(fine-tuner, length, vocabulary: 4 unless given) runs one iteration of one epoch (the default denoiser,
+a random prior, the reward "count of letter 2") in a fresh process, so its peak resident memory is its
+own.
 Run it once per code version (``PYTHONPATH`` pointing at a checkout) to compare them.
 
     python -m experiments.bench_finetune_memory --out experiments/results/finetune_memory
@@ -24,7 +26,7 @@ from experiments.report import write_aggregates
 CASES = (("ppo", 32), ("ppo", 64), ("ppo", 96), ("rwr", 64), ("rwr", 96), ("vidd", 96))
 
 
-def measure(finetuner: str, length: int, batch_size: int) -> dict:
+def measure(finetuner: str, length: int, batch_size: int, vocab: int = 4) -> dict:
     """One process's numbers (run in a child process by :func:`main`)."""
     import torch
 
@@ -34,7 +36,7 @@ def measure(finetuner: str, length: int, batch_size: int) -> dict:
 
     torch.set_num_threads(1)
     settings = compose_config("config", []).diffusion
-    model = build_diffusion(settings, 4, length)
+    model = build_diffusion(settings, vocab, length)
 
     def reward(x):
         return x[..., 2].sum(-1).float()
@@ -50,8 +52,8 @@ def measure(finetuner: str, length: int, batch_size: int) -> dict:
         finetune_vidd(model, reward, states_per_trajectory=4, **common)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"finetune": finetuner, "length": length, "batch_size": batch_size, "seconds": seconds,
-            "peak_gib": peak / 2**30, "finetune_gib": (peak - before) / 2**30}
+    return {"finetune": finetuner, "length": length, "vocab": vocab, "batch_size": batch_size,
+            "seconds": seconds, "peak_gib": peak / 2**30, "finetune_gib": (peak - before) / 2**30}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,12 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="OUT.md and OUT.json are written")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cases", nargs="*", default=[f"{f}:{n}" for f, n in CASES],
-                        help="fine-tuner:length pairs")
+                        help="fine-tuner:length or fine-tuner:length:vocab")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        finetuner, length = args.child.split(":")
-        print(json.dumps(measure(finetuner, int(length), args.batch_size)))
+        finetuner, length, *vocab = args.child.split(":")
+        print(json.dumps(measure(finetuner, int(length), args.batch_size, int(vocab[0]) if vocab else 4)))
         return
     rows = []
     for case in args.cases:
@@ -76,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m experiments.bench_finetune_memory " + " ".join(argv or sys.argv[1:])
     lines = [f"One fine-tuning iteration (one epoch), batch {args.batch_size}, default denoiser, CPU, one "
              "thread, one process per case.", "", f"`{command}`", "",
-             "| fine-tuner | length | peak (GiB) | fine-tuning (GiB) | seconds |",
-             "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['finetune']} | {r['length']} | {r['peak_gib']:.2f} | {r['finetune_gib']:.2f} | "
-              f"{r['seconds']:.0f} |" for r in rows]
+             "| fine-tuner | length | vocabulary | peak (GiB) | fine-tuning (GiB) | seconds |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['finetune']} | {r['length']} | {r.get('vocab', 4)} | {r['peak_gib']:.2f} | "
+              f"{r['finetune_gib']:.2f} | {r['seconds']:.0f} |" for r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     write_aggregates(args.out, rows, text)

@@ -23,6 +23,13 @@ from mbo.diffusion.samplers import Sampler
 PAIRS_PER_PASS = 1 << 24
 
 
+def sequence_parts(n: int, length: int) -> list[slice]:
+    """Slices of ``n`` sequences of ``length`` to pass through the denoiser together: each part brings
+    at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
+    per = max(1, PAIRS_PER_PASS // (length * length))
+    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
+
+
 def trajectory_parts(states: Tensor) -> list[slice]:
     """Slices of the trajectories ``states (S + 1, n, L)`` to score together: each part brings at most
     :data:`PAIRS_PER_PASS` position pairs (and at least one trajectory) to the denoiser."""

@@ -34,6 +34,7 @@ from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
+from mbo.finetune.trajectories import sequence_parts
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
@@ -60,20 +61,28 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
         raise ValueError(f"soft_optimal_tokens: completion must be 'argmax' or 'mean', got {completion!r}")
     b, v = xt.shape[0], pretrained.vocab_size
     rows = torch.arange(b, device=xt.device)
-    prior = pretrained.policy_log_probs(pretrained.encode(xt))[rows, position]  # (B, V)
+    prior = _log_probs_in_parts(pretrained, xt)[rows, position]  # (B, V)
     # Only tokens the prior's policy can draw (min-p, constraints) are tried: the target is p_pre·exp(·),
     # zero wherever p_pre is, whatever the reward says there (and α = 0 must not pick such a token).
     row, token = (prior > LOG_ZERO / 2).nonzero(as_tuple=True)
     cand = xt[row].clone()  # (K, L): each state with one of its drawable tokens placed
     cand[torch.arange(len(row), device=xt.device), position[row]] = token
     # Carry-over: at unmasked positions the prediction is the token itself, so both completions keep them.
-    log_x0 = pretrained.policy_log_probs(pretrained.encode(cand))  # (K, L, V)
+    log_x0 = _log_probs_in_parts(pretrained, cand)  # (K, L, V)
     x = log_x0.exp() if completion == "mean" else one_hot(log_x0.argmax(-1), v).to(xt.device)
     value = torch.full((b, v), -math.inf, device=xt.device)
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
     return torch.softmax(prior + value / alpha, dim=-1)
+
+
+def _log_probs_in_parts(model: MaskedDiffusion, xt: Tensor) -> Tensor:
+    """``model``'s policy log-probs ``(B, L, V)`` of ``xt (B, L)``, a part at a time: the targets try up
+    to V tokens at each of B states, 5,120 sequences for proteins at the default batch, whose
+    attention in one pass would outgrow memory near L = 300."""
+    return torch.cat([model.policy_log_probs(model.encode(xt[part]))
+                      for part in sequence_parts(len(xt), model.length)])
 
 
 def finetune_vidd(
@@ -140,15 +149,20 @@ def finetune_vidd(
             state_cond = None if cond is None else cond[which]
             target = soft_optimal_tokens(ref, reward, xt, position, alpha, state_cond, completion)
         model.train()
-        log_x0 = model.policy_log_probs(model.encode(xt), state_cond)[torch.arange(len(xt)), position]
-        loss = -(target * log_x0).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for part in sequence_parts(len(xt), model.length):  # the loss is a mean: each part adds its share
+            cond_part = None if state_cond is None else state_cond[part]
+            log_x0 = model.policy_log_probs(model.encode(xt[part]), cond_part)
+            picked = log_x0[torch.arange(len(log_x0)), position[part]]
+            part_loss = -(target[part] * picked).sum(-1).sum() / len(xt)
+            part_loss.backward()
+            loss += part_loss.item()
         nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         entropy = -(target * target.clamp_min(1e-30).log()).sum(-1).mean()
         row = {"iteration": it, "reward": float(r.mean()), "kl": float(traj.kls.sum(0).mean()),
-               "loss": loss.item(), "target_entropy": float(entropy)}
+               "loss": loss, "target_entropy": float(entropy)}
         history.append(row)
         if not math.isfinite(row["loss"]):
             raise FloatingPointError(f"fine-tuning diverged at iteration {it}: {row}")

@@ -120,21 +120,24 @@ def test_the_partition_estimate_is_the_same_a_few_trajectories_at_a_time(pretrai
     assert chunked == pytest.approx(one_pass, abs=1e-9)
 
 
-@pytest.mark.parametrize("finetune", [finetune_ppo, finetune_rwr])
-def test_policy_gradients_are_the_same_a_few_trajectories_at_a_time(pretrained, monkeypatch, finetune):
+@pytest.mark.parametrize("finetune", [finetune_ppo, finetune_rwr, finetune_vidd])
+def test_gradients_are_the_same_a_few_sequences_at_a_time(pretrained, monkeypatch, finetune):
     # Long sequences are scored in parts (their L steps × L² attention would not fit at once); the
     # parts' gradients must add up to the whole batch's. Plain SGD, so the weights show the gradients:
     # Adam's first steps are about lr·sign(g), which flips on a gradient within rounding of 0.
     monkeypatch.setattr(torch.optim, "AdamW", torch.optim.SGD)
-    extra = {"clip": 0.2} if finetune is finetune_ppo else {}
+    extra = {finetune_ppo: {"clip": 0.2}, finetune_rwr: {},
+             finetune_vidd: {"states_per_trajectory": 2}}[finetune]
 
     def run():
-        return finetune(pretrained, reward, alpha=ALPHA, iterations=2, batch_size=16, epochs=2, lr=1e-2,
-                        grad_clip=1.0, seed=3, **extra)
+        epochs = {} if finetune is finetune_vidd else {"epochs": 2}
+        return finetune(pretrained, reward, alpha=ALPHA, iterations=2, batch_size=16, lr=1e-2,
+                        grad_clip=1.0, seed=3, **epochs, **extra)
 
     whole, whole_history = run()
     monkeypatch.setattr(trajectories, "PAIRS_PER_PASS", 1)
     assert len(trajectories.trajectory_parts(torch.zeros(9, 16, 8, dtype=torch.long))) == 16
+    assert len(trajectories.sequence_parts(16, 8)) == 16
     parts, parts_history = run()
     for a, b in zip(whole.parameters(), parts.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
