@@ -5,7 +5,7 @@ of a denoiser pass are trajectories × L steps, each with L² attention pairs: a
 L³; VIDD's targets try every token at each visited state, V times its batch in one pass. Each
 (fine-tuner, length, vocabulary: 4 unless given) runs one iteration of one epoch (the default denoiser,
 a random prior, the reward "count of letter 2") in a fresh process, so its peak resident memory is its
-own.
+own; ``sample`` draws ``--batch-size`` designs instead, as ``mbo-run`` draws its candidates.
 Run it once per code version (``PYTHONPATH`` pointing at a checkout) to compare them.
 
     python -m experiments.bench_finetune_memory --out experiments/results/finetune_memory
@@ -48,8 +48,10 @@ def measure(finetuner: str, length: int, batch_size: int, vocab: int = 4) -> dic
         finetune_ppo(model, reward, epochs=1, clip=0.2, **common)
     elif finetuner == "rwr":
         finetune_rwr(model, reward, epochs=1, **common)
-    else:
+    elif finetuner == "vidd":
         finetune_vidd(model, reward, states_per_trajectory=4, **common)
+    else:  # "sample": drawing batch_size designs, as mbo-run draws its candidates
+        model.sample(batch_size, generator=torch.Generator().manual_seed(0))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"finetune": finetuner, "length": length, "vocab": vocab, "batch_size": batch_size,

@@ -31,6 +31,18 @@ from mbo.diffusion.schedule import Schedule, get_schedule
 from mbo.progress import progress_bar
 
 DEFAULT_SAMPLING_STEPS = 32
+
+# Position pairs per denoiser pass: the attention scores are (rows, heads, L, L), so a pass over many
+# long sequences goes in parts of at most this many rows × L² (a part's score tensor is 256 MiB with 4
+# heads). Sampling 1,024 candidates at L = 300 in one pass would hold 1.4 GiB per score tensor.
+PAIRS_PER_PASS = 1 << 24
+
+
+def sequence_parts(n: int, length: int) -> list[slice]:
+    """Slices of ``n`` sequences of ``length`` to pass through the denoiser together: each part brings
+    at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
+    per = max(1, PAIRS_PER_PASS // (length * length))
+    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 """Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
 the same step (and so are drawn independently) with probability 1/32."""
 
@@ -412,10 +424,17 @@ class MaskedDiffusion(nn.Module):
                 log_ref, some = None, False
             else:
                 inp = self.encode(xt_in)
-                log_x0 = self.policy_log_probs(inp, cond_in)
+                # In parts: the network is deterministic here, so the parts give what one pass would.
+                parts = sequence_parts(len(inp), self.length)
+                log_x0 = torch.cat([self.policy_log_probs(inp[p], None if cond_in is None else cond_in[p])
+                                    for p in parts])
                 if guidance is not None:
                     log_x0 = guidance(xt_in, log_x0, rows)
-                log_ref = None if ref is None else ref.policy_log_probs(inp.to(next(ref.parameters()).dtype))
+                if ref is None:
+                    log_ref = None
+                else:
+                    ref_inp = inp.to(next(ref.parameters()).dtype)
+                    log_ref = torch.cat([ref.policy_log_probs(ref_inp[p]) for p in parts])
                 if log_ref is not None:
                     log_x0 = on_support(log_x0, log_ref)
             if some:

@@ -13,28 +13,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mbo.diffusion import masked
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import on_support
 from mbo.diffusion.samplers import Sampler
 
-# Positions × positions per denoiser pass: the attention bias is (rows, heads, L, L) and a trajectory
-# brings its L steps as rows, so the rows of one pass grow as L³: 512 trajectories at L = 100 would be
-# 8 GB in one pass without gradients, and PPO's 128 at L = 64 took 8 GiB with them in one pass.
-PAIRS_PER_PASS = 1 << 24
-
-
-def sequence_parts(n: int, length: int) -> list[slice]:
-    """Slices of ``n`` sequences of ``length`` to pass through the denoiser together: each part brings
-    at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
-    per = max(1, PAIRS_PER_PASS // (length * length))
-    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
-
 
 def trajectory_parts(states: Tensor) -> list[slice]:
     """Slices of the trajectories ``states (S + 1, n, L)`` to score together: each part brings at most
-    :data:`PAIRS_PER_PASS` position pairs (and at least one trajectory) to the denoiser."""
+    :data:`~mbo.diffusion.masked.PAIRS_PER_PASS` position pairs (and at least one trajectory) to the
+    denoiser. A trajectory brings its S steps as rows, so without parts a pass grows as L³: PPO's 128
+    trajectories at L = 64 took 8 GiB with gradients in one pass."""
     steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
-    per = max(1, PAIRS_PER_PASS // (max(1, steps) * length * length))
+    per = max(1, masked.PAIRS_PER_PASS // (max(1, steps) * length * length))
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 

@@ -31,10 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from mbo.data.alphabet import one_hot
-from mbo.diffusion.masked import MaskedDiffusion
+from mbo.diffusion.masked import MaskedDiffusion, sequence_parts
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
-from mbo.finetune.trajectories import sequence_parts
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar

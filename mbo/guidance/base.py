@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mbo.data.alphabet import one_hot
-from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion
+from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, sequence_parts
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.method_settings import check_count
 
@@ -171,9 +171,11 @@ def clean_log_probs(diffusion: MaskedDiffusion, x: Tensor) -> Tensor:
 
 def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None) -> Tensor:
     """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, ``batch_size`` rows at a
-    time (the network is deterministic at sampling time, so chunking never changes the result)."""
-    size = batch_size or max(len(xt), 1)
-    parts = [diffusion.policy_log_probs(diffusion.encode(chunk)) for chunk in xt.split(size)]
+    time, or without one as many as :func:`~mbo.diffusion.masked.sequence_parts` allows (the network is
+    deterministic at sampling time, so chunking never changes the result)."""
+    chunks = ([xt[p] for p in sequence_parts(len(xt), diffusion.length)] if batch_size is None
+              else xt.split(batch_size))
+    parts = [diffusion.policy_log_probs(diffusion.encode(chunk)) for chunk in chunks]
     if not parts:
         return torch.empty(0, diffusion.length, diffusion.vocab_size, device=xt.device)
     return torch.cat(parts)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mbo.diffusion import FirstHittingSampler, GridSampler, MaskedDiffusion, TransformerDenoiser
+from mbo.diffusion import FirstHittingSampler, GridSampler, MaskedDiffusion, TransformerDenoiser, masked
 
 
 def tiny(seed: int, vocab: int = 3, length: int = 3, sharpen: float = 4.0) -> MaskedDiffusion:
@@ -60,6 +60,22 @@ def test_seeds_reproduce_samples():
     b = m.sample(20, sampler=4, generator=torch.Generator().manual_seed(3))
     c = m.sample(20, sampler=4, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_long_sequences_pass_the_network_in_parts_and_draw_the_same_samples(monkeypatch):
+    # A pass over many long sequences goes in parts (their attention would not fit at once); the
+    # network is deterministic, so the parts must draw what one pass draws, with a reference too.
+    m, ref = tiny(0), tiny(1)
+
+    def draw():
+        gens = [torch.Generator().manual_seed(3) for _ in range(2)]
+        return m.sample(20, sampler=4, generator=gens[0]), m.sample(20, generator=gens[1], ref=ref)
+
+    whole = draw()
+    monkeypatch.setattr(masked, "PAIRS_PER_PASS", 1)
+    assert len(masked.sequence_parts(20, m.length)) == 20
+    for a, b in zip(whole, draw(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_x0_log_probs_carry_over_and_soft_input():

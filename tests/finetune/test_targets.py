@@ -7,7 +7,7 @@ import torch
 
 from mbo.ctrl import make_conditional
 from mbo.data.alphabet import one_hot
-from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, masked, pretrain
 from mbo.diffusion.policy import MinProbability
 from mbo.finetune import (
     finetune_backprop,
@@ -17,8 +17,8 @@ from mbo.finetune import (
     log_partition,
     mixture_log_partition,
     target_gap,
-    trajectories,
 )
+from mbo.finetune.trajectories import trajectory_parts
 from mbo.finetune.vidd import soft_optimal_tokens
 
 V, L, ALPHA = 3, 4, 0.5
@@ -114,7 +114,7 @@ def test_target_gap_is_zero_kl_and_jensen_at_the_prior(pretrained):
 def test_the_partition_estimate_is_the_same_a_few_trajectories_at_a_time(pretrained, monkeypatch):
     one_pass = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
                                      generator=torch.Generator().manual_seed(1))
-    monkeypatch.setattr(trajectories, "PAIRS_PER_PASS", 1)  # one trajectory per denoiser pass
+    monkeypatch.setattr(masked, "PAIRS_PER_PASS", 1)  # one trajectory per denoiser pass
     chunked = mixture_log_partition(pretrained, pretrained, reward, ALPHA, n=64,
                                     generator=torch.Generator().manual_seed(1))
     assert chunked == pytest.approx(one_pass, abs=1e-9)
@@ -135,9 +135,9 @@ def test_gradients_are_the_same_a_few_sequences_at_a_time(pretrained, monkeypatc
                         grad_clip=1.0, seed=3, **epochs, **extra)
 
     whole, whole_history = run()
-    monkeypatch.setattr(trajectories, "PAIRS_PER_PASS", 1)
-    assert len(trajectories.trajectory_parts(torch.zeros(9, 16, 8, dtype=torch.long))) == 16
-    assert len(trajectories.sequence_parts(16, 8)) == 16
+    monkeypatch.setattr(masked, "PAIRS_PER_PASS", 1)
+    assert len(trajectory_parts(torch.zeros(9, 16, 8, dtype=torch.long))) == 16
+    assert len(masked.sequence_parts(16, 8)) == 16
     parts, parts_history = run()
     for a, b in zip(whole.parameters(), parts.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
