@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from experiments.report import write_aggregates
+from experiments.report import measured_in_children, write_aggregates
 
 CASES = (("ppo", 32), ("ppo", 64), ("ppo", 96), ("rwr", 64), ("rwr", 96), ("vidd", 96))
 
@@ -71,16 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         finetuner, length, *vocab = args.child.split(":")
         print(json.dumps(measure(finetuner, int(length), args.batch_size, int(vocab[0]) if vocab else 4)))
         return
-    rows = []
-    for case in args.cases:
-        child = [sys.executable, "-m", "experiments.bench_finetune_memory", "--out", str(args.out),
-                 "--batch-size", str(args.batch_size), "--child", case]
-        out = subprocess.run(child, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+    rows = measured_in_children("experiments.bench_finetune_memory",
+                                ["--out", str(args.out), "--batch-size", str(args.batch_size)], args.cases)
     command = "python -m experiments.bench_finetune_memory " + " ".join(argv or sys.argv[1:])
-    lines = [f"One fine-tuning iteration (one epoch), batch {args.batch_size}, default denoiser, CPU, one "
-             "thread, one process per case.", "", f"`{command}`", "",
+    lines = [f"One fine-tuning iteration (one epoch) of batch {args.batch_size}, or one draw of that many "
+             "designs (`sample`), default denoiser, CPU, one thread, one process per case.", "",
+             f"`{command}`", "",
              "| fine-tuner | length | vocabulary | peak (GiB) | fine-tuning (GiB) | seconds |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['finetune']} | {r['length']} | {r.get('vocab', 4)} | {r['peak_gib']:.2f} | "

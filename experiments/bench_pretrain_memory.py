@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
-from experiments.report import write_aggregates
+from experiments.report import measured_in_children, write_aggregates
 
 LENGTHS = (100, 200, 400, 600)
 
@@ -52,12 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         print(json.dumps(measure(args.child, args.batch_size)))
         return
-    rows = []
-    for length in LENGTHS:
-        child = [sys.executable, "-m", "experiments.bench_pretrain_memory", "--out", str(args.out),
-                 "--batch-size", str(args.batch_size), "--child", str(length)]
-        out = subprocess.run(child, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = measured_in_children("experiments.bench_pretrain_memory",
+                                ["--out", str(args.out), "--batch-size", str(args.batch_size)],
+                                [str(length) for length in LENGTHS])
     command = "python -m experiments.bench_pretrain_memory " + " ".join(argv or sys.argv[1:])
     lines = [f"Peak memory of two pretraining steps, default denoiser, batch {args.batch_size}, CPU, one "
              "thread, one process per length.", "", f"`{command}`", "",

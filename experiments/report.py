@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +37,18 @@ def write_aggregates(out: Path, runs: list[dict], text: str) -> None:
     rebuilt from the runs each time; the runs themselves are never overwritten."""
     atomic_write_text(out.with_suffix(".md"), text, overwrite=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(runs, indent=1), overwrite=True)
+
+
+def measured_in_children(module: str, args: list[str], cases: list[str]) -> list[dict]:
+    """Run ``python -m module *args --child CASE`` for each case, one fresh process each (so a peak
+    resident memory is that case's own), and return the JSON line each prints last."""
+    rows = []
+    for case in cases:
+        child = [sys.executable, "-m", module, *args, "--child", case]
+        out = subprocess.run(child, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    return rows
 
 
 def arms_table(runs: list[dict], metrics: tuple[tuple[str, str], ...], seconds: str = "fit_s") -> list[str]:
