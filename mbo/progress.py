@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
 log = logging.getLogger("mbo.progress")
 QUIET_SECONDS = 60.0
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _LogLines(io.TextIOBase):
     """A file for tqdm that logs each status line it writes."""
 
     def write(self, text: str) -> int:
-        line = text.strip("\r\n ")
+        # A bar that does not stay (leave=False) moves the cursor back up; a log has no cursor.
+        line = ANSI_ESCAPE.sub("", text).strip("\r\n ")
         if line:
             log.info("%s", line)
         return len(text)
@@ -33,5 +36,7 @@ def progress_bar(iterable: Iterable | None = None, *, progress: bool, **kwargs) 
     if progress:
         return tqdm(iterable, **kwargs)
     kwargs.pop("leave", None)
-    return tqdm(iterable, file=_LogLines(), mininterval=QUIET_SECONDS, delay=QUIET_SECONDS, ascii=True,
-                **kwargs)
+    # miniters=1: tqdm's monitor thread re-prints a bar whose dynamic miniters grew, 10 s after each
+    # line, which doubled every log line of slow steps.
+    return tqdm(iterable, file=_LogLines(), mininterval=QUIET_SECONDS, delay=QUIET_SECONDS, miniters=1,
+                ascii=True, **kwargs)

@@ -15,3 +15,14 @@ def test_without_a_terminal_long_work_is_logged_and_short_work_is_silent(caplog,
     lines = [r.getMessage() for r in caplog.records]
     assert lines and all(line.startswith("fine-tune (VIDD):") for line in lines)
     assert lines[-1].startswith("fine-tune (VIDD): 100%") and "5/5" in lines[-1]
+
+
+def test_log_lines_are_neither_cursor_moves_nor_reprinted_by_the_monitor(caplog):
+    bar = progress_bar(range(3), progress=False, desc="x")
+    # tqdm's monitor thread re-prints only bars whose miniters it may grow; a log line a minute is enough.
+    assert bar.miniters == 1 and not bar.dynamic_miniters
+    with caplog.at_level(logging.INFO, logger="mbo.progress"):
+        bar.fp.write("\x1b[A")  # what a bar that does not stay writes to move the cursor up
+        bar.fp.write("\rx: 50%\x1b[A")
+    assert [r.getMessage() for r in caplog.records] == ["x: 50%"]
+    bar.close()
