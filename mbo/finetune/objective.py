@@ -44,8 +44,10 @@ def log_partition(pretrained: MaskedDiffusion, reward: Callable[[Tensor], Tensor
 
 def _path_log_prob(model: MaskedDiffusion, states: Tensor) -> Tensor:
     """log p(τ) ``(n,)`` (float64) of trajectories ``states`` ``(S + 1, n, L)``, a few at a time."""
-    parts = trajectory_parts(states)
-    return torch.cat([step_terms(model, states[:, part])[0].sum(0).double() for part in parts])
+    out = torch.zeros(states.shape[1], dtype=torch.float64, device=states.device)
+    for steps, part in trajectory_parts(states):
+        out[part] += step_terms(model, states, steps=steps, trajectories=part)[0].sum(0).double()
+    return out
 
 
 @torch.no_grad()

@@ -85,21 +85,22 @@ def finetune_ppo(
         parts = trajectory_parts(traj.states)
         for _ in range(epochs):
             opt.zero_grad(set_to_none=True)
-            loss, ratios = 0.0, []
-            for part in parts:
-                log_probs, kls = step_terms(model, traj.states[:, part], ref, sampler)
-                ratio = (log_probs - old[:, part]).exp()
+            loss, ratios = 0.0, torch.empty_like(old)
+            for steps, part in parts:
+                log_probs, kls = step_terms(model, traj.states, ref, sampler, steps, part)
+                ratio = (log_probs - old[steps, part]).exp()
                 adv = advantage[:, part]
                 surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-                # The loss is a mean over trajectories: each part adds its share, and its gradient.
-                part_loss = (kls.sum(0).sum() - surrogate.sum(0).sum()) / batch_size
+                # The loss sums over steps and means over trajectories: each part adds its share,
+                # and its gradient.
+                part_loss = (kls.sum() - surrogate.sum()) / batch_size
                 part_loss.backward()
                 loss += part_loss.item()
-                ratios.append(ratio.detach())
+                ratios[steps, part] = ratio.detach()
             nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
         moved = (traj.states[1:] != traj.states[:-1]).any(-1)  # steps that drew a token
-        clipped = ((torch.cat(ratios, 1) - 1).abs() > clip) & moved
+        clipped = ((ratios - 1).abs() > clip) & moved
         row = {"iteration": it, "reward": float(r.mean()), "kl": float(traj.kls.sum(0).mean()),
                "clipped": float(clipped.sum() / moved.sum().clamp_min(1)), "loss": loss}
         history.append(row)

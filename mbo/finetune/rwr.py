@@ -79,16 +79,18 @@ def finetune_rwr(
             traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)
             r = reward(one_hot(traj.x0, model.vocab_size).to(model.device)).double()
             parts = trajectory_parts(traj.states)
-            ref_lp = torch.cat([step_terms(ref, traj.states[:, part])[0] for part in parts], 1)
+            ref_lp = torch.empty_like(traj.log_probs)
+            for steps, part in parts:
+                ref_lp[steps, part] = step_terms(ref, traj.states, steps=steps, trajectories=part)[0]
             log_w = r / alpha + (ref_lp.double() - traj.log_probs.double()).sum(0)
             w = torch.softmax(log_w, 0).float()
         model.train()
         for _ in range(epochs):
             opt.zero_grad(set_to_none=True)
             loss = 0.0
-            for part in parts:  # the loss is a sum over trajectories: each part adds its gradient
-                log_probs, _ = step_terms(model, traj.states[:, part])
-                part_loss = -(w[part] * log_probs.sum(0)).sum()
+            for steps, part in parts:  # the loss sums over steps and trajectories: each part adds its own
+                log_probs, _ = step_terms(model, traj.states, steps=steps, trajectories=part)
+                part_loss = -(w[part] * log_probs).sum()
                 part_loss.backward()
                 loss += part_loss.item()
             nn.utils.clip_grad_norm_(params, grad_clip)

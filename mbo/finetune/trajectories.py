@@ -19,18 +19,24 @@ from mbo.diffusion.policy import on_support
 from mbo.diffusion.samplers import Sampler
 
 
-def trajectory_parts(states: Tensor) -> list[slice]:
-    """Slices of the trajectories ``states (S + 1, n, L)`` to score together: each part brings at most
-    :data:`~mbo.diffusion.masked.PAIRS_PER_PASS` position pairs (and at least one trajectory) to the
-    denoiser. A trajectory brings its S steps as rows, so without parts a pass grows as L³: PPO's 128
-    trajectories at L = 64 took 8 GiB with gradients in one pass."""
+def trajectory_parts(states: Tensor) -> list[tuple[slice, slice]]:
+    """``(steps, trajectories)`` slices of ``states (S + 1, n, L)`` to score together
+    (:func:`step_terms`): each part brings at most :data:`~mbo.diffusion.masked.PAIRS_PER_PASS`
+    position pairs to the denoiser, and at least one step of one trajectory. A trajectory brings its S
+    steps as rows, so whole trajectories in one pass grow as L³: PPO's 128 at L = 64 took 8 GiB with
+    gradients, and past L ≈ 256 a single trajectory is more than a part."""
     steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
-    per = max(1, masked.PAIRS_PER_PASS // (max(1, steps) * length * length))
-    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
+    rows = max(1, masked.PAIRS_PER_PASS // (length * length))  # (step, trajectory) rows per part
+    if steps <= rows:  # whole trajectories, as many as fit
+        per = max(1, rows // max(1, steps))
+        return [(slice(0, steps), slice(i, min(i + per, n))) for i in range(0, n, per)]
+    return [(slice(k, min(k + rows, steps)), slice(i, i + 1))
+            for i in range(n) for k in range(0, steps, rows)]
 
 
 def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | None = None,
-               sampler: Sampler | None = None) -> tuple[Tensor, Tensor | None]:
+               sampler: Sampler | None = None, steps: slice = slice(None),
+               trajectories: slice = slice(None)) -> tuple[Tensor, Tensor | None]:
     """Per-step policy log-probs and (with ``ref``) exact KLs of a trajectory under ``model``.
 
     Args:
@@ -39,11 +45,15 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
         ref: the KL reference (run without gradients), or None; with one, the policy is kept on
             its support (:func:`~mbo.diffusion.policy.on_support`), as the roll-ins were drawn.
         sampler: the sampler that drew the trajectory (for its unmask probabilities; needed with ref).
+        steps, trajectories: score only these steps (``start`` and ``stop`` given) of these
+            trajectories: a part of :func:`trajectory_parts`.
 
     Returns:
-        ``(log_probs, kls)``, each ``(S, n)``: log p_θ(states[k+1] | states[k]) and
+        ``(log_probs, kls)``, each ``(S, n)`` (the part's sizes): log p_θ(states[k+1] | states[k]) and
         KL(p_θ(·|states[k]) ‖ p_ref(·|states[k])); ``kls`` is None without ``ref``.
     """
+    first = steps.start or 0
+    states = states[first:(states.shape[0] - 1 if steps.stop is None else steps.stop) + 1, trajectories]
     s, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
     xt, xs = states[:-1].reshape(-1, length), states[1:].reshape(-1, length)
     inp = model.encode(xt)
@@ -59,8 +69,8 @@ def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | No
     if ref is None:
         return log_probs, None
     per_step = masked.view(s, n, length)
-    prob = torch.cat([_as_rows(sampler.unmask_prob(per_step[k], k, model.schedule), n, length, xt.device)
-                      for k in range(s)])
+    prob = torch.cat([_as_rows(sampler.unmask_prob(per_step[k], first + k, model.schedule), n, length,
+                               xt.device) for k in range(s)])
     per_pos = (log_x0.exp() * (log_x0 - log_ref)).sum(-1)
     return log_probs, (prob * per_pos * masked).sum(-1).view(s, n)
 
