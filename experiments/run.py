@@ -53,7 +53,7 @@ def check_settings(cfg: DictConfig) -> torch.device:
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
     for key, value, low in (("seed", cfg.seed, None), ("n_designs", cfg.n_designs, 1),
-                            ("oversample", cfg.oversample, 1)):
+                            ("oversample", cfg.oversample, 1), ("target_samples", cfg.target_samples, 0)):
         if not _is_int(value) or (low is not None and value < low):
             bound = "" if low is None else f" >= {low}"
             raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
@@ -370,8 +370,8 @@ def designer(cfg: DictConfig, pretrained, scaled, gen: torch.Generator, device: 
         return draw, None, [], cfg.method._target_.rsplit(".", 1)[-1], calls
     model, history = instantiate(cfg.finetune)(pretrained, scaled, alpha=cfg.finetune.alpha,
                                                seed=cfg.seed, progress=progress)
-    if cfg.finetune.alpha > 0:  # how far fine-tuning got from its target p_pre·exp(r/α), in nats
-        calls["target"] = target_gap(model, pretrained, scaled, cfg.finetune.alpha, n=512,
+    if cfg.finetune.alpha > 0 and cfg.target_samples:  # how far it got from p_pre·exp(r/α), in nats
+        calls["target"] = target_gap(model, pretrained, scaled, cfg.finetune.alpha, n=cfg.target_samples,
                                      generator=torch.Generator(device=device).manual_seed(cfg.seed))
 
     def draw(k: int) -> torch.Tensor:

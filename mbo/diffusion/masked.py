@@ -281,8 +281,11 @@ class MaskedDiffusion(nn.Module):
         masked = torch.rand(rep.shape, device=x0.device, generator=generator) < p_mask
         xt = torch.where(masked, torch.full_like(rep, self.mask_id), rep)
         rep_cond = None if cond is None else cond.repeat_interleave(n_samples, dim=0)
-        logp = self.x0_log_probs(self.encode(xt), rep_cond)
-        nll = -logp.gather(-1, rep[..., None]).squeeze(-1)
+        inp = self.encode(xt)
+        # B·n rows in parts (the noise is drawn above, so the parts give what one pass would).
+        nll = torch.cat([-self.x0_log_probs(inp[p], None if rep_cond is None else rep_cond[p])
+                         .gather(-1, rep[p, :, None]).squeeze(-1)
+                         for p in sequence_parts(len(rep), self.length)])
         terms = self.schedule.weigh((nll * masked).sum(-1), t)
         return -terms.view(b, n_samples).mean(1)
 

@@ -62,7 +62,7 @@ def test_seeds_reproduce_samples():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_long_sequences_pass_the_network_in_parts_and_draw_the_same_samples(monkeypatch):
+def test_long_sequences_pass_the_network_in_parts_and_draw_and_score_the_same(monkeypatch):
     # A pass over many long sequences goes in parts (their attention would not fit at once); the
     # network is deterministic, so the parts must draw what one pass draws, with a reference too.
     m, ref = tiny(0), tiny(1)
@@ -71,11 +71,16 @@ def test_long_sequences_pass_the_network_in_parts_and_draw_the_same_samples(monk
         gens = [torch.Generator().manual_seed(3) for _ in range(2)]
         return m.sample(20, sampler=4, generator=gens[0]), m.sample(20, generator=gens[1], ref=ref)
 
+    def elbo():
+        return m.elbo(whole[0], n_samples=4, generator=torch.Generator().manual_seed(5))
+
     whole = draw()
+    whole_elbo = elbo()
     monkeypatch.setattr(masked, "PAIRS_PER_PASS", 1)
     assert len(masked.sequence_parts(20, m.length)) == 20
     for a, b in zip(whole, draw(), strict=True):
         assert torch.equal(a, b)
+    torch.testing.assert_close(elbo(), whole_elbo)
 
 
 def test_x0_log_probs_carry_over_and_soft_input():

@@ -160,6 +160,8 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
     ("seed=abc", "seed must be an integer"), ("n_designs=2.5", "n_designs must be an integer"),
     ("mode=foo", "mode must be braid or ctrl"), ("progress=no", "progress must be auto, true or false"),
     ("threads=0", "threads must be auto or an integer >= 1"),
+    ("target_samples=-1", "target_samples must be an integer >= 0"),
+    ("diffusion.pretrain.lr=0", "diffusion.pretrain.lr must be a finite number > 0"),
     ("finetune.iterations=-1", "finetune.iterations must be an integer >= 0"),
     ("finetune=backprop finetune.kl_budget=-1", "finetune.kl_budget must be null or a finite number > 0"),
     ("finetune=ppo finetune.alpha=0", "finetune_ppo: finetune.alpha must be a finite number > 0"),
@@ -294,6 +296,8 @@ def test_fine_tuning_reports_its_gap_to_the_target(tmp_path):
     result = run(config(tmp_path), tmp_path / "run")
     gap = result["designs"]["target"]
     assert gap["gap"] == pytest.approx(gap["log_z"] - gap["objective"]) and gap["kl"] > 0
+    skipped = run(config(tmp_path, "target_samples=0"), tmp_path / "skipped")  # long L: hours
+    assert "target" not in skipped["designs"]
 
 
 CONSTRAINED = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]",
