@@ -30,6 +30,20 @@ class _LogLines(io.TextIOBase):
         return len(text)
 
 
+class _LoggedBar(tqdm):
+    """A bar written as log lines: a new postfix waits for the next line (a minute), where on a
+    terminal it redraws the bar at once; redrawn each time, it logged a line per postfix."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def close(self) -> None:
+        # Closing redraws the last state, which a terminal overwrites and a log would repeat.
+        if self.last_print_n == self.n:
+            self.leave = False
+        super().close()
+
+
 def progress_bar(iterable: Iterable | None = None, *, progress: bool, **kwargs) -> tqdm:
     """``tqdm(iterable, **kwargs)`` when ``progress``; otherwise the same bar as log lines, one a minute
     after the first minute."""
@@ -38,5 +52,5 @@ def progress_bar(iterable: Iterable | None = None, *, progress: bool, **kwargs) 
     kwargs.pop("leave", None)
     # miniters=1: tqdm's monitor thread re-prints a bar whose dynamic miniters grew, 10 s after each
     # line, which doubled every log line of slow steps.
-    return tqdm(iterable, file=_LogLines(), mininterval=QUIET_SECONDS, delay=QUIET_SECONDS, miniters=1,
-                ascii=True, **kwargs)
+    return _LoggedBar(iterable, file=_LogLines(), mininterval=QUIET_SECONDS, delay=QUIET_SECONDS,
+                      miniters=1, ascii=True, **kwargs)
