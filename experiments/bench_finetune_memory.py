@@ -31,7 +31,7 @@ def measure(finetuner: str, length: int, batch_size: int, vocab: int = 4) -> dic
 
     from mbo.config import compose_config
     from mbo.diffusion.pretrain import build_diffusion
-    from mbo.finetune import finetune_ppo, finetune_rwr, finetune_vidd
+    from mbo.finetune import finetune_backprop, finetune_ppo, finetune_rwr, finetune_vidd
 
     torch.set_num_threads(1)
     settings = compose_config("config", []).diffusion
@@ -49,6 +49,9 @@ def measure(finetuner: str, length: int, batch_size: int, vocab: int = 4) -> dic
         finetune_rwr(model, reward, epochs=1, **common)
     elif finetuner == "vidd":
         finetune_vidd(model, reward, states_per_trajectory=4, **common)
+    elif finetuner == "backprop":
+        finetune_backprop(model, reward, backprop_steps=4, tau=1.0, hard=True, sampler=model.sampler,
+                          **common)
     else:  # "sample": drawing batch_size designs, as mbo-run draws its candidates; 4 grid steps, since
         # the peak is one step's whatever the number of steps (the default takes L steps)
         model.sample(batch_size, sampler=4, generator=torch.Generator().manual_seed(0))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mbo.diffusion import masked
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
@@ -77,26 +78,37 @@ def finetune_backprop(
     opt = torch.optim.AdamW(params, lr=lr)
     history: list[dict] = []
     bar = progress_bar(range(iterations), desc="fine-tune (backprop)", progress=progress)
+    # Designs per chain: each keeps K steps of rows with gradients, so past L ≈ 256 the batch is drawn
+    # as several chains, each adding its share of the loss (a mean over designs) and its gradient.
+    per = max(1, masked.PAIRS_PER_PASS // (max(1, backprop_steps) * model.length ** 2))
     for it in bar:
         cond = None if condition_sampler is None else condition_sampler(batch_size, gen)
-        x0, kl = model.sample_relaxed(
-            batch_size, sampler=sampler, tau=tau,
-            backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=cond,
-        )
-        r = score(x0) if cond is None else score(x0, cond)
-        if not r.requires_grad:
-            raise ValueError("finetune_backprop needs a reward differentiable in its (soft) one-hot input; "
-                             "for a black-box reward use finetune=vidd, ppo or rwr")
-        loss = -r.mean() + alpha * kl.mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)  # the reward model's own weights need no gradients
+        loss, rewards, kls, designs = 0.0, [], [], []
+        for lo in range(0, batch_size, per):
+            size = min(per, batch_size - lo)
+            part_cond = None if cond is None else cond[lo:lo + size]
+            x0, kl = model.sample_relaxed(
+                size, sampler=sampler, tau=tau,
+                backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=part_cond,
+            )
+            r = score(x0) if part_cond is None else score(x0, part_cond)
+            if not r.requires_grad:
+                raise ValueError("finetune_backprop needs a reward differentiable in its (soft) one-hot "
+                                 "input; for a black-box reward use finetune=vidd, ppo or rwr")
+            part_loss = (-r.mean() + alpha * kl.mean()) * (size / batch_size)
+            part_loss.backward(inputs=params)  # the reward model's own weights need no gradients
+            loss += part_loss.item()
+            rewards.append(r.detach())
+            kls.append(kl.detach())
+            designs.append(x0.detach())
         grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        row = {"iteration": it, "loss": loss.item(), "reward": r.mean().item(),
-               "kl": kl.mean().item(), "grad_norm": float(grad_norm)}
+        row = {"iteration": it, "loss": loss, "reward": torch.cat(rewards).mean().item(),
+               "kl": torch.cat(kls).mean().item(), "grad_norm": float(grad_norm)}
         if hasattr(reward, "components") and cond is None:
             with torch.no_grad():
-                mean, g = reward.components(x0.detach())
+                mean, g = reward.components(torch.cat(designs))
             row.update(mean=mean.mean().item(), g=g.mean().item())
         history.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.2f}")

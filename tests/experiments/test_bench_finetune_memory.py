@@ -7,7 +7,7 @@ import pytest
 from experiments.bench_finetune_memory import main, measure
 
 
-@pytest.mark.parametrize("case", ["ppo", "rwr", "vidd", "sample"])
+@pytest.mark.parametrize("case", ["ppo", "rwr", "vidd", "backprop", "sample"])
 def test_measure_reports_each_case(case):
     row = measure(case, 6, 4, vocab=20)
     assert (row["finetune"], row["length"], row["vocab"]) == (case, 6, 20)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, pretrain
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, masked, pretrain
 from mbo.finetune import finetune_backprop
 
 VOCAB, LENGTH = 3, 4
@@ -74,3 +74,23 @@ def test_logs_conservative_components(pretrained):
     _, history = finetune_backprop(pretrained, WithComponents(), iterations=2, batch_size=8, alpha=0.1,
                                    sampler=4, lr=1e-3, **FIXED)
     assert {"mean", "g", "reward", "kl"} <= history[0].keys()
+
+
+def test_long_sequences_draw_the_batch_as_several_chains(pretrained, monkeypatch):
+    # Each chain keeps K steps of rows with gradients; past L ≈ 256 the batch is drawn in parts whose
+    # losses and gradients add up to the batch's.
+    sizes = []
+    real = MaskedDiffusion.sample_relaxed
+
+    def counted(self, n, *args, **kwargs):
+        sizes.append(n)
+        return real(self, n, *args, **kwargs)
+
+    monkeypatch.setattr(MaskedDiffusion, "sample_relaxed", counted)
+    monkeypatch.setattr(masked, "PAIRS_PER_PASS", FIXED["backprop_steps"] * LENGTH**2 * 3)  # 3 designs
+    tuned, history = finetune_backprop(pretrained, count_of_token0, iterations=2, batch_size=8, alpha=0.1,
+                                       sampler=4, lr=1e-3, seed=0, **FIXED)
+    assert sizes == [3, 3, 2] * 2 and len(history) == 2
+    assert all(torch.isfinite(torch.tensor([h["loss"], h["reward"], h["kl"]])).all() for h in history)
+    pairs = zip(tuned.parameters(), pretrained.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
