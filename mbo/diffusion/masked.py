@@ -38,10 +38,11 @@ DEFAULT_SAMPLING_STEPS = 32
 PAIRS_PER_PASS = 1 << 24
 
 
-def sequence_parts(n: int, length: int) -> list[slice]:
-    """Slices of ``n`` sequences of ``length`` to pass through the denoiser together: each part brings
-    at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
-    per = max(1, PAIRS_PER_PASS // (length * length))
+def sequence_parts(n: int, length: int, rows_each: int = 1) -> list[slice]:
+    """Slices of ``n`` sequences of ``length`` to pass through the denoiser together, each sequence
+    bringing ``rows_each`` rows (a trajectory's steps, a relaxed chain's steps with gradients): each
+    part brings at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
+    per = max(1, PAIRS_PER_PASS // (max(1, rows_each) * length * length))
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 """Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
 the same step (and so are drawn independently) with probability 1/32."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mbo.diffusion import masked
+from mbo.diffusion.masked import sequence_parts
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
@@ -78,16 +78,16 @@ def finetune_backprop(
     opt = torch.optim.AdamW(params, lr=lr)
     history: list[dict] = []
     bar = progress_bar(range(iterations), desc="fine-tune (backprop)", progress=progress)
-    # Designs per chain: each keeps K steps of rows with gradients, so past L ≈ 256 the batch is drawn
-    # as several chains, each adding its share of the loss (a mean over designs) and its gradient.
-    per = max(1, masked.PAIRS_PER_PASS // (max(1, backprop_steps) * model.length ** 2))
+    # Each design keeps K steps of rows with gradients, so past L ≈ 256 the batch is drawn as several
+    # chains, each adding its share of the loss (a mean over designs) and its gradient.
+    chains = sequence_parts(batch_size, model.length, backprop_steps)
     for it in bar:
         cond = None if condition_sampler is None else condition_sampler(batch_size, gen)
         opt.zero_grad(set_to_none=True)
         loss, rewards, kls, designs = 0.0, [], [], []
-        for lo in range(0, batch_size, per):
-            size = min(per, batch_size - lo)
-            part_cond = None if cond is None else cond[lo:lo + size]
+        for chain in chains:
+            size = chain.stop - chain.start
+            part_cond = None if cond is None else cond[chain]
             x0, kl = model.sample_relaxed(
                 size, sampler=sampler, tau=tau,
                 backprop_steps=backprop_steps, ref=ref, generator=gen, hard=hard, cond=part_cond,

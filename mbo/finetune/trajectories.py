@@ -28,8 +28,7 @@ def trajectory_parts(states: Tensor) -> list[tuple[slice, slice]]:
     steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
     rows = max(1, masked.PAIRS_PER_PASS // (length * length))  # (step, trajectory) rows per part
     if steps <= rows:  # whole trajectories, as many as fit
-        per = max(1, rows // max(1, steps))
-        return [(slice(0, steps), slice(i, min(i + per, n))) for i in range(0, n, per)]
+        return [(slice(0, steps), part) for part in masked.sequence_parts(n, length, steps)]
     return [(slice(k, min(k + rows, steps)), slice(i, i + 1))
             for i in range(n) for k in range(0, steps, rows)]
 

@@ -34,7 +34,7 @@ from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion, sequence_parts
 from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler, get_sampler
-from mbo.guidance.base import checked_reward
+from mbo.guidance.base import checked_reward, x0_log_probs
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
@@ -60,28 +60,20 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
         raise ValueError(f"soft_optimal_tokens: completion must be 'argmax' or 'mean', got {completion!r}")
     b, v = xt.shape[0], pretrained.vocab_size
     rows = torch.arange(b, device=xt.device)
-    prior = _log_probs_in_parts(pretrained, xt)[rows, position]  # (B, V)
+    prior = x0_log_probs(pretrained, xt, None)[rows, position]  # (B, V)
     # Only tokens the prior's policy can draw (min-p, constraints) are tried: the target is p_pre·exp(·),
     # zero wherever p_pre is, whatever the reward says there (and α = 0 must not pick such a token).
     row, token = (prior > LOG_ZERO / 2).nonzero(as_tuple=True)
     cand = xt[row].clone()  # (K, L): each state with one of its drawable tokens placed
     cand[torch.arange(len(row), device=xt.device), position[row]] = token
     # Carry-over: at unmasked positions the prediction is the token itself, so both completions keep them.
-    log_x0 = _log_probs_in_parts(pretrained, cand)  # (K, L, V)
+    log_x0 = x0_log_probs(pretrained, cand, None)  # (K, L, V)
     x = log_x0.exp() if completion == "mean" else one_hot(log_x0.argmax(-1), v).to(xt.device)
     value = torch.full((b, v), -math.inf, device=xt.device)
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
     return torch.softmax(prior + value / alpha, dim=-1)
-
-
-def _log_probs_in_parts(model: MaskedDiffusion, xt: Tensor) -> Tensor:
-    """``model``'s policy log-probs ``(B, L, V)`` of ``xt (B, L)``, a part at a time: the targets try up
-    to V tokens at each of B states, 5,120 sequences for proteins at the default batch, whose
-    attention in one pass would outgrow memory near L = 300."""
-    return torch.cat([model.policy_log_probs(model.encode(xt[part]))
-                      for part in sequence_parts(len(xt), model.length)])
 
 
 def finetune_vidd(
