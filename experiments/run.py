@@ -18,14 +18,17 @@ from pathlib import Path
 import hydra
 import torch
 from filelock import FileLock, Timeout
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
+from experiments.summarize import sweep_jobs
 from mbo import jsonfile
 from mbo.active.pareto import PARETO_METHODS, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
@@ -47,8 +50,9 @@ from mbo.method_settings import check_method_settings
 log = logging.getLogger("mbo-run")
 
 
-def check_settings(cfg: DictConfig) -> torch.device:
-    """Refuse settings that cannot work, before any data is read; returns the run's device."""
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse settings that cannot work, before any data is read. The device is left to the machine
+    that runs the job (a sweep's jobs may run on other nodes)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
@@ -82,7 +86,6 @@ def check_settings(cfg: DictConfig) -> torch.device:
         if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
                                f"{list(a.c_grid)} and {list(a.alpha_grid)}")
-    return resolve_device(cfg.device)
 
 
 def check_group(settings: DictConfig, group: str) -> None:
@@ -144,7 +147,8 @@ def ctrl_unused(cfg: DictConfig) -> list[str]:
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:
     """The whole pipeline for one config; returns the metrics written to ``metrics.json``."""
-    device = check_settings(cfg)
+    check_settings(cfg)
+    device = resolve_device(cfg.device)
     progress = progress_bars(cfg.progress)
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -506,6 +510,31 @@ class KeepFinishedRuns(Callback):
             sys.exit(2)
 
 
+class CheckEveryJob(Callback):
+    """Refuse a sweep with a job whose settings cannot work before any job starts: the others would
+    otherwise run to their end (minutes to hours) before the sweep reports it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        jobs, _ = sweep_jobs(config.hydra)
+        if jobs is None:  # another sweeper chooses its jobs as it goes: each checks its own
+            return
+        loader = GlobalHydra.instance().config_loader()
+        for num, overrides in enumerate(jobs):
+            job_cfg = loader.load_sweep_config(config, overrides)
+            with open_dict(job_cfg):
+                del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
+            try:
+                check_settings(job_cfg)
+            except SettingsError as err:
+                print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(err).split())}; "
+                      "no job was started", file=sys.stderr)
+                sys.exit(2)
+
+
+class JobFailed(CompactHydraException):
+    """A sweep job's failure the user can act on: Hydra reports it in one line, not as a traceback."""
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -533,8 +562,8 @@ def main(cfg: DictConfig) -> None:
         if multirun or status == 1:  # the job's log gets it too, with the library's own words
             detail = " ".join(str(err).split())
             log.error("%s", message if detail in message else f"{message} ({detail[:200]})")
-        if multirun:
-            raise  # the launcher marks this job failed and goes on with the others
+        if multirun:  # the launcher marks this job failed and goes on with the others
+            raise JobFailed(f"mbo-run: error: {message}") from err
         print(f"mbo-run: error: {message}", file=sys.stderr)
         sys.exit(status)
 

@@ -31,7 +31,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.report import COLUMNS
 from mbo import jsonfile
@@ -90,10 +90,18 @@ def _expected_jobs(sweep_dir: Path) -> tuple[list[list[str]] | None, list[str]]:
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return None, []
+    return sweep_jobs(OmegaConf.load(path).hydra)
+
+
+def sweep_jobs(hydra_cfg: DictConfig) -> tuple[list[list[str]] | None, list[str]]:
+    """The job override lists of a sweep in Hydra's job-number order, and the swept keys, from its
+    ``hydra`` settings (``multirun.yaml``'s, or the sweep's own as it starts).
+
+    ``None`` when the sweep uses a sweeper other than the basic one (its jobs cannot be re-derived).
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    hydra_cfg = OmegaConf.load(path).hydra
     # The basic sweeper puts `hydra.sweeper.params` (sweeps written in a config) before the CLI's.
     params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
     task = [f"{k}={v}" for k, v in params.items()]
