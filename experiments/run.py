@@ -158,6 +158,11 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     task = build_task(cfg.task)
     offline = task.offline_dataset()
     merged = getattr(task, "n_replicates_merged", 0)
+    if offline.labels.dim() == 2 and not hasattr(instantiate(cfg.reward_model, device="cpu"),
+                                                 "member_predictions"):
+        # The plate's hypervolume is computed over the ensembles' members.
+        raise SettingsError(f"several objectives ({', '.join(task.label_columns)}) need an ensemble reward "
+                            "model (reward_model=conv_ensemble, ensemble or bootstrap)")
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
 
@@ -272,9 +277,6 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
         alphas.append(None if chosen is None else chosen["alpha"])
     if cfg.finetune.alpha == "auto":  # one model for the sum: the shortest leash any objective asked for
         cfg.finetune.alpha = max(alphas)
-    if not all(hasattr(m, "member_predictions") for m in models):
-        raise SettingsError("several objectives need an ensemble reward model (reward_model=ensemble, "
-                           "conv_ensemble, bootstrap or calibrated_ensemble)")
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -404,6 +404,14 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
                                   for i, r in enumerate(rows)) + "\n")
         run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
                    "task.label_column=[kd,expression]"), tmp_path / "run2")
+    # The plate's hypervolume needs ensemble members: another model is refused before pretraining.
+    data.write_text("\n".join(rows) + "\n")
+    for model in ("gp", "calibrated_ensemble"):
+        with pytest.raises(SettingsError, match=r"several objectives \(kd, expression\) need an ensemble"):
+            run(compose_config("config", ["task=csv", f"task.path={data}", "task.sequence_column=seq",
+                                          "task.label_column=[kd,expression]", f"reward_model={model}",
+                                          f"cache_dir={tmp_path / 'cache3'}"]), tmp_path / "run3")
+    assert not (tmp_path / "cache3").exists()
 
 
 def _fine_tuned_off_support(pretrained, reward, *, alpha, seed, progress):
