@@ -34,7 +34,7 @@ from mbo.active.pareto import PARETO_METHODS, hypervolume, pareto_mask, select_p
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
 from mbo.config import SettingsError, build_task, progress_bars
-from mbo.constraints import ConstraintError, constraints_from_settings
+from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.dataset import SequenceDataset
@@ -145,27 +145,14 @@ def ctrl_unused(cfg: DictConfig) -> list[str]:
     return unused
 
 
-def run(cfg: DictConfig, output_dir: Path) -> dict:
-    """The whole pipeline for one config; returns the metrics written to ``metrics.json``."""
-    check_settings(cfg)
-    device = resolve_device(cfg.device)
-    progress = progress_bars(cfg.progress)
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-
-    task = build_task(cfg.task)
-    offline = task.offline_dataset()
-    merged = getattr(task, "n_replicates_merged", 0)
+def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints:
+    """Refuse what the settings cannot do with the task's data, before any training; returns the
+    constraints the designs must meet."""
     if offline.labels.dim() == 2 and not hasattr(instantiate(cfg.reward_model, device="cpu"),
                                                  "member_predictions"):
         # The plate's hypervolume is computed over the ensembles' members.
         raise SettingsError(f"several objectives ({', '.join(task.label_columns)}) need an ensemble reward "
                             "model (reward_model=conv_ensemble, ensemble or bootstrap)")
-    log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
-             f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
-
     given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
     autos = [k for k, v in given.items() if v == "auto"]
     if offline.labels.dim() == 1 and autos:
@@ -178,8 +165,26 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                 f"labels below the top {cfg.auto.holdout:.0%}, and of {len(offline)} labeled sequences that "
                 f"leaves {probe.unique().numel()} distinct label; give "
                 f"{'both as numbers' if both else 'it as a number'} (e.g. {example})")
-    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
-                                            required=task.required_letters())
+    return constraints_from_settings(cfg.constraints, task.alphabet, task.length,
+                                     required=task.required_letters())
+
+
+def run(cfg: DictConfig, output_dir: Path) -> dict:
+    """The whole pipeline for one config; returns the metrics written to ``metrics.json``."""
+    check_settings(cfg)
+    device = resolve_device(cfg.device)
+    progress = progress_bars(cfg.progress)
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    task = build_task(cfg.task)
+    offline = task.offline_dataset()
+    constraints = check_inputs(cfg, task, offline)
+    merged = getattr(task, "n_replicates_merged", 0)
+    log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
+             f" ({merged} replicate rows merged, {task.replicates})" if merged else "")
     if constraints.active:
         log.info("constraints: %s", constraints.describe())
 
@@ -513,21 +518,28 @@ class KeepFinishedRuns(Callback):
 
 
 class CheckEveryJob(Callback):
-    """Refuse a sweep with a job whose settings cannot work before any job starts: the others would
-    otherwise run to their end (minutes to hours) before the sweep reports it."""
+    """Refuse a sweep with a job whose settings or input data cannot work before any job starts: the
+    others would otherwise run to their end (minutes to hours) before the sweep reports it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         jobs, _ = sweep_jobs(config.hydra)
         if jobs is None:  # another sweeper chooses its jobs as it goes: each checks its own
             return
         loader = GlobalHydra.instance().config_loader()
+        data: dict[str, tuple] = {}  # each task's data is read once, however many jobs share it
         for num, overrides in enumerate(jobs):
             job_cfg = loader.load_sweep_config(config, overrides)
             with open_dict(job_cfg):
                 del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
             try:
                 check_settings(job_cfg)
-            except SettingsError as err:
+                if job_cfg.mode != "ctrl":  # CTRL reads its factors' labels itself, first thing
+                    key = OmegaConf.to_yaml(job_cfg.task)
+                    if key not in data:
+                        task = build_task(job_cfg.task)
+                        data[key] = task, task.offline_dataset()
+                    check_inputs(job_cfg, *data[key])
+            except (SettingsError, DataError, ConstraintError) as err:
                 print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(err).split())}; "
                       "no job was started", file=sys.stderr)
                 sys.exit(2)

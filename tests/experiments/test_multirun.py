@@ -102,33 +102,42 @@ def without_run_id(run_dir) -> list[str]:
 
 def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "experiments.run", "-m", "task=ehrlich", "task.num_motifs=0,-1",
-           f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}"]
+    (tmp_path / "a_file").write_text("")  # a cache under a file: each job fails as it starts pretraining
+    cmd = [sys.executable, "-m", "experiments.run", "-m", "task=ehrlich", "seed=0,1",
+           f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'a_file' / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     failed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1
     # the sweep ends with the job's own words, not a traceback through Hydra's sweeper
     assert "Traceback" not in failed.stderr, failed.stderr
-    assert "mbo-run: error: " in failed.stderr
-    assert "task.num_motifs must be a positive integer" in failed.stderr
+    assert "mbo-run: error: " in failed.stderr and "Not a directory" in failed.stderr
     jobs, _ = load_sweep(sweep)
     assert [j.status for j in jobs] == ["failed", "failed"]
-    assert all("task.num_motifs must be a positive integer" in j.error for j in jobs)
+    assert all("Not a directory" in j.error for j in jobs)
     (sweep / "0" / "metrics.json").write_text("{}")  # as if job 0 had finished
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "already holds a finished run (0/metrics.json)" in proc.stderr
 
 
-def test_a_sweep_with_a_bad_setting_in_one_job_is_refused_before_any_job_starts(tmp_path):
+@pytest.mark.parametrize("sweep_overrides, job, problem", [
+    (["finetune.alpha=0.1,-1", "seed=0,1"], "job 2 (finetune.alpha=-1 seed=0 ",
+     "finetune_vidd: finetune.alpha must be a finite number >= 0, got -1 (or auto)"),
+    (["task=ehrlich", "task.num_motifs=2,0"], "job 1 (task=ehrlich task.num_motifs=0 ",
+     "task.num_motifs must be a positive integer"),
+    (["task=csv", "task.path=good.csv,bad.csv"], "job 1 (task=csv task.path=bad.csv ",
+     "bad.csv, row 3, column 'sequence': letter 'X'"),
+])
+def test_a_sweep_with_a_bad_job_is_refused_before_any_job_starts(tmp_path, sweep_overrides, job, problem):
+    (tmp_path / "good.csv").write_text("sequence,label\nACGT,1\nACGA,2\nAGGA,3\n")
+    (tmp_path / "bad.csv").write_text("sequence,label\nACGT,1\nACXA,2\nAGGA,3\n")
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "experiments.run", "-m", "finetune.alpha=0.1,-1", "seed=0,1",
+    cmd = [sys.executable, "-m", "experiments.run", "-m", *sweep_overrides,
            f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    [line] = proc.stderr.strip().splitlines()
-    assert line.startswith("mbo-run: error: job 2 (finetune.alpha=-1 seed=0 cache_dir=")
-    assert line.endswith("): finetune_vidd: finetune.alpha must be a finite number >= 0, got -1 (or auto); "
-                         "no job was started")
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"mbo-run: error: {job}") and line.endswith("; no job was started"), line
+    assert problem in line, line
     assert not sweep.exists() and not (tmp_path / "cache").exists()
