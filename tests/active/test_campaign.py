@@ -621,3 +621,24 @@ def test_columns_a_user_adds_to_measurements_are_kept(camp, tmp_path):
     rows = read_rows(path)
     assert list(rows[0])[-1] == "notes" and rows[0]["notes"] == "plate A3 re-run; contaminated?"
     assert rows[-1]["id"] == ids[2] and rows[-1]["notes"] == "" and len(rows) == len(lines)
+
+
+def test_the_command_line_wins_over_the_settings_file(tmp_path, dna_csv, capsys):
+    from mbo.active.campaign import load_settings
+    from mbo.config import SettingsError
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("seiko: {c: 2.0, acquisition: lognei}\n")
+    settings = load_settings(["seiko.acquisition=thompson"], lab)
+    assert settings.seiko.acquisition == "thompson" and settings.seiko.c == 2.0
+    with pytest.raises(SettingsError, match=r"^command line: setting 'seiko.acquisition' must be one of"):
+        load_settings(["seiko.acquisition=thompsn"], lab)
+    # A refusal names the command line for what it set, though a file is given.
+    two = tmp_path / "two.csv"
+    two.write_text("sequence,a,b\nACGTACGT,1,2\nACGTACGA,2,1\nACGTACCA,3,3\n")
+    for args, overrides in (([dna_csv], ["constraints.fixed=TA......", "constraints.gc=[0.9,1.0]"]),
+                            ([dna_csv], ["seiko.min_distance=9"]),
+                            ([two, "--label-column", "a,b"], ["reward_model=gp"])):
+        assert cli("init", tmp_path / "camp", "--data", *args, "--config", lab, *overrides) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mbo-campaign init: error: command line: "), err

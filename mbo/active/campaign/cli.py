@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("init", parents=[common], help="start a campaign: read the start data, pretrain",
                        description="Start a campaign in a new directory: read the measured start data, "
                                    "pretrain the diffusion model, store everything. Settings are the "
-                                   "campaign config (mbo/conf/campaign.yaml) with Hydra overrides "
-                                   "(e.g. reward_model=bootstrap seiko.c=2) and --config FILE.yaml on top.")
+                                   "campaign config (mbo/conf/campaign.yaml) with --config FILE.yaml on top "
+                                   "and Hydra overrides (e.g. reward_model=bootstrap seiko.c=2) on top of "
+                                   "that.")
     q.add_argument("dir", metavar="DIR")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of the settings")
     q.add_argument("--data", metavar="FILE.csv", help="measured start data (sequence and label columns)")
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--task", choices=sorted(commands.TASKS), help="start from a benchmark task instead of "
                                                                    "--data")
     q.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
-    q.add_argument("--config", metavar="FILE.yaml", help="settings overriding the defaults (same nesting)")
+    q.add_argument("--config", metavar="FILE.yaml", help="settings overriding the defaults (same nesting); "
+                                                         "overrides on the command line win over it")
     q.add_argument("--seed", type=int, default=0)
 
     q = sub.add_parser("suggest", parents=[common], help="run the next round, write its suggestions.csv")

@@ -25,7 +25,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mbo.active.campaign.settings import build_check, load_settings, round_options
+from mbo.active.campaign.settings import build_check, load_settings, round_options, setting_source
 from mbo.active.campaign.store import (
     FORMAT,
     RESERVED,
@@ -187,15 +187,16 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     if len(start_data) < 2:
         raise CampaignError(f"{source}: need at least 2 measured designs to start, got {len(start_data)}")
     abc, length = start_data.alphabet, start_data.length
-    build_check(settings, abc.size, length, config or "settings")
+    where = setting_source(overrides or [], config)
+    build_check(settings, abc.size, length, where)
     objectives = start.get("label_column") if start_data.labels.dim() == 2 else None
     if objectives and not hasattr(instantiate(settings.reward_model, device="cpu"), "member_predictions"):
-        raise CampaignError(f"{config or 'settings'}: several objectives ({', '.join(objectives)}) need an "
+        raise CampaignError(f"{where('reward_model')}: several objectives ({', '.join(objectives)}) need an "
                             f"ensemble reward model (reward_model=conv_ensemble, ensemble or bootstrap)")
     try:
         constraints_from_settings(settings.constraints, abc, length).check()
     except ConstraintError as err:
-        raise CampaignError(f"{config or 'settings'}: {err}") from None
+        raise CampaignError(f"{where('constraints')}: {err}") from None
 
     torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)

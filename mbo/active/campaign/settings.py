@@ -1,7 +1,8 @@
 """A campaign's settings: the ``campaign`` config of :mod:`mbo.conf`, with the user's overrides.
 
-They are composed once, at ``init`` (Hydra overrides such as ``reward_model=bootstrap seiko.c=2``, then
-an optional YAML file of the same nesting), checked, and stored whole in ``campaign.json``; every later
+They are composed once, at ``init`` (an optional YAML file of the same nesting, and Hydra overrides such
+as ``reward_model=bootstrap seiko.c=2``, which win over the file), checked, and stored whole in
+``campaign.json``; every later
 command reads them from there, so a campaign never changes its settings under the user's feet.
 """
 
@@ -28,7 +29,8 @@ from mbo.method_settings import check_method_settings
 
 
 def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None = None) -> DictConfig:
-    """The campaign settings: ``campaign.yaml`` with ``overrides`` and then the YAML file ``path``.
+    """The campaign settings: ``campaign.yaml`` with its group choices from ``overrides``, the YAML file
+    ``path`` on top, and the values of ``overrides`` on top of that (the command line wins, as in Hydra).
 
     Raises:
         SettingsError: an unknown key, a wrong type, or a value that cannot work (the key named).
@@ -38,19 +40,28 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
     # of its default (under the group choices given with it), as the file's values are below.
     groups, values = _split_overrides(overrides)
     check_types(compose_config("campaign", groups), _nested(cfg, values), "command line")
-    in_file: set[str] = set()
     if path is not None:
+        given = cfg
         cfg = merge_settings_file(cfg, path)
-        in_file = set(_dotted(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+        for key in values:
+            OmegaConf.update(cfg, key, OmegaConf.select(given, key), merge=False)
     OmegaConf.resolve(cfg)
+    check_values(cfg, setting_source(overrides, path))
+    return cfg
 
-    def where(name: str) -> str:  # who set the value a check refuses: the file wins over the command line
+
+def setting_source(overrides: Sequence[str], path: str | os.PathLike | None) -> Callable[[str], str]:
+    """``where(name)``: who set the setting or group ``name`` (dotted), for an error message: "command
+    line" (``overrides``), the YAML file ``path``, or "settings" (the defaults). The command line wins
+    over the file, as in :func:`load_settings`."""
+    on_line = [o.package or o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+    in_file = [] if path is None else _dotted(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+
+    def where(name: str) -> str:
         def sets(keys) -> bool:
             return any(k == name or k.startswith(f"{name}.") or name.startswith(f"{k}.") for k in keys)
-        return str(path) if sets(in_file) else "command line" if sets(values) else "settings"
-
-    check_values(cfg, where)
-    return cfg
+        return "command line" if sets(on_line) else str(path) if sets(in_file) else "settings"
+    return where
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -180,12 +191,14 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
                 raise SettingsError(f"{source(f'{group}.{key}')}: {err}") from None
 
 
-def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> None:
+def build_check(cfg: DictConfig, vocab_size: int, length: int, where: Callable[[str], str]) -> None:
     """Build every part once (diffusion model, reward model, fine-tuner) so a value no constructor
-    accepts is refused at ``init``, before any training, with the group named."""
+    accepts is refused at ``init``, before any training, with the group named (``where``: as
+    :func:`setting_source` gives it)."""
     if cfg.seiko.min_distance > length:  # two sequences of length L differ in at most L positions
-        raise SettingsError(f"{where}: setting 'seiko.min_distance' ({cfg.seiko.min_distance}) is more than "
-                            f"the sequences' length ({length}): no two designs could share a plate")
+        raise SettingsError(f"{where('seiko.min_distance')}: setting 'seiko.min_distance' "
+                            f"({cfg.seiko.min_distance}) is more than the sequences' length ({length}): no "
+                            "two designs could share a plate")
     parts = {"diffusion": lambda: build_diffusion(cfg.diffusion, vocab_size, length),
              "reward_model": lambda: instantiate(cfg.reward_model, device="cpu"),
              "finetune": lambda: instantiate(cfg.finetune)}
@@ -193,5 +206,5 @@ def build_check(cfg: DictConfig, vocab_size: int, length: int, where: str) -> No
         try:
             build()
         except Exception as err:  # constructors raise many kinds; each means a bad setting
-            raise SettingsError(f"{where}: settings of {group!r} do not build "
+            raise SettingsError(f"{where(group)}: settings of {group!r} do not build "
                                 f"({' '.join(str(err).split())})") from None
