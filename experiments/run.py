@@ -20,7 +20,12 @@ import torch
 from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    OverrideParseException,
+    SearchPathException,
+)
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
@@ -33,7 +38,7 @@ from mbo import jsonfile
 from mbo.active.pareto import PARETO_METHODS, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
-from mbo.config import SettingsError, build_task, progress_bars
+from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
 from mbo.ctrl.pipeline import run_ctrl
@@ -528,10 +533,10 @@ class CheckEveryJob(Callback):
         loader = GlobalHydra.instance().config_loader()
         data: dict[str, tuple] = {}  # each task's data is read once, however many jobs share it
         for num, overrides in enumerate(jobs):
-            job_cfg = loader.load_sweep_config(config, overrides)
-            with open_dict(job_cfg):
-                del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
             try:
+                job_cfg = loader.load_sweep_config(config, overrides)
+                with open_dict(job_cfg):
+                    del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
                 check_settings(job_cfg)
                 if job_cfg.mode != "ctrl":  # CTRL reads its factors' labels itself, first thing
                     key = OmegaConf.to_yaml(job_cfg.task)
@@ -539,18 +544,47 @@ class CheckEveryJob(Callback):
                         task = build_task(job_cfg.task)
                         data[key] = task, task.offline_dataset()
                     check_inputs(job_cfg, *data[key])
-            except (SettingsError, DataError, ConstraintError) as err:
-                print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(err).split())}; "
+            except (SettingsError, DataError, ConstraintError, ConfigCompositionException) as err:
+                # Exit, not raise: Hydra turns a callback's exception into a warning and goes on.
+                problem = hydra_error_line(err) if isinstance(err, ConfigCompositionException) else err
+                print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(problem).split())}; "
                       "no job was started", file=sys.stderr)
                 sys.exit(2)
 
 
 class JobFailed(CompactHydraException):
-    """A sweep job's failure the user can act on: Hydra reports it in one line, not as a traceback."""
+    """A sweep job's failure the user can act on (``status`` as :func:`failure` gives it), reported by
+    :func:`main` in one line when the sweep ends."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message, status)  # both in args: the launcher pickles it back to the sweep
+        self.message, self.status = message, status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def main() -> None:
+    """``mbo-run``: the Hydra app below, with Hydra's reports of a command line it cannot compose (an
+    unknown group option or key, an override that does not parse: several lines, exit status 1) and of
+    a failed sweep job turned into one line, exit 2 for input, as every other error of the input."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own reports
+        hydra_app()
+        return
+    # Hydra then re-raises what it would report itself, so it is reported here.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_app()
+    except JobFailed as err:
+        print(err.message, file=sys.stderr)
+        sys.exit(err.status)
+    except (ConfigCompositionException, OverrideParseException, SearchPathException) as err:
+        print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if "keep_finished_runs" not in (HydraConfig.get().callbacks or {}):
         # A run from a saved config (`-cp RUN/.hydra -cn config`) has none of mbo/conf's hydra settings,
@@ -577,7 +611,7 @@ def main(cfg: DictConfig) -> None:
             detail = " ".join(str(err).split())
             log.error("%s", message if detail in message else f"{message} ({detail[:200]})")
         if multirun:  # the launcher marks this job failed and goes on with the others
-            raise JobFailed(f"mbo-run: error: {message}") from err
+            raise JobFailed(f"mbo-run: error: {message}", status) from err
         print(f"mbo-run: error: {message}", file=sys.stderr)
         sys.exit(status)
 

@@ -9,6 +9,7 @@ unknown keys and values of the wrong type with the key named.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,12 +47,28 @@ def compose_config(config_name: str = "config", overrides: Sequence[str] = ()) -
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
+    except HydraException as err:
+        raise SettingsError(hydra_error_line(err)) from None
+    except OmegaConfBaseException as err:
         raise SettingsError(" ".join(str(err).split())) from None
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra", None)  # composed without a run, Hydra's own node is empty
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def hydra_error_line(err: HydraException) -> str:
+    """Hydra's message about a command line it cannot compose, as one line: its paragraphs joined by
+    "; ", a list under a heading ("Available options in 'reward_model':") by commas, and the config
+    search path (Hydra's internals) left out."""
+    text = str(err).split("Config search path:")[0]
+    parts = []
+    for block in re.split(r"\n\s*\n", text):
+        head, *items = [line.strip() for line in block.strip().splitlines()] or [""]
+        if head:
+            listed = head.endswith(":") and items
+            parts.append(f"{head} {', '.join(items)}" if listed else " ".join([head, *items]))
+    return "; ".join(parts)
 
 
 def merge_settings_file(cfg: DictConfig, path: str | os.PathLike) -> DictConfig:

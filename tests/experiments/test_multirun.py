@@ -111,6 +111,8 @@ def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_p
     assert failed.returncode == 1
     # the sweep ends with the job's own words, not a traceback through Hydra's sweeper
     assert "Traceback" not in failed.stderr, failed.stderr
+    # Hydra names the first failed job's overrides, then its reason in one line
+    assert failed.stderr.count("\n") == 2 and failed.stderr.startswith("Error executing job with overrides: ")
     assert "mbo-run: error: " in failed.stderr and "Not a directory" in failed.stderr
     jobs, _ = load_sweep(sweep)
     assert [j.status for j in jobs] == ["failed", "failed"]

@@ -247,6 +247,14 @@ def test_user_errors_are_one_line_on_stderr_with_exit_status_2(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
     proc = app(tmp_path, "device=cuda")
     assert proc.returncode == 2 and proc.stderr.startswith("mbo-run: error: device 'cuda'")
+    # A command line Hydra cannot compose: one line, not Hydra's report of many (and exit status 1).
+    for args, problem in ((["reward_model=gpp"], "Could not find 'reward_model/gpp'; Available options in "
+                                                  "'reward_model': bootstrap, calibrated_ensemble,"),
+                          (["conservative.cc=2"], "Could not override 'conservative.cc'."),
+                          (["-m", "hydra/launcher=slurmm"], "Could not find 'hydra/launcher/slurmm'")):
+        proc = app(tmp_path, *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("mbo-run: error: ") and problem in proc.stderr, proc.stderr
 
 
 def test_a_finished_run_is_never_rewritten(tmp_path):
