@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -110,7 +111,8 @@ def _is_int(value) -> bool:
 def check_ctrl(cfg: DictConfig) -> None:
     """Refuse CTRL settings that cannot work or would be ignored, before any training."""
     if unused := ctrl_unused(cfg):
-        raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop them")
+        raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop "
+                            f"{'them' if len(unused) > 1 else 'it'}")
     c = cfg.ctrl
     for j, f in enumerate(c.factors):
         if (f.get("landscape") is None) == (f.get("csv") is None):
@@ -429,7 +431,7 @@ def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
             "config_sha256": hashlib.sha256(settings.encode()).hexdigest(),
             "pretrained_sha256": file_sha256(pretrained),
             "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
-            "command": "mbo-run " + " ".join(overrides)}
+            "command": shlex.join(["mbo-run", *overrides])}  # quoted as a shell needs it
 
 
 def refuse_used_folder(directory: Path) -> None:

@@ -14,7 +14,6 @@ Writes into SWEEP_DIR (or ``--out``): ``summary.csv`` (one row per job and metho
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.report import COLUMNS
 from mbo import jsonfile
 from mbo.atomic import atomic_path, atomic_write_text
+from mbo.cli import OneLineParser
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
 TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean", "overopt_gap", "novelty",
@@ -433,7 +433,7 @@ def summarize(sweep_dir: str | Path, out: str | Path | None = None, replicate_ke
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mbo-summarize", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="mbo-summarize", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="the sweep directory of `mbo-run -m` (hydra.sweep.dir)")
     parser.add_argument("--out", help="where to write the summary (default: SWEEP_DIR)")
     parser.add_argument("--replicate-key", default="seed", help="override averaged over (default: seed)")

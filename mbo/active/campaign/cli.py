@@ -21,6 +21,7 @@ from pathlib import Path
 from mbo.active.campaign import commands
 from mbo.active.campaign.store import CampaignError, locked, open_campaign
 from mbo.checkpoint import CheckpointError
+from mbo.cli import OneLineParser
 from mbo.config import SettingsError
 from mbo.data.io import DataError
 from mbo.device import DeviceError
@@ -30,7 +31,7 @@ DEVICE_HELP = ("run on this device (auto, cpu, cuda, cuda:N) instead of the camp
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mbo-campaign", description="Wet-lab campaigns of SEIKO rounds: "
+    p = OneLineParser(prog="mbo-campaign", description="Wet-lab campaigns of SEIKO rounds: "
                                 "suggest a plate, ingest its measurements, repeat.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--progress", action="store_true",
