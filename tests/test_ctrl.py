@@ -226,6 +226,7 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
         with (out / f"designs_{name}.csv").open() as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 8 and {"sequence", "p_A_high", "p_B_low", "true_A", "true_B"} <= rows[0].keys()
+        assert [r["id"] for r in rows] == [f"{name}_{i:04d}" for i in range(1, 9)]
     cal = result["classifiers"]["A"]
     assert cal["n_labels"] == 100 and "ece" in cal["holdout_after_temperature"]
     # Sampling again from the saved model: no fine-tuning, same designs for the same seed.

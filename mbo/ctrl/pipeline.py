@@ -1,7 +1,8 @@
 """The CTRL pipeline (``mbo-run mode=ctrl``): classifiers from offline labels → conditional fine-tuning →
 designs per condition.
 
-Writes into the output directory ``designs_<condition>.csv`` (one per requested condition),
+Writes into the output directory ``designs_<condition>.csv`` (one per requested condition: the
+conditional model's own samples, with ids ``<condition>_0001``..., so a sequence may appear twice),
 ``metrics.json`` (classifier calibration, per-condition metrics with each condition's ``target``: its
 objective J, KL and log Z and the gap log Z − J in nats, timings), ``history.json`` and the
 fine-tuned model ``ctrl_model.safetensors``. With ``ctrl.model_path`` set to such a file, fine-tuning
@@ -37,6 +38,7 @@ from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
+from mbo.designs import design_ids
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -236,7 +238,9 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
                 cols[f"p_{f.name}_{cls}"] = probs[:, k].tolist()
             if o is not None:
                 cols[f"true_{f.name}"] = o.oracle(designs).tolist()
-        write_csv(output_dir / f"designs_{name}.csv", SequenceDataset(designs, task.alphabet),
+        # Ids unique across conditions, so one order sheet can hold several files' designs.
+        write_csv(output_dir / f"designs_{name}.csv",
+                  SequenceDataset(designs, task.alphabet, ids=design_ids(len(designs), prefix=name)),
                   extra_columns=cols, overwrite=True)
 
     # How far the model is from each condition's target p_pre·p̂^γ / Z (log Z − J, nats; 0 = there),
