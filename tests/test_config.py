@@ -71,3 +71,12 @@ def test_settings_chosen_automatically_also_take_a_value(tmp_path):
     assert torch.get_num_threads() == before
     set_threads(1)
     assert torch.get_num_threads() == 1
+
+
+def test_an_unknown_group_option_is_one_line_naming_the_options():
+    with pytest.raises(SettingsError) as refused:
+        compose_config("config", ["reward_model=gpp"])
+    message = str(refused.value)
+    assert message.startswith("In 'config': Could not find 'reward_model/gpp'; Available options in "
+                              "'reward_model': bootstrap, calibrated_ensemble, conv_ensemble,")
+    assert "\n" not in message and "search path" not in message

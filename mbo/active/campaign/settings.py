@@ -2,8 +2,8 @@
 
 They are composed once, at ``init`` (an optional YAML file of the same nesting, and Hydra overrides such
 as ``reward_model=bootstrap seiko.c=2``, which win over the file), checked, and stored whole in
-``campaign.json``; every later
-command reads them from there, so a campaign never changes its settings under the user's feet.
+``campaign.json``; every later command reads them from there, so a campaign never changes its settings
+under the user's feet.
 """
 
 from __future__ import annotations
