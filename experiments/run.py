@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
 from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
@@ -42,7 +43,7 @@ from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
-from mbo.ctrl.pipeline import run_ctrl
+from mbo.ctrl.pipeline import read_factors, run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
@@ -155,8 +156,11 @@ def ctrl_unused(cfg: DictConfig) -> list[str]:
 def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints:
     """Refuse what the settings cannot do with the task's data, before any training; returns the
     constraints the designs must meet."""
-    if offline.labels.dim() == 2 and not hasattr(instantiate(cfg.reward_model, device="cpu"),
-                                                 "member_predictions"):
+    try:
+        model = instantiate(cfg.reward_model, device="cpu")
+    except Exception as err:  # constructors raise many kinds; each means a bad setting
+        raise SettingsError(f"settings of reward_model do not build ({' '.join(str(err).split())})") from None
+    if offline.labels.dim() == 2 and not hasattr(model, "member_predictions"):
         # The plate's hypervolume is computed over the ensembles' members.
         raise SettingsError(f"several objectives ({', '.join(task.label_columns)}) need an ensemble reward "
                             "model (reward_model=conv_ensemble, ensemble or bootstrap)")
@@ -529,29 +533,32 @@ class CheckEveryJob(Callback):
     others would otherwise run to their end (minutes to hours) before the sweep reports it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        jobs, _ = sweep_jobs(config.hydra)
+        loader = GlobalHydra.instance().config_loader()
+        jobs, _ = sweep_jobs(config.hydra, loader)
         if jobs is None:  # another sweeper chooses its jobs as it goes: each checks its own
             return
-        loader = GlobalHydra.instance().config_loader()
-        data: dict[str, tuple] = {}  # each task's data is read once, however many jobs share it
+        tasks: dict[str, object] = {}  # each task's data is read once, however many jobs share it
         for num, overrides in enumerate(jobs):
             try:
                 job_cfg = loader.load_sweep_config(config, overrides)
                 with open_dict(job_cfg):
                     del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
                 check_settings(job_cfg)
-                if job_cfg.mode != "ctrl":  # CTRL reads its factors' labels itself, first thing
-                    key = OmegaConf.to_yaml(job_cfg.task)
-                    if key not in data:
-                        task = build_task(job_cfg.task)
-                        data[key] = task, task.offline_dataset()
-                    check_inputs(job_cfg, *data[key])
+                key = OmegaConf.to_yaml(job_cfg.task)
+                if key not in tasks:
+                    tasks[key] = build_task(job_cfg.task)
+                if job_cfg.mode == "ctrl":
+                    read_factors(job_cfg, tasks[key])
+                else:
+                    check_inputs(job_cfg, tasks[key], tasks[key].offline_dataset())
             except (SettingsError, DataError, ConstraintError, ConfigCompositionException) as err:
                 # Exit, not raise: Hydra turns a callback's exception into a warning and goes on.
                 problem = hydra_error_line(err) if isinstance(err, ConfigCompositionException) else err
                 print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(problem).split())}; "
                       "no job was started", file=sys.stderr)
                 sys.exit(2)
+            except Exception:  # e.g. an interpolation only the job's environment resolves (env_set):
+                continue  # that job reports its own error, if it has one
 
 
 class JobFailed(CompactHydraException):
@@ -583,6 +590,8 @@ def main() -> None:
     except (ConfigCompositionException, OverrideParseException, SearchPathException) as err:
         print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
@@ -623,6 +632,8 @@ def failure(err: Exception) -> tuple[int, str] | None:
     failure of the project itself."""
     if isinstance(err, (DataError, SettingsError, DeviceError, ConstraintError, CheckpointError)):
         return 2, " ".join(str(err).split())
+    if isinstance(err, InterpolationResolutionError):  # a ${...} in the settings that names nothing
+        return 2, f"settings: {' '.join(str(err).split())}"
     if isinstance(err, (OSError, MemoryError)):
         return 1, str(err)
     if isinstance(err, RuntimeError) and out_of_memory(err):

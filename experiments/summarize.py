@@ -93,25 +93,34 @@ def _expected_jobs(sweep_dir: Path) -> tuple[list[list[str]] | None, list[str]]:
     return sweep_jobs(OmegaConf.load(path).hydra)
 
 
-def sweep_jobs(hydra_cfg: DictConfig) -> tuple[list[list[str]] | None, list[str]]:
+def sweep_jobs(hydra_cfg: DictConfig, config_loader=None) -> tuple[list[list[str]] | None, list[str]]:
     """The job override lists of a sweep in Hydra's job-number order, and the swept keys, from its
     ``hydra`` settings (``multirun.yaml``'s, or the sweep's own as it starts).
 
-    ``None`` when the sweep uses a sweeper other than the basic one (its jobs cannot be re-derived).
+    ``None`` when the sweep uses a sweeper other than the basic one, or sweeps a group's options by
+    ``glob(...)`` and no Hydra ``config_loader`` is given to list them: its jobs cannot be re-derived.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     # The basic sweeper puts `hydra.sweeper.params` (sweeps written in a config) before the CLI's.
-    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
-    task = [f"{k}={v}" for k, v in params.items()]
-    task += list(OmegaConf.select(hydra_cfg, "overrides.task", default=[]) or [])
-    overrides = OverridesParser.create().parse_overrides(task)
+    # As written: a value such as task.path=${oc.env:DATA_DIR}/x.csv may resolve only in the job.
+    def written(key: str) -> list | dict:
+        node = OmegaConf.select(hydra_cfg, key, default=None)
+        return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else []
+
+    params = written("sweeper.params") or {}
+    task = [f"{k}={v}" for k, v in params.items()] + written("overrides.task")
+    overrides = OverridesParser.create(config_loader).parse_overrides(task)
     swept = [o.key_or_group.lstrip("+~") for o in overrides if o.is_sweep_override()]
     sweeper = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
     if not sweeper.endswith("BasicSweeper"):
         return None, swept
-    batches = BasicSweeper.split_arguments(overrides, None)
+    try:
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except HydraException:  # a glob without a config loader
+        return None, swept
     return [job for batch in batches for job in batch], swept
 
 

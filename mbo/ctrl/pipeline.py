@@ -79,6 +79,20 @@ def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, TFBin
     return factor, tokens, labels, oracle
 
 
+def read_factors(cfg: DictConfig, task) -> list[tuple[Factor, Tensor, Tensor, TFBind8 | None]]:
+    """Each of ``cfg.ctrl.factors`` with its labeled rows (as :func:`labeled_factor`), checked against
+    the conditions asked for: every input of a CTRL run that is read before any training."""
+    try:
+        labeled = [labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1))
+                   for j, spec in enumerate(cfg.ctrl.factors)]
+    except DataError:
+        raise
+    except ValueError as err:  # class edges that tie: labels too few-valued for the percentiles asked
+        raise SettingsError(f"ctrl.factors: {err}") from None
+    check_classes_labeled(cfg.ctrl.conditions, labeled)
+    return labeled
+
+
 def check_classes_labeled(conditions, labeled) -> None:
     """Refuse a condition that asks for a class none of its factor's labeled rows is in: the
     classifier could never learn it (``labeled``: :func:`labeled_factor`'s results)."""
@@ -173,14 +187,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     task = build_task(cfg.task)
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
-    try:
-        labeled = [labeled_factor(spec, task, seed=cfg.seed + 1000 * (j + 1))
-                   for j, spec in enumerate(c.factors)]
-    except DataError:
-        raise
-    except ValueError as err:  # class edges that tie: labels too few-valued for the percentiles asked
-        raise SettingsError(f"ctrl.factors: {err}") from None
-    check_classes_labeled(c.conditions, labeled)
+    labeled = read_factors(cfg, task)
     pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)

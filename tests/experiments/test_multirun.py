@@ -129,6 +129,10 @@ def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_p
      "task.num_motifs must be a positive integer"),
     (["task=csv", "task.path=good.csv,bad.csv"], "job 1 (task=csv task.path=bad.csv ",
      "bad.csv, row 3, column 'sequence': letter 'X'"),
+    (["reward_model=glob(*)", "n_designs=0"], "job 0 (reward_model=bootstrap n_designs=0 ",
+     "n_designs must be an integer >= 1"),
+    (["mode=ctrl", "ctrl.factors.0.landscape=null", "ctrl.factors.0.csv=good.csv,missing.csv"],
+     "job 0 (mode=ctrl ctrl.factors.0.landscape=null ctrl.factors.0.csv=good.csv ", "good.csv"),
 ])
 def test_a_sweep_with_a_bad_job_is_refused_before_any_job_starts(tmp_path, sweep_overrides, job, problem):
     (tmp_path / "good.csv").write_text("sequence,label\nACGT,1\nACGA,2\nAGGA,3\n")

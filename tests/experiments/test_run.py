@@ -251,7 +251,9 @@ def test_user_errors_are_one_line_on_stderr_with_exit_status_2(tmp_path):
     for args, problem in ((["reward_model=gpp"], "Could not find 'reward_model/gpp'; Available options in "
                                                   "'reward_model': bootstrap, calibrated_ensemble,"),
                           (["conservative.cc=2"], "Could not override 'conservative.cc'."),
-                          (["-m", "hydra/launcher=slurmm"], "Could not find 'hydra/launcher/slurmm'")):
+                          (["-m", "hydra/launcher=slurmm"], "Could not find 'hydra/launcher/slurmm'"),
+                          (["n_designs=${nope}"], "settings: Interpolation key 'nope' not found"),
+                          (["reward_model.num_members=x"], "settings of reward_model do not build")):
         proc = app(tmp_path, *args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("mbo-run: error: ") and problem in proc.stderr, proc.stderr

@@ -216,3 +216,17 @@ def test_a_misspelt_replicate_key_is_refused(tmp_path, capsys):
     assert "--replicate-key seeds: no job overrides it; the jobs override conservative.c, progress, seed" in (
         capsys.readouterr().err)
     assert not (sweep / "summary.md").exists()
+
+
+def test_sweep_jobs_keep_interpolations_as_written_and_give_up_on_globs():
+    from omegaconf import OmegaConf
+
+    from experiments.summarize import sweep_jobs
+
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    hydra = OmegaConf.create({"sweeper": {"_target_": basic, "params": {"seed": "0,1"}},
+                              "overrides": {"task": ["task.path=${oc.env:ONLY_IN_THE_JOB}/x.csv"]}})
+    path = r"task.path=$\{oc.env\:ONLY_IN_THE_JOB\}/x.csv"  # escaped, as Hydra passes it to the job
+    assert sweep_jobs(hydra) == ([["seed=0", path], ["seed=1", path]], ["seed"])
+    hydra.overrides.task = ["reward_model=glob(*)"]  # only Hydra's config loader knows a group's options
+    assert sweep_jobs(hydra) == (None, ["seed", "reward_model"])
