@@ -581,6 +581,7 @@ def main() -> None:
         hydra_app()
         return
     # Hydra then re-raises what it would report itself, so it is reported here.
+    before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_app()
@@ -591,7 +592,10 @@ def main() -> None:
         print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
     finally:
-        del os.environ["HYDRA_FULL_ERROR"]
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
