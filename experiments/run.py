@@ -60,6 +60,13 @@ log = logging.getLogger("mbo-run")
 def check_settings(cfg: DictConfig) -> None:
     """Refuse settings that cannot work, before any data is read. The device is left to the machine
     that runs the job (a sweep's jobs may run on other nodes)."""
+    for group in ("task", "reward_model", "diffusion", "conservative", "finetune", "method", "ctrl",
+                  "constraints"):
+        if not (OmegaConf.is_dict(cfg.get(group)) or (group == "method" and cfg.get(group) is None)):
+            # A config saved by a run (-cp RUN/.hydra) has no groups: `reward_model=gp` sets a string.
+            raise SettingsError(f"{group} is {cfg.get(group)!r}, not a group's settings; a saved config "
+                                f"(-cp RUN/.hydra) has no config groups: set its keys ({group}.KEY=VALUE) "
+                                "or run from the project's config")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")

@@ -509,3 +509,14 @@ def test_the_summary_table_shows_values_in_any_label_unit():
     row = {"pred_mean": 3.2e-9, "true_p50": 0.898, "novelty": 0.0}
     table = summary_table({"methods": {"finetuned": row}})
     assert "| finetuned | 0.898 | 3.2e-09 | 0.000 |" in table  # 3.2e-9 M was 0.000
+
+
+def test_a_group_set_to_a_name_in_a_saved_config_is_refused(tmp_path):
+    # A saved config (-cp RUN/.hydra -cn config) has no groups: `reward_model=gp` makes the node a string.
+    from omegaconf import open_dict
+
+    cfg = config(tmp_path)
+    with open_dict(cfg):
+        cfg.reward_model = "gp"
+    with pytest.raises(SettingsError, match=r"^reward_model is 'gp', not a group's settings; a saved config"):
+        check_settings(cfg)
