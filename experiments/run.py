@@ -551,6 +551,8 @@ class CheckEveryJob(Callback):
                 with open_dict(job_cfg):
                     del job_cfg["hydra"]  # as the job's own config: Hydra's settings are not the run's
                 check_settings(job_cfg)
+                if config.hydra.job.get("chdir"):  # a relative path is the job folder's: not read here
+                    continue
                 key = OmegaConf.to_yaml(job_cfg.task)
                 if key not in tasks:
                     tasks[key] = build_task(job_cfg.task)
