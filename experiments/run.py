@@ -37,7 +37,7 @@ from conservative import ScaledReward, choose_c_alpha, label_scale, probe_rows
 from experiments.report import print_summary, write_pareto_report, write_report
 from experiments.summarize import sweep_jobs
 from mbo import jsonfile
-from mbo.active.pareto import PARETO_METHODS, hypervolume, pareto_mask, select_pareto_batch
+from mbo.active.pareto import PARETO_METHODS, check_members, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
@@ -167,10 +167,11 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
         model = instantiate(cfg.reward_model, device="cpu")
     except Exception as err:  # constructors raise many kinds; each means a bad setting
         raise SettingsError(f"settings of reward_model do not build ({' '.join(str(err).split())})") from None
-    if offline.labels.dim() == 2 and not hasattr(model, "member_predictions"):
-        # The plate's hypervolume is computed over the ensembles' members.
-        raise SettingsError(f"several objectives ({', '.join(task.label_columns)}) need an ensemble reward "
-                            "model (reward_model=conv_ensemble, ensemble or bootstrap)")
+    if offline.labels.dim() == 2:
+        try:
+            check_members(model, task.label_columns)
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
     given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
     autos = [k for k, v in given.items() if v == "auto"]
     if offline.labels.dim() == 1 and autos:

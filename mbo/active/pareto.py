@@ -54,6 +54,14 @@ def _simplex(m: int, generator: torch.Generator) -> Tensor:
     return e / e.sum()
 
 
+def check_members(model, objectives: list[str]) -> None:
+    """Refuse an unfitted reward model without ensemble members for the ``objectives`` (ValueError):
+    :func:`select_pareto_batch` computes the plate's hypervolume over them, member by member."""
+    if not hasattr(model, "member_predictions"):
+        raise ValueError(f"several objectives ({', '.join(objectives)}) need an ensemble reward model "
+                         "(reward_model=conv_ensemble, ensemble or bootstrap)")
+
+
 def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, ref_point: Tensor,
                         baseline: Tensor, method: ParetoMethod = "qnehvi", exclude: Tensor | None = None,
                         seed: int = 0) -> Selection:

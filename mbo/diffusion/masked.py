@@ -31,6 +31,8 @@ from mbo.diffusion.schedule import Schedule, get_schedule
 from mbo.progress import progress_bar
 
 DEFAULT_SAMPLING_STEPS = 32
+"""Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
+the same step (and so are drawn independently) with probability 1/32."""
 
 # Position pairs per denoiser pass: the attention scores are (rows, heads, L, L), so a pass over many
 # long sequences goes in parts of at most this many rows × L² (a part's score tensor is 256 MiB with 4
@@ -44,8 +46,7 @@ def sequence_parts(n: int, length: int, rows_each: int = 1) -> list[slice]:
     part brings at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
     per = max(1, PAIRS_PER_PASS // (max(1, rows_each) * length * length))
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
-"""Grid steps of :meth:`MaskedDiffusion.sample` unless told: with L = 8 two given positions unmask in
-the same step (and so are drawn independently) with probability 1/32."""
+
 
 Guidance = Callable[[Tensor, Tensor, Tensor], Tensor]
 """A hook ``(xt LongTensor (B, L), log_x0 (B, L, V), rows LongTensor (B,)) -> log-probs (B, L, V)``

@@ -26,11 +26,10 @@ def trajectory_parts(states: Tensor) -> list[tuple[slice, slice]]:
     steps as rows, so whole trajectories in one pass grow as L³: PPO's 128 at L = 64 took 8 GiB with
     gradients, and past L ≈ 256 a single trajectory is more than a part."""
     steps, n, length = states.shape[0] - 1, states.shape[1], states.shape[2]
-    rows = max(1, masked.PAIRS_PER_PASS // (length * length))  # (step, trajectory) rows per part
-    if steps <= rows:  # whole trajectories, as many as fit
+    step_parts = masked.sequence_parts(steps, length)  # one trajectory's steps, as rows
+    if len(step_parts) <= 1:  # whole trajectories, as many as fit
         return [(slice(0, steps), part) for part in masked.sequence_parts(n, length, steps)]
-    return [(slice(k, min(k + rows, steps)), slice(i, i + 1))
-            for i in range(n) for k in range(0, steps, rows)]
+    return [(part, slice(i, i + 1)) for i in range(n) for part in step_parts]
 
 
 def step_terms(model: MaskedDiffusion, states: Tensor, ref: MaskedDiffusion | None = None,

@@ -47,7 +47,7 @@ from mbo.active.campaign.store import (
     write_suggestions,
 )
 from mbo.active.campaign.store import format_value as _format_value
-from mbo.active.pareto import hypervolume, pareto_mask
+from mbo.active.pareto import check_members, hypervolume, pareto_mask
 from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
@@ -190,9 +190,11 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     where = setting_source(overrides or [], config)
     build_check(settings, abc.size, length, where)
     objectives = start.get("label_column") if start_data.labels.dim() == 2 else None
-    if objectives and not hasattr(instantiate(settings.reward_model, device="cpu"), "member_predictions"):
-        raise CampaignError(f"{where('reward_model')}: several objectives ({', '.join(objectives)}) need an "
-                            f"ensemble reward model (reward_model=conv_ensemble, ensemble or bootstrap)")
+    if objectives:
+        try:
+            check_members(instantiate(settings.reward_model, device="cpu"), objectives)
+        except ValueError as err:
+            raise CampaignError(f"{where('reward_model')}: {err}") from None
     try:
         constraints_from_settings(settings.constraints, abc, length).check()
     except ConstraintError as err:
