@@ -14,9 +14,12 @@ import os
 import shlex
 import sys
 import time
+import traceback
+from importlib.resources import files
 from pathlib import Path
 
 import hydra
+import omegaconf
 import torch
 from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
@@ -583,10 +586,20 @@ class JobFailed(CompactHydraException):
         return self.message
 
 
+# Their frames sit between main() and the project's code in a traceback, and say nothing of the failure.
+FRAMEWORK_DIRS = tuple(str(Path(module.__file__).parent) for module in (hydra, omegaconf))
+
+
 def main() -> None:
     """``mbo-run``: the Hydra app below, with Hydra's reports of a command line it cannot compose (an
     unknown group option or key, an override that does not parse: several lines, exit status 1) and of
     a failed sweep job turned into one line, exit 2 for input, as every other error of the input."""
+    if any(arg.startswith(("-cp", "--config-path", "-cn", "--config-name")) for arg in sys.argv[1:]):
+        # A saved config (-cp RUN/.hydra -cn config) holds none of mbo/conf's hydra settings: its runs
+        # and sweeps get the project's callbacks all the same (a finished run's folder is kept; a
+        # sweep's jobs are checked before any starts).
+        callbacks = OmegaConf.load(files("mbo.conf") / "config.yaml").hydra.callbacks
+        sys.argv += [f"++hydra.callbacks.{name}._target_={c._target_}" for name, c in callbacks.items()]
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own reports
         hydra_app()
         return
@@ -601,6 +614,13 @@ def main() -> None:
     except (ConfigCompositionException, OverrideParseException, SearchPathException) as err:
         print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # a failure of the project itself: its traceback, as Hydra would trim it
+        report = traceback.TracebackException.from_exception(err)
+        report.stack = traceback.StackSummary.from_list(
+            [frame for frame in report.stack[1:] if not frame.filename.startswith(FRAMEWORK_DIRS)])
+        print("".join(report.format()) + "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete "
+              "stack trace.", file=sys.stderr)
+        sys.exit(1)
     finally:
         if before is None:
             del os.environ["HYDRA_FULL_ERROR"]
@@ -611,10 +631,6 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path="pkg://mbo.conf", config_name="config")
 def hydra_app(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    if "keep_finished_runs" not in (HydraConfig.get().callbacks or {}):
-        # A run from a saved config (`-cp RUN/.hydra -cn config`) has none of mbo/conf's hydra settings,
-        # the callback that refuses a finished run's folder among them: its results are kept all the same.
-        refuse_used_folder(output_dir)
     try:
         if cfg.mode == "ctrl":
             check_settings(cfg)

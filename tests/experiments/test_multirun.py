@@ -66,6 +66,14 @@ def test_joblib_multirun_pretrains_once(tmp_path):
                            text=True, timeout=240)
     assert rerun.returncode == 2 and "already holds a finished run" in rerun.stderr, rerun.stderr[-2000:]
     assert (jobs[0].dir / "designs.csv").read_bytes() == before
+    # and a sweep of it is checked job by job before any starts.
+    resweep = subprocess.run([sys.executable, "-m", "experiments.run", "-cp", str(jobs[0].dir / ".hydra"),
+                              "-cn", "config", "-m", "finetune.alpha=0.1,-1",
+                              f"hydra.sweep.dir={tmp_path / 're'}"],
+                             cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                             text=True, timeout=240)
+    assert resweep.returncode == 2 and "job 1 (finetune.alpha=-1)" in resweep.stderr, resweep.stderr[-2000:]
+    assert not (tmp_path / "re").exists()
 
 
 def test_submitit_local_multirun(tmp_path):

@@ -275,6 +275,20 @@ def test_a_finished_run_is_never_rewritten(tmp_path):
     assert sorted(p.name for p in out.rglob("*")) == [".hydra", "config.yaml", "designs.csv", "metrics.json"]
 
 
+def test_a_failure_of_the_project_itself_shows_its_own_frames(tmp_path):
+    # Any exception the project has no message for stands in for a bug: Hydra's frames are left out.
+    code = ("import sys, experiments.run as app\n"
+            "def run(cfg, out):\n    raise RuntimeError('a bug')\n"
+            "app.run = run\n"
+            f"sys.argv = ['mbo-run', 'hydra.run.dir={tmp_path / 'out'}', 'cache_dir={tmp_path / 'cache'}']\n"
+            "app.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+    assert proc.returncode == 1, proc.stderr
+    assert "RuntimeError: a bug" in proc.stderr and "in hydra_app" in proc.stderr, proc.stderr
+    assert "site-packages/hydra" not in proc.stderr and len(proc.stderr.splitlines()) < 15, proc.stderr
+
+
 def test_help_describes_the_app(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.run", "--help"], capture_output=True,
                           text=True, timeout=120)
