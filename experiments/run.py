@@ -614,6 +614,8 @@ def main() -> None:
     except (ConfigCompositionException, OverrideParseException, SearchPathException) as err:
         print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # `mbo-run --help | head`: the reader left early; what was asked is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     except Exception as err:  # a failure of the project itself: its traceback, as Hydra would trim it
         report = traceback.TracebackException.from_exception(err)
         report.stack = traceback.StackSummary.from_list(
@@ -640,6 +642,8 @@ def hydra_app(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
         print("mbo-run: interrupted; no file was left half-written", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `mbo-run | head` read the summary table only in part: not a failure
+        raise
     except Exception as err:
         known = failure(err)
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -297,6 +298,10 @@ def test_help_describes_the_app(tmp_path):
     groups = ("reward_model: bootstrap, calibrated_ensemble, conv_ensemble, conv_ensemble_dilated, ensemble, "
               "gp, variational_gp")
     assert groups in proc.stdout
+    # A reader that leaves early (`mbo-run --help | less`, quit at once) is no error.
+    command = f"set -o pipefail; {shlex.quote(sys.executable)} -m experiments.run --help | true"
+    piped = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
 
 
 def test_a_redirected_run_writes_no_progress_bars(tmp_path):
