@@ -43,6 +43,7 @@ from mbo import jsonfile
 from mbo.active.pareto import PARETO_METHODS, check_members, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
+from mbo.cli import stdout_reader_left
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
@@ -615,7 +616,7 @@ def main() -> None:
         print(f"mbo-run: error: {hydra_error_line(err)}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:  # `mbo-run --help | head`: the reader left early; what was asked is done
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        stdout_reader_left()
     except Exception as err:  # a failure of the project itself: its traceback, as Hydra would trim it
         report = traceback.TracebackException.from_exception(err)
         report.stack = traceback.StackSummary.from_list(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 import statistics
 import sys
@@ -35,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.report import COLUMNS
 from mbo import jsonfile
 from mbo.atomic import atomic_path, atomic_write_text
-from mbo.cli import OneLineParser
+from mbo.cli import OneLineParser, stdout_reader_left
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
 TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean", "overopt_gap", "novelty",
@@ -462,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {outdir / 'summary.csv'}, summary.md, summary.json and {len(summary['plots'])} plot(s)"
               + (f"; {bad} job(s) failed or missing" if bad else ""))
     except BrokenPipeError:  # `mbo-summarize DIR | head`: the files are written; the reader left early
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_reader_left()
     return 0
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -336,6 +337,15 @@ def test_interrupted_ingest_keeps_measurements(camp, tmp_path, monkeypatch):
     # The copy kept by the interrupted attempt is reused, not duplicated.
     kept = sorted(p.name for p in (root / "round_000" / "results").iterdir())
     assert kept == ["plate_a.csv", "plate_c.csv"]
+
+
+def test_status_to_a_reader_that_leaves_early_is_no_error(camp):
+    root, _ = camp  # `mbo-campaign status DIR | head`
+    script = "import sys\nimport mbo.active.campaign as c\nsys.exit(c.main(sys.argv[1:]))\n"
+    command = f"set -o pipefail; {shlex.quote(sys.executable)} -c {shlex.quote(script)} status {root} | true"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
 
 
 def test_kill_9_during_ingest(camp, tmp_path):

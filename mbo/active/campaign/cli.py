@@ -21,7 +21,7 @@ from pathlib import Path
 from mbo.active.campaign import commands
 from mbo.active.campaign.store import CampaignError, locked, open_campaign
 from mbo.checkpoint import CheckpointError
-from mbo.cli import OneLineParser
+from mbo.cli import OneLineParser, stdout_reader_left
 from mbo.config import SettingsError
 from mbo.data.io import DataError
 from mbo.device import DeviceError
@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # every write is atomic: nothing is left half-written
         print(f"mbo-campaign {args.command}: interrupted; no file was left half-written", file=sys.stderr)
         return 130
-    print(message)
+    try:
+        print(message)
+    except BrokenPipeError:  # `mbo-campaign status DIR | head`: the reader left early
+        stdout_reader_left()
     return 0
 
 
