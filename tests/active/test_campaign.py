@@ -389,6 +389,16 @@ def test_simulate_resumes(tmp_path, config, monkeypatch, capsys):
     assert "nothing to do" in capsys.readouterr().out and rounds_run == [0, 1, 2]
 
 
+def test_a_second_campaign_on_the_same_corpus_loads_the_cached_prior(tmp_path, config, dna_csv):
+    cache = tmp_path / "cache"
+    for name in ("first", "second"):
+        assert cli("init", tmp_path / name, "--data", dna_csv, "--config", config, f"cache_dir={cache}") == 0
+    # One cache entry, named by its corpus (start.csv), not by either campaign.
+    assert [p.name.split("-")[1] for p in cache.glob("*.safetensors")] == ["start"]
+    weights = [(tmp_path / name / "pretrained.safetensors").read_bytes() for name in ("first", "second")]
+    assert weights[0] == weights[1]
+
+
 def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     root = tmp_path / "camp"
     bad = tmp_path / "bad.csv"

@@ -202,8 +202,11 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
 
     torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
+    # Named after the corpus, not the campaign: a second campaign on the same corpus and recipe
+    # (another folder) loads the cached model instead of pretraining it again.
+    corpus_name = start["task"]["name"] if "task" in start else Path(start["corpus"] or start["data"]).stem
     diffusion = pretrained_diffusion(corpus_tokens, abc.size, settings.diffusion, settings.cache_dir,
-                                     name=target.name, device=device, progress=progress)
+                                     name=corpus_name, device=device, progress=progress)
     with torch.no_grad():
         sample = corpus_tokens[:512].to(device)
         nelbo = float(-diffusion.elbo(sample, n_samples=8, generator=torch.Generator(device).manual_seed(0))
