@@ -438,7 +438,10 @@ def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, devi
 
 def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
     """What made these designs: the run, the exact settings and command, the checkpoints (sha256)."""
-    settings = OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)
+    # Where the cache lives and whether bars are drawn change no result: two runs that differ only in
+    # them share a config_sha256 (the prior itself is pretrained_sha256).
+    shown = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("progress", "cache_dir")])
+    settings = OmegaConf.to_yaml(shown, resolve=True, sort_keys=True)
     pretrained = cache_path(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
                             to_absolute_path(cfg.cache_dir), task.name)
     tuned = output_dir / "finetuned.safetensors"

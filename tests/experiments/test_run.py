@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from experiments.run import check_settings, run
+from experiments.run import check_settings, provenance, run
 from mbo.config import SettingsError, compose_config
 from mbo.data.io import DataError
 
@@ -384,6 +384,11 @@ def test_every_design_carries_its_provenance_and_a_plate_map(tmp_path):
     plate = read_rows(out / "plate_map.csv")
     assert [r["well"] for r in plate[:13]][-1] == "B1" and plate[0]["id"] == rows[0]["id"]
     assert "Provenance" in (out / "report.md").read_text()
+    # Where the cache lives and whether bars are drawn change no result, so not the config's hash.
+    task = instantiate(config(tmp_path).task)
+    hashes = [provenance(config(tmp_path, "plate=96", *more), out, task, "finetuned")["config_sha256"]
+              for more in ([], ["progress=true"], [f"cache_dir={tmp_path / 'cache' / '.'}"], ["seed=1"])]
+    assert hashes == [p["config_sha256"]] * 3 + [hashes[-1]] and hashes[-1] != p["config_sha256"]
 
 
 def test_automatic_c_and_alpha_are_chosen_from_the_offline_data(tmp_path):
