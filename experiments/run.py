@@ -8,10 +8,8 @@ a problem with it is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shlex
 import sys
 import time
 import traceback
@@ -42,7 +40,7 @@ from experiments.summarize import sweep_jobs
 from mbo import jsonfile
 from mbo.active.pareto import PARETO_METHODS, check_members, hypervolume, pareto_mask, select_pareto_batch
 from mbo.atomic import atomic_write_text
-from mbo.checkpoint import CheckpointError, file_sha256, save_checkpoint
+from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.cli import stdout_reader_left
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
@@ -52,11 +50,12 @@ from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
 from mbo.device import DeviceError, resolve_device, set_threads
-from mbo.diffusion.cache import cache_path, pretrained_diffusion
+from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
 from mbo.method_settings import check_method_settings
+from mbo.provenance import provenance
 
 log = logging.getLogger("mbo-run")
 
@@ -434,23 +433,6 @@ def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, devi
     log.info("auto settings chose c = %g, alpha = %g (judged medians %s)", c, alpha,
              {k: round(v["judged_median"], 4) for k, v in trials.items()})
     return instantiate(cfg.conservative, c=c)(reward_model), {"c": c, "alpha": alpha, "trials": trials}
-
-
-def provenance(cfg: DictConfig, output_dir: Path, task, method: str) -> dict:
-    """What made these designs: the run, the exact settings and command, the checkpoints (sha256)."""
-    # Where the cache lives and whether bars are drawn change no result: two runs that differ only in
-    # them share a config_sha256 (the prior itself is pretrained_sha256).
-    shown = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("progress", "cache_dir")])
-    settings = OmegaConf.to_yaml(shown, resolve=True, sort_keys=True)
-    pretrained = cache_path(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
-                            to_absolute_path(cfg.cache_dir), task.name)
-    tuned = output_dir / "finetuned.safetensors"
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return {"run_id": f"{output_dir.parent.name}/{output_dir.name}", "method": method, "seed": int(cfg.seed),
-            "config_sha256": hashlib.sha256(settings.encode()).hexdigest(),
-            "pretrained_sha256": file_sha256(pretrained),
-            "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
-            "command": shlex.join(["mbo-run", *overrides])}  # quoted as a shell needs it
 
 
 def refuse_used_folder(directory: Path) -> None:

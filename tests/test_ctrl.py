@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from experiments.run import check_settings
+from mbo.checkpoint import file_sha256
 from mbo.config import compose_config
 from mbo.ctrl import (
     ConditionalDenoiser,
@@ -227,6 +228,9 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
             rows = list(csv.DictReader(f))
         assert len(rows) == 8 and {"sequence", "p_A_high", "p_B_low", "true_A", "true_B"} <= rows[0].keys()
         assert [r["id"] for r in rows] == [f"{name}_{i:04d}" for i in range(1, 9)]
+        # What made them, on every row as mbo-run writes it.
+        assert {r["model_sha256"] for r in rows} == {file_sha256(out / "ctrl_model.safetensors")}
+        assert rows[0]["method"] == "ctrl" and rows[0]["seed"] == "0" and len(rows[0]["config_sha256"]) == 64
     cal = result["classifiers"]["A"]
     assert cal["n_labels"] == 100 and "ece" in cal["holdout_after_temperature"]
     # Sampling again from the saved model: no fine-tuning, same designs for the same seed.
@@ -237,7 +241,11 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
     # The loaded model samples with the run's sampler and min-p rule, which the checkpoint does not
     # hold: every metric, its gap to the target included, is the same.
     assert reused["conditions"] == result["conditions"]
-    assert (again / "designs_A-high.csv").read_text() == (out / "designs_A-high.csv").read_text()
+    with (out / "designs_A-high.csv").open() as f, (again / "designs_A-high.csv").open() as g:
+        first, second = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [r["sequence"] for r in second] == [r["sequence"] for r in first]
+    assert {r["model_sha256"] for r in second} == {first[0]["model_sha256"]}  # the model it loaded
+    assert reused["provenance"]["run_id"].endswith("/again")
 
 
 def test_factor_labels_from_a_users_csv(tmp_path):

@@ -2,7 +2,8 @@
 designs per condition.
 
 Writes into the output directory ``designs_<condition>.csv`` (one per requested condition: the
-conditional model's own samples, with ids ``<condition>_0001``..., so a sequence may appear twice),
+conditional model's own samples, with ids ``<condition>_0001``..., so a sequence may appear twice,
+and on every row the run's provenance as ``mbo-run`` writes it: run, seed, settings and checkpoints),
 ``metrics.json`` (classifier calibration, per-condition metrics with each condition's ``target``: its
 objective J, KL and log Z and the gap log Z − J in nats, timings), ``history.json`` and the
 fine-tuned model ``ctrl_model.safetensors``. With ``ctrl.model_path`` set to such a file, fine-tuning
@@ -44,6 +45,7 @@ from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.pretrain import load_diffusion
 from mbo.evaluate import mean_pairwise_hamming
+from mbo.provenance import provenance
 from mbo.tasks.tfbind8 import TFBind8
 
 log = logging.getLogger("mbo-run")
@@ -225,6 +227,10 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
                         {**model.config, "factors": factor_spec}, overwrite=True)
     timings["finetune_s"] = time.perf_counter() - t
+    tuned = output_dir / "ctrl_model.safetensors"
+    if c.get("model_path"):
+        tuned = Path(to_absolute_path(c.model_path))
+    made_by = provenance(cfg, output_dir, task, "ctrl", model=tuned)
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     design_sampler = instantiate(cfg.diffusion.sampler)
@@ -245,6 +251,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
                 cols[f"p_{f.name}_{cls}"] = probs[:, k].tolist()
             if o is not None:
                 cols[f"true_{f.name}"] = o.oracle(designs).tolist()
+        cols.update({k: [v] * len(designs) for k, v in made_by.items() if k != "command"})
         # Ids unique across conditions, so one order sheet can hold several files' designs.
         write_csv(output_dir / f"designs_{name}.csv",
                   SequenceDataset(designs, task.alphabet, ids=design_ids(len(designs), prefix=name)),
@@ -267,7 +274,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     result = {"task": task.name, "seed": cfg.seed, "mode": "ctrl",
               "factors": factor_spec,
               "classifiers": calib, "conditions": per_condition, "timings": timings,
-              "ctrl": OmegaConf.to_container(c, resolve=True)}
+              "ctrl": OmegaConf.to_container(c, resolve=True), "provenance": made_by}
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)
     # Last: metrics.json marks the run finished (a later run refuses this folder).
     atomic_write_text(output_dir / "metrics.json", jsonfile.dumps(result, indent=2), overwrite=True)

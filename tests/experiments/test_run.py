@@ -11,9 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from experiments.run import check_settings, provenance, run
+from experiments.run import check_settings, run
 from mbo.config import SettingsError, compose_config
 from mbo.data.io import DataError
+from mbo.provenance import provenance
 
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",

@@ -1,0 +1,38 @@
+"""What made a run's designs, recorded on every row of its design files and in ``metrics.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from mbo.checkpoint import file_sha256
+from mbo.diffusion.cache import cache_path
+
+
+def provenance(cfg: DictConfig, output_dir: Path, task, method: str, model: Path | None = None) -> dict:
+    """The run (its folder), method, seed, command, the settings' sha256 and the checkpoints' sha256.
+
+    Args:
+        cfg: the run's whole ``mbo-run`` config; ``task``: the task it built.
+        output_dir: the run's folder; ``method``: the name the designs were made by.
+        model: the tuned checkpoint the designs were drawn from (default: ``finetuned.safetensors`` in
+            ``output_dir``); none for an inference-time method, which tunes nothing.
+    """
+    # Where the cache lives and whether bars are drawn change no result: two runs that differ only in
+    # them share a config_sha256 (the prior itself is pretrained_sha256).
+    shown = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("progress", "cache_dir")])
+    settings = OmegaConf.to_yaml(shown, resolve=True, sort_keys=True)
+    pretrained = cache_path(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+                            to_absolute_path(cfg.cache_dir), task.name)
+    tuned = output_dir / "finetuned.safetensors" if model is None else model
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return {"run_id": f"{output_dir.parent.name}/{output_dir.name}", "method": method, "seed": int(cfg.seed),
+            "config_sha256": hashlib.sha256(settings.encode()).hexdigest(),
+            "pretrained_sha256": file_sha256(pretrained),
+            "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
+            "command": shlex.join(["mbo-run", *overrides])}  # quoted as a shell needs it
