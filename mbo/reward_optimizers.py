@@ -33,7 +33,8 @@ Reward = Callable[[Tensor], Tensor]
 
 def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
                     lr: float = 0.05, init_scale: float = 1.0, progress: bool = False,
-                    constraints: Constraints | None = None) -> Tensor:
+                    constraints: Constraints | None = None, generator: torch.Generator | None = None
+                    ) -> Tensor:
     """Optimize continuous logits from ``start`` by Adam on ``reward(softmax(logits))``; argmax out.
 
     The logits start at ``init_scale · one_hot(start)``, so softmax begins at a softened version of
@@ -49,6 +50,7 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
         progress: show a tqdm bar.
         constraints: disallowed tokens get no probability (start projected onto the allowed ones);
             global rules are not enforced here: filter with ``constraints.satisfied``.
+        generator: draws the allowed token that replaces a disallowed one of ``start``.
 
     Returns:
         LongTensor ``(N, L)`` on ``start``'s device: the argmax of the final logits.
@@ -56,7 +58,7 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
     start = _check_tokens(start, vocab_size, "gradient_ascent")
     blocked = None
     if constraints is not None:
-        start = constraints.project(start)
+        start = constraints.project(start, generator)
         blocked = ~constraints.allowed_mask().to(start.device)
     if steps < 0:
         raise ValueError(f"gradient_ascent: steps must be >= 0, got {steps}")

@@ -108,5 +108,8 @@ def test_every_optimizer_honours_constraints():
     assert reward(one_hot(climbed, 4)).min() >= 3.0
     ascended = gradient_ascent(reward, start, 4, steps=50, constraints=c)
     assert all(s.startswith("TA") for s in DNA.decode(ascended))  # per-position rules hold inside
+    projected = [gradient_ascent(reward, start, 4, steps=0, constraints=c,
+                                 generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(*projected)  # the letters that replace the disallowed ones come from its generator
     with pytest.raises(ValueError, match=r"only \d+ sequences meet the constraints"):
         exhaustive_search(reward, 8, 4, top_k=60000, constraints=c)
