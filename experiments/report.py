@@ -18,6 +18,7 @@ import torch
 from mbo.active.pareto import pareto_mask
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.data.alphabet import one_hot
+from mbo.display import formatted
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
@@ -74,17 +75,10 @@ def summary_table(result: dict) -> str:
     cols = [(k, h) for k, h in COLUMNS if any(k in m for m in methods.values())]
     lines = ["| method | " + " | ".join(h for _, h in cols) + " |",
              "|---|" + "---:|" * len(cols)]
-    for name, m in methods.items():
-        cells = [_cell(m[k]) if k in m else "" for k, _ in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    columns = [formatted(m.get(k) for m in methods.values()) for k, _ in cols]
+    for i, name in enumerate(methods):
+        lines.append(f"| {name} | " + " | ".join(column[i] for column in columns) + " |")
     return "\n".join(lines)
-
-
-def _cell(value: float) -> str:
-    """Three decimals, or three significant digits where a label's unit makes a value tiny or huge
-    (1e-9 M would show as 0.000)."""
-    plain = value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e5
-    return f"{value:.3f}" if plain else f"{value:.3g}"
 
 
 def best_offline_text(result: dict) -> str:

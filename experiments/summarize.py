@@ -35,6 +35,7 @@ from experiments.report import COLUMNS
 from mbo import jsonfile
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.cli import OneLineParser, stdout_reader_left
+from mbo.display import column_format
 
 # Shown in the Markdown table (those present); the CSV and JSON keep every scalar metric.
 TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean", "overopt_gap", "novelty",
@@ -310,12 +311,11 @@ def _column(key: str) -> str:
     return "setting.method" if key == "method" else key
 
 
-def _fmt(stat: dict | None) -> str:
-    if stat is None:
-        return ""
-    if math.isnan(stat["std"]):
-        return f"{stat['mean']:.3f}"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+def _cells(stats: list[dict | None]) -> list[str]:
+    """One metric's ``mean ± std`` cells, in one format for the whole column (:mod:`mbo.display`)."""
+    spec = column_format(s["mean"] for s in stats if s is not None)
+    return ["" if s is None else format(s["mean"], spec) if math.isnan(s["std"])
+            else f"{s['mean']:{spec}} ± {s['std']:{spec}}" for s in stats]
 
 
 def summary_markdown(jobs: Sequence[Job], swept: Sequence[str], rows: Sequence[dict],
@@ -331,9 +331,10 @@ def summary_markdown(jobs: Sequence[Job], swept: Sequence[str], rows: Sequence[d
              "| " + " | ".join([*map(_column, swept), "method", "n", *(HEADERS.get(k, k) for k in metrics)])
              + " |",
              "|" + "---|" * (len(swept) + 2) + "---:|" * len(metrics)]
-    for r in rows:
+    columns = [_cells([r["metrics"].get(k) for r in rows]) for k in metrics]
+    for i, r in enumerate(rows):
         cells = [str(r["setting"][k]) for k in swept]
-        cells += [r["method"], f"{r['n_ok']}/{r['n_jobs']}", *(_fmt(r["metrics"].get(k)) for k in metrics)]
+        cells += [r["method"], f"{r['n_ok']}/{r['n_jobs']}", *(column[i] for column in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [j for j in counted(jobs) if j.status != "ok"]
     lines += ["", "## Failed or missing jobs", ""]

@@ -68,6 +68,7 @@ from mbo.data.io import (
 from mbo.designs import write_plate_map
 from mbo.device import resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
+from mbo.display import formatted
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".faa", ".ffn")
 
@@ -246,8 +247,8 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         if tmp.exists():
             shutil.rmtree(tmp)
     top = start_data.labels.reshape(len(start_data), -1).max(0).values.tolist()
-    best = (", ".join(f"{o} {v:g}" for o, v in zip(objectives, top, strict=True)) if objectives
-            else f"{top[0]:g}")
+    best = (", ".join(f"{o} {formatted([v])[0]}" for o, v in zip(objectives, top, strict=True)) if objectives
+            else formatted(top)[0])
     return (f"campaign {target}: {len(start_data)} starting measurements (best {best}), alphabet "
             f"{abc.name} ({abc.letters}), length {length}; pretrained on {len(corpus_tokens)} "
             f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token). "
@@ -521,13 +522,10 @@ def _pareto_table(c: Campaign, measurements: list[Measurement], rounds: dict) ->
 
 def _table_text(rows: list[dict]) -> str:
     heads = list(rows[0])
-
-    def cell(v) -> str:
-        if v is None:
-            return "-"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [heads] + [[cell(row[h]) for h in heads] for row in rows]
+    columns = [formatted([row[h] for row in rows], missing="-")
+               if any(isinstance(row[h], float) for row in rows) else [str(row[h]) for row in rows]
+               for h in heads]
+    cells = [heads] + [[column[i] for column in columns] for i in range(len(rows))]
     widths = [max(len(r[i]) for r in cells) for i in range(len(heads))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells)
 
@@ -652,4 +650,4 @@ def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False, devic
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
+    return formatted([v], missing="-")[0]
