@@ -14,11 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from mbo.active.pareto import pareto_mask
 from mbo.atomic import atomic_path, atomic_write_text
 from mbo.data.alphabet import one_hot
-from mbo.display import formatted
+from mbo.display import formatted, plural
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
@@ -97,7 +98,7 @@ def data_lines(result: dict) -> list[str]:
                      f"file and were merged into it (see task.replicates).")
     if d:
         lines.append(f"Designs: the {d['written']} best by the conservative reward ({d['asked']} asked "
-                     f"for) among {d.get('candidates', d['written'])} distinct candidates, "
+                     f"for) among {plural(d.get('candidates', d['written']), 'distinct candidate')}, "
                      f"{'possibly' if d['include_offline'] else 'none'} from the offline data, from "
                      f"{d['sampled']} samples ({d.get('method', 'finetuned')}); designs.csv, designs.fasta.")
         if d.get("constraints", "none") != "none":
@@ -110,7 +111,13 @@ def data_lines(result: dict) -> list[str]:
             g = d["target"]
             lines.append(f"Fine-tuning reached J/α = {g['objective']:.3f} of its maximum log Z = "
                          f"{g['log_z']:.3f} (gap {g['gap']:.3f} nats = KL to the target; KL to the prior "
-                         f"{g['kl']:.3f} nats).")
+                         f"{g['kl']:.3f} nats). All three are estimates from sampled trajectories "
+                         f"(target_samples): a gap near 0, or below it, is within their error.")
+    if result.get("auto"):
+        a = result["auto"]
+        lines.append(f"Chosen from the offline data (conservative.c=auto, finetune.alpha=auto): "
+                     f"c = {a['c']:g}, α = {a['alpha']:g}, the best judged median of "
+                     f"{plural(len(a.get('trials', {})), 'trial setting')} (metrics.json: auto.trials).")
     if "provenance" in result:
         p = result["provenance"]
         lines.append(f"Provenance (every row of designs.csv carries it): run `{p['run_id']}`, command "
@@ -118,6 +125,13 @@ def data_lines(result: dict) -> list[str]:
                      f"{p['config_sha256'][:16]}… (.hydra/config.yaml), pretrained checkpoint sha256 "
                      f"{p['pretrained_sha256'][:16]}…, " + tuned_text(p['model_sha256']) + ".")
     return lines
+
+
+TABLE_NOTE = ("pretrained: as many plain samples of the prior, duplicates and offline sequences allowed; "
+              "the method's row: its designs, as written. true p50: the median, with an even count the "
+              "lower of the two middle values (infeasible designs count as the worst). overopt gap: mean "
+              "predicted − mean true score, over the feasible designs. cons. reward: the reward the designs "
+              "were ranked by, in the labels' units (pred mean − c · pred std for BRAID).")
 
 
 def tuned_text(sha: str) -> str:
@@ -154,27 +168,39 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
         axes[0, 0].hist(reward(one_hot(x, vocab)).double().numpy(), bins=30, alpha=0.6, label=name)
         if has_oracle:
             true = task.oracle(x).double()
-            axes[0, 1].hist(true[torch.isfinite(true)].numpy(), bins=30, alpha=0.6, label=name)
+            ok = torch.isfinite(true)
+            # An infeasible design (-inf) has no bin: the legend counts it instead.
+            dropped = f" ({int((~ok).sum())} infeasible, not drawn)" if not ok.all() else ""
+            axes[0, 1].hist(true[ok].numpy(), bins=30, alpha=0.6, label=name + dropped)
     axes[0, 0].set(title="conservative reward", xlabel="r_c(x)", ylabel="designs")
     if has_oracle:
         axes[0, 1].axvline(result["best_offline"], color="k", ls="--", label="best offline")
         axes[0, 1].set(title="true score (oracle)", xlabel="normalized score")
     for ax in axes[0]:
-        ax.legend()
+        ax.legend(fontsize=7)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of designs
     _savefig(fig, outdir / "rewards.png")
     plots = ["rewards.png"]
 
     if has_oracle:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        infeasible = []
         for name, x in designs.items():
             mean, std = reward_model.mean_std(one_hot(x, vocab))
             true = task.oracle(x)
-            ax.errorbar(true.numpy(), mean.numpy(), yerr=std.numpy(), fmt="o", ms=3, alpha=0.5,
-                        label=name)
+            ok = torch.isfinite(true)
+            line = ax.errorbar(true[ok].numpy(), mean[ok].numpy(), yerr=std[ok].numpy(), fmt="o", ms=3,
+                               alpha=0.5, label=name)[0]
+            infeasible.append((name, mean[~ok].numpy(), line.get_color()))
         lo, hi = ax.get_xlim()
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        for name, predicted, color in infeasible:
+            if len(predicted):  # true score -inf: shown at the left edge, at the height predicted for it
+                ax.scatter([lo] * len(predicted), predicted, marker="x", s=20, color=color, clip_on=False,
+                           label=f"{name}: {len(predicted)} infeasible (true -inf), at the left edge")
+        ax.set_xlim(lo, hi)
         ax.set(xlabel="true score", ylabel="predicted mean ± std", title="model belief vs truth")
-        ax.legend()
+        ax.legend(fontsize=7, loc="best")
         _savefig(fig, outdir / "pred_vs_true.png")
         plots.append("pred_vs_true.png")
 
@@ -185,7 +211,9 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
         if "mean" in history[0]:
             ax[0].plot(it, [h["mean"] for h in history], label="predicted mean r̂")
             ax[0].plot(it, [h["g"] for h in history], label="uncertainty ĝ")
-        ax[0].set(xlabel="iteration", title="fine-tuning")
+        # The fine-tuner's reward is in units of the labels' std (so α means the same at any scale),
+        # not in the labels' units of the table's cons. reward.
+        ax[0].set(xlabel="iteration", ylabel="reward / std of the labels", title="fine-tuning")
         ax[0].legend()
         ax[1].plot(it, [h["kl"] for h in history])
         ax[1].set(xlabel="iteration", ylabel="nats", title="KL to pretrained")
@@ -193,7 +221,7 @@ def write_report(outdir: Path, result: dict, designs: dict, task, reward_model, 
         plots.append("history.png")
 
     text = [f"# mbo-run report: {result['task']} (seed {result['seed']})", "", *data_lines(result), "",
-            summary_table(result), "", "Timings (s): " + ", ".join(
+            summary_table(result), "", TABLE_NOTE, "", "Timings (s): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in result["timings"].items()), ""]
     text += [f"![{p}]({p})" for p in plots]
     atomic_write_text(outdir / "report.md", "\n".join(text) + "\n", overwrite=True)

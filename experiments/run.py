@@ -244,7 +244,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     found, drawn, rejected = draw_candidates(cfg, draw, n, offline, constraints)
     timings["designs_s"] = time.perf_counter() - t
     if len(found) < n:
-        log.warning("only %d distinct new designs among %d samples (asked for %d)", len(found), drawn, n)
+        log.warning("only %d distinct %sdesigns among %d samples (asked for %d)", len(found),
+                    "" if cfg.include_offline else "new ", drawn, n)
     with torch.no_grad():
         score = reward(torch.nn.functional.one_hot(found, task.alphabet.size).float().to(device)).cpu()
     found, score = ranked(found, score)

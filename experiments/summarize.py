@@ -387,8 +387,14 @@ def plot_sweep(rows: Sequence[dict], swept: Sequence[str], outdir: Path,
                         continue
                     xs = [p[0] if numeric else x_values.index(p[0]) for p in pts]
                     ys = [p[1]["mean"] for p in pts]
-                    err = [0.0 if math.isnan(p[1]["std"]) else p[1]["std"] for p in pts]
-                    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method)
+                    err = [0.0 if not math.isfinite(p[1]["std"]) else p[1]["std"] for p in pts]
+                    line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method)[0]
+                    for x, y in zip(xs, ys, strict=True):
+                        if not math.isfinite(y):  # a mean of -inf (infeasible designs) has no height
+                            ax.scatter([x], [0], marker="v", s=40, color=line.get_color(), clip_on=False,
+                                       transform=ax.get_xaxis_transform())
+                            ax.annotate(f"{y}", (x, 0), xycoords=ax.get_xaxis_transform(), xytext=(4, 4),
+                                        textcoords="offset points", fontsize=7, color=line.get_color())
                 if not numeric:
                     ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
                 ax.set_ylabel(HEADERS.get(metric, metric))
@@ -398,6 +404,8 @@ def plot_sweep(rows: Sequence[dict], swept: Sequence[str], outdir: Path,
                     ax.set_xlabel(param)
                 ax.grid(alpha=0.3)
         axes[0, 0].legend()
+        fig.suptitle("mean ± sample std over seeds (no bar: one seed; ▼ at the bottom: a mean of -inf)",
+                     fontsize=8)
         fig.tight_layout()
         path = outdir / f"summary_{_safe(param)}.png"
         with atomic_path(path, overwrite=overwrite) as tmp:

@@ -22,3 +22,8 @@ def formatted(values: Iterable[float | None], missing: str = "") -> list[str]:
     values = list(values)
     spec = column_format(values)
     return [missing if v is None else format(v, spec) for v in values]
+
+
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, with an s unless there is exactly one: "1 round", "3 rounds"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -1,6 +1,6 @@
 import math
 
-from mbo.display import column_format, formatted
+from mbo.display import column_format, formatted, plural
 
 
 def test_a_column_keeps_one_format_and_labels_in_any_unit_stay_readable():
@@ -9,3 +9,7 @@ def test_a_column_keeps_one_format_and_labels_in_any_unit_stay_readable():
     assert formatted([1000003.81, 1000001.56]) == ["1000003.8", "1000001.6"]  # not 1e+06 twice
     assert formatted([None, -math.inf, 0.5], missing="-") == ["-", "-inf", "0.500"]
     assert column_format([math.nan, None]) == ".3f"
+
+
+def test_plural():
+    assert [plural(n, "round") for n in (0, 1, 2)] == ["0 rounds", "1 round", "2 rounds"]

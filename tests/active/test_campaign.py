@@ -295,7 +295,7 @@ def test_replicate_rows_are_averaged_and_a_failed_well_beside_them_left_out(camp
                                                           (ids[3], "0.5")])
     assert cli("ingest", root, results) == 0
     out = capsys.readouterr().out
-    assert "ingested 2 results" in out and "2 ids measured in replicate" in out and "1 -inf rows" in out
+    assert "ingested 2 results" in out and "2 ids measured in replicate" in out and "1 -inf row of" in out
     meas = {m["id"]: m["value"] for m in read_rows(root / "measurements.csv")}
     assert (meas[ids[2]], meas[ids[3]]) == ("1.5", "0.5")
     assert commands.merge_replicate_values([(-math.inf,), (-math.inf,)]) == ((-math.inf,), 0)

@@ -68,7 +68,7 @@ from mbo.data.io import (
 from mbo.designs import write_plate_map
 from mbo.device import resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
-from mbo.display import formatted
+from mbo.display import formatted, plural
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".faa", ".ffn")
 
@@ -448,8 +448,8 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     per_round = ", ".join(
         f"round {r}: {sum(m.round == r for m in measurements + added)}/{len(rounds[r])} measured"
         for r in sources)
-    replicated = (f"; {n_replicated} ids measured in replicate, their rows averaged"
-                  + (f" ({n_failed_wells} -inf rows of otherwise measured ids left out)"
+    replicated = (f"; {plural(n_replicated, 'id')} measured in replicate, their rows averaged"
+                  + (f" ({plural(n_failed_wells, '-inf row')} of otherwise measured ids left out)"
                      if n_failed_wells else "")) if n_replicated else ""
     return (f"ingested {len(new)} results from {path} ({infeasible} infeasible/failed"
             + (f", {already} already ingested" if already else "") + f"){replicated}; {per_round}")
@@ -566,7 +566,8 @@ def _plot_progress(c: Campaign, ms: list[Measurement], ax) -> None:
     ax.axvline(n_start + 0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("number of measurements (x: infeasible / failed)")
     ax.set_ylabel("measured value")
-    ax.set_title(f"{c.dir.name}: {len(ms) - n_start} measurements in {len({m.round for m in ms}) - 1} rounds")
+    ax.set_title(f"{c.dir.name}: {plural(len(ms) - n_start, 'measurement')} in "
+                 f"{plural(len({m.round for m in ms}) - 1, 'round')}")
     ax.legend(fontsize=7, loc="best")
 
 
@@ -607,8 +608,8 @@ def status(c: Campaign) -> str:
     trace = [f"round {r}: `{p.get('command', '?')}`, seed {p.get('seed', '?')}, model sha256 "
              f"{p.get('model_sha256', '?')[:16]}, reference sha256 {p.get('reference_sha256', '?')[:16]}"
              for r in range(len(rows) - 1) if (p := plate_provenance(c, r))]
-    return "\n".join([_table_text(rows), f"{sum(r['measured'] for r in rows)} measurements, {outstanding} "
-                      f"suggested designs without results; {plot}",
+    return "\n".join([_table_text(rows), f"{plural(sum(r['measured'] for r in rows), 'measurement')}, "
+                      f"{plural(outstanding, 'suggested design')} without results; {plot}",
                       *(["provenance (every suggestions.csv row carries it):", *trace] if trace else [])])
 
 
