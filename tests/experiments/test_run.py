@@ -64,7 +64,7 @@ def test_csv_task_has_no_true_scores(tmp_path):
     out = tmp_path / "run"
     result = run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
                        "task.label_column=kd"), out)
-    assert "true_p100" not in result["methods"]["finetuned"]
+    assert "true_p100" not in result["methods"]["finetuned"] and result["best_offline"] is None
     rows = read_rows(out / "designs.csv")
     assert len(rows[0]["sequence"]) == 6 and "true_score" not in rows[0]
     assert (out / "report.md").is_file() and not (out / "pred_vs_true.png").exists()
