@@ -205,7 +205,7 @@ def test_a_swept_method_group_gets_its_own_column_and_only_its_rows(tmp_path):
     assert sorted((r["setting"]["method"], r["method"]) for r in summary["settings"]) == [
         ("best_of_n", "best_of_n"), ("best_of_n", "pretrained"),
         ("svdd_pm", "pretrained"), ("svdd_pm", "svdd_pm")]
-    assert "| setting.method | method | n |" in (root / "summary.md").read_text()
+    assert "| setting.method | method | jobs |" in (root / "summary.md").read_text()
     with (root / "summary.csv").open() as f:
         assert next(csv.reader(f))[:5] == ["job", "status", "setting.method", "seed", "method"]
 
