@@ -145,6 +145,7 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     assert cli("status", root) == 0
     out = capsys.readouterr().out
     assert "best_so_far" in out and "start" in out and (root / "status.png").stat().st_size > 1000
+    assert "None" not in out  # the start data suggested nothing: "-"
 
     assert cli("suggest", root, "--batch", 4) == 0
     plate1 = read_rows(root / "round_001" / "suggestions.csv")

@@ -523,7 +523,8 @@ def _pareto_table(c: Campaign, measurements: list[Measurement], rounds: dict) ->
 def _table_text(rows: list[dict]) -> str:
     heads = list(rows[0])
     columns = [formatted([row[h] for row in rows], missing="-")
-               if any(isinstance(row[h], float) for row in rows) else [str(row[h]) for row in rows]
+               if any(isinstance(row[h], float) for row in rows)
+               else ["-" if row[h] is None else str(row[h]) for row in rows]
                for h in heads]
     cells = [heads] + [[column[i] for column in columns] for i in range(len(rows))]
     widths = [max(len(r[i]) for r in cells) for i in range(len(heads))]
@@ -560,7 +561,9 @@ def _plot_progress(c: Campaign, ms: list[Measurement], ax) -> None:
         label = "start data" if r < 0 else f"round {r}"
         ax.scatter(xs[sel & finite], vals[sel & finite], s=12, label=label, alpha=0.8)
         if (sel & ~finite).any():
-            ax.scatter(xs[sel & ~finite], np.full((sel & ~finite).sum(), low), marker="x", color="k", s=14)
+            labelled = any(t.get_label().startswith("infeasible") for t in ax.collections)
+            ax.scatter(xs[sel & ~finite], np.full((sel & ~finite).sum(), low), marker="x", color="k", s=14,
+                       label=None if labelled else "infeasible / failed (drawn at the lowest value)")
     ok = np.isfinite(best)
     ax.step(xs[ok], best[ok], where="post", color="k", lw=1.5, label="best so far")
     ax.axvline(n_start + 0.5, color="grey", lw=0.8, ls="--")
