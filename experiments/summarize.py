@@ -328,8 +328,8 @@ def summary_markdown(jobs: Sequence[Job], swept: Sequence[str], rows: Sequence[d
     lines = [f"# {title}", "",
              f"{n_jobs} jobs: {n_ok} finished, {n_jobs - n_ok} failed or missing. "
              "Cells are mean ± std over seeds (sample std); `jobs` = finished/launched.", "",
-             "| " + " | ".join([*map(_column, swept), "method", "jobs", *(HEADERS.get(k, k) for k in metrics)])
-             + " |",
+             "| " + " | ".join([*map(_column, swept), "method", "jobs",
+                                *(HEADERS.get(k, k) for k in metrics)]) + " |",
              "|" + "---|" * (len(swept) + 2) + "---:|" * len(metrics)]
     columns = [_cells([r["metrics"].get(k) for r in rows]) for k in metrics]
     for i, r in enumerate(rows):
