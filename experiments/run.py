@@ -42,7 +42,7 @@ from mbo.active.pareto import PARETO_METHODS, check_members, hypervolume, pareto
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.cli import stdout_reader_left
-from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars
+from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars, task_data
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
 from mbo.ctrl.pipeline import read_factors, run_ctrl
@@ -166,6 +166,12 @@ def ctrl_unused(cfg: DictConfig) -> list[str]:
 def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints:
     """Refuse what the settings cannot do with the task's data, before any training; returns the
     constraints the designs must meet."""
+    distinct = len({tuple(row) for row in offline.tokens.tolist()})
+    flat = bool((offline.labels == offline.labels[:1]).reshape(len(offline), -1).all(0).any())
+    if distinct < 2 or flat:  # a task's own settings can leave it so (a CSV is refused where it is read)
+        raise SettingsError(f"task {task.name}: its offline data are {distinct} distinct sequence(s)"
+                            + (", with every label equal" if flat else "") + "; a reward model needs at "
+                            "least 2 sequences whose labels differ")
     try:
         model = instantiate(cfg.reward_model, device="cpu")
     except Exception as err:  # constructors raise many kinds; each means a bad setting
@@ -202,7 +208,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     t0 = time.perf_counter()
 
     task = build_task(cfg.task)
-    offline = task.offline_dataset()
+    offline, corpus = task_data(task)
     constraints = check_inputs(cfg, task, offline)
     merged = getattr(task, "n_replicates_merged", 0)
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
@@ -210,7 +216,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     if constraints.active:
         log.info("constraints: %s", constraints.describe())
 
-    pretrained = pretrained_diffusion(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
+    pretrained = pretrained_diffusion(corpus, task.alphabet.size, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
     # Per-position rules enter the sampler itself: every method below draws only allowed tokens.
@@ -552,7 +558,7 @@ class CheckEveryJob(Callback):
                 if job_cfg.mode == "ctrl":
                     read_factors(job_cfg, tasks[key])
                 else:
-                    check_inputs(job_cfg, tasks[key], tasks[key].offline_dataset())
+                    check_inputs(job_cfg, tasks[key], task_data(tasks[key])[0])
             except (SettingsError, DataError, ConstraintError, ConfigCompositionException) as err:
                 # Exit, not raise: Hydra turns a callback's exception into a warning and goes on.
                 problem = hydra_error_line(err) if isinstance(err, ConfigCompositionException) else err

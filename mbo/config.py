@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -150,10 +151,23 @@ def build_task(settings: DictConfig):
     """The task of the ``task`` settings; a value its constructor refuses (an unknown landscape, a file
     that is not there) is a :class:`SettingsError` naming the task, and the input file's own problems
     stay :class:`~mbo.data.io.DataError` s. Built through a partial so Hydra does not wrap either."""
-    try:
+    with _refused_as_settings(settings._target_.rsplit(".", 1)[-1]):
         return instantiate(settings, _partial_=True)()
+
+
+def task_data(task) -> tuple:
+    """``(offline dataset, pretraining corpus (N, L))`` of a built task. Settings that cannot make them
+    (more distinct mutants than the radius holds, starts that no mutant reaches) are refused as
+    :func:`build_task` refuses a constructor's: a :class:`SettingsError` naming the task."""
+    with _refused_as_settings(type(task).__name__):
+        return task.offline_dataset(), task.pretrain_corpus()
+
+
+@contextmanager
+def _refused_as_settings(name: str):
+    try:
+        yield
     except (SettingsError, DataError):
         raise
     except (ValueError, OSError) as err:
-        name = settings._target_.rsplit(".", 1)[-1]
         raise SettingsError(f"task {name}: {' '.join(str(err).split())}") from None

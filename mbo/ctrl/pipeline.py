@@ -25,7 +25,7 @@ from torch import Tensor
 from mbo import jsonfile
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import save_checkpoint
-from mbo.config import SettingsError, build_task, progress_bars
+from mbo.config import SettingsError, build_task, progress_bars, task_data
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
 from mbo.ctrl.conditions import (
     ConditionSampler,
@@ -190,7 +190,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
     labeled = read_factors(cfg, task)
-    pretrained = pretrained_diffusion(task.pretrain_corpus(), vocab, cfg.diffusion,
+    pretrained = pretrained_diffusion(task_data(task)[1], vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
     timings["pretrain_s"] = time.perf_counter() - t0

@@ -139,6 +139,8 @@ def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_p
      "bad.csv, row 3, column 'sequence': letter 'X'"),
     (["reward_model=glob(*)", "n_designs=0"], "job 0 (reward_model=bootstrap n_designs=0 ",
      "n_designs must be an integer >= 1"),
+    (["task=aav", "task.corpus_mutation_fraction=0.2,0.01"],
+     "job 1 (task=aav task.corpus_mutation_fraction=0.01 ", "task AAVPackaging: could not draw 5000"),
     # With chdir a relative path is the job folder's: the data are left to the jobs, the settings not.
     (["hydra.job.chdir=true", "task=csv", "finetune.alpha=0.1,-1", "task.path=good.csv,bad.csv"],
      "job 2 (task=csv finetune.alpha=-1 task.path=good.csv ", "finetune.alpha must be a finite number >= 0"),

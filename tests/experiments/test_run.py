@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -230,6 +231,19 @@ def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, probl
     data.write_text(text)
     with pytest.raises(DataError, match=problem):
         run(config(tmp_path, *CSV, f"task.path={data}"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["task.corpus_mutation_fraction=0.01"], "task AAVPackaging: could not draw 5000 distinct mutants"),
+    (["task.minimum_fitness_multiplier=0"], "no mutant at distance 7 of the wild type scores above 0"),
+    (["task.start_distances=[]"], "1 distinct sequence(s), with every label equal; a reward model needs"),
+])
+def test_task_settings_that_cannot_make_its_data_are_refused_before_any_training(tmp_path, overrides,
+                                                                                  problem):
+    # Found only as the task draws its data (the starts, the corpus), after it was built.
+    with pytest.raises(SettingsError, match=re.escape(problem)):
+        run(config(tmp_path, "task=aav", "conservative.c=0", *overrides), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
 
 
