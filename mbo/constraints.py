@@ -94,7 +94,9 @@ class Constraints:
         mask = self.allowed_mask()
         empty = (~mask.any(-1)).nonzero().flatten().tolist()
         if empty:
-            raise ConstraintError(f"no letter is allowed at position(s) {empty} (fixed and allowed disagree)")
+            raise ConstraintError(f"no letter is allowed at position(s) {empty} (counted from 0): "
+                                  "constraints.fixed, constraints.allowed and the task's own required "
+                                  "letters disagree there")
         for m in self.forbidden_motifs:
             if not m or set(m) - set(a.letters):
                 raise ConstraintError(f"constraints.forbidden_motifs: {m!r} is not a word over {a.letters}")

@@ -79,7 +79,8 @@ _BUILTIN = {a.name: a for a in (DNA, RNA, PROTEIN)}
 
 
 def get_alphabet(name_or_letters: str) -> Alphabet:
-    """A built-in alphabet by name (``dna``, ``rna``, ``protein``), else a custom one from letters."""
+    """A built-in alphabet by name (``dna``, ``rna``, ``protein``) or by its letters in its order
+    (``ACGU``), else a custom one from letters."""
     key = name_or_letters.lower()
     if key in _BUILTIN:
         return _BUILTIN[key]
@@ -87,6 +88,9 @@ def get_alphabet(name_or_letters: str) -> Alphabet:
     if letters.islower() and len(set(letters.upper())) == len(letters):
         # `acgt` means the letters, not their case: upper-case alphabets read sequences in either case.
         letters = letters.upper()
+    for builtin in _BUILTIN.values():
+        if letters == builtin.letters:  # `ACGU` is RNA: its GC rule and reverse complement apply
+            return builtin
     try:
         return Alphabet(letters, "custom")
     except ValueError as err:  # most often a misspelt name ('dnaa'), so say what a name may be

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from mbo.data.alphabet import PROTEIN
 from mbo.data.dataset import SequenceDataset
-from mbo.tasks.base import Task
+from mbo.tasks.base import Task, check_integers
 from mbo.tasks.mutants import distinct_mutants, random_mutants
 
 DATA_PATH = Path(__file__).resolve().parent / "data" / "aav2_packaging.npz"
@@ -106,6 +106,8 @@ class AAVPackaging(Task):
                  minimum_fitness_multiplier: float = 1.0,
                  start_distances: tuple[int, ...] | list[int] = (3, 5, 7, 12), corpus_size: int = 5000,
                  corpus_mutation_fraction: float = 0.2, seed: int = 0):
+        check_integers(start=start, end=end, start_distances=start_distances, corpus_size=corpus_size,
+                       seed=seed)
         data = load_data()
         column = f"log2_{phenotype}_v_wt"
         shipped = sorted(k.removeprefix("log2_").removesuffix("_v_wt") for k in data.tables)

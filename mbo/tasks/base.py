@@ -8,7 +8,9 @@ functions: subclasses fill in data, the base class gives validation and Design-B
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from functools import cached_property
 
 import torch
@@ -153,3 +155,14 @@ class Task(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, length={self.length}, " \
                f"alphabet={self.alphabet.name!r})"
+
+
+def check_integers(**settings) -> None:
+    """Refuse a count, seed or position given as a fraction (``task.corpus_size=500.7``) or a bool:
+    ``int()`` would run another instance than the one asked for. A list (``start_distances``) is
+    checked element by element. Raises ValueError naming the ``task.`` key."""
+    for key, value in settings.items():
+        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        for v in items:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"task.{key} must be an integer, got {value!r}")

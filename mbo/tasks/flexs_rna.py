@@ -17,7 +17,8 @@ was run with 2.4; this project locks 2.8).
 
 Problems, named as in the wheel's ``flexs.landscapes.rna.registry()``: ``L{14,50,100}_RNA{t}`` (one
 target), ``L{14,50,100}_RNA{t1}+{t2}`` (two targets, scores averaged) and ``C20_L100_RNA{t1}+{t2}``
-(two targets and a conserved region: positions 21-40 must read ``GCCCGGCCCAUGUGAGCAUG``). The AdaLead
+(two targets and a conserved region: positions 21-40, counted from 0 as ``constraints.*`` count, must
+read ``GCCCGGCCCAUGUGAGCAUG``). The AdaLead
 paper's Table 1 uses ``L14_RNA1``, ``L14_RNA1+2`` and ``C20_L100_RNA1+3``.
 
 **The conserved region is a design constraint here.** FLEXS scores a design that breaks it 0 (a
@@ -47,7 +48,7 @@ from torch import Tensor
 
 from mbo.data.alphabet import RNA
 from mbo.data.dataset import SequenceDataset
-from mbo.tasks.base import Task
+from mbo.tasks.base import Task, check_integers
 from mbo.tasks.mutants import distinct_mutants, random_mutants
 
 DATA_PATH = Path(__file__).resolve().parent / "data" / "flexs_rna.npz"
@@ -159,6 +160,7 @@ class RNABinding(Task):
         problems = rna_problems(data)
         if problem not in problems:
             raise ValueError(f"unknown FLEXS RNA problem {problem!r}; known: {', '.join(problems)}")
+        check_integers(corpus_size=corpus_size, seed=seed, workers=workers, parallel_min=parallel_min)
         if corpus_size < 1:
             raise ValueError(f"corpus_size must be >= 1, got {corpus_size}")
         if not 0.0 < corpus_mutation_fraction <= 1.0:

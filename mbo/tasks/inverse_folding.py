@@ -45,7 +45,7 @@ from torch import Tensor
 from mbo.atomic import atomic_path
 from mbo.data.alphabet import RNA
 from mbo.data.dataset import SequenceDataset
-from mbo.tasks.base import Task
+from mbo.tasks.base import Task, check_integers
 
 # The ViennaRNA release RANDOM_TARGETS were folded with (another release may fold a few differently).
 TARGETS_VIENNARNA = "2.8.0"
@@ -115,18 +115,29 @@ def random_targets(n: int = 20, seed: int = 0, lengths: tuple[int, ...] = (30, 3
     return out
 
 
+MIN_HAIRPIN = 3  # ViennaRNA's smallest hairpin loop (RNA.md().min_loop_size): no MFE structure has less
+
+
 def check_structure(structure: str) -> str:
-    """Return ``structure`` if it is a balanced dot-bracket string over ``.()``; else ValueError."""
+    """Return ``structure`` if it is a balanced dot-bracket string over ``.()`` that ViennaRNA can
+    fold a sequence into (every hairpin loop at least :data:`MIN_HAIRPIN` unpaired); else ValueError."""
     if not structure or set(structure) - set(".()"):
         raise ValueError(f"a target structure is a non-empty dot-bracket string over '.()', got "
                          f"{structure!r}")
-    depth = 0
+    opened: list[int] = []
     for i, c in enumerate(structure):
-        depth += (c == "(") - (c == ")")
-        if depth < 0:
-            raise ValueError(f"target structure {structure!r}: ')' at position {i} closes nothing")
-    if depth:
-        raise ValueError(f"target structure {structure!r}: {depth} unclosed '('")
+        if c == "(":
+            opened.append(i)
+        elif c == ")":
+            if not opened:
+                raise ValueError(f"target structure {structure!r}: ')' at position {i} closes nothing")
+            j = opened.pop()
+            if i - j - 1 < MIN_HAIRPIN:
+                raise ValueError(f"target structure {structure!r}: the pair at positions {j} and {i} "
+                                 f"encloses {i - j - 1} unpaired base(s), and ViennaRNA folds no hairpin "
+                                 f"loop shorter than {MIN_HAIRPIN}, so no sequence can reach it")
+    if opened:
+        raise ValueError(f"target structure {structure!r}: {len(opened)} unclosed '('")
     return structure
 
 
@@ -184,6 +195,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MBO_CACHE_DIR", ".cache/mbo"))
 
 
+TRIAL_BATCHES = 8  # batches drawn before the pass rate is trusted
+# Candidates a corpus may still need, at the pass rate seen: one core folds a million in about 7 min at
+# 30 nt and 33 min at 50 nt; at 120 nt one in 512 reaches the default 0.3, and 3,100 would take hours.
+MAX_DRAWS = 1_000_000
+
+
 def well_folded_sequences(length: int, n: int, min_mfe_probability: float, seed: int,
                           workers: int = 1, batch: int = 512) -> tuple[Tensor, Tensor]:
     """``n`` uniform random RNA sequences of ``length`` whose MFE structure has probability at least
@@ -194,9 +211,17 @@ def well_folded_sequences(length: int, n: int, min_mfe_probability: float, seed:
     gen = torch.Generator().manual_seed(seed)
     holder: dict = {}
     kept, probs = [], []
+    drawn = 0
     try:
         while len(kept) < n:
+            if drawn >= TRIAL_BATCHES * batch and (n - len(kept)) * drawn > MAX_DRAWS * max(len(kept), 1):
+                # Long targets and strict thresholds pass rarely or never: say so instead of folding for
+                # hours.
+                raise ValueError(f"{len(kept)} of {drawn:,} random {length}-mers have an MFE structure of "
+                                 f"probability >= {min_mfe_probability:g}; at that rate {n} need over "
+                                 f"{MAX_DRAWS:,} more: lower min_mfe_probability or the corpus size")
             cand = torch.randint(RNA.size, (batch, length), generator=gen)
+            drawn += batch
             seqs = RNA.decode(cand)
             p = (mfe_probabilities(seqs) if workers == 1 else
                  _pool_map(mfe_probabilities, seqs, workers, holder))
@@ -259,6 +284,8 @@ class InverseFolding(Task):
                  min_mfe_probability: float = 0.3, seed: int = 0, cache_dir: str | None = None,
                  workers: int = 1, parallel_min: int = 256):
         self.label, self.target = resolve_target(target)
+        check_integers(corpus_size=corpus_size, offline_size=offline_size, seed=seed, workers=workers,
+                       parallel_min=parallel_min)
         if corpus_size < 1 or offline_size < 1:
             raise ValueError(f"corpus_size and offline_size must be >= 1, got {corpus_size}, {offline_size}")
         if not 0.0 <= min_mfe_probability < 1.0:

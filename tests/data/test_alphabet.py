@@ -42,7 +42,8 @@ def test_get_alphabet():
     assert get_alphabet("DNA") is DNA and get_alphabet("protein") is PROTEIN
     custom = get_alphabet("01")
     assert custom.letters == "01" and custom.name == "custom"
-    assert get_alphabet("acgu").letters == "ACGU"  # letters, not their case: files in either case read
+    assert get_alphabet("acgu") is RNA  # letters, not their case: files in either case read
+    assert get_alphabet("ACGT") is DNA and get_alphabet("UGCA").name == "custom"  # RNA's GC rule applies
     assert get_alphabet("ACGTacgt").letters == "ACGTacgt"  # where case is part of the alphabet, it stays
 
 

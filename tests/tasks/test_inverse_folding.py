@@ -60,12 +60,30 @@ def test_inverse_fold_baseline_is_reproducible_and_solves_a_hairpin(tmp_path):
 
 def test_bad_targets():
     with pytest.raises(ValueError, match="closes nothing"):
-        InverseFolding("())(")
+        InverseFolding("(...)))")
     with pytest.raises(ValueError, match="unclosed"):
-        InverseFolding("((..)")
+        InverseFolding("((...)")
     with pytest.raises(ValueError, match=r"0\.\.19"):
         InverseFolding(20)
     with pytest.raises(ValueError, match="unknown Eterna100 puzzle"):
         InverseFolding("eterna100:2")
     with pytest.raises(ValueError, match="dot-bracket"):
         InverseFolding("((xx))")
+    # ViennaRNA folds no hairpin loop under 3 unpaired bases: such a target cannot be reached.
+    with pytest.raises(ValueError, match="pair at positions 4 and 6 encloses 1 unpaired"):
+        InverseFolding("....(.)....")
+    assert InverseFolding("((...))").target == "((...))"
+    with pytest.raises(ValueError, match=r"task.corpus_size must be an integer, got 500.7"):
+        InverseFolding(corpus_size=500.7)
+
+
+def test_a_corpus_too_rare_to_draw_is_refused_not_folded_for_hours(tmp_path):
+    with pytest.raises(ValueError, match=r"of 4,096 random 30-mers .* need over 1,000,000 more"):
+        inv.well_folded_sequences(30, 3000, 0.99, seed=0)
+
+
+def test_the_corpus_is_cached_where_the_run_caches(tmp_path):
+    from mbo.config import compose_config
+
+    cfg = compose_config("config", ["task=inverse_folding", f"cache_dir={tmp_path}"])
+    assert cfg.task.cache_dir == str(tmp_path)
