@@ -23,16 +23,23 @@ def provenance(cfg: DictConfig, output_dir: Path, task, method: str, model: Path
         model: the tuned checkpoint the designs were drawn from (default: ``finetuned.safetensors`` in
             ``output_dir``); none for an inference-time method, which tunes nothing.
     """
-    # Where the cache lives and whether bars are drawn change no result: two runs that differ only in
-    # them share a config_sha256 (the prior itself is pretrained_sha256).
-    shown = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("progress", "cache_dir")])
-    settings = OmegaConf.to_yaml(shown, resolve=True, sort_keys=True)
     pretrained = cache_path(task.pretrain_corpus(), task.alphabet.size, cfg.diffusion,
                             to_absolute_path(cfg.cache_dir), task.name)
     tuned = output_dir / "finetuned.safetensors" if model is None else model
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     return {"run_id": f"{output_dir.parent.name}/{output_dir.name}", "method": method, "seed": int(cfg.seed),
-            "config_sha256": hashlib.sha256(settings.encode()).hexdigest(),
+            "config_sha256": settings_sha256(cfg),
             "pretrained_sha256": file_sha256(pretrained),
             "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
             "command": shlex.join(["mbo-run", *overrides])}  # quoted as a shell needs it
+
+
+def settings_sha256(cfg: DictConfig) -> str:
+    """The sha256 of the resolved settings, less those that change no result: where caches live
+    (``cache_dir``, and a task's own, which follows it) and whether bars are drawn. Two runs that
+    differ only there share it; the prior itself is ``pretrained_sha256``."""
+    settings = OmegaConf.to_container(cfg, resolve=True)  # first: a task's cache_dir is ${cache_dir}
+    settings.pop("progress", None)
+    for node in (settings, settings.get("task") or {}):
+        node.pop("cache_dir", None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(settings), sort_keys=True).encode()).hexdigest()

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from experiments.run import check_settings, run
 from mbo.config import SettingsError, compose_config
 from mbo.data.io import DataError
-from mbo.provenance import provenance
+from mbo.provenance import provenance, settings_sha256
 
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
@@ -55,6 +55,13 @@ def test_second_run_reuses_cached_pretrained_model(tmp_path):
     second = run(config(tmp_path, "seed=1"), tmp_path / "b")
     assert second["timings"]["pretrain_s"] < 2.0
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+def test_inverse_folding_runs_end_to_end_with_its_corpus_in_the_runs_cache(tmp_path):
+    result = run(config(tmp_path, "task=inverse_folding", "task.corpus_size=100", "task.offline_size=20",
+                        "n_designs=4"), tmp_path / "run")
+    assert result["methods"]["finetuned"]["feasible"] == 1.0
+    assert len(list((tmp_path / "cache").glob("rnafold-corpus-*.npz"))) == 1
 
 
 def test_csv_task_has_no_true_scores(tmp_path):
@@ -404,6 +411,10 @@ def test_every_design_carries_its_provenance_and_a_plate_map(tmp_path):
     hashes = [provenance(config(tmp_path, "plate=96", *more), out, task, "finetuned")["config_sha256"]
               for more in ([], ["progress=true"], [f"cache_dir={tmp_path / 'cache' / '.'}"], ["seed=1"])]
     assert hashes == [p["config_sha256"]] * 3 + [hashes[-1]] and hashes[-1] != p["config_sha256"]
+    # A task's own cache follows the run's (${cache_dir}): it is left out with it, and still resolves.
+    folding = [settings_sha256(compose_config("config", ["task=inverse_folding", f"cache_dir={where}"]))
+               for where in (tmp_path, tmp_path / "elsewhere")]
+    assert folding[0] == folding[1]
 
 
 def test_automatic_c_and_alpha_are_chosen_from_the_offline_data(tmp_path):
