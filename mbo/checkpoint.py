@@ -122,6 +122,8 @@ def _read_metadata(path: Path) -> dict[str, str]:
     for key in ("kind", "config"):
         if key not in meta:
             raise CheckpointError(f"checkpoint {path} has no {key!r} in its metadata")
+        if not isinstance(meta[key], str):
+            raise CheckpointError(f"checkpoint {path}: its metadata's {key!r} is not text")
     return meta
 
 
@@ -159,7 +161,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} holds a {meta['kind']}, not a {kind}")
     try:
         config = json.loads(meta["config"])
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, TypeError) as err:  # TypeError: stored as an object, not as JSON text
         raise CheckpointError(f"checkpoint {path}: config metadata is not valid JSON ({err})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {path}: config metadata is not a JSON object")
@@ -182,6 +184,11 @@ def load_state_strict(module: nn.Module, state: dict[str, Tensor], path: str | o
         for k in own
         if k in state and state[k].shape != own[k].shape
     ]
+    # A model of NaN weights would write designs, scored NaN, without a word. (Infinite values are
+    # legitimate: a GP's constraint bounds are inf.)
+    broken = sorted(k for k, t in state.items() if t.is_floating_point() and bool(torch.isnan(t).any()))
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds NaN weights: {broken[:5]}")
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -131,6 +131,12 @@ def test_non_json_config(tmp_path):
         save_file({"w": torch.zeros(2)}, str(p), metadata=meta)
         with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: config metadata is not"):
             load_checkpoint(p)
+    # The whole metadata as one JSON object, whose config is an object, not JSON text.
+    p = tmp_path / "object.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p),
+              metadata={"mbo": json.dumps({"format": FORMAT, "kind": "Tiny", "config": {"dim": 3}})})
+    with pytest.raises(CheckpointError, match=r"object\.safetensors: its metadata's 'config' is not text"):
+        load_checkpoint(p)
 
 
 def test_the_same_model_gives_the_same_bytes(tmp_path):

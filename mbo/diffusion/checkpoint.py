@@ -54,7 +54,7 @@ def load_masked_diffusion(
         diffusion = MaskedDiffusion(denoiser, config["vocab_size"], config["length"],
                                     eps=config.get("eps", 1e-3), schedule=config.get("schedule", "linear"),
                                     **extra)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: a negative dimension
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model from its config ({e})") from None
     load_state_strict(diffusion, state, path)
     if device is not None:
