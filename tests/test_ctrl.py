@@ -30,6 +30,7 @@ from mbo.ctrl import (
 )
 from mbo.ctrl.pipeline import run_ctrl
 from mbo.data.alphabet import one_hot
+from mbo.data.io import DataError
 from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
 from mbo.finetune import finetune_backprop, finetune_vidd
 
@@ -246,6 +247,12 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
     assert [r["sequence"] for r in second] == [r["sequence"] for r in first]
     assert {r["model_sha256"] for r in second} == {first[0]["model_sha256"]}  # the model it loaded
     assert reused["provenance"]["run_id"].endswith("/again")
+    # A model trained for other class edges would sample other classes under the same names.
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(DataError, match=r"CTRL model was trained for the factors"):
+        run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}", "ctrl.factors.0.percentiles=[40,90]",
+                             f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), other)
 
 
 def test_factor_labels_from_a_users_csv(tmp_path):
@@ -347,4 +354,4 @@ def test_an_unconditional_checkpoint_is_named_as_such(tmp_path):
     save_checkpoint(path, tiny_model())
     factors = [Factor("A", (0.5,), ("low", "high"))]
     with pytest.raises(DataError, match=r"is an unconditional model .* not a CTRL model"):
-        load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion)
+        load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion, task=None)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mbo import jsonfile
 from mbo.atomic import atomic_write_text
-from mbo.checkpoint import save_checkpoint
+from mbo.checkpoint import load_checkpoint, save_checkpoint
 from mbo.config import SettingsError, build_task, progress_bars, task_data
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
 from mbo.ctrl.conditions import (
@@ -160,18 +160,32 @@ def condition_metrics(designs: Tensor, code: Tensor, factors, reward: ConditionL
     return out
 
 
-def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConfig):
-    """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``), checked against
-    the configured factors so a condition index means the same class it was trained for, with the
-    sampler and min-p rule of the ``diffusion`` ``settings`` (a checkpoint holds neither)."""
+def factor_spec(factors) -> dict:
+    """What a CTRL checkpoint records of its factors: each one's classes and their edges, by name."""
+    return {f.name: {"classes": list(f.classes), "edges": list(f.edges)} for f in factors}
+
+
+def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConfig, task):
+    """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``) for ``task``'s
+    sequences, checked against the configured factors (names, classes and their edges) so a condition
+    index means the same class it was trained for, with the sampler and min-p rule of the ``diffusion``
+    ``settings`` (a checkpoint holds neither)."""
     model = load_diffusion(path, settings, device=device)
     den = model.denoiser
     want = [f.num_classes for f in factors]
     if not isinstance(den, ConditionalDenoiser):
         raise DataError(path, "is an unconditional model (mbo-run's finetuned.safetensors?), not a CTRL "
                               "model (ctrl_model.safetensors)")
+    if (model.vocab_size, model.length) != (task.alphabet.size, task.length):
+        raise DataError(path, f"CTRL model is for sequences of length {model.length} over {model.vocab_size} "
+                              f"letters; task {task.name} has length {task.length} over {task.alphabet.size}")
     if den.num_classes != want:
         raise DataError(path, f"CTRL model has classes per factor {den.num_classes}, the config needs {want}")
+    _, config = load_checkpoint(path)
+    spec = factor_spec(factors)
+    if config.get("factors") is not None and config["factors"] != spec:
+        raise DataError(path, f"CTRL model was trained for the factors {config['factors']}, the config "
+                              f"defines {spec}")
     return model
 
 
@@ -218,14 +232,15 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     reward = ConditionLogProb(factors, classifiers, gamma=c.gamma).to(device)
 
     t = time.perf_counter()
-    factor_spec = {f.name: {"classes": list(f.classes), "edges": list(f.edges)} for f in factors}
+    spec = factor_spec(factors)
     if c.get("model_path"):
-        model, history = load_ctrl_model(to_absolute_path(c.model_path), factors, device, cfg.diffusion), []
+        model = load_ctrl_model(to_absolute_path(c.model_path), factors, device, cfg.diffusion, task)
+        history = []
     else:
         model, history = finetune_ctrl(pretrained, reward, sampler, instantiate(c.finetune), seed=cfg.seed,
                                        progress=progress)
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
-                        {**model.config, "factors": factor_spec}, overwrite=True)
+                        {**model.config, "factors": spec}, overwrite=True)
     timings["finetune_s"] = time.perf_counter() - t
     tuned = output_dir / "ctrl_model.safetensors"
     if c.get("model_path"):
@@ -272,7 +287,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     timings["target_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     result = {"task": task.name, "seed": cfg.seed, "mode": "ctrl",
-              "factors": factor_spec,
+              "factors": spec,
               "classifiers": calib, "conditions": per_condition, "timings": timings,
               "ctrl": OmegaConf.to_container(c, resolve=True), "provenance": made_by}
     atomic_write_text(output_dir / "history.json", jsonfile.dumps(history), overwrite=True)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.device import memory_bytes
+from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.pretrain import build_diffusion, load_diffusion, pretrain, pretraining_memory
 
@@ -84,7 +85,10 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
     try:
         if path.exists():
             try:
-                model = load_diffusion(path, settings, device=device)
+                model = load_diffusion(path, settings, device=device, vocab_size=vocab_size,
+                                       length=corpus.shape[1])
+                if isinstance(model.denoiser, ConditionalDenoiser):
+                    raise CheckpointError(f"checkpoint {path} is a CTRL model, not a pretrained prior")
                 log.info("loading cached pretrained model %s", path)
                 return model
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild

@@ -73,3 +73,15 @@ def test_pretraining_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_p
         cache.pretrained_diffusion(long, 4, settings(), tmp_path)
     assert not list(tmp_path.glob("*.safetensors"))
     assert cache.pretraining_memory(1000, compose_config("config").diffusion) > 2 * 2**30  # the 1000-mer
+
+
+def test_a_cache_entry_that_is_not_this_prior_is_pretrained_again(tmp_path):
+    from mbo.checkpoint import save_checkpoint
+    from mbo.ctrl.conditional import make_conditional
+
+    first = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
+    (path,) = tmp_path.glob("*.safetensors")
+    for wrong in (make_conditional(first, [2]), cache.train_diffusion(corpus()[:, :5], 4, settings())[0]):
+        save_checkpoint(path, wrong, overwrite=True)  # a CTRL model; a prior of another length
+        again = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
+        assert type(again.denoiser) is type(first.denoiser) and again.length == 6
