@@ -252,7 +252,9 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
     other.mkdir()
     with pytest.raises(DataError, match=r"CTRL model was trained for the factors"):
         run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}", "ctrl.factors.0.percentiles=[40,90]",
-                             f"ctrl.model_path={out / 'ctrl_model.safetensors'}"), other)
+                             f"ctrl.model_path={out / 'ctrl_model.safetensors'}",
+                             f"cache_dir={tmp_path / 'fresh'}"), other)
+    assert not (tmp_path / "fresh").exists()  # refused before any pretraining
 
 
 def test_factor_labels_from_a_users_csv(tmp_path):

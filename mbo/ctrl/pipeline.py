@@ -204,6 +204,10 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
     labeled = read_factors(cfg, task)
+    saved = None
+    if c.get("model_path"):  # a file that is not the model asked for is refused before any training
+        saved = load_ctrl_model(to_absolute_path(c.model_path), [f for f, *_ in labeled], device,
+                                cfg.diffusion, task)
     pretrained = pretrained_diffusion(task_data(task)[1], vocab, cfg.diffusion,
                                       to_absolute_path(cfg.cache_dir), name=task.name, device=device,
                                       progress=progress)
@@ -233,9 +237,8 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
 
     t = time.perf_counter()
     spec = factor_spec(factors)
-    if c.get("model_path"):
-        model = load_ctrl_model(to_absolute_path(c.model_path), factors, device, cfg.diffusion, task)
-        history = []
+    if saved is not None:
+        model, history = saved, []
     else:
         model, history = finetune_ctrl(pretrained, reward, sampler, instantiate(c.finetune), seed=cfg.seed,
                                        progress=progress)
