@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -246,11 +247,14 @@ def cached_well_folded(length: int, n: int, min_mfe_probability: float, seed: in
     with FileLock(path.with_name(path.name + ".lock")):
         if path.exists():
             try:
-                with np.load(path, allow_pickle=False) as npz:
-                    tokens = torch.from_numpy(npz["tokens"].astype(np.int64))
-                if tokens.shape == (n, length):
-                    return tokens
-            except (OSError, ValueError, KeyError):
+                # Our own handle: np.load leaves its file open when the zip inside is broken.
+                with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+                    stored = npz["tokens"]
+                # Letters as stored (uint8), of this shape and in range: anything else is not ours.
+                ours = stored.dtype == np.uint8 and stored.shape == (n, length)
+                if ours and int(stored.max(initial=0)) < RNA.size:
+                    return torch.from_numpy(stored.astype(np.int64))
+            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
                 pass  # a broken cache entry is ours to rebuild
         tokens, probs = well_folded_sequences(length, n, min_mfe_probability, seed, workers)
         with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as f:

@@ -49,6 +49,19 @@ def test_corpus_is_well_folded_and_cached(tmp_path, monkeypatch):
     other = InverseFolding("((((....))))", **TINY, cache_dir=tmp_path)
     assert torch.equal(other.pretrain_corpus(), corpus) and other.name == "inverse_folding_custom_L12"
 
+    # A broken entry (empty, truncated, letters out of range) is folded again, not used or crashed on.
+    (entry,) = tmp_path.glob("rnafold-corpus-*.npz")
+    good = entry.read_bytes()
+    monkeypatch.undo()
+    import numpy as np
+    for broken in (b"", good[: len(good) // 2], None):
+        if broken is None:
+            np.savez_compressed(entry, tokens=np.full((48, 12), 200, dtype=np.uint8))
+        else:
+            entry.write_bytes(broken)
+        rebuilt = InverseFolding("((((....))))", **TINY, cache_dir=tmp_path).pretrain_corpus()
+        assert torch.equal(rebuilt, corpus)
+
 
 def test_inverse_fold_baseline_is_reproducible_and_solves_a_hairpin(tmp_path):
     task = InverseFolding("eterna100:1", **TINY, cache_dir=tmp_path)
