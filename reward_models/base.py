@@ -142,12 +142,16 @@ class RewardModel(Model):
         tensors, config = checkpoint.load_checkpoint(path, kind=cls.__name__, device=dev)
         try:
             model = cls(**config["init"], device=dev)
-        except (KeyError, TypeError) as err:
+            model._restore(tensors, config.get("fitted", {}), path)
+        except REBUILD_ERRORS as err:
             raise checkpoint.CheckpointError(f"{path}: config does not build a {cls.__name__}: "
                                              f"{err}") from None
-        fitted = config.get("fitted", {})
-        model._restore(tensors, fitted, path)
         return model.eval()
+
+
+# What a checkpoint's config can make a constructor or a restore raise (a count of 0, a shape given as
+# text, a list where a mapping belongs): each means the file, not the project, is wrong.
+REBUILD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError)
 
 
 def load_reward_model(path: str | os.PathLike, device: str | torch.device | None = None

@@ -181,6 +181,12 @@ def test_checkpoint_errors(fitted, tmp_path):
                                  kind="DeepEnsemble")
     with pytest.raises(CheckpointError, match=r"init\.safetensors: config does not build a DeepEnsemble"):
         load_reward_model(wrong_init)
+    # A count of 0, a shape given as text: the file is wrong, and the error says which file.
+    for name, bad in (("members", {**config, "init": {**config["init"], "num_members": 0}}),
+                      ("shape", {**config, "fitted": {**config["fitted"], "length": "8"}})):
+        p = save_checkpoint(tmp_path / f"{name}.safetensors", state, bad, kind="DeepEnsemble")
+        with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: config does not build a Deep"):
+            load_reward_model(p)
     del state[next(iter(state))]
     short = save_checkpoint(tmp_path / "short.safetensors", state, config, kind="DeepEnsemble")
     with pytest.raises(CheckpointError, match=r"short\.safetensors does not fit .*missing weights"):
