@@ -136,6 +136,26 @@ def read_kind(path: str | os.PathLike) -> str:
     return _read_metadata(Path(path))["kind"]
 
 
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config stored in a checkpoint (its tensors are not read).
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint` (the path is named).
+    """
+    path = Path(path)
+    return _config(path, _read_metadata(path))
+
+
+def _config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    try:
+        config = json.loads(meta["config"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint {path}: config metadata is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: config metadata is not a JSON object")
+    return config
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     kind: str | None = None,
@@ -159,12 +179,7 @@ def load_checkpoint(
     meta = _read_metadata(path)
     if kind is not None and meta["kind"] != kind:
         raise CheckpointError(f"checkpoint {path} holds a {meta['kind']}, not a {kind}")
-    try:
-        config = json.loads(meta["config"])
-    except (json.JSONDecodeError, TypeError) as err:  # TypeError: stored as an object, not as JSON text
-        raise CheckpointError(f"checkpoint {path}: config metadata is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"checkpoint {path}: config metadata is not a JSON object")
+    config = _config(path, meta)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

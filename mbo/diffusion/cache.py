@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from mbo.checkpoint import CheckpointError, save_checkpoint
+from mbo.checkpoint import CheckpointError, read_config, save_checkpoint
 from mbo.device import memory_bytes
 from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.masked import MaskedDiffusion
@@ -33,14 +33,19 @@ from mbo.diffusion.pretrain import build_diffusion, load_diffusion, pretrain, pr
 log = logging.getLogger(__name__)
 
 
-def cache_key(corpus: Tensor, vocab_size: int, settings: Mapping) -> str:
-    """16 hex digits identifying a pretrained model: corpus tokens, vocabulary and training settings."""
+def training_spec(settings: Mapping) -> dict:
+    """The ``diffusion`` settings that make a pretrained model (not how it samples), as plain data."""
     spec = _plain(settings)
     for how_to_sample in ("sampler", "min_prob"):
         spec.pop(how_to_sample, None)
+    return spec
+
+
+def cache_key(corpus: Tensor, vocab_size: int, settings: Mapping) -> str:
+    """16 hex digits identifying a pretrained model: corpus tokens, vocabulary and training settings."""
     h = hashlib.sha256()
-    h.update(json.dumps({"vocab_size": vocab_size, "shape": list(corpus.shape), "diffusion": spec},
-                        sort_keys=True).encode())
+    h.update(json.dumps({"vocab_size": vocab_size, "shape": list(corpus.shape),
+                         "diffusion": training_spec(settings)}, sort_keys=True).encode())
     h.update(corpus.to(torch.int64).contiguous().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -89,6 +94,11 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
                                        length=corpus.shape[1])
                 if isinstance(model.denoiser, ConditionalDenoiser):
                     raise CheckpointError(f"checkpoint {path} is a CTRL model, not a pretrained prior")
+                stored = read_config(path).get("spec")
+                if stored is None or training_spec(stored) != training_spec(settings):
+                    # Written here with these settings, unless someone put another model in its place
+                    # (a fine-tuned one, another architecture).
+                    raise CheckpointError(f"checkpoint {path} was not pretrained with these settings")
                 log.info("loading cached pretrained model %s", path)
                 return model
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild

@@ -81,7 +81,9 @@ def test_a_cache_entry_that_is_not_this_prior_is_pretrained_again(tmp_path):
 
     first = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
     (path,) = tmp_path.glob("*.safetensors")
-    for wrong in (make_conditional(first, [2]), cache.train_diffusion(corpus()[:, :5], 4, settings())[0]):
-        save_checkpoint(path, wrong, overwrite=True)  # a CTRL model; a prior of another length
+    # A CTRL model; a prior of another length; one of another width (a fine-tuned copy has no settings).
+    for wrong in (make_conditional(first, [2]), cache.train_diffusion(corpus()[:, :5], 4, settings())[0],
+                  cache.train_diffusion(corpus(), 4, settings("diffusion.denoiser.dim=8"))[0]):
+        save_checkpoint(path, wrong, overwrite=True)
         again = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
-        assert type(again.denoiser) is type(first.denoiser) and again.length == 6
+        assert type(again.denoiser) is type(first.denoiser) and again.config == first.config
