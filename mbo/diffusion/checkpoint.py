@@ -35,6 +35,10 @@ def load_masked_diffusion(
         CheckpointError: missing, corrupt or mismatched checkpoint (the path is named).
     """
     state, config = load_checkpoint(path, kind="MaskedDiffusion", device="cpu")
+    for name in ("vocab_size", "length"):
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"checkpoint {path}: its {name} is {value!r}, not a positive integer")
     for name, want in (("vocab_size", vocab_size), ("length", length)):
         if want is not None and config.get(name) != want:
             raise CheckpointError(

@@ -115,9 +115,10 @@ def test_bad_diffusion_checkpoints_name_the_path(tmp_path):
     state, config = load_checkpoint(good)
     for name, bad in (("unknown", {**config, "denoiser_class": "Nope"}),
                       ("unbuildable", {**config, "denoiser": {"nonsense": 1}}),
-                      ("negative", {**config, "denoiser": {**config["denoiser"], "dim": -16}})):
+                      ("negative", {**config, "denoiser": {**config["denoiser"], "dim": -16}}),
+                      ("text", {**config, "length": "3"})):
         p = save_checkpoint(tmp_path / f"{name}.safetensors", state, bad, kind="MaskedDiffusion")
-        with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: (unknown denoiser|cannot rebuild)"):
+        with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: (unknown|cannot rebuild|its len)"):
             load_masked_diffusion(p)
     # NaN weights would sample designs scored NaN without a word.
     broken = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
