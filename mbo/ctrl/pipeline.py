@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mbo import jsonfile
 from mbo.atomic import atomic_write_text
-from mbo.checkpoint import load_checkpoint, save_checkpoint
+from mbo.checkpoint import read_config, save_checkpoint
 from mbo.config import SettingsError, build_task, progress_bars, task_data
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
 from mbo.ctrl.conditions import (
@@ -181,11 +181,9 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
                               f"letters; task {task.name} has length {task.length} over {task.alphabet.size}")
     if den.num_classes != want:
         raise DataError(path, f"CTRL model has classes per factor {den.num_classes}, the config needs {want}")
-    _, config = load_checkpoint(path)
-    spec = factor_spec(factors)
-    if config.get("factors") is not None and config["factors"] != spec:
-        raise DataError(path, f"CTRL model was trained for the factors {config['factors']}, the config "
-                              f"defines {spec}")
+    stored, spec = read_config(path).get("factors"), factor_spec(factors)
+    if stored is not None and stored != spec:
+        raise DataError(path, f"CTRL model was trained for the factors {stored}, the config defines {spec}")
     return model
 
 
