@@ -45,7 +45,7 @@ from mbo.cli import stdout_reader_left
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars, task_data
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import parse_condition
-from mbo.ctrl.pipeline import read_factors, run_ctrl
+from mbo.ctrl.pipeline import load_ctrl_model, read_factors, run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, write_csv, write_fasta
 from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
@@ -556,10 +556,14 @@ class CheckEveryJob(Callback):
                 if key not in tasks:
                     tasks[key] = build_task(job_cfg.task)
                 if job_cfg.mode == "ctrl":
-                    read_factors(job_cfg, tasks[key])
+                    labeled = read_factors(job_cfg, tasks[key])
+                    if job_cfg.ctrl.get("model_path"):
+                        load_ctrl_model(to_absolute_path(job_cfg.ctrl.model_path), [f for f, *_ in labeled],
+                                        "cpu", job_cfg.diffusion, tasks[key])
                 else:
                     check_inputs(job_cfg, tasks[key], task_data(tasks[key])[0])
-            except (SettingsError, DataError, ConstraintError, ConfigCompositionException) as err:
+            except (SettingsError, DataError, ConstraintError, CheckpointError,
+                    ConfigCompositionException) as err:
                 # Exit, not raise: Hydra turns a callback's exception into a warning and goes on.
                 problem = hydra_error_line(err) if isinstance(err, ConfigCompositionException) else err
                 print(f"mbo-run: error: job {num} ({' '.join(overrides)}): {' '.join(str(problem).split())}; "

@@ -144,6 +144,8 @@ def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_p
     # With chdir a relative path is the job folder's: the data are left to the jobs, the settings not.
     (["hydra.job.chdir=true", "task=csv", "finetune.alpha=0.1,-1", "task.path=good.csv,bad.csv"],
      "job 2 (task=csv finetune.alpha=-1 task.path=good.csv ", "finetune.alpha must be a finite number >= 0"),
+    (["mode=ctrl", "ctrl.model_path=null,nothere.safetensors"], "job 1 (mode=ctrl ctrl.model_path=nothere",
+     "nothere.safetensors does not exist"),
     (["mode=ctrl", "ctrl.factors.0.landscape=null", "ctrl.factors.0.csv=good.csv,missing.csv"],
      "job 0 (mode=ctrl ctrl.factors.0.landscape=null ctrl.factors.0.csv=good.csv ", "good.csv"),
 ])
