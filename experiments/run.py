@@ -47,7 +47,7 @@ from mbo.constraints import ConstraintError, Constraints, constraints_from_setti
 from mbo.ctrl.conditions import parse_condition
 from mbo.ctrl.pipeline import load_ctrl_model, read_factors, run_ctrl
 from mbo.data.dataset import SequenceDataset
-from mbo.data.io import DataError, write_csv, write_fasta
+from mbo.data.io import DataError, check_learnable, write_csv, write_fasta
 from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
@@ -166,12 +166,10 @@ def ctrl_unused(cfg: DictConfig) -> list[str]:
 def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints:
     """Refuse what the settings cannot do with the task's data, before any training; returns the
     constraints the designs must meet."""
-    distinct = len({tuple(row) for row in offline.tokens.tolist()})
-    flat = bool((offline.labels == offline.labels[:1]).reshape(len(offline), -1).all(0).any())
-    if distinct < 2 or flat:  # a task's own settings can leave it so (a CSV is refused where it is read)
-        raise SettingsError(f"task {task.name}: its offline data are {distinct} distinct sequence(s)"
-                            + (", with every label equal" if flat else "") + "; a reward model needs at "
-                            "least 2 sequences whose labels differ")
+    try:  # a task's own settings can leave its data so (a CSV is refused where it is read)
+        check_learnable(offline, f"task {task.name}", getattr(task, "label_columns", "label"))
+    except DataError as err:
+        raise SettingsError(f"task {task.name}: its offline data: {err.problem}") from None
     try:
         model = instantiate(cfg.reward_model, device="cpu")
     except Exception as err:  # constructors raise many kinds; each means a bad setting

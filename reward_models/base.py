@@ -141,12 +141,19 @@ class RewardModel(Model):
         dev = resolve_device(device)
         tensors, config = checkpoint.load_checkpoint(path, kind=cls.__name__, device=dev)
         try:
-            model = cls(**config["init"], device=dev)
+            model = cls._from_init(config["init"], dev, path)
             model._restore(tensors, config.get("fitted", {}), path)
+        except checkpoint.CheckpointError:  # already says what is wrong with the file
+            raise
         except REBUILD_ERRORS as err:
             raise checkpoint.CheckpointError(f"{path}: config does not build a {cls.__name__}: "
                                              f"{err}") from None
         return model.eval()
+
+    @classmethod
+    def _from_init(cls, init: dict[str, Any], device: torch.device, path: str | os.PathLike) -> Self:
+        """The unfitted model a checkpoint's ``init`` config describes (:meth:`load` restores it)."""
+        return cls(**init, device=device)
 
 
 # What a checkpoint's config can make a constructor or a restore raise (a count of 0, a shape given as

@@ -35,7 +35,7 @@ from torch import Tensor
 from mbo.checkpoint import CheckpointError
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from reward_models.base import REBUILD_ERRORS, RewardModel, dataset_labels
+from reward_models.base import RewardModel, dataset_labels
 
 K_GRID = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0, 144.0)
 B_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -152,23 +152,14 @@ class ExtrapolationCalibrated(RewardModel):
         return {**super()._fitted_config(), "model": self.model._fitted_config()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Self:
-        """Rebuild from :meth:`save` output (the wrapped model's class is named in the checkpoint)."""
-        from mbo import checkpoint
+    def _from_init(cls, init: dict[str, Any], device: torch.device, path: str | os.PathLike) -> Self:
+        """The wrapped model's class is named in the checkpoint."""
         from reward_models import MODEL_CLASSES
 
-        dev = resolve_device(device)
-        tensors, config = checkpoint.load_checkpoint(path, kind=cls.__name__, device=dev)
-        try:
-            init = config.get("init", {})
-            inner_cls = MODEL_CLASSES.get(init.get("model_class"))
-            if inner_cls is None:
-                raise CheckpointError(f"{path}: unknown wrapped model {init.get('model_class')!r}")
-            model = cls(inner_cls(**init["model"], device=dev), holdout=init["holdout"], device=dev)
-            model._restore(tensors, config.get("fitted", {}), path)
-        except REBUILD_ERRORS as err:
-            raise CheckpointError(f"{path}: config does not build a {cls.__name__}: {err}") from None
-        return model.eval()
+        inner_cls = MODEL_CLASSES.get(init.get("model_class"))
+        if inner_cls is None:
+            raise CheckpointError(f"{path}: unknown wrapped model {init.get('model_class')!r}")
+        return cls(inner_cls(**init["model"], device=device), holdout=init["holdout"], device=device)
 
     def _restore(self, tensors: dict[str, Tensor], fitted: dict[str, Any], path: str | os.PathLike) -> None:
         try:

@@ -3,6 +3,7 @@
 import csv
 import json
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -353,7 +354,9 @@ def test_an_unconditional_checkpoint_is_named_as_such(tmp_path):
     from tests.guidance import tiny_model
 
     path = tmp_path / "finetuned.safetensors"
-    save_checkpoint(path, tiny_model())
+    model = tiny_model()
+    save_checkpoint(path, model)
     factors = [Factor("A", (0.5,), ("low", "high"))]
+    task = SimpleNamespace(alphabet=SimpleNamespace(size=model.vocab_size), length=model.length)
     with pytest.raises(DataError, match=r"is an unconditional model .* not a CTRL model"):
-        load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion, task=None)
+        load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion, task)

@@ -170,15 +170,12 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
     sequences, checked against the configured factors (names, classes and their edges) so a condition
     index means the same class it was trained for, with the sampler and min-p rule of the ``diffusion``
     ``settings`` (a checkpoint holds neither)."""
-    model = load_diffusion(path, settings, device=device)
+    model = load_diffusion(path, settings, device=device, vocab_size=task.alphabet.size, length=task.length)
     den = model.denoiser
     want = [f.num_classes for f in factors]
     if not isinstance(den, ConditionalDenoiser):
         raise DataError(path, "is an unconditional model (mbo-run's finetuned.safetensors?), not a CTRL "
                               "model (ctrl_model.safetensors)")
-    if (model.vocab_size, model.length) != (task.alphabet.size, task.length):
-        raise DataError(path, f"CTRL model is for sequences of length {model.length} over {model.vocab_size} "
-                              f"letters; task {task.name} has length {task.length} over {task.alphabet.size}")
     if den.num_classes != want:
         raise DataError(path, f"CTRL model has classes per factor {den.num_classes}, the config needs {want}")
     stored, spec = read_config(path).get("factors"), factor_spec(factors)
@@ -243,9 +240,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
                         {**model.config, "factors": spec}, overwrite=True)
     timings["finetune_s"] = time.perf_counter() - t
-    tuned = output_dir / "ctrl_model.safetensors"
-    if c.get("model_path"):
-        tuned = Path(to_absolute_path(c.model_path))
+    tuned = output_dir / "ctrl_model.safetensors" if saved is None else Path(to_absolute_path(c.model_path))
     made_by = provenance(cfg, output_dir, task, "ctrl", model=tuned)
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -244,7 +244,8 @@ def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, probl
 @pytest.mark.parametrize("overrides, problem", [
     (["task.corpus_mutation_fraction=0.01"], "task AAVPackaging: could not draw 5000 distinct mutants"),
     (["task.minimum_fitness_multiplier=0"], "no mutant at distance 7 of the wild type scores above 0"),
-    (["task.start_distances=[]"], "1 distinct sequence(s), with every label equal; a reward model needs"),
+    (["task.start_distances=[]"], "its offline data: need at least 2 distinct labeled sequences to fit a "
+                                  "reward model, got 1"),
 ])
 def test_task_settings_that_cannot_make_its_data_are_refused_before_any_training(tmp_path, overrides,
                                                                                   problem):

@@ -51,6 +51,7 @@ from mbo.active.pareto import check_members, hypervolume, pareto_mask
 from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
+from mbo.config import task_data
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.data.alphabet import get_alphabet
 from mbo.data.io import (
@@ -152,10 +153,10 @@ def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id
 def _start_from_task(name: str, task_args: list[str]):
     spec = {"name": name, "args": parse_task_args(task_args)}
     task = build_task(spec)
-    data = task.offline_dataset()
+    data, corpus = task_data(task)
     if data.ids is None:
         data.ids = [f"start_{i:04d}" for i in range(len(data))]
-    return data, task.pretrain_corpus(), {"task": spec}, f"{task.name}:offline"
+    return data, corpus, {"task": spec}, f"{task.name}:offline"
 
 
 def init(directory: str | os.PathLike, *, data: str | None = None, task: str | None = None,
