@@ -122,7 +122,7 @@ def data_lines(result: dict) -> list[str]:
         p = result["provenance"]
         lines.append(f"Provenance (every row of designs.csv carries it): run `{p['run_id']}`, command "
                      f"`{p['command']}`, method {p['method']}, seed {p['seed']}, settings sha256 "
-                     f"{p['config_sha256'][:16]}… (.hydra/config.yaml), pretrained checkpoint sha256 "
+                     f"{p['config_sha256'][:16]}… (.hydra/config.yaml), pretrained weights sha256 "
                      f"{p['pretrained_sha256'][:16]}…, " + tuned_text(p['model_sha256']) + ".")
     return lines
 
@@ -138,7 +138,7 @@ def tuned_text(sha: str) -> str:
     """The fine-tuned checkpoint's line of the provenance: its hash, or why there is none."""
     if sha.startswith("none"):
         return f"no fine-tuned checkpoint ({sha.removeprefix('none').strip(' ()')})"
-    return f"fine-tuned checkpoint sha256 {sha[:16]}… (finetuned.safetensors)"
+    return f"fine-tuned weights sha256 {sha[:16]}… (finetuned.safetensors)"
 
 
 def print_summary(result: dict) -> None:

@@ -97,6 +97,26 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a checkpoint's tensors (names, dtypes, shapes, values in name order): a model's
+    identity in provenance records. Not the file's: a pretrained prior's metadata records its training
+    wall time, so the same weights trained twice would give two file hashes.
+
+    Raises:
+        CheckpointError: the file is missing or not a safetensors file.
+    """
+    h = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in sorted(f.keys()):
+                tensor = f.get_tensor(name).contiguous()
+                h.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+                h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    except _READ_ERRORS as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err})") from None
+    return h.hexdigest()
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     """The checked metadata of ``path`` (format, kind and config present)."""
     if not path.is_file():

@@ -10,12 +10,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from mbo.checkpoint import file_sha256
+from mbo.checkpoint import weights_sha256
 from mbo.diffusion.cache import cache_path
 
 
 def provenance(cfg: DictConfig, output_dir: Path, task, method: str, model: Path | None = None) -> dict:
-    """The run (its folder), method, seed, command, the settings' sha256 and the checkpoints' sha256.
+    """The run (its folder), method, seed, command, and the sha256 of the settings and of the weights
+    of the prior and of the tuned model (:func:`~mbo.checkpoint.weights_sha256`).
 
     Args:
         cfg: the run's whole ``mbo-run`` config; ``task``: the task it built.
@@ -29,8 +30,8 @@ def provenance(cfg: DictConfig, output_dir: Path, task, method: str, model: Path
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     return {"run_id": f"{output_dir.parent.name}/{output_dir.name}", "method": method, "seed": int(cfg.seed),
             "config_sha256": settings_sha256(cfg),
-            "pretrained_sha256": file_sha256(pretrained),
-            "model_sha256": file_sha256(tuned) if tuned.exists() else "none (inference-time method)",
+            "pretrained_sha256": weights_sha256(pretrained),
+            "model_sha256": weights_sha256(tuned) if tuned.exists() else "none (inference-time method)",
             "command": shlex.join(["mbo-run", *overrides])}  # quoted as a shell needs it
 
 

@@ -145,3 +145,18 @@ def test_the_same_model_gives_the_same_bytes(tmp_path):
     model = tiny()
     digests = {file_sha256(save_checkpoint(tmp_path / f"{i}.safetensors", model)) for i in range(5)}
     assert len(digests) == 1  # provenance records the sha256 of a checkpoint: it must follow the contents
+
+
+def test_weights_sha256_follows_the_weights_not_the_metadata(tmp_path):
+    from mbo.checkpoint import weights_sha256
+
+    model = tiny()
+    # A prior's metadata records its training wall time: two trainings of the same weights differ there.
+    a = save_checkpoint(tmp_path / "a.safetensors", model, {**model.config, "trained": {"seconds": 1.0}})
+    b = save_checkpoint(tmp_path / "b.safetensors", model, {**model.config, "trained": {"seconds": 2.0}})
+    assert weights_sha256(a) == weights_sha256(b)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-6
+    assert weights_sha256(save_checkpoint(tmp_path / "c.safetensors", model)) != weights_sha256(a)
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors cannot be read"):
+        weights_sha256(tmp_path / "missing.safetensors")

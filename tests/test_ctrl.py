@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from experiments.run import check_settings
-from mbo.checkpoint import file_sha256
+from mbo.checkpoint import weights_sha256
 from mbo.config import compose_config
 from mbo.ctrl import (
     ConditionalDenoiser,
@@ -231,7 +231,7 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
         assert len(rows) == 8 and {"sequence", "p_A_high", "p_B_low", "true_A", "true_B"} <= rows[0].keys()
         assert [r["id"] for r in rows] == [f"{name}_{i:04d}" for i in range(1, 9)]
         # What made them, on every row as mbo-run writes it.
-        assert {r["model_sha256"] for r in rows} == {file_sha256(out / "ctrl_model.safetensors")}
+        assert {r["model_sha256"] for r in rows} == {weights_sha256(out / "ctrl_model.safetensors")}
         assert rows[0]["method"] == "ctrl" and rows[0]["seed"] == "0" and len(rows[0]["config_sha256"]) == 64
     cal = result["classifiers"]["A"]
     assert cal["n_labels"] == 100 and "ece" in cal["holdout_after_temperature"]

@@ -394,15 +394,15 @@ def test_impossible_constraints_stop_before_training(tmp_path):
 
 
 def test_every_design_carries_its_provenance_and_a_plate_map(tmp_path):
-    from mbo.checkpoint import file_sha256
+    from mbo.checkpoint import weights_sha256
 
     out = tmp_path / "run"
     result = run(config(tmp_path, "plate=96"), out)
     rows = read_rows(out / "designs.csv")
     p = result["provenance"]
-    assert rows[0]["model_sha256"] == file_sha256(out / "finetuned.safetensors") == p["model_sha256"]
+    assert rows[0]["model_sha256"] == weights_sha256(out / "finetuned.safetensors") == p["model_sha256"]
     (cached,) = (tmp_path / "cache").glob("*.safetensors")
-    assert rows[-1]["pretrained_sha256"] == file_sha256(cached)
+    assert rows[-1]["pretrained_sha256"] == weights_sha256(cached)
     assert rows[0]["method"] == "finetuned" and rows[0]["seed"] == "0" and len(rows[0]["config_sha256"]) == 64
     plate = read_rows(out / "plate_map.csv")
     assert [r["well"] for r in plate[:13]][-1] == "B1" and plate[0]["id"] == rows[0]["id"]
