@@ -12,6 +12,7 @@ A reward model here is anything with ``mean_std(x: float (N, L, V)) -> (mean (N,
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import torch
@@ -35,8 +36,10 @@ class ConservativeReward(nn.Module):
 
     def __init__(self, model, c: float = 1.0, penalty: Penalty = "std", quantile: float = 0.1):
         super().__init__()
-        if c < 0:
-            raise ValueError(f"c must be >= 0, got {c}")
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 <= c < math.inf:
+            # NaN would make every reward NaN and inf every one -inf; "auto" is settled before this
+            # (conservative.auto), from the offline data.
+            raise ValueError(f"c must be a finite number >= 0, got {c!r}")
         if penalty not in ("std", "min", "quantile"):
             raise ValueError(f"unknown penalty {penalty!r}; expected 'std', 'min' or 'quantile'")
         if penalty != "std" and not hasattr(model, "member_predictions"):

@@ -19,7 +19,7 @@ from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from mbo.progress import progress_bar
-from reward_models.base import MIN_STD, RewardModel, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, check_training_settings, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 
 
@@ -58,6 +58,11 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
         if min_steps < 0:
             raise ValueError(f"{type(self).__name__} needs min_steps >= 0, got {min_steps}")
+        check_training_settings(type(self).__name__, {
+            "epochs": epochs, "batch_size": batch_size, "hidden_dims": list(hidden_dims),
+            "conv_channels": list(conv_channels), "kernel_size": kernel_size}, lr)
+        if not weight_decay >= 0:
+            raise ValueError(f"{type(self).__name__} needs weight_decay >= 0, got {weight_decay!r}")
         conv_dilations(dilations, len(conv_channels), type(self).__name__)  # refused here, before any fit
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),

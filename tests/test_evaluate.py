@@ -64,3 +64,20 @@ def test_naturalness_of_the_same_designs_is_the_same_in_every_row():
     first = evaluate_designs(designs, offline=task.offline_dataset(), diffusion=model)["naturalness"]
     torch.rand(5)  # whatever the global stream did in between
     assert evaluate_designs(designs, offline=task.offline_dataset(), diffusion=model)["naturalness"] == first
+
+
+def test_mean_pairwise_hamming_counts_every_pair_without_the_pairwise_tensor():
+    x = torch.randint(0, 20, (57, 13), generator=torch.Generator().manual_seed(0))
+    brute = (x[:, None] != x[None]).sum(-1).double().sum() / (57 * 56)
+    assert mean_pairwise_hamming(x) == pytest.approx(brute.item(), rel=1e-12)
+    assert mean_pairwise_hamming(x[:1]) == 0.0
+
+
+def test_empty_inputs_are_refused_by_name():
+    x = torch.zeros(3, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="percentiles: no scores"):
+        percentiles(torch.tensor([]))
+    with pytest.raises(ValueError, match="reference has no rows"):
+        hamming_to_nearest(x, x[:0], 4)
+    with pytest.raises(ValueError, match="evaluate_designs: no designs"):
+        evaluate_designs(x[:0], offline=SequenceDataset(x, DNA, torch.zeros(3)))

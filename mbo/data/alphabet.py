@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
 
 @dataclass(frozen=True)
 class Alphabet:
@@ -65,7 +67,19 @@ class Alphabet:
         return torch.stack([self.encode(s) for s in seqs])
 
     def decode(self, tokens: Tensor) -> str | list[str]:
-        """Tokens ``(L,)`` to a string, or ``(N, L)`` to a list of strings."""
+        """Tokens ``(L,)`` to a string, or ``(N, L)`` to a list of strings.
+
+        Raises:
+            ValueError: not integer tokens of one or two dimensions, or a token outside ``[0, V)``
+                (a negative one would wrap around to a letter, a MASK token has none).
+        """
+        if (not isinstance(tokens, Tensor) or tokens.dtype not in INTEGER_DTYPES
+                or tokens.dim() not in (1, 2)):
+            got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens)
+            raise ValueError(f"decode: tokens must be an integer tensor (L,) or (N, L), got {got}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.size):
+            raise ValueError(f"decode: tokens must be in [0, {self.size - 1}] for alphabet {self.name!r}, "
+                             f"got {int(tokens.min())}..{int(tokens.max())}")
         if tokens.dim() == 1:
             return "".join(self.letters[int(t)] for t in tokens)
         return ["".join(self.letters[int(t)] for t in row) for row in tokens]

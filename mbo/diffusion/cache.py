@@ -28,7 +28,7 @@ from mbo.checkpoint import CheckpointError, read_config, save_checkpoint
 from mbo.device import memory_bytes
 from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.masked import MaskedDiffusion
-from mbo.diffusion.pretrain import build_diffusion, load_diffusion, pretrain, pretraining_memory
+from mbo.diffusion.pretrain import build_diffusion, check_corpus, load_diffusion, pretrain, pretraining_memory
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
     Returns:
         The model in eval mode, with the settings' sampler as its default.
     """
+    check_corpus(corpus, vocab_size)  # before its key is computed: a float copy would share it
     path = cache_path(corpus, vocab_size, settings, cache_dir, name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

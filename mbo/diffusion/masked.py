@@ -250,6 +250,8 @@ class MaskedDiffusion(nn.Module):
             Scalar (nats per token), a stochastic upper bound on −log p_θ(x0) / L.
         """
         self._check_tokens(x0, "x0", allow_mask=False)
+        if not len(x0):  # its mean would be NaN
+            raise ValueError("loss: x0 has no rows")
         return self._nelbo_terms(x0, generator, cond).mean() / self.length
 
     def forward(self, x0: Tensor, generator: torch.Generator | None = None,
@@ -274,6 +276,8 @@ class MaskedDiffusion(nn.Module):
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"elbo: n_samples must be an integer >= 1, got {n_samples!r}")
         b = x0.shape[0]
+        if b == 0:
+            return torch.zeros(0, device=x0.device)
         rep = x0.repeat_interleave(n_samples, dim=0)
         # Stratify within each sequence: rows b*n .. b*n+n-1 get n evenly spaced times.
         u = torch.rand((b, 1), device=x0.device, generator=generator)
@@ -318,7 +322,17 @@ class MaskedDiffusion(nn.Module):
             without ``log_ref``.
         """
         self._check_tokens(xt, "xt", allow_mask=True)
+        want = (*xt.shape, self.vocab_size)
+        if tuple(log_x0.shape) != want:  # a wider one would draw MASK as a token, a narrower never the last
+            raise ValueError(f"step: log_x0 must have shape (B, L, V) = {want}, got {tuple(log_x0.shape)} "
+                             "(a guidance hook must return the shape it is given)")
+        if unmask.dtype != torch.bool or unmask.shape != xt.shape:
+            raise ValueError(f"step: unmask must be a bool tensor of shape {tuple(xt.shape)}, got "
+                             f"{unmask.dtype} {tuple(unmask.shape)}")
         masked = xt == self.mask_id
+        if (unmask & ~masked).any():
+            raise ValueError("step: unmask marks a position that is not masked; a drawn token is never "
+                             "redrawn")
         tokens = (log_x0.detach() + _gumbel(log_x0.shape, xt.device, generator)).argmax(-1)
         xs = torch.where(unmask, tokens, xt)
         log_prob = (log_x0.gather(-1, tokens[..., None]).squeeze(-1) * unmask).sum(-1)
@@ -495,7 +509,9 @@ class MaskedDiffusion(nn.Module):
             ``(x0_soft, kl)``: float ``(n, L, V)`` rows summing to 1, and ``(n,)`` the summed exact
             per-step KL to ``ref`` (zeros without one); both differentiable through the last K steps.
         """
-        if tau <= 0:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sample_relaxed: n must be an integer >= 1, got {n!r}")
+        if not tau > 0:  # NaN too, which would give NaN samples
             raise ValueError(f"tau must be > 0, got {tau}")
         sampler = self._sampler(sampler)
         steps = sampler.num_steps(self.length)

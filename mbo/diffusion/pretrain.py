@@ -62,20 +62,22 @@ def build_diffusion(settings: Mapping, vocab_size: int, length: int,
     return diffusion if device is None else diffusion.to(device)
 
 
-def _check_corpus(corpus: Tensor, diffusion: MaskedDiffusion) -> None:
+def check_corpus(corpus: Tensor, vocab_size: int, length: int | None = None) -> None:
+    """Refuse a corpus that is not a non-empty LongTensor ``(N, L)`` of tokens in ``[0, vocab_size)``
+    (of ``length`` positions, when given), naming the first bad row and position."""
     if not isinstance(corpus, Tensor) or corpus.dtype != torch.long or corpus.dim() != 2:
         got = f"{corpus.dtype} {tuple(corpus.shape)}" if isinstance(corpus, Tensor) else type(corpus)
         raise ValueError(f"corpus must be a LongTensor (N, L), got {got}")
     if corpus.shape[0] == 0:
         raise ValueError("corpus is empty")
-    if corpus.shape[1] != diffusion.length:
-        raise ValueError(f"corpus has length {corpus.shape[1]} but the model has length {diffusion.length}")
-    bad = (corpus < 0) | (corpus >= diffusion.vocab_size)
+    if length is not None and corpus.shape[1] != length:
+        raise ValueError(f"corpus has length {corpus.shape[1]} but the model has length {length}")
+    bad = (corpus < 0) | (corpus >= vocab_size)
     if bool(bad.any()):
         row, col = (int(i) for i in bad.nonzero()[0])
         raise ValueError(
             f"corpus row {row}, position {col}: token {int(corpus[row, col])} is outside "
-            f"[0, {diffusion.vocab_size - 1}]"
+            f"[0, {vocab_size - 1}]"
         )
 
 
@@ -123,7 +125,7 @@ def pretrain(
         History, a list of ``{"step": int, "loss": float}``: the mean training NELBO per token (nats)
         over the last ``log_every`` steps (and the final partial window).
     """
-    _check_corpus(corpus, diffusion)
+    check_corpus(corpus, diffusion.vocab_size, diffusion.length)
     check_method_settings("pretrain", {"steps": steps, "batch_size": batch_size, "lr": lr,
                                        "weight_decay": weight_decay, "warmup": warmup, "ema": ema,
                                        "masks": masks, "seed": seed, "log_every": log_every})

@@ -56,8 +56,9 @@ def test_bad_arguments_are_refused():
         def mean_std(self, x):
             return x.sum((1, 2)), x.sum((1, 2))
 
-    with pytest.raises(ValueError, match="c must be"):
-        PessimisticReward(LinearEnsemble(), c=-1)
+    for c in (-1, float("nan"), float("inf"), "auto"):
+        with pytest.raises(ValueError, match="c must be a finite number >= 0"):
+            PessimisticReward(LinearEnsemble(), c=c)
     with pytest.raises(ValueError, match="member_predictions"):
         PessimisticReward(MeanOnly(), penalty="min")
     with pytest.raises(ValueError, match="unknown penalty"):

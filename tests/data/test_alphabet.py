@@ -55,3 +55,13 @@ def test_one_hot_round_trip_and_soft_input():
     soft = torch.softmax(torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0)), -1)
     assert torch.equal(from_one_hot(soft), soft.argmax(-1))
     assert one_hot(tokens, 4, dtype=torch.float64).dtype == torch.float64
+
+
+def test_decode_refuses_tokens_that_have_no_letter():
+    for tokens, problem in ((torch.tensor([-1, 0, 1]), r"in \[0, 3\] .* got -1\.\.1"),
+                            (torch.tensor([0, 4]), r"got 0\.\.4"),
+                            (torch.tensor([0.7, 1.2]), "integer tensor"),
+                            (torch.zeros(2, 3, 4, dtype=torch.long), r"integer tensor .* \(2, 3, 4\)")):
+        with pytest.raises(ValueError, match=problem):
+            DNA.decode(tokens)
+    assert DNA.decode(torch.zeros(0, 3, dtype=torch.long)) == []

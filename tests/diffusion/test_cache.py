@@ -87,3 +87,13 @@ def test_a_cache_entry_that_is_not_this_prior_is_pretrained_again(tmp_path):
         save_checkpoint(path, wrong, overwrite=True)
         again = cache.pretrained_diffusion(corpus(), 4, settings(), tmp_path)
         assert type(again.denoiser) is type(first.denoiser) and again.config == first.config
+
+
+def test_a_corpus_that_is_not_tokens_is_refused_before_the_cache_is_touched(tmp_path):
+    import pytest
+
+    for bad, problem in ((corpus()[0], r"LongTensor \(N, L\), got torch.int64 \(6,\)"),
+                         (corpus().float(), "LongTensor"), (corpus() + 4, "row 0, position 0: token")):
+        with pytest.raises(ValueError, match=problem):
+            cache.pretrained_diffusion(bad, 4, settings(), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -317,3 +317,26 @@ def test_relative_positions_and_output_conv():
         TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, positions="rotary")
     with pytest.raises(ValueError, match="output_conv"):
         TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, output_conv=2)
+
+
+def test_a_step_of_the_wrong_shape_or_onto_a_drawn_token_is_refused():
+    m = tiny(0)
+    xt = torch.full((2, 3), m.mask_id)
+    with pytest.raises(ValueError, match=r"log_x0 must have shape \(B, L, V\) = \(2, 3, 3\), got \(2, 3, 4"):
+        m.sample(2, guidance=lambda x, lp, rows: torch.cat([lp, lp[..., :1]], -1))
+    with pytest.raises(ValueError, match="unmask must be a bool tensor of shape"):
+        m.step(xt, torch.zeros(2, 3, 3), torch.ones(2, 3, dtype=torch.long))
+    xt[:, 0] = 1
+    with pytest.raises(ValueError, match="unmask marks a position that is not masked"):
+        m.step(xt, torch.zeros(2, 3, 3), torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_empty_batches_score_nothing_and_have_no_loss():
+    m = tiny(0)
+    assert m.elbo(torch.zeros(0, 3, dtype=torch.long)).shape == (0,)
+    with pytest.raises(ValueError, match="loss: x0 has no rows"):
+        m.loss(torch.zeros(0, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="sample_relaxed: n must be an integer >= 1"):
+        m.sample_relaxed(-1)
+    with pytest.raises(ValueError, match="tau must be > 0, got nan"):
+        m.sample_relaxed(2, tau=float("nan"))

@@ -220,3 +220,17 @@ def test_float64_input_gives_float64_output(fitted, name, choices):
 def test_unlearnable_labels_are_refused(dataset, labels, problem):
     with pytest.raises(ValueError, match=re.escape(problem)):
         DeepEnsemble().fit(type(dataset)(dataset.tokens, dataset.alphabet, labels))
+
+
+@pytest.mark.parametrize(("build", "problem"), [
+    (lambda: DeepEnsemble(batch_size=0), "batch_size to be integers >= 1, got 0"),
+    (lambda: DeepEnsemble(hidden_dims=[64, 0]), r"hidden_dims to be integers >= 1, got \[64, 0\]"),
+    (lambda: DeepEnsemble(epochs=2.5), "epochs to be integers >= 1, got 2.5"),
+    (lambda: DeepEnsemble(lr=-1), "lr > 0, got -1"),
+    (lambda: DeepEnsemble(weight_decay=float("nan")), "weight_decay >= 0, got nan"),
+    (lambda: VariationalGP(batch_size=0), "batch_size to be integers >= 1, got 0"),
+    (lambda: OneHotGP(max_train=0), "max_train to be integers >= 1, got 0"),
+])
+def test_training_settings_that_cannot_work_are_refused_when_built(build, problem):
+    with pytest.raises(ValueError, match=problem):
+        build()

@@ -67,7 +67,7 @@ from mbo.data.io import (
     require_columns,
 )
 from mbo.designs import write_plate_map
-from mbo.device import resolve_device
+from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.display import formatted, plural
 
@@ -202,7 +202,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     except ConstraintError as err:
         raise CampaignError(f"{where('constraints')}: {err}") from None
 
-    torch.set_num_threads(settings.threads)
+    set_threads(settings.threads)
     device = resolve_device(settings.device)
     # Named after the corpus, not the campaign: a second campaign on the same corpus and recipe
     # (another folder) loads the cached model instead of pretraining it again.
@@ -277,7 +277,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                                 f"--force to suggest round {r} without them")
     s = c.settings
     k = s.seiko
-    torch.set_num_threads(s.threads)
+    set_threads(s.threads)
     device = resolve_device(on_device or s.device)
     try:
         values = torch.tensor([m.values for m in measurements], dtype=torch.float32)

@@ -159,8 +159,8 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
         try:
             torch.device(cfg.device)
         except RuntimeError:
-            raise SettingsError(f"{source('device')}: setting 'device' must be auto, cpu, cuda or cuda:N, "
-                                f"got {cfg.device!r}") from None
+            raise SettingsError(f"{source('device')}: setting 'device' must be auto, cpu, cuda, cuda:N or "
+                                f"mps, got {cfg.device!r}") from None
     need(cfg.threads >= 1, "threads", "must be >= 1")
     k = cfg.seiko
     need(k.acquisition in ACQUISITIONS, "seiko.acquisition", f"must be one of {', '.join(ACQUISITIONS)}")
