@@ -38,11 +38,13 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
         raise ValueError(f"n must be >= 1, got {n}")
     seen = set() if exclude is None else {tuple(r) for r in exclude.tolist()}
     kept: list[Tensor] = []
+    length = 0 if exclude is None or exclude.dim() != 2 else exclude.shape[1]
     drawn = 0
     refused = 0
     for _ in range(max_draws):
         batch = sample(n).cpu()
         drawn += len(batch)
+        length = batch.shape[-1]
         if accept is not None:
             ok = accept(batch)
             refused += int((~ok).sum())
@@ -56,11 +58,19 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
                 kept.append(row)
                 if len(kept) == n:
                     return torch.stack(kept), drawn
-    return (torch.stack(kept) if kept else torch.empty(0, 0, dtype=torch.long)), drawn
+    return (torch.stack(kept) if kept else torch.empty(0, length, dtype=torch.long)), drawn
 
 
 def ranked(designs: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
-    """``designs (N, L)`` and ``score (N,)`` sorted by score, best first (ties keep their order)."""
+    """``designs (N, L)`` and ``score (N,)`` sorted by score, best first (ties keep their order).
+
+    ``-inf`` (infeasible) ranks last; a NaN score is refused (ValueError): a descending sort would
+    rank it first."""
+    score = torch.as_tensor(score)
+    if score.shape != (len(designs),):
+        raise ValueError(f"ranked: score must be ({len(designs)},), one per design, got {tuple(score.shape)}")
+    if bool(torch.isnan(score).any()):
+        raise ValueError(f"ranked: score is NaN for {int(torch.isnan(score).sum())} of {len(score)} designs")
     order = torch.sort(score, descending=True, stable=True).indices
     return designs[order], score[order]
 

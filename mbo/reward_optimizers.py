@@ -11,7 +11,8 @@
   optimizer's.
 
 All take ``reward``: a callable from float one-hot ``(N, L, V)`` to ``(N,)`` (a reward model's mean,
-a conservative reward, ...); gradient ascent needs it differentiable. With ``constraints``
+a conservative reward, ...); gradient ascent needs it differentiable. Hill climbing and exhaustive
+search refuse a NaN reward (ValueError) and rank ``-inf`` (infeasible) last. With ``constraints``
 (:class:`~mbo.constraints.Constraints`) per-position rules act on every step (masked logits, projected
 mutants) and global rules (motifs, GC window, distance to a parent) by rejection: a mutant that breaks
 one is never taken, an enumerated sequence that breaks one is never returned.
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from mbo.constraints import Constraints
-from mbo.data.alphabet import one_hot
+from mbo.data.alphabet import check_tokens, one_hot
 from mbo.progress import progress_bar
 
 Reward = Callable[[Tensor], Tensor]
@@ -55,7 +56,7 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
     Returns:
         LongTensor ``(N, L)`` on ``start``'s device: the argmax of the final logits.
     """
-    start = _check_tokens(start, vocab_size, "gradient_ascent")
+    start = check_tokens(start, vocab_size, "gradient_ascent")
     blocked = None
     if constraints is not None:
         start = constraints.project(start, generator)
@@ -101,7 +102,11 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
     Returns:
         LongTensor ``(N, L)``: the final designs.
     """
-    x = _check_tokens(start, vocab_size, "hill_climb").clone()
+    x = check_tokens(start, vocab_size, "hill_climb").clone()
+    if steps < 0:
+        raise ValueError(f"hill_climb: steps must be >= 0, got {steps}")
+    if proposals < 1:
+        raise ValueError(f"hill_climb: proposals must be >= 1, got {proposals}")
     n, length = x.shape
     gen = torch.Generator().manual_seed(seed)
 
@@ -112,7 +117,7 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
 
     if constraints is not None:
         x = constraints.project(x, gen)
-    value, off = reward(one_hot(x, vocab_size)), violation(x)
+    value, off = _scores(reward, x, vocab_size, "hill_climb"), violation(x)
     for _ in progress_bar(range(steps), desc="hill climbing", progress=progress):
         pos = torch.randint(length, (n, proposals), generator=gen).to(x.device)
         tok = torch.randint(vocab_size, (n, proposals), generator=gen).to(x.device)
@@ -121,7 +126,7 @@ def hill_climb(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
         if constraints is not None:
             mutants = constraints.project(mutants.flatten(0, 1), gen).view(n, proposals, length)
         flat = mutants.flatten(0, 1)
-        scores = reward(one_hot(flat, vocab_size)).view(n, proposals)
+        scores = _scores(reward, flat, vocab_size, "hill_climb").view(n, proposals)
         mutant_off = violation(flat).view(n, proposals)
         # Lexicographic: nearer to meeting the rules first, then the reward.
         least = mutant_off.min(1).values
@@ -174,10 +179,7 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
     for lo in progress_bar(range(0, space, batch), desc="exhaustive search", progress=progress):
         index = torch.arange(lo, min(lo + batch, space), device=device)
         tokens = (index[:, None] // place) % vocab_size  # (B, L)
-        out = reward(one_hot(tokens, vocab_size))
-        if out.shape != index.shape:
-            raise ValueError(f"exhaustive_search: reward returned shape {tuple(out.shape)} for a "
-                             f"batch of {len(index)}; expected ({len(index)},)")
+        out = _scores(reward, tokens, vocab_size, "exhaustive_search")
         if constraints is not None:
             out = out.masked_fill(~constraints.satisfied(tokens).to(out.device), float("-inf"))
         scores[lo:lo + len(index)] = out.to(scores.dtype)
@@ -190,14 +192,15 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
     return tokens, scores[order]
 
 
-def _check_tokens(tokens: Tensor, vocab_size: int, where: str) -> Tensor:
-    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.long, torch.int32, torch.int16,
-                                                               torch.uint8):
-        raise TypeError(f"{where}: expected integer tokens (N, L), got "
-                        f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
-    if tokens.dim() != 2:
-        raise ValueError(f"{where}: expected tokens of shape (N, L), got {tuple(tokens.shape)}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(f"{where}: tokens must lie in 0..{vocab_size - 1}, got range "
-                         f"[{int(tokens.min())}, {int(tokens.max())}]")
-    return tokens.long()
+def _scores(reward: Reward, tokens: Tensor, vocab_size: int, where: str) -> Tensor:
+    """``reward`` of ``tokens (N, L)``, checked to be ``(N,)`` and free of NaN (-inf, infeasible, is
+    allowed): a (N, 1) output would broadcast, a NaN would top a descending sort or poison a max."""
+    out = reward(one_hot(tokens, vocab_size))
+    if not isinstance(out, Tensor) or out.shape != (len(tokens),):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{where}: reward returned shape {got} for a batch of {len(tokens)}; "
+                         f"expected ({len(tokens)},)")
+    if bool(torch.isnan(out).any()):
+        raise ValueError(f"{where}: reward is NaN for {int(torch.isnan(out).sum())} of {len(out)} "
+                         f"sequences; map infeasible designs to -inf or a large negative number")
+    return out

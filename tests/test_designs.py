@@ -22,3 +22,19 @@ def test_ranked_and_ids():
     assert x.tolist() == [[1], [0], [2]] and s.tolist() == [2.0, 0.5, 0.5]
     assert design_ids(3) == ["design_0001", "design_0002", "design_0003"]
     assert design_ids(12000)[-1] == "design_12000"
+
+
+def test_unique_designs_without_hits_keeps_the_length():
+    found, drawn = unique_designs(lambda k: torch.zeros(k, 3, dtype=torch.long), 2,
+                                  exclude=torch.zeros(1, 3, dtype=torch.long), max_draws=2)
+    assert found.shape == (0, 3) and found.dtype == torch.long and drawn == 4
+
+
+def test_ranked_puts_minus_inf_last_and_refuses_nan_or_a_wrong_length():
+    designs = torch.tensor([[0], [1], [2]])
+    x, s = ranked(designs, torch.tensor([float("-inf"), 1.0, 2.0]))
+    assert x.tolist() == [[2], [1], [0]] and s.tolist() == [2.0, 1.0, float("-inf")]
+    with pytest.raises(ValueError, match="score is NaN for 1 of 3"):
+        ranked(designs, torch.tensor([1.0, float("nan"), 2.0]))
+    with pytest.raises(ValueError, match=r"score must be \(3,\).*got \(2,\)"):
+        ranked(designs, torch.tensor([1.0, 2.0]))

@@ -113,3 +113,31 @@ def test_every_optimizer_honours_constraints():
     assert torch.equal(*projected)  # the letters that replace the disallowed ones come from its generator
     with pytest.raises(ValueError, match=r"only \d+ sequences meet the constraints"):
         exhaustive_search(reward, 8, 4, top_k=60000, constraints=c)
+
+
+def test_nan_rewards_are_refused_and_minus_inf_ranks_last():
+    place = torch.tensor([4.0, 2.0, 1.0])
+
+    def reward(x):  # base-2 value; -inf (infeasible) where the first token is 1
+        v = (x[..., 1] * place).sum(-1)
+        return v.masked_fill(x[:, 0, 1] > 0, float("-inf"))
+
+    tokens, scores = exhaustive_search(reward, length=3, vocab_size=2, top_k=8)
+    assert tokens[0].tolist() == [0, 1, 1] and scores[-4:].tolist() == [float("-inf")] * 4
+    nan = lambda x: reward(x).nan_to_num(nan=0.0, neginf=float("nan"))  # noqa: E731
+    with pytest.raises(ValueError, match="exhaustive_search: reward is NaN for 4 of"):
+        exhaustive_search(nan, length=3, vocab_size=2, top_k=1)
+    with pytest.raises(ValueError, match="hill_climb: reward is NaN"):
+        hill_climb(nan, torch.ones(2, 3, dtype=torch.long), 2, steps=1)
+
+
+def test_hill_climb_rejects_bad_arguments_like_gradient_ascent():
+    start = torch.zeros(2, 3, dtype=torch.long)
+    reward = lambda x: x.sum((-1, -2))  # noqa: E731
+    with pytest.raises(ValueError, match="hill_climb: reward returned shape \\(2, 1\\)"):
+        hill_climb(lambda x: reward(x)[:, None], start, 2, steps=1)
+    with pytest.raises(ValueError, match="hill_climb: proposals must be >= 1, got 0"):
+        hill_climb(reward, start, 2, proposals=0)
+    with pytest.raises(ValueError, match="hill_climb: steps must be >= 0, got -1"):
+        hill_climb(reward, start, 2, steps=-1)
+    assert torch.equal(hill_climb(reward, start, 2, steps=0), start)

@@ -181,10 +181,11 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
     The population (``num_particles = batch_size``) starts as the best ``batch_size`` designs of
     ``initial`` by label (-inf last; cycled if ``initial`` is smaller). Each round's queries are the
     particles that round's step scores with the oracle; the step then keeps the best
-    ``survival_quantile`` of the population, refills the rest by uniform recombination of survivors
-    (``recombine_prob``) and mutates every position with probability ``mutation_prob`` (default
-    ``1/L``, one mutation per sequence on average; holo's default 0.2 rewrites ~6 of 32 positions,
-    and on Ehrlich functions each random mutation leaves the feasible set with probability ~0.4).
+    ``survival_quantile`` of the population (at least two: ``survival_quantile * batch_size >= 2``),
+    refills the rest by uniform recombination of survivors (``recombine_prob``) and mutates every
+    position with probability ``mutation_prob`` (default ``1/L``, one mutation per sequence on
+    average; holo's default 0.2 rewrites ~6 of 32 positions, and on Ehrlich functions each random
+    mutation leaves the feasible set with probability ~0.4).
 
     Additions to holo's optimizer (all outside it, through its closure and its particle buffer):
 
@@ -209,6 +210,13 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
 
     name = "genetic_algorithm"
     labels = _check_args(name, initial, rounds, batch_size)
+    # holo's own checks, made up front and in this function's terms: recombination needs two survivors.
+    if not 0 < survival_quantile < 1:
+        raise ValueError(f"{name}: survival_quantile must lie in (0, 1), got {survival_quantile}")
+    if survival_quantile * batch_size < 2:
+        raise ValueError(f"{name}: survival_quantile * batch_size must be >= 2 (two parents survive to "
+                         f"recombine), got survival_quantile={survival_quantile}, batch_size={batch_size}: "
+                         f"use batch_size >= {math.ceil(2 / survival_quantile)}")
     vocab_size, length = initial.alphabet.size, initial.length
     if mutation_prob is None:
         mutation_prob = 1.0 / length

@@ -29,6 +29,7 @@ from botorch.utils.multi_objective.scalarization import get_chebyshev_scalarizat
 from torch import Tensor
 
 from mbo.active.selection import Selection, _one_hot_flat, unmeasured
+from mbo.data.alphabet import check_tokens
 
 ParetoMethod = Literal["qnehvi", "qparego", "random_scalarization"]
 PARETO_METHODS = ("qnehvi", "qparego", "random_scalarization")
@@ -73,8 +74,8 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
         pool: candidate designs, LongTensor ``(P, L)``; duplicates and ``exclude`` rows are dropped.
         q: plate size; fewer only if the pool runs out.
         vocab_size: V.
-        ref_point: ``(M,)``, the worst value of each objective worth having (hypervolume's corner),
-            in the models' label units.
+        ref_point: ``(M,)``, a tensor or a sequence of floats: the worst value of each objective
+            worth having (hypervolume's corner), in the models' label units.
         baseline: LongTensor ``(B, L)``, the measured designs: the front a pick must grow (as the
             models predict it, member by member) and the scalarizations' scales.
         method: ``"qnehvi"``, ``"qparego"`` or ``"random_scalarization"`` (module docstring).
@@ -95,6 +96,12 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
         raise ValueError(f"plate size q must be >= 1, got {q}")
     if len(models) < 2:
         raise ValueError(f"several objectives need at least 2 models, got {len(models)}")
+    ref = torch.as_tensor(ref_point, dtype=torch.double)
+    if ref.shape != (len(models),) or not bool(torch.isfinite(ref).all()):
+        raise ValueError(f"select_pareto_batch: ref_point must be {len(models)} finite numbers, one per "
+                         f"model, got {ref_point!r}")
+    pool = check_tokens(pool, vocab_size, "select_pareto_batch: pool")
+    baseline = check_tokens(baseline, vocab_size, "select_pareto_batch: baseline")
     cand = unmeasured(pool, exclude)
     if len(cand) == 0:
         raise ValueError("every candidate in the pool was already measured; sample a larger pool")
@@ -107,7 +114,6 @@ def select_pareto_batch(models: list, pool: Tensor, q: int, *, vocab_size: int, 
                          f"{[x.shape[0] for x in members]}")
     values = torch.stack(members, dim=-1)  # (K, P + B, M)
     pool_values, base_values = values[:, : len(cand)], values[:, len(cand):]
-    ref = ref_point.double()
     mean = values.mean(0)
     gen = torch.Generator().manual_seed(seed)
     picked: list[int] = []

@@ -8,6 +8,7 @@ come back, and a minimum Hamming distance between chosen designs keeps the plate
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,8 @@ from botorch.generation.sampling import MaxPosteriorSampling
 from botorch.models.ensemble import EnsembleModel
 from botorch.optim import optimize_acqf_discrete
 from torch import Tensor
+
+from mbo.data.alphabet import check_tokens
 
 Acquisition = Literal["ucb", "lognei", "thompson"]
 ACQUISITIONS = ("ucb", "lognei", "thompson")
@@ -126,6 +129,12 @@ def select_batch(
         raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS}")
     if q < 1:
         raise ValueError(f"batch size q must be >= 1, got {q}")
+    # qUCB takes sqrt(beta): a negative one fails inside BoTorch, a NaN one ranks nothing.
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"select_batch: beta must be a finite number >= 0, got {beta!r}")
+    pool = check_tokens(pool, vocab_size, "select_batch: pool")
+    if baseline is not None and len(baseline):
+        baseline = check_tokens(baseline, vocab_size, "select_batch: baseline")
     cand = unmeasured(pool, exclude)
     if len(cand) == 0:
         raise ValueError("every candidate in the pool was already measured; sample a larger pool")

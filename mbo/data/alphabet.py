@@ -14,6 +14,25 @@ from torch import Tensor
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+def check_tokens(tokens: Tensor, vocab_size: int, where: str, shapes: str = "(N, L)") -> Tensor:
+    """``tokens`` as a LongTensor, after checking they are integer tokens in ``[0, vocab_size)`` of the
+    ``shapes`` named (``"(N, L)"``, or ``"(L,) or (N, L)"``).
+
+    Raises:
+        TypeError: not an integer tensor. ValueError: another number of dimensions, or a token out of
+            range; both messages start with ``where``.
+    """
+    if not isinstance(tokens, Tensor) or tokens.dtype not in INTEGER_DTYPES:
+        got = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise TypeError(f"{where}: expected integer tokens {shapes}, got {got}")
+    if tokens.dim() not in ((1, 2) if "(L,)" in shapes else (2,)):
+        raise ValueError(f"{where}: expected tokens of shape {shapes}, got {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"{where}: tokens must lie in 0..{vocab_size - 1}, got range "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
+    return tokens.long()
+
+
 @dataclass(frozen=True)
 class Alphabet:
     """An ordered set of single-character letters; token ``i`` is ``letters[i]``.
@@ -70,16 +89,10 @@ class Alphabet:
         """Tokens ``(L,)`` to a string, or ``(N, L)`` to a list of strings.
 
         Raises:
-            ValueError: not integer tokens of one or two dimensions, or a token outside ``[0, V)``
-                (a negative one would wrap around to a letter, a MASK token has none).
+            TypeError, ValueError: not integer tokens of one or two dimensions, or a token outside
+                ``[0, V)`` (a negative one would wrap around to a letter, a MASK token has none).
         """
-        if (not isinstance(tokens, Tensor) or tokens.dtype not in INTEGER_DTYPES
-                or tokens.dim() not in (1, 2)):
-            got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens)
-            raise ValueError(f"decode: tokens must be an integer tensor (L,) or (N, L), got {got}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.size):
-            raise ValueError(f"decode: tokens must be in [0, {self.size - 1}] for alphabet {self.name!r}, "
-                             f"got {int(tokens.min())}..{int(tokens.max())}")
+        check_tokens(tokens, self.size, f"decode ({self.name})", shapes="(L,) or (N, L)")
         if tokens.dim() == 1:
             return "".join(self.letters[int(t)] for t in tokens)
         return ["".join(self.letters[int(t)] for t in row) for row in tokens]

@@ -23,7 +23,9 @@ class SequenceDataset:
         tokens: LongTensor ``(N, L)`` of tokens of ``alphabet``.
         alphabet: the :class:`Alphabet` the tokens index.
         labels: float ``(N,)`` or ``(N, k)``, or ``None`` for an unlabeled corpus; ``-inf`` marks a
-            design measured infeasible (reward models refuse it: impute or drop it first).
+            design measured infeasible (reward models refuse it: impute or drop it first). Integer or
+            bool labels are stored as float32, and labels are stored detached (measurements carry no
+            gradient); complex labels are refused.
         ids: ``N`` unique strings, or ``None``.
     """
 
@@ -43,6 +45,12 @@ class SequenceDataset:
             if not isinstance(self.labels, torch.Tensor):
                 raise ValueError(f"labels must be a float tensor (N,) or (N, k) (torch.as_tensor(labels, "
                                  f"dtype=torch.float32)), got {type(self.labels).__name__}")
+            if self.labels.is_complex():
+                raise ValueError(f"labels must be real numbers, got {self.labels.dtype}")
+            if not self.labels.is_floating_point():
+                self.labels = self.labels.float()  # counts or 0/1 outcomes: reward models fit floats
+            # A label computed by a model must not keep its graph alive (or let a fit backpropagate into it).
+            self.labels = self.labels.detach()
             if self.labels.shape[0] != n or self.labels.dim() not in (1, 2) or 0 in self.labels.shape[1:]:
                 raise ValueError(f"labels must be (N,) or (N, k) with N={n}, "
                                  f"got {tuple(self.labels.shape)}")
@@ -70,16 +78,32 @@ class SequenceDataset:
         """The sequences as strings."""
         return self.alphabet.decode(self.tokens) if len(self) else []
 
-    def subset(self, index: Tensor | slice | list[int]) -> SequenceDataset:
-        """A new dataset with the rows picked by ``index`` (a mask, indices or a slice)."""
-        if isinstance(index, Tensor) and index.dtype == torch.bool:
-            index = index.nonzero().squeeze(-1)
+    def subset(self, index: Tensor | slice | list[int] | list[bool]) -> SequenceDataset:
+        """A new dataset with the rows picked by ``index``: a bool mask ``(N,)``, indices or a slice
+        (one row: ``[i]``)."""
+        if not isinstance(index, slice):
+            # A list of bools is a mask too (as in torch), not the indices 1 and 0.
+            given, index = index, torch.as_tensor(index)
+            if index.dim() == 0:
+                raise TypeError(f"subset: index must be a bool mask, indices or a slice (one row: [i]), "
+                                f"got {given!r}")
+            if index.numel() == 0 and index.is_floating_point():  # torch.as_tensor([])
+                index = index.long()
+            if index.dtype == torch.bool:
+                if index.shape != (len(self),):
+                    raise ValueError(f"subset: a bool mask must have shape ({len(self)},), got "
+                                     f"{tuple(index.shape)}")
+                index = index.nonzero().squeeze(-1)
+            elif index.is_floating_point() or index.is_complex() or index.dim() != 1:
+                raise TypeError(f"subset: indices must be integers (K,), got {index.dtype} "
+                                f"{tuple(index.shape)}")
+        tokens = self.tokens[index]  # first: an index out of range is torch's clear IndexError
         ids = None
         if self.ids is not None:
-            rows = range(len(self))[index] if isinstance(index, slice) else [int(i) for i in index]
+            rows = range(len(self))[index] if isinstance(index, slice) else index.tolist()
             ids = [self.ids[i] for i in rows]
         return SequenceDataset(
-            tokens=self.tokens[index],
+            tokens=tokens,
             alphabet=self.alphabet,
             labels=None if self.labels is None else self.labels[index],
             ids=ids,

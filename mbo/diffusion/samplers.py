@@ -18,6 +18,7 @@ the exact per-step KL between two policies needs: KL_t = Σ_i P(i unmasks) · KL
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -64,7 +65,10 @@ class GridSampler(Sampler):
     """
 
     def __init__(self, steps: int = 32) -> None:
-        if int(steps) < 1:
+        # int(2.7) would silently run 2 steps.
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+            raise TypeError(f"GridSampler: steps must be an integer, got {steps!r}")
+        if steps < 1:
             raise ValueError(f"GridSampler: steps must be >= 1, got {steps}")
         self.steps = int(steps)
 

@@ -113,6 +113,18 @@ def test_rejects_bad_arguments(method, task):
         method(task.oracle, data.subset(slice(0, 0)), rounds=1, batch_size=BATCH)
 
 
+def test_genetic_algorithm_needs_two_survivors(task):
+    # holo's DiscreteEvolution recombines two survivors; without them it failed deep inside holo.
+    data = task.offline_dataset()
+    with pytest.raises(ValueError, match=r"genetic_algorithm: survival_quantile \* batch_size must be >= 2"
+                                         r".*batch_size=3: use batch_size >= 4"):
+        genetic_algorithm(task.oracle, data, rounds=1, batch_size=3)
+    with pytest.raises(ValueError, match=r"survival_quantile=0\.1, batch_size=6: use batch_size >= 20"):
+        genetic_algorithm(task.oracle, data, rounds=1, batch_size=6, survival_quantile=0.1)
+    with pytest.raises(ValueError, match=r"survival_quantile must lie in \(0, 1\), got 1\.0"):
+        genetic_algorithm(task.oracle, data, rounds=1, batch_size=6, survival_quantile=1.0)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_zero_rounds(method, task):
     assert method(task.oracle, task.offline_dataset(), rounds=0, batch_size=BATCH) == []

@@ -75,3 +75,16 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="already measured"):
         select_pareto_batch(models, pool, 2, vocab_size=3, ref_point=torch.zeros(2), baseline=baseline,
                             exclude=pool)
+
+
+def test_ref_point_may_be_a_list_and_must_have_one_finite_value_per_model():
+    models, pool, baseline = pool_and_models()
+    kw = dict(vocab_size=3, baseline=baseline, exclude=baseline, seed=0)
+    as_list = select_pareto_batch(models, pool, 3, ref_point=[-0.5, -0.5], **kw)
+    as_tensor = select_pareto_batch(models, pool, 3, ref_point=torch.tensor([-0.5, -0.5]), **kw)
+    assert torch.equal(as_list.tokens, as_tensor.tokens)
+    for bad in (torch.zeros(3), [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="ref_point must be 2 finite numbers, one per model"):
+            select_pareto_batch(models, pool, 3, ref_point=bad, **kw)
+    with pytest.raises(TypeError, match="select_pareto_batch: pool: expected integer tokens"):
+        select_pareto_batch(models, pool.float(), 3, ref_point=[-0.5, -0.5], **kw)

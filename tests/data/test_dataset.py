@@ -79,3 +79,29 @@ def test_labels_must_be_a_tensor_with_at_least_one_column():
         SequenceDataset(tokens, DNA, [1.0, 2.0])
     with pytest.raises(ValueError, match=r"labels must be \(N,\) or \(N, k\)"):
         SequenceDataset(tokens, DNA, torch.zeros(2, 0))
+
+
+def test_integer_and_bool_labels_become_float_complex_ones_are_refused():
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    assert SequenceDataset(tokens, DNA, torch.tensor([1, 2])).labels.dtype == torch.float32
+    assert SequenceDataset(tokens, DNA, torch.tensor([True, False])).labels.tolist() == [1.0, 0.0]
+    assert SequenceDataset(tokens, DNA, torch.zeros(2, dtype=torch.float64)).labels.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"labels must be real numbers, got torch\.complex64"):
+        SequenceDataset(tokens, DNA, torch.ones(2, dtype=torch.complex64))
+
+
+def test_labels_are_stored_without_a_graph():
+    y = torch.ones(2, requires_grad=True) * 2
+    assert not SequenceDataset(torch.zeros(2, 3, dtype=torch.long), DNA, y).labels.requires_grad
+
+
+def test_subset_takes_a_list_of_bools_as_a_mask_and_refuses_a_bare_index():
+    sub = _ds().subset([True, False, True])
+    assert sub.ids == ["a", "c"] and sub.labels.tolist() == [1.0, 3.0]
+    assert len(_ds().subset([])) == 0
+    with pytest.raises(ValueError, match=r"subset: a bool mask must have shape \(3,\), got \(2,\)"):
+        _ds().subset([True, False])
+    with pytest.raises(TypeError, match=r"one row: \[i\]"):
+        _ds().subset(1)
+    with pytest.raises(TypeError, match="subset: indices must be integers"):
+        _ds().subset(torch.tensor([0.0, 2.0]))
