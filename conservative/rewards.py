@@ -80,9 +80,19 @@ class OptimisticReward(ConservativeReward):
 
 
 def label_scale(labels: Tensor) -> float:
-    """The spread of measured labels, std in float64 (1.0 for labels that are all equal): the unit in
-    which :class:`ScaledReward` expresses a reward."""
-    std = float(labels.double().std()) if labels.numel() > 1 else 0.0
+    """The spread of one objective's measured labels ``(N,)``: the std in float64 of the finite ones
+    (``-inf``, a design measured infeasible, has no value to spread; it made the std NaN, and the
+    scale silently 1), or 1.0 with fewer than two or all equal. The unit in which
+    :class:`ScaledReward` expresses a reward.
+
+    Raises:
+        ValueError: labels of several objectives ``(N, k)``: each column has its own spread.
+    """
+    if labels.dim() != 1:
+        raise ValueError(f"label_scale: labels must be one objective's (N,), got {tuple(labels.shape)}; "
+                         "scale each objective by its own column")
+    finite = labels.double()[torch.isfinite(labels)]
+    std = float(finite.std()) if finite.numel() > 1 else 0.0
     return std if std > 0 and math.isfinite(std) else 1.0
 
 

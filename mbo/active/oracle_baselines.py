@@ -85,6 +85,9 @@ def _query(oracle: Oracle, tokens: Tensor, name: str, constraints: Constraints |
     if not isinstance(values, Tensor) or values.shape != (len(tokens),) or not values.is_floating_point():
         raise ValueError(f"{name}: the oracle must return a float tensor ({len(tokens)},), got "
                          f"{getattr(values, 'dtype', type(values))} {tuple(getattr(values, 'shape', ()))}")
+    if bool(values.isnan().any()):  # it would be kept as a best or a parent; -inf is the infeasible mark
+        raise ValueError(f"{name}: the oracle returned NaN for {int(values.isnan().sum())} of {len(values)} "
+                         "designs; score infeasible designs -inf")
     return QueryBatch(tokens=tokens, values=values.detach().cpu())
 
 

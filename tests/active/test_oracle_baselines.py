@@ -212,3 +212,12 @@ def test_repair_walks_into_the_valid_set():
     assert bool(rules.satisfied(fixed).all())
     ok = rules.satisfied(x)
     assert bool((fixed[ok] == x[ok]).all())  # valid rows are left alone
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_oracle_that_answers_nan_is_refused(method, task):
+    def nan_oracle(tokens):
+        return torch.full((len(tokens),), math.nan)
+
+    with pytest.raises(ValueError, match=r"oracle returned NaN for 6 of 6 designs; score infeasible"):
+        method(nan_oracle, task.offline_dataset(), rounds=1, batch_size=BATCH, seed=0)

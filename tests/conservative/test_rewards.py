@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -76,5 +78,9 @@ def test_scaled_reward_divides_reward_and_components():
     assert not hasattr(ScaledReward(lambda z: z.sum((1, 2)), 2.0), "components")
     assert label_scale(torch.tensor([1e30, 3e30])) == pytest.approx(1.4142135e30)
     assert label_scale(torch.tensor([2.0, 2.0])) == 1.0
+    # A design measured infeasible has no value to spread: the std of the others.
+    assert label_scale(torch.tensor([1.0, 3.0, -math.inf])) == pytest.approx(math.sqrt(2))
+    with pytest.raises(ValueError, match=r"one objective's \(N,\), got \(2, 2\)"):
+        label_scale(torch.ones(2, 2))
     with pytest.raises(ValueError):
         ScaledReward(base, 0.0)
