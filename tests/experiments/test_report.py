@@ -16,4 +16,4 @@ def test_the_provenance_says_why_an_inference_time_run_has_no_fine_tuned_checkpo
     from experiments.report import tuned_text
 
     assert tuned_text("none (inference-time method)") == "no fine-tuned checkpoint (inference-time method)"
-    assert tuned_text("ab" * 32) == f"fine-tuned checkpoint sha256 {'ab' * 8}… (finetuned.safetensors)"
+    assert tuned_text("ab" * 32) == f"fine-tuned weights sha256 {'ab' * 8}… (finetuned.safetensors)"
