@@ -8,6 +8,7 @@ unknown keys and values of the wrong type with the key named.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -151,8 +152,15 @@ def build_task(settings: DictConfig):
     """The task of the ``task`` settings; a value its constructor refuses (an unknown landscape, a file
     that is not there) is a :class:`SettingsError` naming the task, and the input file's own problems
     stay :class:`~mbo.data.io.DataError` s. Built through a partial so Hydra does not wrap either."""
-    with _refused_as_settings(settings._target_.rsplit(".", 1)[-1]):
-        return instantiate(settings, _partial_=True)()
+    name = settings._target_.rsplit(".", 1)[-1]
+    with _refused_as_settings(name):
+        factory = instantiate(settings, _partial_=True)
+        params = inspect.signature(factory.func).parameters
+        unknown = sorted(set(factory.keywords) - set(params))
+        if unknown:  # added with +task.KEY=…: the call would fail with a TypeError
+            raise SettingsError(f"task {name}: unknown setting(s) {', '.join(f'task.{k}' for k in unknown)}; "
+                                f"it takes {', '.join(f'task.{k}' for k in params)}")
+        return factory()
 
 
 def task_data(task) -> tuple:

@@ -80,3 +80,11 @@ def test_an_unknown_group_option_is_one_line_naming_the_options():
     assert message.startswith("In 'config': Could not find 'reward_model/gpp'; Available options in "
                               "'reward_model': bootstrap, calibrated_ensemble, conv_ensemble,")
     assert "\n" not in message and "search path" not in message
+
+
+def test_a_task_setting_its_constructor_does_not_take_is_named():
+    from mbo.config import build_task
+
+    problem = r"task TFBind8: unknown setting\(s\) task.foo; it takes task.landscape"
+    with pytest.raises(SettingsError, match=problem):
+        build_task(compose_config("config", ["+task.foo=1"]).task)

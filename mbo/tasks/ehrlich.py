@@ -27,8 +27,8 @@ from mbo.tasks.base import Task
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+="
 
 
-def _check_settings(num_states, length, num_motifs, motif_length, quantization, corpus_size,
-                    offline_size) -> None:
+def _check_settings(num_states, length, num_motifs, motif_length, quantization, seed, corpus_size,
+                    offline_size, offline_max_score) -> None:
     """Refuse an instance holo cannot build, or builds as another one than its name says."""
     def need(ok: bool, what: str) -> None:
         if not ok:
@@ -39,14 +39,23 @@ def _check_settings(num_states, length, num_motifs, motif_length, quantization, 
                        ("offline_size", offline_size)):
         need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
              f"task.{key} must be a positive integer, got {value!r}")
-    need(2 <= num_states <= len(_LETTERS),
-         f"task.num_states must be in [2, {len(_LETTERS)}], got {num_states}")
+    # torch seeds with a 64-bit integer, and the data are drawn with seed + 1 and seed + 2.
+    need(isinstance(seed, int) and not isinstance(seed, bool) and abs(seed) < 2**62,
+         f"task.seed must be an integer of magnitude below 2^62, got {seed!r}")
+    # At 2 states holo's banded transition matrix is reducible for about half the seeds (its
+    # Perron-Frobenius check fails), and at 2 or 3 every transition is allowed anyway.
+    need(3 <= num_states <= len(_LETTERS),
+         f"task.num_states must be in [3, {len(_LETTERS)}], got {num_states}")
+    need(isinstance(offline_max_score, (int, float)) and not isinstance(offline_max_score, bool)
+         and 0 <= offline_max_score <= 1, f"task.offline_max_score must be a number in [0, 1] (scores lie "
+         f"there), got {offline_max_score!r}")
     need(motif_length >= 2, f"task.motif_length must be >= 2 (its elements are spaced), got {motif_length}")
     need(num_motifs * motif_length <= length, f"task.num_motifs × task.motif_length = "
          f"{num_motifs * motif_length} motif elements do not fit in task.length = {length}")
     # holo quantizes a motif's count in steps of ceil(motif_length / q): a q that does not divide the
     # motif length silently gives the levels of a smaller q.
-    need(quantization is None or (isinstance(quantization, int) and quantization >= 1
+    need(quantization is None or (isinstance(quantization, int) and not isinstance(quantization, bool)
+                                  and quantization >= 1
                                   and (quantization >= motif_length or motif_length % quantization == 0)),
          f"task.quantization must be null or divide task.motif_length = {motif_length}, got {quantization!r}")
 
@@ -77,7 +86,8 @@ class Ehrlich(Task):
         # Imported here: holo pulls in pandas at import, which only this task needs.
         from holo.test_functions.closed_form import Ehrlich as HoloEhrlich
 
-        _check_settings(num_states, length, num_motifs, motif_length, quantization, corpus_size, offline_size)
+        _check_settings(num_states, length, num_motifs, motif_length, quantization, seed, corpus_size,
+                        offline_size, offline_max_score)
         if quantization is not None and quantization > motif_length:
             quantization = motif_length  # what holo computes with it (every level), and the name says so
         self.function = HoloEhrlich(num_states=num_states, dim=length, num_motifs=num_motifs,
@@ -147,8 +157,9 @@ class Ehrlich(Task):
             if n_kept >= self.offline_size:
                 break
         else:
-            raise SettingsError(f"{self.name}: could not draw {self.offline_size} chain samples scoring "
-                                f"<= {self.offline_max_score}; raise task.offline_max_score")
+            raise SettingsError(f"{self.name}: could not draw {self.offline_size} distinct chain samples "
+                                f"scoring <= {self.offline_max_score} (found {n_kept}); lower "
+                                "task.offline_size or raise task.offline_max_score")
         tokens = torch.cat(kept)[: self.offline_size]
         return SequenceDataset(tokens, self.alphabet, labels=self.oracle(tokens).float(),
                                ids=[f"offline_{i}" for i in range(len(tokens))])

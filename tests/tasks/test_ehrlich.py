@@ -49,6 +49,12 @@ def test_same_seed_same_task_and_bad_arguments():
     ({"quantization": 0}, "quantization must be null or divide"),
     ({"length": 12, "motif_length": 4, "quantization": 3}, "quantization must be null or divide"),
     ({"corpus_size": 0}, "corpus_size must be a positive integer"),
+    ({"num_states": 2, "seed": 2}, r"num_states must be in \[3, 64\]"),  # holo's chain is reducible there
+    ({"seed": 1.5}, "seed must be an integer"), ({"seed": True}, "seed must be an integer"),
+    ({"seed": 2**64 - 1}, "seed must be an integer of magnitude below"),
+    ({"quantization": True}, "quantization must be null or divide"),
+    ({"offline_max_score": None}, r"offline_max_score must be a number in \[0, 1\]"),
+    ({"offline_max_score": -0.1}, "offline_max_score must be"), ({"offline_max_score": True}, "must be"),
 ])
 def test_instances_holo_cannot_build_are_refused_by_name(setting, problem):
     with pytest.raises(SettingsError, match=problem):
@@ -68,3 +74,11 @@ def test_corpus_entropy_is_the_chains_entropy():
     mc = float(-log_p.mean()) / task.length
     se = float(log_p.std()) / task.length / 20000 ** 0.5
     assert abs(task.corpus_entropy() - mc) < 4 * se
+
+
+def test_an_instance_with_too_few_sequences_for_its_offline_data_names_offline_size():
+    task = Ehrlich(num_states=4, length=4, num_motifs=1, motif_length=2, quantization=2, corpus_size=50,
+                   offline_size=300, offline_max_score=1.0)  # 4^4 = 256 sequences, fewer feasible
+    problem = r"could not draw 300 distinct .* \(found \d+\); lower task.offline_size"
+    with pytest.raises(SettingsError, match=problem):
+        task.offline_dataset()

@@ -154,6 +154,7 @@ def _start_from_task(name: str, task_args: list[str]):
     spec = {"name": name, "args": parse_task_args(task_args)}
     task = build_task(spec)
     data, corpus = task_data(task)
+    check_learnable(data, f"task {task.name}", "value")  # before pretraining, as a --data start is
     if data.ids is None:
         data.ids = [f"start_{i:04d}" for i in range(len(data))]
     return data, corpus, {"task": spec}, f"{task.name}:offline"
