@@ -58,7 +58,9 @@ def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None,
     """Summary metrics of ``designs (N, L)``; each input is optional and adds its own metrics.
 
     Args:
-        task: a Task with an oracle -> ``true_p100``, ``true_p50``, ``true_mean``, ``feasible``.
+        task: a Task with an oracle -> ``true_p100``, ``true_p50`` (infeasible designs count as the
+            worst), ``true_mean`` (over the feasible designs only: −inf would swamp it) and
+            ``feasible`` (their fraction).
         reward_model: has ``mean_std`` -> ``pred_mean``, ``pred_std`` and, with an oracle,
             ``overopt_gap`` (mean predicted − mean true, on feasible designs).
         reward: a (conservative) reward callable -> ``reward_mean``.
