@@ -60,8 +60,10 @@ def set_threads(setting: int | str | None) -> None:
     """
     if setting == "auto":
         setting = 1 if _in_multirun() else None
+    if setting is not None and (isinstance(setting, bool) or not isinstance(setting, int) or setting < 1):
+        raise ValueError(f"threads must be auto, null or an integer >= 1, got {setting!r}")
     if setting:
-        threads, cores = int(setting), available_cores()
+        threads, cores = setting, available_cores()
         if threads > cores:  # only slower (13× at 1,000 threads on 2 cores), and ~100,000 crash torch
             log.warning("threads=%d is more than the %d core(s) this process may use; using %d",
                         threads, cores, cores)

@@ -29,3 +29,9 @@ def test_more_threads_than_cores_are_cut_to_the_cores_with_a_warning(monkeypatch
         assert "threads=1000 is more than the 1 core(s) this process may use; using 1" in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("setting", [0, -1, 2.7, True, "0"])
+def test_a_thread_count_that_is_not_a_positive_integer_is_refused(setting):
+    with pytest.raises(ValueError, match="threads must be auto, null or an integer >= 1"):
+        set_threads(setting)
