@@ -23,9 +23,11 @@ from mbo.display import formatted, plural
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
-    """Mean and standard error over seeds (``nan`` for one seed)."""
+    """Mean and standard error over seeds (``nan`` for one seed, or when a value is not finite, as a
+    p50 of -inf is when most designs are infeasible)."""
     m = statistics.fmean(xs)
-    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
+    finite = all(math.isfinite(x) for x in xs)
+    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 and finite else float("nan"))
 
 
 def plus_minus(ms: tuple[float, float], fmt: str = ".3f") -> str:
