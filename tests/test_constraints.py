@@ -23,6 +23,14 @@ def test_per_position_rules_hold_inside_every_sampler():
         seqs = DNA.decode(x)
         assert all(s.startswith("AC") and s[7] in "GT" for s in seqs)
     assert bool(c.satisfied(x).all())
+    # However hard a guidance hook pushes a letter the rules cut (T at 0, A at 7: +1e7 nats), it stays cut.
+    push = torch.tensor([3, 0, 0, 0, 0, 0, 0, 0])
+
+    def tilt(xt, log_x0, rows):
+        return log_x0 + 1e7 * torch.nn.functional.one_hot(push, 4)
+
+    x = m.sample(100, guidance=tilt, generator=torch.Generator().manual_seed(2))
+    assert bool(c.satisfied(x).all())
 
 
 def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
@@ -48,6 +56,15 @@ def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
     (dict(forbidden_motifs=["A", "C"]), "forbidden motifs ['A', 'C', 'G', 'T'] (on both strands) leave no "
                                          "letter at position(s) [0, 1"),  # A and C ban T and G too
     (dict(forbidden_motifs=["A"], allowed={3: "AT"}), "leave no letter at position(s) [3]"),
+    # Settled by allowed letters as fixed ones would be; the parent as the only design.
+    (dict(allowed={0: "G", 1: "A", 2: "A", 3: "T", 4: "T", 5: "C"}, forbidden_motifs=["GAATTC"]),
+     "only allowed letters themselves contain the forbidden motif 'GAATTC'"),
+    (dict(parent="GAATTCAA", max_mutations=0, forbidden_motifs=["GAATTC"]), "the only design is the parent"),
+    # Values of the wrong kind, named.
+    (dict(gc=0.5), "constraints.gc must be [low, high], two numbers, got 0.5"),
+    (dict(allowed={"a": "AC"}), "position 'a' is not an integer"),
+    (dict(forbidden_motifs="GAATTC"), "must be a list ([GAATTC]), got 'GAATTC'"),
+    (dict(parent="AAAAAAAA", max_mutations=1.5), "max_mutations must be an integer, got 1.5"),
 ])
 def test_impossible_constraints_are_refused(kwargs, problem):
     with pytest.raises(ConstraintError, match=problem.replace("(", r"\(").replace(")", r"\)")
@@ -55,6 +72,18 @@ def test_impossible_constraints_are_refused(kwargs, problem):
         Constraints(DNA, 8, **kwargs)
     with pytest.raises(ConstraintError, match="DNA or RNA"):
         Constraints(PROTEIN, 4, gc=[0.2, 0.8])
+
+
+def test_pull_to_parent_keeps_forced_mutations_and_a_random_few_of_the_others():
+    rules = Constraints(DNA, 8, allowed={0: "CG"}, parent="AAAAAAAA", max_mutations=3)
+    tokens = torch.randint(0, 4, (200, 8), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = 1  # C: the parent's A is not allowed at 0, so that mutation is forced
+    pulled = rules.pull_to_parent(tokens, torch.Generator().manual_seed(1))
+    parent = DNA.encode("AAAAAAAA")
+    assert bool(rules.satisfied(pulled).all())
+    assert bool(((pulled == tokens) | (pulled == parent)).all())  # each letter: the sample's or the parent's
+    assert bool(((tokens != parent).sum(-1).clamp(max=3) == (pulled != parent).sum(-1)).all())
+    assert torch.equal(Constraints(DNA, 8).pull_to_parent(tokens), tokens)
 
 
 def test_project_repairs_only_disallowed_tokens():

@@ -322,10 +322,7 @@ class MaskedDiffusion(nn.Module):
             without ``log_ref``.
         """
         self._check_tokens(xt, "xt", allow_mask=True)
-        want = (*xt.shape, self.vocab_size)
-        if tuple(log_x0.shape) != want:  # a wider one would draw MASK as a token, a narrower never the last
-            raise ValueError(f"step: log_x0 must have shape (B, L, V) = {want}, got {tuple(log_x0.shape)} "
-                             "(a guidance hook must return the shape it is given)")
+        _check_log_x0(log_x0, xt, self.vocab_size, "step")
         if unmask.dtype != torch.bool or unmask.shape != xt.shape:
             raise ValueError(f"step: unmask must be a bool tensor of shape {tuple(xt.shape)}, got "
                              f"{unmask.dtype} {tuple(unmask.shape)}")
@@ -448,7 +445,11 @@ class MaskedDiffusion(nn.Module):
                 log_x0 = torch.cat([self.policy_log_probs(inp[p], None if cond_in is None else cond_in[p])
                                     for p in parts])
                 if guidance is not None:
-                    log_x0 = guidance(xt_in, log_x0, rows)
+                    guided = guidance(xt_in, log_x0, rows)
+                    _check_log_x0(guided, xt_in, self.vocab_size, "a guidance hook")
+                    # A tilt may raise any token, but not one the policy cut (a constraint's letter,
+                    # min-p): a strong one would otherwise draw it.
+                    log_x0 = on_support(guided, log_x0)
                 if ref is None:
                     log_ref = None
                 else:
@@ -558,6 +559,14 @@ class _OnSupport(MaskedDiffusion):
     def policy_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
         log_x0 = super().policy_log_probs(xt, cond)
         return on_support(log_x0, self.ref.policy_log_probs(xt.to(next(self.ref.parameters()).dtype)))
+
+
+def _check_log_x0(log_x0: Tensor, xt: Tensor, vocab_size: int, where: str) -> None:
+    """Refuse log-probs that are not ``(B, L, V)`` for ``xt (B, L)``: a wider tensor would draw MASK as a
+    letter, a narrower one never the last letter."""
+    want = (*xt.shape, vocab_size)
+    if tuple(log_x0.shape) != want:
+        raise ValueError(f"{where}: log_x0 must have shape (B, L, V) = {want}, got {tuple(log_x0.shape)}")
 
 
 def _step_kl(log_x0: Tensor, log_ref: Tensor, masked: Tensor, unmask_prob: float | Tensor) -> Tensor:
