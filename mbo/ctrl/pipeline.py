@@ -6,8 +6,10 @@ conditional model's own samples, with ids ``<condition>_0001``..., so a sequence
 and on every row the run's provenance as ``mbo-run`` writes it: run, seed, settings and checkpoints),
 ``metrics.json`` (classifier calibration, per-condition metrics with each condition's ``target``: its
 objective J, KL and log Z and the gap log Z − J in nats, timings), ``history.json`` and the
-fine-tuned model ``ctrl_model.safetensors``. With ``ctrl.model_path`` set to such a file, fine-tuning
-is skipped and the saved model samples the requested conditions (classifiers are refit for metrics).
+fine-tuned model ``ctrl_model.safetensors`` (its config records the factors and the pretrained prior it
+was fine-tuned from). With ``ctrl.model_path`` set to such a file, fine-tuning is skipped and the saved
+model samples the requested conditions (classifiers are refit for metrics); a model fine-tuned from
+another prior than the run's is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from mbo import jsonfile
 from mbo.atomic import atomic_write_text
-from mbo.checkpoint import read_config, save_checkpoint
+from mbo.checkpoint import CheckpointError, read_config, save_checkpoint, weights_sha256
 from mbo.config import SettingsError, build_task, progress_bars, task_data
 from mbo.ctrl.classifier import EnsembleClassifier, calibration
 from mbo.ctrl.conditions import (
@@ -41,7 +43,7 @@ from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
 from mbo.designs import design_ids
 from mbo.device import resolve_device, set_threads
-from mbo.diffusion.cache import pretrained_diffusion
+from mbo.diffusion.cache import cache_key, cache_path, pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.pretrain import load_diffusion
 from mbo.evaluate import mean_pairwise_hamming
@@ -89,8 +91,10 @@ def read_factors(cfg: DictConfig, task) -> list[tuple[Factor, Tensor, Tensor, TF
                    for j, spec in enumerate(cfg.ctrl.factors)]
     except DataError:
         raise
-    except ValueError as err:  # class edges that tie: labels too few-valued for the percentiles asked
-        raise SettingsError(f"ctrl.factors: {err}") from None
+    # Class edges that tie (labels too few-valued for the percentiles asked), a landscape unknown or
+    # not there: refused as a task's landscape is.
+    except (ValueError, OSError) as err:
+        raise SettingsError(f"ctrl.factors: {' '.join(str(err).split())}") from None
     check_classes_labeled(cfg.ctrl.conditions, labeled)
     return labeled
 
@@ -121,7 +125,7 @@ def fit_classifier(factor: Factor, tokens: Tensor, labels: Tensor, vocab: int, c
     classes = factor.classify(labels)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(tokens), generator=gen)
-    n_hold = max(1, round(cfg.holdout * len(tokens)))
+    n_hold = min(max(1, round(cfg.holdout * len(tokens))), len(tokens) - 1)  # one row each at least
     hold, train = perm[:n_hold], perm[n_hold:]
     x = one_hot(tokens, vocab).to(device)
     classes = classes.to(device)
@@ -165,11 +169,15 @@ def factor_spec(factors) -> dict:
     return {f.name: {"classes": list(f.classes), "edges": list(f.edges)} for f in factors}
 
 
-def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConfig, task):
+def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConfig, task,
+                    corpus: Tensor | None = None):
     """A fine-tuned CTRL model saved by an earlier run (``ctrl_model.safetensors``) for ``task``'s
     sequences, checked against the configured factors (names, classes and their edges) so a condition
-    index means the same class it was trained for, with the sampler and min-p rule of the ``diffusion``
-    ``settings`` (a checkpoint holds neither)."""
+    index means the same class it was trained for, and against the pretrained prior the run would use
+    (its cache key: ``task``'s pretraining ``corpus`` and the ``diffusion`` ``settings``), which its KL,
+    gap and naturalness are measured against; with the sampler and min-p rule of the ``settings`` (a
+    checkpoint holds neither). The prior's weights are compared by :func:`check_prior` once it is
+    loaded."""
     model = load_diffusion(path, settings, device=device, vocab_size=task.alphabet.size, length=task.length)
     den = model.denoiser
     want = [f.num_classes for f in factors]
@@ -181,7 +189,39 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
     stored, spec = read_config(path).get("factors"), factor_spec(factors)
     if stored is not None and stored != spec:
         raise DataError(path, f"CTRL model was trained for the factors {stored}, the config defines {spec}")
+    corpus = task_data(task)[1] if corpus is None else corpus
+    key = cache_key(corpus, task.alphabet.size, settings)
+    prior = read_config(path).get("prior")
+    if not isinstance(prior, dict):
+        raise CheckpointError(f"{path}: CTRL model records no pretrained prior it was fine-tuned from (saved "
+                              "before models recorded it); fine-tune it again (drop ctrl.model_path)")
+    if prior.get("key") != key:
+        raise CheckpointError(f"{path}: CTRL model was fine-tuned from another pretrained prior "
+                              f"({prior.get('key')}) than this run's ({key}: task {task.name}'s corpus and "
+                              "the diffusion settings); use the task and diffusion settings it was "
+                              "fine-tuned with, or fine-tune again (drop ctrl.model_path)")
     return model
+
+
+def prior_identity(corpus: Tensor, vocab: int, settings: DictConfig, cache_dir, name: str) -> dict:
+    """What a CTRL checkpoint records of the pretrained prior it was fine-tuned from: its cache key
+    (corpus and ``diffusion`` settings) and the sha256 of its weights, as cached in ``cache_dir`` under
+    ``name`` (:func:`~mbo.diffusion.cache.pretrained_diffusion`'s)."""
+    return {"key": cache_key(corpus, vocab, settings),
+            "sha256": weights_sha256(cache_path(corpus, vocab, settings, cache_dir, name=name))}
+
+
+def check_prior(path, prior: dict) -> None:
+    """Warn when the CTRL model at ``path`` was fine-tuned from other weights than the run's prior
+    ``prior`` (:func:`prior_identity`): the same corpus and recipe (:func:`load_ctrl_model` checked
+    the key) pretrained again elsewhere (another device or thread count) gives slightly other
+    weights, against which its KL and gap are then measured. A model moved from a GPU machine to a
+    laptop stays usable."""
+    stored = read_config(path).get("prior") or {}
+    if stored.get("sha256") != prior["sha256"]:
+        log.warning("%s: the CTRL model was fine-tuned from the same recipe's prior with other weights "
+                    "(%s, this run's %s: pretrained again elsewhere); its KL and target gap are measured "
+                    "against this run's", path, str(stored.get("sha256"))[:12], prior["sha256"][:12])
 
 
 def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
@@ -199,13 +239,16 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
     labeled = read_factors(cfg, task)
+    corpus, cache_dir = task_data(task)[1], to_absolute_path(cfg.cache_dir)
     saved = None
     if c.get("model_path"):  # a file that is not the model asked for is refused before any training
         saved = load_ctrl_model(to_absolute_path(c.model_path), [f for f, *_ in labeled], device,
-                                cfg.diffusion, task)
-    pretrained = pretrained_diffusion(task_data(task)[1], vocab, cfg.diffusion,
-                                      to_absolute_path(cfg.cache_dir), name=task.name, device=device,
+                                cfg.diffusion, task, corpus=corpus)
+    pretrained = pretrained_diffusion(corpus, vocab, cfg.diffusion, cache_dir, name=task.name, device=device,
                                       progress=progress)
+    prior = prior_identity(corpus, vocab, cfg.diffusion, cache_dir, task.name)
+    if saved is not None:
+        check_prior(to_absolute_path(c.model_path), prior)
     timings["pretrain_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -238,7 +281,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
         model, history = finetune_ctrl(pretrained, reward, sampler, instantiate(c.finetune), seed=cfg.seed,
                                        progress=progress)
         save_checkpoint(output_dir / "ctrl_model.safetensors", model,
-                        {**model.config, "factors": spec}, overwrite=True)
+                        {**model.config, "factors": spec, "prior": prior}, overwrite=True)
     timings["finetune_s"] = time.perf_counter() - t
     tuned = output_dir / "ctrl_model.safetensors" if saved is None else Path(to_absolute_path(c.model_path))
     made_by = provenance(cfg, output_dir, task, "ctrl", model=tuned)

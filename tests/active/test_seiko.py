@@ -244,7 +244,7 @@ def test_the_pool_keeps_to_the_references_support(task, pretrained, steering):
     method = None if steering is None else partial(getattr(guidance, steering), **settings[steering])
     pool, _ = _pool(model, lambda x: x[..., 0].sum(-1), reference, off.tokens, batch_size=6, pool_size=200,
                     sampler=8, pool_method=method, local=LocalPool(fraction=0.5, parents=3, remask=0.5),
-                    parents=parents, accept=None, fallback=None, max_unseen=None, fitted_on=off.tokens,
+                    parents=parents, constraints=None, fallback=None, max_unseen=None, fitted_on=off.tokens,
                     seed=0)
     assert len(pool) > 100 and not bool((pool == 0).any())
 
@@ -261,7 +261,7 @@ def test_a_gradient_guided_pool_steers_its_local_share_too(task, pretrained):
     def local_share(method):
         pool, _ = _pool(pretrained, wants_3, pretrained, off.tokens, batch_size=6, pool_size=200, sampler=8,
                         pool_method=method, local=LocalPool(fraction=1.0, parents=3, remask=0.5),
-                        parents=best_first, accept=None, fallback=None, max_unseen=None,
+                        parents=best_first, constraints=None, fallback=None, max_unseen=None,
                         fitted_on=off.tokens, seed=0)
         return float((pool == 3).float().mean())
 
@@ -319,7 +319,7 @@ def test_designs_from_scratch_stop_once_outside_a_region_the_local_share_fills(t
         out, _ = seiko._pool(pretrained, lambda x: x[..., 3].sum(-1), pretrained, measured,
                              batch_size=batch_size, pool_size=200, sampler=8, pool_method=method,
                              local=LocalPool(fraction=0.5, parents=3, remask=0.5), parents=measured,
-                             accept=None, fallback=None, max_unseen=0, fitted_on=measured, seed=0)
+                             constraints=None, fallback=None, max_unseen=0, fitted_on=measured, seed=0)
         return out, sum(calls)
 
     try:
@@ -349,3 +349,15 @@ def test_a_gradient_guided_pool_draws_as_gradient_guidance(task, pretrained):
         direct = pretrained.sample(50, sampler=8, generator=torch.Generator().manual_seed(4),
                                    guidance=tilt_of(method, wants_3))
     assert torch.equal(via_method.designs, direct)
+
+
+def test_a_pool_is_pulled_near_the_parent_before_the_rules_are_checked():
+    from mbo.active.seiko import _new_designs
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import DNA
+
+    rules = Constraints(DNA, 8, parent="TAAAAAAA", max_mutations=1)
+    pool = torch.randint(0, 4, (300, 8), generator=torch.Generator().manual_seed(0))
+    new, rejected = _new_designs(pool, pool[:0], rules, torch.Generator().manual_seed(1))
+    # Of 300 random 8-mers none is within 1 of the parent; pulled, 20 of the 25 such sequences are drawn.
+    assert rejected == 0 and len(new) > 15 and bool(rules.satisfied(new).all())

@@ -378,6 +378,18 @@ def test_constrained_runs_write_only_valid_designs(tmp_path, method):
     assert "forbidden motifs ['AATT']" in result["designs"]["constraints"]
 
 
+def test_designs_near_a_parent_are_drawn_near_it(tmp_path):
+    from mbo.data.alphabet import DNA
+
+    # Rejection alone found almost none: the samples are pulled within the distance.
+    out = tmp_path / "run"
+    run(config(tmp_path, "constraints.parent=ACGTACGT", "constraints.max_mutations=2", "method=best_of_n",
+               "method.num_samples=1"), out)
+    rows = read_rows(out / "designs.csv")
+    parent = DNA.encode("ACGTACGT")
+    assert len(rows) > 8 and all(int((DNA.encode(r["sequence"]) != parent).sum()) <= 2 for r in rows)
+
+
 def test_fixed_letters_hold_where_min_p_would_cut_them(tmp_path):
     # min-p 0.5 keeps about one letter a position; the rules come first, so it keeps the fixed one.
     result = run(config(tmp_path, "constraints.fixed=TATATATA", "diffusion.min_prob=0.5", "method=best_of_n",

@@ -295,7 +295,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     seed = int(c.meta["seed"]) * 1000 + r
     torch.manual_seed(seed)
     shared = {"batch_size": batch, **round_options(s), "exclude": exclude, "sampler": reference.sampler,
-              "accept": c.constraints.satisfied if c.constraints.active else None,
+              "constraints": c.constraints if c.constraints.active else None,
               "fallback": lambda: load_model(c, "pretrained.safetensors", device), "seed": seed,
               "progress": progress}
     try:
