@@ -149,6 +149,7 @@ def check_ctrl(cfg: DictConfig) -> None:
     classes = {str(f.name): [str(k) for k in f.classes] for f in c.factors}
     if not c.conditions:
         raise SettingsError("ctrl.conditions is empty; name at least one, e.g. ['A=high']")
+    seen: dict[frozenset, str] = {}
     for text in c.conditions:
         try:
             parsed = parse_condition(text)
@@ -157,6 +158,10 @@ def check_ctrl(cfg: DictConfig) -> None:
         for name, cls in parsed.items():
             if name not in classes or cls not in classes[name]:
                 raise SettingsError(f"ctrl.conditions: {text!r}: the factors and their classes are {classes}")
+        key = frozenset(parsed.items())
+        if key in seen:  # both would write one designs_<condition>.csv
+            raise SettingsError(f"ctrl.conditions: {str(text)!r} is the same condition as {seen[key]!r}")
+        seen[key] = str(text)
     if c.train_conditions not in ("list", "marginal"):
         raise SettingsError(f"ctrl.train_conditions must be list or marginal, got {c.train_conditions!r}")
     check_group(c.finetune, "ctrl.finetune")

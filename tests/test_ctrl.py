@@ -403,6 +403,8 @@ def test_an_unconditional_checkpoint_is_named_as_such(tmp_path):
     (["ctrl.classifier.hidden_dims=[8,0]"], r"ctrl.classifier.hidden_dims must be integers >= 1"),
     (["ctrl.factors.1.percentiles=[]", "ctrl.factors.1.classes=[all]", "ctrl.conditions=['A=high']"],
      r"ctrl.factors\[1\]: .*\(at least two classes\), got \[\] and \['all'\]"),
+    (["ctrl.conditions=['A=high,B=low','B=low,A=high']"],
+     r"'B=low,A=high' is the same condition as 'A=high,B=low'"),
 ])
 def test_ctrl_settings_that_cannot_work_are_refused_before_anything_is_read(tmp_path, settings, problem):
     with pytest.raises(SettingsError, match=problem):
