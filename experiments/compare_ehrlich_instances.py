@@ -20,16 +20,13 @@ import sys
 from pathlib import Path
 
 from experiments.report import mean_se, plus_minus, write_aggregates
-from experiments.summarize import load_sweep
+from experiments.summarize import finished_jobs
 
 
 def sweep_rows(sweep: Path) -> list[dict]:
     """One row per finished job: instance, seed, the designs' and the prior's figures, best offline."""
-    jobs, _ = load_sweep(sweep)
     rows = []
-    for job in jobs:
-        if job.status != "ok":
-            raise SystemExit(f"{job.dir}: job {job.num} did not finish ({job.status}); rerun it first")
+    for job in finished_jobs(sweep):
         methods = job.result["methods"]
         name, designs = next((n, m) for n, m in methods.items() if n != "pretrained")
         prior = methods["pretrained"]

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from experiments.report import mean_se, plus_minus, write_aggregates
-from experiments.summarize import load_sweep
+from experiments.summarize import finished_jobs
 
 
 def landscape_name(value: str) -> str:
@@ -35,11 +35,8 @@ def landscape_name(value: str) -> str:
 
 def sweep_rows(sweep: Path) -> list[dict]:
     """One row per finished job of an ``mbo-run`` sweep: landscape, seed, p50, p100, best offline."""
-    jobs, _ = load_sweep(sweep)
     rows = []
-    for job in jobs:
-        if job.status != "ok":
-            raise SystemExit(f"{job.dir}: job {job.num} did not finish ({job.status}); rerun it first")
+    for job in finished_jobs(sweep):
         tuned = next(m for name, m in job.result["methods"].items() if name != "pretrained")
         rows.append({"landscape": landscape_name(job.overrides.get("task.landscape", "SIX6_REF_R1")),
                      "seed": int(job.result["seed"]), "p50": tuned["true_p50"], "p100": tuned["true_p100"],

@@ -142,6 +142,16 @@ def _job_error(job_dir: Path) -> str:
     return "no metrics.json (raised, killed or still running); empty log"
 
 
+def finished_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job of a sweep (:func:`load_sweep`), for a table that needs them all: a job that did not
+    finish stops the caller with a message naming it."""
+    jobs, _ = load_sweep(sweep_dir)
+    for job in jobs:
+        if job.status != "ok":
+            raise SystemExit(f"{job.dir}: job {job.num} did not finish ({job.status}); rerun it first")
+    return jobs
+
+
 def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list[Job], list[str]]:
     """All jobs of a sweep, sorted by job number (as integers), and the swept parameters.
 
