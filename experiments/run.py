@@ -92,7 +92,8 @@ def check_settings(cfg: DictConfig) -> None:
         raise SettingsError(f"progress must be auto, true or false, got {cfg.progress!r}")
     if cfg.mode == "ctrl":
         check_ctrl(cfg)
-    groups = ["finetune", "auto.method"] + (["method"] if cfg.get("method") is not None else [])
+    groups = (["finetune", "auto.method", "diffusion.sampler"]
+              + (["method"] if cfg.get("method") is not None else []))
     for group in groups:
         check_group(OmegaConf.select(cfg, group), group)
     try:

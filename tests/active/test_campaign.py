@@ -430,8 +430,10 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
             ("seiko.pool.alpha=0", "gradient_guidance: seiko.pool.alpha must be a finite number > 0"),
             ("seiko.pool.scale=-1", "gradient_guidance: seiko.pool.scale must be a finite number >= 0"),
             ("finetune.lr=0", "finetune_vidd: finetune.lr must be a finite number > 0"),
-            ("finetune.alpha=-1", "finetune_vidd: finetune.alpha must be a finite number >= 0")):
-        assert cli("init", root, "--data", dna_csv, "--config", config, override) == 2
+            ("finetune.alpha=-1", "finetune_vidd: finetune.alpha must be a finite number >= 0"),
+            ("diffusion/sampler=grid diffusion.sampler.steps=0",
+             "GridSampler: diffusion.sampler.steps must be an integer")):
+        assert cli("init", root, "--data", dna_csv, "--config", config, *override.split()) == 2
         assert f"command line: {problem}" in capsys.readouterr().err
     # A value of the wrong type on the command line is named as the command line's, not the file's.
     for override, problem in (("seiko.c=abc", "'seiko.c' must be a number, got 'abc'"),

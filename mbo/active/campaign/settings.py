@@ -179,7 +179,7 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
                             f"({err})") from None
     # The fine-tuner and the pool's method, if any. `finetune.alpha: auto` is mbo-run's (it holds out
     # the top labels, which a campaign's first rounds cannot spare), so here alpha must be a number.
-    for group in ("finetune", "seiko.pool", "diffusion.pretrain"):
+    for group in ("finetune", "seiko.pool", "diffusion.pretrain", "diffusion.sampler"):
         settings = OmegaConf.select(cfg, group)
         if settings is None:
             continue
