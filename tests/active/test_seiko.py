@@ -141,10 +141,13 @@ def test_feasible_rows_can_impute_the_lowest_value(task):
 
 def test_a_collapsed_model_is_topped_up_from_the_prior(task, pretrained):
     from mbo.active.seiko import _new_designs
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import Alphabet
 
     measured = torch.tensor([[0, 1, 2], [1, 1, 1]])
     pool = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 2, 2], [2, 2, 2], [1, 1, 1], [0, 0, 0]])
-    new, rejected = _new_designs(pool, measured, lambda x: x[:, 0] != 0)
+    rules = Constraints(Alphabet("ABC"), 3, allowed={0: "BC"})
+    new, rejected = _new_designs(pool, measured, rules, torch.Generator().manual_seed(0))
     assert new.tolist() == [[2, 2, 2]] and rejected == 3
 
     off = task.offline_dataset()
