@@ -238,9 +238,12 @@ def write_pareto_report(outdir: Path, result: dict, offline_labels: torch.Tensor
     y, p = offline_labels.double(), predicted.double()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.scatter(y[:, 0], y[:, 1], s=4, c="0.7", label="offline (measured)")
-    front = y[pareto_mask(y)]
+    # The front in the plane shown (with three objectives or more, the full front's points are not a
+    # staircase there); "pre": between two points the boundary is at the lower one's height.
+    front = y[pareto_mask(y[:, :2])][:, :2]
     front = front[front[:, 0].argsort()]
-    ax.step(front[:, 0], front[:, 1], where="post", c="k", lw=1, label="measured front")
+    ax.step(front[:, 0], front[:, 1], where="pre", c="k", lw=1,
+            label="measured front" + (f" of {names[0]}, {names[1]}" if len(names) > 2 else ""))
     ax.scatter(p[:, 0], p[:, 1], s=10, c="C1", label="designs (predicted mean)")
     ax.set(xlabel=names[0], ylabel=names[1], title="designs against the measured Pareto front")
     ax.legend(fontsize=8)
@@ -255,7 +258,15 @@ def write_pareto_report(outdir: Path, result: dict, offline_labels: torch.Tensor
             f"worst measured values {hv['predicted_hypervolume']:.4g}; the measured front's "
             f"{hv['offline_hypervolume']:.4g}, which the designs would grow by {hv['predicted_gain']:.4g} "
             "if the models are right.",
-            f"Constraints: {d['constraints']} ({d['rejected']} samples rejected).", "",
-            "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()), "",
+            f"Constraints: {d['constraints']} ({d['rejected']} samples rejected).",
+            *([f"{d['written']} designs of the {d['asked']} asked for: the candidates ran out."]
+              if d["written"] < d["asked"] else []),
+            *([f"{result['replicates_merged']} replicate rows merged into their sequences."]
+              if result.get("replicates_merged") else []),
+            *(["Chosen from the offline data (auto), per objective: " + "; ".join(
+                f"{k}: c = {a['c']:g}, α = {a['alpha']:g}" for k, a in result["auto"].items())
+               + " (metrics.json: auto; with finetune.alpha=auto the fine-tuner takes the largest α)."]
+              if result.get("auto") else []),
+            "", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()), "",
             "![pareto.png](pareto.png)"]
     atomic_write_text(outdir / "report.md", "\n".join(text) + "\n", overwrite=True)

@@ -212,15 +212,17 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
             raise SettingsError(str(err)) from None
     given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
     autos = [k for k, v in given.items() if v == "auto"]
-    if offline.labels.dim() == 1 and autos:
-        probe = offline.labels[probe_rows(offline.labels, cfg.auto.holdout)]
+    columns = offline.labels.reshape(len(offline), -1).T
+    for j, labels in enumerate(columns if autos else []):  # several objectives: one probe each
+        probe = labels[probe_rows(labels, cfg.auto.holdout)]
         if probe.unique().numel() < 2:
             both = len(autos) > 1
             example = " ".join(f"{k}={'0' if k == 'conservative.c' else '0.03'}" for k in autos)
+            column = f" of {task.label_columns[j]!r}" if len(columns) > 1 else ""
             raise SettingsError(
                 f"{' and '.join(k + '=auto' for k in autos)} {'fit' if both else 'fits'} a probe on the "
-                f"labels below the top {cfg.auto.holdout:.0%}, and of {len(offline)} labeled sequences that "
-                f"leaves {probe.unique().numel()} distinct label; give "
+                f"labels{column} below the top {cfg.auto.holdout:.0%}, and of {len(offline)} labeled "
+                f"sequences that leaves {probe.unique().numel()} distinct label; give "
                 f"{'both as numbers' if both else 'it as a number'} (e.g. {example})")
     return constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                      required=task.required_letters())
@@ -333,13 +335,15 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     t = time.perf_counter()
     columns = [SequenceDataset(offline.tokens, offline.alphabet, offline.labels[:, j].contiguous(),
                                offline.ids) for j in range(len(names))]
-    models, rewards, alphas = [], [], []
-    for data in columns:
+    models, rewards, alphas, autos = [], [], [], {}
+    for column, data in zip(names, columns, strict=True):
         m = instantiate(cfg.reward_model, device=str(device)).fit(data, seed=cfg.seed)
         r, chosen = conservative_reward(cfg, m, pretrained, data, device)
         models.append(m)
         rewards.append(ScaledReward(r, label_scale(data.labels)))
         alphas.append(None if chosen is None else chosen["alpha"])
+        if chosen is not None:
+            autos[column] = chosen
     if cfg.finetune.alpha == "auto":  # one model for the sum: the shortest leash any objective asked for
         cfg.finetune.alpha = max(alphas)
     timings["reward_model_s"] = time.perf_counter() - t
@@ -351,6 +355,9 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
     timings["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
     found, drawn, rejected = draw_candidates(cfg, draw, n, offline, constraints)
+    if len(found) < n:
+        log.warning("only %d distinct %sdesigns among %d samples (asked for %d)", len(found),
+                    "" if cfg.include_offline else "new ", drawn, n)
     # The measured front and the best rows by the summed standardized labels stand for the offline
     # data as the front a plate must grow (a Pareto filter of every row is quadratic in N).
     y = offline.labels.double()
@@ -375,7 +382,7 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
                          "offline_hypervolume": hypervolume(y[keep], ref),
                          "predicted_gain": hypervolume(torch.cat([y[keep], plate.mean.double()]), ref)
                          - hypervolume(y[keep], ref)},
-              "timings": timings}
+              "timings": timings, "auto": autos or None}
     if model is not None:
         save_checkpoint(output_dir / "finetuned.safetensors", model, overwrite=True)
     result["provenance"] = provenance(cfg, output_dir, task, name)

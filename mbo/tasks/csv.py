@@ -72,6 +72,12 @@ class CSVTask(Task):
         label_column = self.label_columns[0] if len(self.label_columns) == 1 else self.label_columns
         if not self.label_columns:
             raise DataError(path, "label_column names no column: give the measured property's column")
+        if len(self.label_columns) > 1 and replicates in ("median", "max", "min"):
+            # Taken column by column they would pair one replicate's kd with another's expression: a
+            # row nobody measured, which may dominate the whole front.
+            raise DataError(path, f"replicates {replicates!r} takes each column's own {replicates}, which "
+                                  "with several label columns makes a row no replicate measured; use mean "
+                                  "or first")
         if id_column is None and "id" in csv_header(path) and "id" not in (sequence_column,
                                                                           *self.label_columns):
             id_column = "id"

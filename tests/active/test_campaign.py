@@ -196,6 +196,11 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
     assert cli("ingest", root, both) == 0
     assert read_rows(root / "measurements.csv")[-1]["expression"] == "2.0"
     capsys.readouterr()
+    # A conflict names the objective that differs.
+    again = write_results(tmp_path / "again.csv", [(plate[0]["id"], "5", "4")],
+                          header=("id", "kd", "expression"))
+    assert cli("ingest", root, again) == 2
+    assert "column 'expression': conflict" in capsys.readouterr().err
     assert cli("status", root) == 0
     out = capsys.readouterr().out
     assert "best_kd" in out and "hypervolume" in out and (root / "status.png").stat().st_size > 1000
@@ -300,6 +305,11 @@ def test_replicate_rows_are_averaged_and_a_failed_well_beside_them_left_out(camp
     meas = {m["id"]: m["value"] for m in read_rows(root / "measurements.csv")}
     assert (meas[ids[2]], meas[ids[3]]) == ("1.5", "0.5")
     assert commands.merge_replicate_values([(-math.inf,), (-math.inf,)]) == ((-math.inf,), 0)
+    # With several objectives a well that failed in any of them is left out whole: a kd from one well
+    # and an expression from another is a measurement neither gave.
+    merge = commands.merge_replicate_values
+    assert merge([(5.0, -math.inf), (-math.inf, 3.0)]) == ((-math.inf, -math.inf), 0)
+    assert merge([(1.0, -math.inf), (3.0, 2.0)]) == ((3.0, 2.0), 1)
     before = tree_hash(root)
     assert cli("ingest", root, results) == 0  # the same replicates again: their mean matches
     assert "nothing to do" in capsys.readouterr().out and tree_hash(root) == before

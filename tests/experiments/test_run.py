@@ -464,6 +464,7 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
     result = run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
                         "task.label_column=[kd,expression]", "conservative.c=0", "plate=96"), out)
     assert result["objectives"] == ["kd", "expression"] and result["designs"]["selection"] == "qnehvi"
+    assert result["auto"] is None  # c and α given: nothing chosen from the offline data
     wells = read_rows(out / "plate_map.csv")
     assert list(wells[0])[4:] == ["predicted_mean_kd", "predicted_std_kd", "predicted_mean_expression",
                                   "predicted_std_expression"] and len(wells) == 16
@@ -478,6 +479,12 @@ def test_two_label_columns_design_for_the_pareto_front(tmp_path):
                                   for i, r in enumerate(rows)) + "\n")
         run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
                    "task.label_column=[kd,expression]"), tmp_path / "run2")
+    # c=auto (the default) fits a probe per objective: one piled at its floor is refused before training.
+    data.write_text("\n".join(r.rsplit(",", 1)[0] + (f",{int(i > 120)}" if i else ",expression")
+                              for i, r in enumerate(rows)) + "\n")
+    with pytest.raises(SettingsError, match=r"labels of 'expression' below the top 20%.* leaves 1 distinct"):
+        run(config(tmp_path, "task=csv", f"task.path={data}", "task.sequence_column=seq",
+                   "task.label_column=[kd,expression]", "conservative.c=auto"), tmp_path / "run4")
     # The plate's hypervolume needs ensemble members: another model is refused before pretraining.
     data.write_text("\n".join(rows) + "\n")
     for model in ("gp", "calibrated_ensemble"):

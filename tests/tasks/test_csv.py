@@ -82,6 +82,9 @@ def test_unlearnable_labels_are_refused(tmp_path, text, problem):
     (dict(label_column=[]), "label_column names no column: give the measured property's column"),
     (dict(label_column="sequence"), "the sequence, label and id columns must be different columns, got "
                                     "['sequence', 'sequence']"),
+    (dict(label_column=["label", "label2"], replicates="max"),
+     "replicates 'max' takes each column's own max, which with several label columns makes a row no "
+     "replicate measured; use mean or first"),
 ])
 def test_settings_that_cannot_read_the_file_are_refused_naming_it(tmp_path, setting, problem):
     with pytest.raises(DataError) as err:

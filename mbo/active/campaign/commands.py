@@ -431,9 +431,11 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
             if known[ident].values != values:
                 said = lambda vs: "/".join(map(_format_value, vs))  # noqa: E731
                 merged = f" (the mean of its {len(rows)} rows)" if len(rows) > 1 else ""
+                differs = next(j for j, (a, b) in enumerate(zip(known[ident].values, values, strict=True))
+                               if a != b)
                 problems.add(rows[0][0], f"conflict: {ident!r} was already ingested with value "
                                          f"{said(known[ident].values)} (from {known[ident].source}); "
-                                         f"this file says {said(values)}{merged}", value_columns[0])
+                                         f"this file says {said(values)}{merged}", value_columns[differs])
             else:
                 already += 1
             continue
@@ -458,16 +460,17 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
 
 
 def merge_replicate_values(rows: list[tuple[float, ...]]) -> tuple[tuple[float, ...], int]:
-    """One value per objective from an id's replicate rows, and how many -inf rows were left out.
+    """One value per objective from an id's replicate rows, and how many failed rows were left out.
 
-    Each objective's value is the mean of its finite rows; -inf only when every row is -inf. A well
-    that failed beside replicates that were measured says the well failed, not the design."""
-    merged, left_out = [], 0
-    for column in zip(*rows, strict=True):
-        finite = [v for v in column if math.isfinite(v)]
-        merged.append(math.fsum(finite) / len(finite) if finite else -math.inf)
-        left_out = max(left_out, len(column) - len(finite) if finite else 0)
-    return tuple(merged), left_out
+    A row with -inf in any objective is a failed well: it is left out whole, and each objective's
+    value is the mean of the other rows; every objective is -inf when every row failed. A well that
+    failed beside replicates that were measured says the well failed, not the design (taken column by
+    column, a row failed in kd and one failed in expression made a measurement neither well gave)."""
+    measured = [row for row in rows if all(map(math.isfinite, row))]
+    if not measured:
+        return tuple(-math.inf for _ in rows[0]), 0
+    merged = tuple(math.fsum(column) / len(measured) for column in zip(*measured, strict=True))
+    return merged, len(rows) - len(measured)
 
 
 # ---------------------------------------------------------------------------------------- status
@@ -583,10 +586,11 @@ def _plot_front(c: Campaign, ms: list[Measurement], ax) -> None:
     for r in sorted({m.round for m in ms}):
         y = _feasible_values([m for m in ms if m.round == r], len(c.objectives))
         ax.scatter(y[:, 0], y[:, 1], s=12, alpha=0.8, label="start data" if r < 0 else f"round {r}")
-    y = _feasible_values(ms, len(c.objectives))
-    front = y[pareto_mask(y)]
+    y = _feasible_values(ms, len(c.objectives))[:, :2]
+    front = y[pareto_mask(y)]  # in the plane shown: with three objectives the full front is no staircase
     front = front[front[:, 0].argsort()]
-    ax.step(front[:, 0], front[:, 1], where="pre", color="k", lw=1.5, label="measured front")
+    ax.step(front[:, 0], front[:, 1], where="pre", color="k", lw=1.5,
+            label="measured front" + (f" of {a}, {b}" if len(c.objectives) > 2 else ""))
     rounds = suggested_rounds(c, ms)
     measured = {m.id for m in ms}
     waiting = [s for sg in rounds.values() for s in sg if s.id not in measured]
