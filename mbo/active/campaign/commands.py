@@ -262,7 +262,7 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
             plate: int | None = None, on_device: str | None = None) -> Path:
     """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path.
 
-    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, prediction.
+    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, predicted mean and std.
     ``on_device`` runs this round on another device than the campaign's setting (a campaign begun on a
     GPU machine goes on on a laptop)."""
     if batch < 1:
