@@ -350,6 +350,23 @@ def test_interrupted_ingest_keeps_measurements(camp, tmp_path, monkeypatch):
     assert kept == ["plate_a.csv", "plate_c.csv"]
 
 
+def test_a_plate_map_of_an_interrupted_round_is_not_left_beside_another_plate(tmp_path, config, dna_csv,
+                                                                              monkeypatch):
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as m:  # killed after the plate map, before the plate is recorded
+        m.setattr(commands, "write_suggestions", crash)
+        with pytest.raises(SystemExit):
+            cli("suggest", root, "--batch", 8, "--plate", 96)
+    assert (root / "round_000" / "plate_map.csv").is_file()
+    assert cli("suggest", root, "--batch", 4) == 0
+    assert not (root / "round_000" / "plate_map.csv").exists()
+
+
 def test_status_to_a_reader_that_leaves_early_is_no_error(camp):
     root, _ = camp  # `mbo-campaign status DIR | head`
     script = "import sys\nimport mbo.active.campaign as c\nsys.exit(c.main(sys.argv[1:]))\n"

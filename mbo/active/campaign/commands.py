@@ -262,7 +262,8 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
             plate: int | None = None, on_device: str | None = None) -> Path:
     """Run the next SEIKO round and write its plate; returns the ``suggestions.csv`` path.
 
-    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, predicted mean and std.
+    With ``plate`` (96 or 384) also ``round_XXX/plate_map.csv``: plate, well, id, sequence, predicted
+    mean and std.
     ``on_device`` runs this round on another device than the campaign's setting (a campaign begun on a
     GPU machine goes on on a laptop)."""
     if batch < 1:
@@ -327,10 +328,13 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
                "command": f"mbo-campaign suggest {Path(os.path.abspath(c.dir)).name} --batch {batch}"
                           + (" --force" if force else "") + (f" --plate {plate}" if plate else "")
                           + (f" --device {on_device}" if on_device else "")}
+    plate_map = c.round_dir(r) / "plate_map.csv"
     if plate is not None:  # before the plate is recorded: a round killed in between is redone whole
         ids = [f"r{r:03d}_{i:04d}" for i in range(len(sel.tokens))]
-        write_plate_map(c.round_dir(r) / "plate_map.csv", ids, c.alphabet.decode(sel.tokens), sel.mean,
-                        sel.std, plate, c.objectives)
+        write_plate_map(plate_map, ids, c.alphabet.decode(sel.tokens), sel.mean, sel.std, plate,
+                        c.objectives)
+    else:  # one an interrupted --plate run of this round left would name wells of another plate
+        plate_map.unlink(missing_ok=True)
     return write_suggestions(c, r, sel.tokens, sel.mean, sel.std, sel.acquisition, made_by)
 
 
