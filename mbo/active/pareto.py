@@ -36,8 +36,10 @@ PARETO_METHODS = ("qnehvi", "qparego", "random_scalarization")
 
 
 def pareto_mask(values: Tensor) -> Tensor:
-    """Bool ``(N,)``: the rows of ``values (N, M)`` no other row dominates (all objectives maximized)."""
-    return is_non_dominated(values.double())
+    """Bool ``(N,)``: the rows of ``values (N, M)`` no other row dominates (all objectives maximized).
+    Rows with the same values are all on the front (BoTorch's default keeps one of them): two measured
+    designs tied there are two designs on it."""
+    return is_non_dominated(values.double(), deduplicate=False)
 
 
 def hypervolume(values: Tensor, ref_point: Tensor) -> float:

@@ -20,6 +20,7 @@ class Additive:
 def test_front_and_hypervolume_of_known_points():
     y = torch.tensor([[1.0, 2.0], [2.0, 1.0], [1.0, 1.0], [0.5, 3.0], [-1.0, 5.0]])
     assert pareto_mask(y).tolist() == [True, True, False, True, True]
+    assert pareto_mask(y[[0, 0, 2]]).tolist() == [True, True, False]  # a tie on the front: both on it
     # Above ref (0, 0): the union of [0,1]x[0,2], [0,2]x[0,1], [0,0.5]x[0,3]; (-1, 5) adds nothing.
     assert hypervolume(y, torch.zeros(2)) == pytest.approx(3.5)
     assert hypervolume(y[:0], torch.zeros(2)) == 0.0
