@@ -127,8 +127,11 @@ def check_ctrl(cfg: DictConfig) -> None:
         return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
     if unused := ctrl_unused(cfg):
+        # A task's defaults may have chosen the method (task=ehrlich: gradient guidance), not the user.
+        chosen = any(u.startswith("method=") for u in unused)
+        method = " (~method drops one a task's defaults chose)" if chosen else ""
         raise SettingsError(f"mode=ctrl does not use {', '.join(unused)}; drop "
-                            f"{'them' if len(unused) > 1 else 'it'}")
+                            f"{'them' if len(unused) > 1 else 'it'}{method}")
     c = cfg.ctrl
     for j, f in enumerate(c.factors):
         if (f.get("landscape") is None) == (f.get("csv") is None):
