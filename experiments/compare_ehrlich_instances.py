@@ -19,6 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from experiments.report import mean_se, plus_minus, write_aggregates
 from experiments.summarize import finished_jobs
 
@@ -38,6 +40,14 @@ def sweep_rows(sweep: Path) -> list[dict]:
                      "best_offline": job.result["best_offline"],
                      "seconds": job.result["timings"]["total_s"], "run": str(job.dir)})
     return rows
+
+
+def sweep_command(sweep: Path) -> str:
+    """The ``mbo-run -m`` command that made ``sweep``, from its ``multirun.yaml``."""
+    saved = OmegaConf.load(sweep / "multirun.yaml")
+    given = OmegaConf.select(saved, "hydra.overrides.task") or []
+    where = [o for o in OmegaConf.select(saved, "hydra.overrides.hydra") or [] if "sweep.dir" in o]
+    return shlex.join(["mbo-run", "-m", *given, *where])
 
 
 def table(rows: list[dict]) -> tuple[list[str], int]:
@@ -76,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         f"designs: mbo-run's {rows[0]['n']} designs with every default of task=ehrlich (method "
         f"{rows[0]['method']}); prior: as many samples of the pretrained model, drawn in the same run. "
         "p50 is the lower median with infeasible designs counted as the worst; ± is the standard error "
-        "over seeds; min: minutes per run (one thread).", "",
+        "over seeds; min: minutes per run (one thread; an instance's first run pretrains its prior, the "
+        "second loads it from the cache).", "",
+        "The sweeps it reads (each job's metrics.json is kept beside this file, in its folder):", "",
+        *(f"- `{sweep_command(sweep)}`" for sweep in args.sweeps), "",
         *lines, "",
         f"The designs' mean p50 is above the best offline label on {above} of {instances} instances.", ""])
     write_aggregates(args.out, rows, text)
