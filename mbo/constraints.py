@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from mbo.data.alphabet import Alphabet
@@ -309,11 +310,14 @@ def constraints_from_settings(settings: Mapping | None, alphabet: Alphabet, leng
     e.g. a conserved region the oracle scores ``-inf`` when broken). A user's ``allowed`` entry at the
     same position keeps only the letters both allow.
     """
-    s = dict(settings or {})
-    allowed = {int(k): str(v) for k, v in dict(s.get("allowed") or {}).items()}
-    for pos, letters in (required or {}).items():
+    s = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig | ListConfig) else v
+         for k, v in dict(settings or {}).items()}
+    # The user's values as given, so a value of the wrong kind is named (Constraints checks them)...
+    user = Constraints(alphabet, length, allowed=s.get("allowed") or {},
+                       forbidden_motifs=s.get("forbidden_motifs") or [], gc=s.get("gc"))
+    allowed = dict(user.allowed)
+    for pos, letters in (required or {}).items():  # ...then the task's required letters joined in
         allowed[pos] = "".join(c for c in allowed.get(pos, letters) if c in letters)
     return Constraints(alphabet, length, fixed=s.get("fixed"), allowed=allowed,
-                       forbidden_motifs=list(s.get("forbidden_motifs") or []),
-                       gc=None if s.get("gc") is None else tuple(s["gc"]),
+                       forbidden_motifs=user.forbidden_motifs, gc=user.gc,
                        parent=s.get("parent"), max_mutations=s.get("max_mutations"))

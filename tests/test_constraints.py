@@ -99,3 +99,16 @@ def test_required_letters_meet_the_users_allowed_ones():
     assert c.allowed == {1: "C", 2: "AT", 3: "GT"}
     with pytest.raises(ConstraintError, match="no letter is allowed at position"):
         constraints_from_settings({"allowed": {1: "AG"}}, DNA, 4, required={1: "C"})
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"forbidden_motifs": "GAATTC"}, "must be a list"),  # not the motifs G, A, A, T, T, C
+    ({"gc": 0.5}, r"gc must be \[low, high\], two numbers"),
+    ({"allowed": {"a": "AC"}}, "position 'a' is not an integer"),
+    ({"parent": "ACGT", "max_mutations": "abc"}, "max_mutations must be an integer"),
+])
+def test_settings_of_the_wrong_kind_are_named(settings, problem):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConstraintError, match=problem):
+        constraints_from_settings(OmegaConf.create(settings), DNA, 4)
