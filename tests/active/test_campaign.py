@@ -443,7 +443,7 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     # Offline labels that are all equal (q = 1 and scores of at most 0.5: all 0) are refused before
     # pretraining, as a --data start is; a seed that is not an integer is named.
     for arg, problem in (("quantization=1", "all 30 labels are equal (0.0)"),
-                         ("seed=1.5", "task.seed must be an integer")):
+                         ("seed=1.5", "--task-arg seed must be an integer")):
         assert cli("init", root, *EHRLICH, "--task-arg", arg, "--config", config) == 2
         assert problem in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.local.fraction=2") == 2

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -51,7 +52,7 @@ from mbo.active.pareto import check_members, hypervolume, pareto_mask
 from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
-from mbo.config import task_data
+from mbo.config import SettingsError, task_data
 from mbo.constraints import ConstraintError, constraints_from_settings
 from mbo.data.alphabet import get_alphabet
 from mbo.data.io import (
@@ -152,8 +153,12 @@ def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id
 
 def _start_from_task(name: str, task_args: list[str]):
     spec = {"name": name, "args": parse_task_args(task_args)}
-    task = build_task(spec)
-    data, corpus = task_data(task)
+    try:
+        task = build_task(spec)
+        data, corpus = task_data(task)
+    except (CampaignError, SettingsError) as err:
+        # The task names its settings as mbo-run's task.KEY; here they were given as --task-arg KEY=…
+        raise type(err)(re.sub(r"\btask\.(\w+)", r"--task-arg \1", str(err))) from None
     check_learnable(data, f"task {task.name}", "value")  # before pretraining, as a --data start is
     if data.ids is None:
         data.ids = [f"start_{i:04d}" for i in range(len(data))]
