@@ -14,6 +14,7 @@ from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.seeding import dropout_seeded
 
 # Peak memory of a pretraining step grows by about 5 floats per float of the attention tensors
 # (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser: 5.3 in
@@ -81,6 +82,7 @@ def check_corpus(corpus: Tensor, vocab_size: int, length: int | None = None) -> 
         )
 
 
+@dropout_seeded
 def pretrain(
     diffusion: MaskedDiffusion,
     corpus: Tensor,

@@ -20,8 +20,10 @@ from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.seeding import dropout_seeded
 
 
+@dropout_seeded
 def finetune_backprop(
     pretrained: nn.Module,
     reward: Callable[[Tensor], Tensor],

@@ -27,8 +27,10 @@ from mbo.finetune.trajectories import step_terms, trajectory_parts
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.seeding import dropout_seeded
 
 
+@dropout_seeded
 def finetune_rwr(
     pretrained: nn.Module,
     reward: Callable[[Tensor], Tensor],

@@ -37,6 +37,7 @@ from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.guidance.base import checked_reward, x0_log_probs
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.seeding import dropout_seeded
 
 
 @torch.no_grad()
@@ -76,6 +77,7 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     return torch.softmax(prior + value / alpha, dim=-1)
 
 
+@dropout_seeded
 def finetune_vidd(
     pretrained: nn.Module,
     reward: Callable[..., Tensor],

@@ -140,3 +140,15 @@ def test_both_mask_draws_estimate_the_same_nelbo_and_ema_is_kept(masks):
     pretrain(m2, corpus(), steps=20, batch_size=8, lr=1e-2, weight_decay=0.0, warmup=1, ema=0.9)
     with pytest.raises(ValueError, match="masks"):
         pretrain(m2, corpus(), masks="random", **ONE_STEP)
+
+
+def test_with_dropout_the_seed_alone_fixes_the_prior():
+    corpus = torch.randint(0, 3, (64, 4), generator=torch.Generator().manual_seed(0))
+    weights = []
+    for before in (1, 2):  # whatever the caller drew before
+        torch.manual_seed(0)
+        m = MaskedDiffusion(TransformerDenoiser(3, 4, dim=16, depth=1, heads=2, dropout=0.5), 3, 4)
+        torch.manual_seed(before)
+        pretrain(m, corpus, steps=3, batch_size=16, lr=1e-3, weight_decay=0.0, warmup=0, seed=5)
+        weights.append(m.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values(), strict=True))
