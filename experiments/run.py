@@ -9,7 +9,6 @@ a problem with it is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -55,7 +54,7 @@ from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
-from mbo.method_settings import check_method_settings
+from mbo.method_settings import check_method_settings, finite_number
 from mbo.provenance import provenance
 
 log = logging.getLogger("mbo-run")
@@ -123,9 +122,6 @@ def _is_int(value) -> bool:
 
 def check_ctrl(cfg: DictConfig) -> None:
     """Refuse CTRL settings that cannot work or would be ignored, before any training."""
-    def finite(x) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
     if unused := ctrl_unused(cfg):
         # A task's defaults may have chosen the method (task=ehrlich: gradient guidance), not the user.
         chosen = any(u.startswith("method=") for u in unused)
@@ -169,21 +165,18 @@ def check_ctrl(cfg: DictConfig) -> None:
     if c.train_conditions not in ("list", "marginal"):
         raise SettingsError(f"ctrl.train_conditions must be list or marginal, got {c.train_conditions!r}")
     check_group(c.finetune, "ctrl.finetune")
-    if not (finite(c.drop_prob) and 0 <= c.drop_prob < 1 and finite(c.gamma) and c.gamma > 0):
+    if not (finite_number(c.drop_prob) and 0 <= c.drop_prob < 1 and finite_number(c.gamma) and c.gamma > 0):
         raise SettingsError(f"ctrl.drop_prob must lie in [0, 1) and ctrl.gamma be > 0 (finite), got "
                             f"{c.drop_prob} and {c.gamma}")
     if not (_is_int(c.log_z_samples) and c.log_z_samples >= 1):
         raise SettingsError(f"ctrl.log_z_samples must be an integer >= 1, got {c.log_z_samples!r}")
     k = c.classifier
     try:
-        check_method_settings("classifier", {"steps": k.steps, "lr": k.lr}, prefix="ctrl.classifier.")
+        check_method_settings("classifier", {"steps": k.steps, "lr": k.lr, "members": k.members,
+                                             "hidden_dims": list(k.hidden_dims)}, prefix="ctrl.classifier.")
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    if not (_is_int(k.members) and k.members >= 1):
-        raise SettingsError(f"ctrl.classifier.members must be an integer >= 1, got {k.members!r}")
-    if not all(_is_int(d) and d >= 1 for d in k.hidden_dims):
-        raise SettingsError(f"ctrl.classifier.hidden_dims must be integers >= 1, got {list(k.hidden_dims)}")
-    if not (finite(k.holdout) and 0 <= k.holdout < 1):  # at least one row is held out, one trained on
+    if not (finite_number(k.holdout) and 0 <= k.holdout < 1):  # at least one row is held out, one trained on
         raise SettingsError(f"ctrl.classifier.holdout must lie in [0, 1), got {k.holdout!r}")
 
 

@@ -1,4 +1,5 @@
-"""What the settings of every design method, fine-tuner and of pretraining must be, in one table.
+"""What the settings of every design method, fine-tuner, reward model and of pretraining must be, in
+one table.
 
 Each method of :mod:`mbo.guidance` and :mod:`mbo.finetune` checks its own settings on entry, and
 ``mbo-run`` and ``mbo-campaign`` check the same settings from the config before any data is read or
@@ -16,7 +17,10 @@ from typing import Any
 # Integers >= 1.
 COUNTS = frozenset({"num_samples", "candidates", "particles", "rounds", "rollouts", "value_steps",
                     "value_batch_size", "value_depth", "batch_size", "epochs", "states_per_trajectory",
-                    "backprop_steps", "steps", "log_every"})
+                    "backprop_steps", "steps", "log_every", "members", "kernel_size", "num_inducing",
+                    "maxiter"})
+# Lists of integers >= 1 (layer widths).
+COUNT_LISTS = frozenset({"hidden_dims", "conv_channels"})
 # Integers >= 0.
 COUNTS_FROM_ZERO = frozenset({"iterations", "warmup"})
 # Finite numbers > 0.
@@ -44,21 +48,26 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
         name = f"{prefix}{key}"
         if key in COUNTS or key in COUNTS_FROM_ZERO:
             check_count(value, name, where, low=0 if key in COUNTS_FROM_ZERO else 1)
+        elif key in COUNT_LISTS:
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                raise ValueError(f"{where}: {name} must be integers >= 1, got {list(value)!r}")
+        elif key == "max_train" and value is not None:  # null: every row
+            check_count(value, name, where)
         elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA
-            if not _finite(value) or value < 0 or (value == 0 and not zero_ok):
+            if not finite_number(value) or value < 0 or (value == 0 and not zero_ok):
                 bound = ">= 0" if zero_ok else "> 0"
                 raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
-        elif key in POSITIVE and not (_finite(value) and value > 0):
+        elif key in POSITIVE and not (finite_number(value) and value > 0):
             raise ValueError(f"{where}: {name} must be a finite number > 0, got {value!r}")
-        elif key == "weight_decay" and not (_finite(value) and value >= 0):
+        elif key == "weight_decay" and not (finite_number(value) and value >= 0):
             raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
         elif key == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
-        elif key == "scale" and not (_finite(value) and value >= 0):
+        elif key == "scale" and not (finite_number(value) and value >= 0):
             # A negative scale would steer towards lower reward.
             raise ValueError(f"{where}: {name} must be a finite number >= 0 (0: no guidance), got {value!r}")
-        elif key == "kl_budget" and value is not None and not (_finite(value) and value > 0):
+        elif key == "kl_budget" and value is not None and not (finite_number(value) and value > 0):
             raise ValueError(f"{where}: {name} must be null or a finite number > 0 (nats), got {value!r}")
         elif key == "value_dim" and (isinstance(value, bool) or not isinstance(value, int)
                                      or value < 4 or value % 4):
@@ -67,7 +76,7 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
             raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
         elif key in INTERVALS:
             lo, hi, with_lo, with_hi = INTERVALS[key]
-            if (not _finite(value) or not (lo <= value <= hi) or (value == lo and not with_lo)
+            if (not finite_number(value) or not (lo <= value <= hi) or (value == lo and not with_lo)
                     or (value == hi and not with_hi)):
                 raise ValueError(f"{where}: {name} must lie in {'[' if with_lo else '('}{lo:g}, {hi:g}"
                                  f"{']' if with_hi else ')'}, got {value!r}")
@@ -82,5 +91,6 @@ def check_count(value, name: str, where: str, low: int = 1) -> int:
     return int(value)
 
 
-def _finite(value) -> bool:
+def finite_number(value) -> bool:
+    """A real number (not a bool) that is neither infinite nor NaN."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

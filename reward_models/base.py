@@ -14,8 +14,6 @@ the way out.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -33,24 +31,6 @@ from mbo.device import resolve_device
 MIN_STD = float(torch.finfo(torch.float64).tiny)
 """The smallest label spread an outcome transform scales by: labels of any finite scale are
 standardized (only labels that are all equal are merely de-meaned)."""
-
-
-def check_training_settings(owner: str, counts: dict[str, Any], lr: float | None = None) -> None:
-    """Refuse counts (epochs, batch size, layer widths; a list is checked item by item) that are not
-    integers >= 1, and a learning rate that is not a positive number, when the model is built: a
-    zero batch size would fail only inside ``fit``, after pretraining, and ``lr=-1`` would train away
-    from the data without a word."""
-    for name, value in counts.items():
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{owner} needs {name} to be integers >= 1, got {value!r}")
-    if lr is not None:
-        try:
-            ok = 0 < float(lr) < math.inf
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{owner} needs lr > 0, got {lr!r}")
 
 
 def dataset_labels(dataset: SequenceDataset, where: str) -> Tensor:

@@ -18,8 +18,9 @@ from torch import Tensor
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
-from reward_models.base import MIN_STD, RewardModel, check_training_settings, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 
 
@@ -58,11 +59,11 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             raise ValueError(f"{type(self).__name__} needs num_members >= 2, got {num_members}")
         if min_steps < 0:
             raise ValueError(f"{type(self).__name__} needs min_steps >= 0, got {min_steps}")
-        check_training_settings(type(self).__name__, {
-            "epochs": epochs, "batch_size": batch_size, "hidden_dims": list(hidden_dims),
-            "conv_channels": list(conv_channels), "kernel_size": kernel_size}, lr)
-        if not weight_decay >= 0:
-            raise ValueError(f"{type(self).__name__} needs weight_decay >= 0, got {weight_decay!r}")
+        # Refused when built, so mbo-run refuses them before pretraining (batch_size=0 failed in fit).
+        check_method_settings(type(self).__name__, {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+            "hidden_dims": list(hidden_dims), "conv_channels": list(conv_channels),
+            "kernel_size": kernel_size})
         conv_dilations(dilations, len(conv_channels), type(self).__name__)  # refused here, before any fit
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),

@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
-from reward_models.base import MIN_STD, RewardModel, check_training_settings, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 
 DTYPE = torch.float64
@@ -95,8 +96,7 @@ class _ExactGP(_GPRewardModel):
     def __init__(self, max_train: int | None = None, maxiter: int = 200,
                  device: str | torch.device | None = None):
         super().__init__(device)
-        counts = {"maxiter": maxiter} if max_train is None else {"maxiter": maxiter, "max_train": max_train}
-        check_training_settings(type(self).__name__, counts)
+        check_method_settings(type(self).__name__, {"maxiter": maxiter, "max_train": max_train})
         self._config = {"max_train": max_train, "maxiter": int(maxiter)}
 
     def _covar_module(self):
@@ -193,8 +193,8 @@ class VariationalGP(_GPRewardModel):
                  lr: float = 0.01, learn_inducing_points: bool = True,
                  device: str | torch.device | None = None):
         super().__init__(device)
-        check_training_settings(type(self).__name__, {"num_inducing": num_inducing, "batch_size": batch_size,
-                                                      "epochs": epochs}, lr)
+        check_method_settings(type(self).__name__, {"num_inducing": num_inducing, "batch_size": batch_size,
+                                                    "epochs": epochs, "lr": lr})
         self._config = {"num_inducing": int(num_inducing), "batch_size": int(batch_size),
                         "epochs": int(epochs), "lr": float(lr),
                         "learn_inducing_points": bool(learn_inducing_points)}

@@ -186,12 +186,13 @@ def load_ctrl_model(path: str, factors, device: torch.device, settings: DictConf
                               "model (ctrl_model.safetensors)")
     if den.num_classes != want:
         raise DataError(path, f"CTRL model has classes per factor {den.num_classes}, the config needs {want}")
-    stored, spec = read_config(path).get("factors"), factor_spec(factors)
+    config = read_config(path)
+    stored, spec = config.get("factors"), factor_spec(factors)
     if stored is not None and stored != spec:
         raise DataError(path, f"CTRL model was trained for the factors {stored}, the config defines {spec}")
     corpus = task_data(task)[1] if corpus is None else corpus
     key = cache_key(corpus, task.alphabet.size, settings)
-    prior = read_config(path).get("prior")
+    prior = config.get("prior")
     if not isinstance(prior, dict):
         raise CheckpointError(f"{path}: CTRL model records no pretrained prior it was fine-tuned from (saved "
                               "before models recorded it); fine-tune it again (drop ctrl.model_path)")

@@ -223,13 +223,17 @@ def test_unlearnable_labels_are_refused(dataset, labels, problem):
 
 
 @pytest.mark.parametrize(("build", "problem"), [
-    (lambda: DeepEnsemble(batch_size=0), "batch_size to be integers >= 1, got 0"),
-    (lambda: DeepEnsemble(hidden_dims=[64, 0]), r"hidden_dims to be integers >= 1, got \[64, 0\]"),
-    (lambda: DeepEnsemble(epochs=2.5), "epochs to be integers >= 1, got 2.5"),
-    (lambda: DeepEnsemble(lr=-1), "lr > 0, got -1"),
-    (lambda: DeepEnsemble(weight_decay=float("nan")), "weight_decay >= 0, got nan"),
-    (lambda: VariationalGP(batch_size=0), "batch_size to be integers >= 1, got 0"),
-    (lambda: OneHotGP(max_train=0), "max_train to be integers >= 1, got 0"),
+    (lambda: DeepEnsemble(batch_size=0), "DeepEnsemble: batch_size must be an integer >= 1, got 0"),
+    (lambda: DeepEnsemble(hidden_dims=[64, 0]),
+     r"DeepEnsemble: hidden_dims must be integers >= 1, got \[64, 0\]"),
+    (lambda: DeepEnsemble(epochs=2.5), "DeepEnsemble: epochs must be an integer >= 1, got 2.5"),
+    (lambda: DeepEnsemble(lr=-1), "DeepEnsemble: lr must be a finite number > 0, got -1"),
+    (lambda: DeepEnsemble(weight_decay=float("nan")),
+     "DeepEnsemble: weight_decay must be a finite number >= 0, got nan"),
+    (lambda: DeepEnsemble(conv_channels=[8], kernel_size=0),
+     "DeepEnsemble: kernel_size must be an integer >= 1"),
+    (lambda: VariationalGP(batch_size=0), "VariationalGP: batch_size must be an integer >= 1, got 0"),
+    (lambda: OneHotGP(max_train=0), "OneHotGP: max_train must be an integer >= 1, got 0"),
 ])
 def test_training_settings_that_cannot_work_are_refused_when_built(build, problem):
     with pytest.raises(ValueError, match=problem):
