@@ -52,6 +52,7 @@ from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
+from mbo.diffusion.pretrain import check_training_memory
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
 from mbo.method_settings import check_method_settings, finite_number
@@ -237,6 +238,9 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     task = build_task(cfg.task)
     offline, corpus = task_data(task)
     constraints = check_inputs(cfg, task, offline)
+    if cfg.get("method") is None and cfg.finetune.iterations > 0:
+        check_training_memory(task.length, cfg.diffusion.denoiser, cfg.finetune.batch_size, device,
+                              "finetune.batch_size", what="fine-tuning")
     merged = getattr(task, "n_replicates_merged", 0)
     log.info("task %s: %d offline sequences of length %d%s", task.name, len(offline), task.length,
              f" ({merged} replicate rows merged, {task.replicates})" if merged else "")

@@ -45,7 +45,7 @@ from mbo.designs import design_ids
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import cache_key, cache_path, pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
-from mbo.diffusion.pretrain import load_diffusion
+from mbo.diffusion.pretrain import check_training_memory, load_diffusion
 from mbo.evaluate import mean_pairwise_hamming
 from mbo.provenance import provenance
 from mbo.tasks.tfbind8 import TFBind8
@@ -240,6 +240,9 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     vocab = task.alphabet.size
     # Labels first: a condition whose class no labeled row holds is refused before any training.
     labeled = read_factors(cfg, task)
+    if not c.get("model_path") and c.finetune.iterations > 0:
+        check_training_memory(task.length, cfg.diffusion.denoiser, c.finetune.batch_size, device,
+                              "ctrl.finetune.batch_size", what="fine-tuning")
     corpus, cache_dir = task_data(task)[1], to_absolute_path(cfg.cache_dir)
     saved = None
     if c.get("model_path"):  # a file that is not the model asked for is refused before any training

@@ -25,10 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mbo.checkpoint import CheckpointError, read_config, save_checkpoint
-from mbo.device import memory_bytes
 from mbo.diffusion.denoiser import ConditionalDenoiser
 from mbo.diffusion.masked import MaskedDiffusion
-from mbo.diffusion.pretrain import build_diffusion, check_corpus, load_diffusion, pretrain, pretraining_memory
+from mbo.diffusion.pretrain import (
+    build_diffusion,
+    check_corpus,
+    check_training_memory,
+    load_diffusion,
+    pretrain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +109,8 @@ def pretrained_diffusion(corpus: Tensor, vocab_size: int, settings: Mapping,
                 return model
             except CheckpointError as err:  # a stale or broken cache entry is ours to rebuild
                 log.warning("cached model unusable, pretraining again: %s", err)
-        need, have = pretraining_memory(corpus.shape[1], settings), memory_bytes(torch.device(device))
-        if need > have:  # refused before it starts, rather than killed (or swapping) minutes in
-            batch = settings["pretrain"]["batch_size"]
-            raise MemoryError(
-                f"pretraining on sequences of length {corpus.shape[1]} needs about {need / 2**30:.0f} GiB "
-                f"(attention of {batch} sequences × L²), more than the {have / 2**30:.0f} GiB of {device}; "
-                f"lower diffusion.pretrain.batch_size to {max(1, int(batch * have / need))} or less")
+        check_training_memory(corpus.shape[1], settings["denoiser"], settings["pretrain"]["batch_size"],
+                              device, "diffusion.pretrain.batch_size")
         log.info("pretraining; will cache the model at %s", path)
         start = time.perf_counter()
         diffusion, history = train_diffusion(corpus, vocab_size, settings, device=device, progress=progress)

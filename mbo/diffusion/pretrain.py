@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from mbo.device import memory_bytes
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.policy import MinProbability
@@ -24,11 +25,29 @@ from mbo.seeding import dropout_seeded
 ATTENTION_COPIES = 5.0
 
 
+def training_memory(length: int, denoiser: Mapping, batch_size: int) -> int:
+    """Rough peak bytes of one training step (a forward and backward pass of ``batch_size`` sequences
+    of ``length`` through the ``denoiser`` settings): at long L the attention tensors (batch × heads ×
+    L² floats per layer) are nearly all of it. A fine-tuner holds at least one such pass."""
+    return int(ATTENTION_COPIES * 4 * batch_size * denoiser["heads"] * length**2 * denoiser["depth"] / 2)
+
+
 def pretraining_memory(length: int, settings: Mapping) -> int:
-    """Rough peak bytes of one pretraining step on sequences of ``length``: at long L the attention
-    tensors (batch × heads × L² floats per layer) are nearly all of it."""
-    d, p = settings["denoiser"], settings["pretrain"]
-    return int(ATTENTION_COPIES * 4 * p["batch_size"] * d["heads"] * length**2 * d["depth"] / 2)
+    """:func:`training_memory` of one pretraining step of the ``diffusion`` settings."""
+    return training_memory(length, settings["denoiser"], settings["pretrain"]["batch_size"])
+
+
+def check_training_memory(length: int, denoiser: Mapping, batch_size: int, device: str | torch.device,
+                          setting: str, what: str = "pretraining") -> None:
+    """Refuse, before it starts, training that cannot fit in ``device``'s memory (a sure failure only:
+    :func:`training_memory` leaves out all but the attention), rather than be killed or swap minutes in.
+    ``setting`` names the batch size to lower."""
+    need, have = training_memory(length, denoiser, batch_size), memory_bytes(torch.device(device))
+    if need > have:
+        raise MemoryError(
+            f"{what} on sequences of length {length} needs about {need / 2**30:.0f} GiB (attention of "
+            f"{batch_size} sequences × L²), more than the {have / 2**30:.0f} GiB of {device}; lower "
+            f"{setting} to {max(1, int(batch_size * have / need))} or less")
 
 
 def sampling_policy(settings: Mapping) -> MinProbability | None:

@@ -65,14 +65,18 @@ def test_loaded_model_takes_the_callers_sampler(tmp_path):
 
 
 def test_pretraining_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    import importlib
+
     import pytest
 
-    monkeypatch.setattr(cache, "memory_bytes", lambda device: 2**20)  # a machine of 1 MiB
+    pretrain = importlib.import_module("mbo.diffusion.pretrain")  # the package's `pretrain` is the function
+
+    monkeypatch.setattr(pretrain, "memory_bytes", lambda device: 2**20)  # a machine of 1 MiB
     long = torch.randint(0, 4, (8, 300), generator=torch.Generator().manual_seed(0))
     with pytest.raises(MemoryError, match=r"length 300 needs about .* lower diffusion.pretrain.batch_size"):
         cache.pretrained_diffusion(long, 4, settings(), tmp_path)
     assert not list(tmp_path.glob("*.safetensors"))
-    assert cache.pretraining_memory(1000, compose_config("config").diffusion) > 2 * 2**30  # the 1000-mer
+    assert pretrain.pretraining_memory(1000, compose_config("config").diffusion) > 2 * 2**30  # the 1000-mer
 
 
 def test_a_cache_entry_that_is_not_this_prior_is_pretrained_again(tmp_path):

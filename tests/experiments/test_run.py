@@ -552,6 +552,19 @@ def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path):
     assert "cannot be written (Not a directory); set cache_dir=" in proc.stderr
 
 
+@pytest.mark.parametrize("args, setting", [
+    (["finetune.batch_size=1000000000000"], "finetune.batch_size"),
+    (["mode=ctrl", "ctrl.finetune.batch_size=1000000000000"], "ctrl.finetune.batch_size"),
+])
+def test_fine_tuning_that_cannot_fit_in_memory_is_refused_before_any_training(tmp_path, args, setting):
+    # It was killed by the kernel with no message, after pretraining.
+    proc = app(tmp_path, *args)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert re.search(rf"fine-tuning on sequences of length 8 needs about .* lower {setting} to \d+ or less",
+                     proc.stderr), proc.stderr
+    assert not (tmp_path / "cache").exists()
+
+
 def test_running_out_of_memory_is_told_apart_from_other_failures():
     from experiments.run import out_of_memory
 
