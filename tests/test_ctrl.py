@@ -183,6 +183,10 @@ def test_cfg_sampling_and_rejection_selection():
     chosen, accepted = rejection_select(pool, log_acc, 4, generator=torch.Generator().manual_seed(0))
     assert accepted in (2, 3) and len(chosen) == 4
     assert torch.equal(chosen[:2], pool[[0, 2]])
+    with pytest.raises(ValueError, match="n must be between 1 and the pool's 10 rows, got 11"):
+        rejection_select(pool, log_acc, 11)
+    with pytest.raises(ValueError, match=r"log_accept must be \(10,\), one per pool row, got \(9,\)"):
+        rejection_select(pool, log_acc[:9], 4)
 
 
 @pytest.mark.parametrize(("finetune", "settings"), [

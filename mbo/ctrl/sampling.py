@@ -83,6 +83,11 @@ def rejection_select(pool: Tensor, log_accept: Tensor, n: int,
         rejected rows of highest acceptance probability (no longer exact; ``accepted`` says how many
         are), and ``accepted`` is the number of accepted rows in the whole pool.
     """
+    if log_accept.shape != pool.shape[:1]:
+        raise ValueError(f"log_accept must be ({len(pool)},), one per pool row, "
+                         f"got {tuple(log_accept.shape)}")
+    if not 1 <= n <= len(pool):  # fewer rows than asked for would pass unnoticed
+        raise ValueError(f"n must be between 1 and the pool's {len(pool)} rows, got {n}")
     u = torch.rand(log_accept.shape, generator=generator, device=log_accept.device)
     acc = torch.log(u) < log_accept
     accepted = int(acc.sum())
