@@ -33,6 +33,10 @@ CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax",
 # These weigh by exp(r/α) with no argmax limit (α = 0 would divide by zero); the others read α = 0 as
 # argmax (SVDD, refinement) or as no KL leash (reward backprop, VIDD).
 POSITIVE_ALPHA = frozenset({"smc", "gradient_guidance", "finetune_ppo", "finetune_rwr"})
+# These learn from how a batch's samples compare with each other (PPO's advantage r − mean r, RWR's
+# weights normalized over the batch): one sample has advantage 0 and weight 1, so the reward is never
+# seen and a run of any length returns the prior (PPO) or a fit to its own samples (RWR).
+BATCH_OF_TWO = frozenset({"finetune_ppo", "finetune_rwr"})
 
 
 def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str = "") -> None:
@@ -46,7 +50,9 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
     """
     for key, value in settings.items():
         name = f"{prefix}{key}"
-        if key in COUNTS or key in COUNTS_FROM_ZERO:
+        if key == "batch_size" and where in BATCH_OF_TWO:
+            check_count(value, name, where, low=2)
+        elif key in COUNTS or key in COUNTS_FROM_ZERO:
             check_count(value, name, where, low=0 if key in COUNTS_FROM_ZERO else 1)
         elif key in COUNT_LISTS:
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):

@@ -46,6 +46,9 @@ def test_the_shipped_pretraining_settings_have_rules_and_pass():
     ("finetune_backprop", "kl_budget", 0, "kl_budget must be null or a finite number > 0"),
     ("finetune_backprop", "hard", "yes", "hard must be true or false"),
     ("finetune_ppo", "clip", 0, "clip must be a finite number > 0"),
+    # One sample: PPO's advantage r − mean r is 0 and RWR's normalized weight 1, so the reward is unseen.
+    ("finetune_ppo", "batch_size", 1, "batch_size must be an integer >= 2"),
+    ("finetune_rwr", "batch_size", 1, "batch_size must be an integer >= 2"),
     ("gradient_guidance", "scale", -1, "scale must be a finite number >= 0"),
     ("iterative_refinement", "remask_fraction", 1.5, r"remask_fraction must lie in \(0, 1\]"),
     ("smc", "ess_threshold", -0.1, r"ess_threshold must lie in \[0, 1\]"),
@@ -66,3 +69,5 @@ def test_what_works_passes():
     check_method_settings("svdd_pm", {"candidates": 1, "alpha": 0, "_target_": "x", "sampler": None})
     check_method_settings("finetune_vidd", {"alpha": 0, "iterations": 0, "kl_budget": None})
     check_method_settings("smc", {"ess_threshold": 0.0, "alpha": 1e-3, "resampling": "multinomial"})
+    check_method_settings("finetune_vidd", {"batch_size": 1})
+    check_method_settings("finetune_ppo", {"batch_size": 2})

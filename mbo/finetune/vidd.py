@@ -74,7 +74,11 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()
-    return torch.softmax(prior + value / alpha, dim=-1)
+    # Relative to each row's best value (<= 0) and in float64, so a tiny α (value/α past float32's
+    # range; 1e-300 is 0 in float32) tends to the argmax instead of inf − inf = NaN targets.
+    best = value.amax(-1, keepdim=True)
+    tilt = (value.double() - best.double()) / float(alpha)
+    return torch.softmax(prior.double() + tilt, dim=-1).float()
 
 
 @dropout_seeded

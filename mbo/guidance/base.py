@@ -104,11 +104,7 @@ class CallCounter:
         parts = [self.reward(one_hot(chunk, v) if chunk.dim() == 2 else chunk).detach().float().to(x.device)
                  for chunk in x.split(size)]
         out = torch.cat(parts) if parts else torch.empty(0, device=x.device)
-        bad = ~torch.isfinite(out)
-        if bool(bad.any()):
-            raise ValueError(f"reward is not finite for {int(bad.sum())} of {len(out)} sequences; map "
-                             f"infeasible designs (-inf) to a large negative finite number")
-        return out
+        return check_finite(out)
 
     def result(self, designs: Tensor, rewards: Tensor, **info: float) -> AlignmentResult:
         """An :class:`AlignmentResult` with the counts so far and the time since entering."""
@@ -127,11 +123,22 @@ def check_reward_output(out, x: Tensor) -> Tensor:
     return out
 
 
+def check_finite(out: Tensor) -> Tensor:
+    """``out``, rewards ``(B,)``, if every one is finite; else a ValueError saying how many are not."""
+    bad = ~torch.isfinite(out.detach())
+    if bool(bad.any()):
+        raise ValueError(f"reward is not finite for {int(bad.sum())} of {len(out)} sequences; map "
+                         f"infeasible designs (-inf) to a large negative finite number")
+    return out
+
+
 def checked_reward(reward: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """``reward`` with its output checked by :func:`check_reward_output` (extra arguments, such as a
-    condition, pass through)."""
+    """``reward`` with its output checked by :func:`check_reward_output` and :func:`check_finite`
+    (extra arguments, such as a condition, pass through). The fine-tuners subtract, average and
+    exponentiate rewards: one -inf or NaN made every one of them stop with "fine-tuning diverged"
+    (or, RWR, silently zero a sample's weight), blaming the training instead of the reward."""
     def checked(x: Tensor, *args) -> Tensor:
-        return check_reward_output(reward(x, *args), x)
+        return check_finite(check_reward_output(reward(x, *args), x))
     return checked
 
 

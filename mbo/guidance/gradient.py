@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mbo.diffusion.masked import Guidance, MaskedDiffusion
+from mbo.diffusion.policy import LOG_ZERO
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import AlignmentResult, CallCounter, Reward, check_inputs, resolve_sampler
 from mbo.method_settings import check_method_settings
@@ -29,8 +30,16 @@ def reward_guidance(reward: Reward, strength: float) -> Guidance:
         reward: differentiable map float (soft) one-hot ``(B, L, V)`` -> ``(B,)``.
         strength: λ; 0 returns the prediction unchanged (and never calls the reward).
 
-    Carried-over positions keep their token: their log-probs are ``LOG_ZERO`` off the token, which
-    a finite tilt cannot lift.
+    Only the tokens the policy can draw (log-prob above ``LOG_ZERO / 2``) are tilted and renormalized;
+    the others stay at ``LOG_ZERO``, however strong the tilt: a constraint's cut letter, a min-p cut
+    and the other tokens of a carried-over position are never raised. (Tilting every token and
+    renormalizing, a tilt over 1e4 nats, e.g. α = 1e-4 or a reward on a 1e6 scale, pushed the drawable
+    tokens below ``LOG_ZERO`` and the sampler drew a cut letter.) The tilt is taken relative to the
+    best drawable token's gradient, so an overflowing ``strength`` (α → 0) gives the argmax of the
+    gradient, never NaN.
+
+    Raises (when called):
+        ValueError: the reward is not differentiable in its input, or its gradient is not finite.
     """
     if strength == 0:
         return lambda xt, log_x0, rows: log_x0
@@ -45,9 +54,25 @@ def reward_guidance(reward: Reward, strength: float) -> Guidance:
             (grad,) = torch.autograd.grad(out.sum(), x0_hat, allow_unused=True)
         if grad is None:  # the reward ignores its input: nothing to tilt
             return log_x0
-        return torch.log_softmax(log_x0 + strength * grad, dim=-1)
+        if not bool(torch.isfinite(grad).all()):
+            raise ValueError("gradient guidance: the reward's gradient is not finite at the posterior mean "
+                             "(soft one-hots); use svdd_pm, smc or best_of_n for such a reward")
+        return tilted(log_x0, grad, strength)
 
     return guided
+
+
+def tilted(log_x0: Tensor, grad: Tensor, strength: float) -> Tensor:
+    """``log_softmax(log x̂ + λ·grad)`` over the tokens ``log_x0 (B, L, V)`` can draw, ``LOG_ZERO`` at the
+    others; ``grad (B, L, V)``, λ = ``strength`` > 0 (any size: it is capped at the dtype's largest
+    number, and the tilt is ≤ 0, so it overflows only to -inf, never to NaN)."""
+    drawable = log_x0 > LOG_ZERO / 2
+    grad = grad.to(log_x0.dtype)
+    top = torch.where(drawable, grad, -torch.inf).amax(-1, keepdim=True)
+    lam = min(float(strength), torch.finfo(log_x0.dtype).max)
+    tilt = lam * torch.where(drawable, grad - top, 0.0)  # <= 0; 0 at the best drawable token
+    out = torch.log_softmax(torch.where(drawable, log_x0 + tilt, -torch.inf), dim=-1)
+    return torch.where(drawable, out.clamp_min(LOG_ZERO), LOG_ZERO)
 
 
 @torch.no_grad()

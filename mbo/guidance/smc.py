@@ -98,7 +98,14 @@ def smc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, particles: int, a
         log_x0 = x0_log_probs(diffusion, x1, batch_size).expand(n * k, -1, -1)
         value = predicted_value(counter, log_x0[:1]).expand(n * k)
         xt = x1.expand(n * k, -1)
-        log_w = torch.zeros(n, k, device=device)
+        # The weights' log is gain/α with gain = Σ Δv since the last resampling, kept in float64 and
+        # taken relative to the population's best (weights): a tiny α then tends to the greedy limit
+        # instead of overflowing (log-weights of ±inf, NaN weights, a final draw of the first particle).
+        gain = torch.zeros(n, k, device=device, dtype=torch.float64)
+
+        def weights() -> Tensor:
+            return (gain - gain.amax(-1, keepdim=True)) / alpha
+
         base = (torch.arange(n, device=device) * k)[:, None]
         resampled = 0
         for step in progress_bar(range(steps), desc="SMC", progress=progress, leave=False):
@@ -106,20 +113,22 @@ def smc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, particles: int, a
             xs = diffusion.step(xt, log_x0, unmask, generator=generator).xs
             log_x0, new_value = lookahead(diffusion, counter, xs, unmask.any(-1), log_x0, value,
                                           batch_size)
-            log_w = log_w + ((new_value - value) / alpha).view(n, k)
+            gain = gain + (new_value.double() - value.double()).view(n, k)
             xt, value = xs, new_value
             if step == steps - 1:
                 break  # the final draw below uses the weights themselves
+            log_w = weights()
             need = effective_sample_size(log_w) < ess_threshold * k
             if bool(need.any()):
                 keep = torch.arange(k, device=device).expand(n, k)
                 idx = (base + torch.where(need[:, None], resample(log_w, resampling, generator), keep))
                 idx = idx.reshape(-1)
                 xt, log_x0, value = xt[idx], log_x0[idx], value[idx]
-                log_w = torch.where(need[:, None], 0.0, log_w)
+                gain = torch.where(need[:, None], 0.0, gain)
                 resampled += int(need.sum())
         if bool((xt == diffusion.mask_id).any()):
             raise RuntimeError(f"{where}: the sampler left masked positions after {steps} steps")
-        pick = (base[:, 0] + (log_w + gumbel(log_w.shape, device, generator)).argmax(-1))
+        log_w = weights()
+        pick = (base[:, 0] + (log_w + gumbel(log_w.shape, device, generator).double()).argmax(-1))
         return counter.result(xt[pick], value[pick], resample_rate=resampled / max(n * (steps - 1), 1),
                               final_ess=effective_sample_size(log_w).mean().item())

@@ -56,11 +56,15 @@ def select_candidates(values: Tensor, alpha: float, generator: torch.Generator |
     """Index ``(n,)`` of the kept candidate per row of ``values (n, M)``: P(j) ∝ exp(v_j / α).
 
     α = 0 is the argmax (ties: the first) and draws nothing from the generator; α > 0 draws one
-    Gumbel per candidate (Gumbel-max), so α → 0 tends to the argmax.
+    Gumbel per candidate (Gumbel-max), so α → 0 tends to the argmax (ties: a uniform draw among the
+    best). The values enter relative to the row's best and in float64, so v/α never overflows into
+    ±inf ties or NaN (1e-300 is 0 in float32: a tiny α once picked a candidate at random or the first).
     """
     if alpha == 0:
         return values.argmax(-1)
-    return (values / alpha + gumbel(values.shape, values.device, generator)).argmax(-1)
+    v = values.double()
+    scaled = (v - v.amax(-1, keepdim=True)) / float(alpha)  # <= 0, -inf at worst, never NaN
+    return (scaled + gumbel(values.shape, values.device, generator).double()).argmax(-1)
 
 
 def svdd_denoise(diffusion: MaskedDiffusion, xt: Tensor, log_x0: Tensor, value: Tensor, *,

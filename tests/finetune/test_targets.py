@@ -1,6 +1,7 @@
 """Every fine-tuner against its exact target on a space small enough to enumerate (3^4 = 81 sequences)."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -252,3 +253,26 @@ def test_with_dropout_the_seed_alone_fixes_the_model_and_the_callers_rng_is_kept
         torch.manual_seed(before)
         assert torch.equal(runs[-1][1], torch.rand(1))  # the caller's RNG is where it was
     assert all(torch.equal(a, b) for a, b in zip(runs[0][0].values(), runs[1][0].values(), strict=True))
+
+
+@pytest.mark.parametrize("finetune", list(SETTINGS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [-math.inf, math.nan], ids=["-inf", "nan"])
+def test_a_reward_that_is_not_finite_is_refused_by_name(pretrained, finetune, bad):
+    # One -inf (an infeasible design) or NaN made each fine-tuner stop with "fine-tuning diverged at
+    # iteration 0", blaming the training; the inference-time methods already named the reward.
+    def partly(x):
+        r = reward(x)
+        return torch.where(x[:, 0, 0] > 0.5, torch.full_like(r, bad), r)
+
+    with pytest.raises(ValueError, match=r"reward is not finite for \d+ of \d+ sequences"):
+        finetune(pretrained, partly, alpha=ALPHA, **{**SETTINGS[finetune], "batch_size": 32})
+
+
+@pytest.mark.parametrize("alpha", [1e-12, 1e-40, 1e-300])
+def test_a_vanishing_alpha_gives_the_greedy_soft_optimal_step_not_nan(alpha):
+    # value/α overflowed float32 (and 1e-300 is 0 there): inf − inf = NaN targets, and VIDD stopped
+    # with "diverged". The limit is α = 0's argmax over the drawable tokens.
+    m = MaskedDiffusion(NeverTwoAfterOne(), V, L, sampler="first_hitting").eval()
+    xt = torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]])
+    q = soft_optimal_tokens(m, reward, xt, torch.tensor([1]), alpha)
+    assert torch.equal(q, soft_optimal_tokens(m, reward, xt, torch.tensor([1]), 0.0))

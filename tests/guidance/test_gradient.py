@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mbo.diffusion.policy import restrict
 from mbo.guidance import gradient_guidance, reward_guidance
 from tests.guidance import L, V, count_zero, gen, plain_mean, rewards_of, rows_that_unmask, tiny_model
 
@@ -51,3 +52,41 @@ def test_non_differentiable_reward_and_bad_settings_are_refused():
         gradient_guidance(model, count_zero, 2, alpha=0.0, scale=1.0)
     with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
         gradient_guidance(model, count_zero, 2, alpha=1.0, scale=-1.0)
+
+
+@pytest.mark.parametrize("alpha, scale_of_reward", [(1e-4, 1.0), (0.1, 1e6)])
+def test_a_tilt_past_log_zero_never_draws_a_letter_the_policy_cuts(alpha, scale_of_reward):
+    # Token 3 is cut at every position (a constraint's allowed set); the reward wants it. A tilt over
+    # 1e4 nats (4/α·1 at α = 1e-4, or a reward on a 1e6 scale) once pushed the allowed letters below the
+    # cut letter's LOG_ZERO, and every design was drawn with it.
+    model = tiny_model()
+    model.policy = lambda lp: restrict(lp, torch.tensor([True, True, True, False]))
+
+    def wants_three(x):
+        return scale_of_reward * x[..., 3].sum(-1)
+
+    res = gradient_guidance(model, wants_three, 20, alpha=alpha, scale=4.0, generator=gen())
+    assert not (res.designs == 3).any()
+
+
+@pytest.mark.parametrize("alpha", [1e-40, 1e-300])
+def test_a_vanishing_alpha_tilts_to_the_gradients_argmax_not_to_nan(alpha):
+    # 4/α overflows float32 (and 4/1e-300·0 was NaN): the sampler then drew token 0 wherever the tilt
+    # was NaN, whatever the reward wanted.
+    model = tiny_model()
+    res = gradient_guidance(model, lambda x: x[..., 2].sum(-1), 8, alpha=alpha, scale=4.0, generator=gen())
+    assert (res.designs == 2).all()
+    xt = torch.full((1, L), V)
+    log_x0 = model.x0_log_probs(model.encode(xt))
+    tilted = reward_guidance(lambda x: x[..., 2].sum(-1), 4.0 / alpha)(xt, log_x0, torch.arange(1))
+    assert torch.isfinite(tilted).all() and (tilted.argmax(-1) == 2).all()
+
+
+def test_a_reward_whose_gradient_is_not_finite_is_refused():
+    model = tiny_model()
+
+    def sqrt_reward(x):  # finite on hard one-hots, infinite gradient where a soft entry is 0
+        return x.sqrt().sum((1, 2)) * 0 + (x[..., 0] - 1e-30).clamp_min(0).sqrt().sum(-1)
+
+    with pytest.raises(ValueError, match="gradient is not finite"):
+        gradient_guidance(model, sqrt_reward, 2, alpha=1.0, scale=1.0, generator=gen())

@@ -95,3 +95,16 @@ def test_converges_to_the_exact_tilted_target_as_particles_grow():
     assert curve[0] > curve[1] > curve[2]
     assert curve[2] < 0.04  # 4000 draws: sampling noise alone is ~0.015
     assert tv(16, "multinomial") < 0.07  # systematic at K = 16: 0.036
+
+
+@pytest.mark.parametrize("alpha", [1e-40, 1e-300])
+def test_a_vanishing_alpha_is_the_greedy_limit_not_nan(alpha):
+    # Δv/α overflowed float32 into log-weights of ±inf: NaN weights, a NaN final ESS and a final draw
+    # of whichever particle came first. The limit is the same as at α = 1e-12.
+    model = tiny_model()
+    settings = dict(particles=4, ess_threshold=0.5, resampling="systematic")
+    res = smc(model, count_zero, 6, alpha=alpha, generator=gen(), **settings)
+    ref = smc(model, count_zero, 6, alpha=1e-12, generator=gen(), **settings)
+    assert math.isfinite(res.info["final_ess"]) and 1 <= res.info["final_ess"] <= 4
+    assert torch.equal(res.designs, ref.designs)
+    assert res.rewards.mean() > plain_mean(model) + 1.0

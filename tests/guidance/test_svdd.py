@@ -146,3 +146,16 @@ def test_settings_are_checked():
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_lr": 0.0})
     with pytest.raises(ValueError, match="dim must be a positive multiple of 4"):
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_dim": 6})
+
+
+@pytest.mark.parametrize("alpha", [1e-12, 1e-40, 1e-300])
+def test_a_vanishing_alpha_selects_the_best_candidate_never_a_nan(alpha):
+    # v/α overflowed float32 (1e-300 is 0 there: 0/0 = NaN, which argmax takes as the largest), so a
+    # tiny α picked the first or a NaN candidate instead of the best; ties now draw among the best.
+    v = torch.tensor([[0.0, 2.0, 1.0], [-3.0, -1e-3, -2.0]])
+    assert select_candidates(v, alpha, gen()).tolist() == [1, 1]
+    tie = select_candidates(torch.tensor([[5.0, 5.0, -1.0]]).expand(400, -1), alpha, gen())
+    assert set(tie.tolist()) == {0, 1}
+    model = tiny_model()
+    small = svdd_pm(model, count_zero, 12, candidates=4, alpha=alpha, generator=gen())
+    assert small.rewards.mean() > plain_mean(model) + 1.0
