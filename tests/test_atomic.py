@@ -58,6 +58,20 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
 
 
+def test_a_checkpoint_gets_the_usual_permissions_too(tmp_path):
+    import os
+
+    import torch
+
+    from mbo.checkpoint import save_checkpoint
+
+    umask = os.umask(0)
+    os.umask(umask)
+    # safetensors writes 0600 files of its own and renames them over the temporary file
+    path = save_checkpoint(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, config={}, kind="T")
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
 def test_file_systems_without_hard_links_still_get_new_files(tmp_path, monkeypatch):
     import errno
     import os

@@ -532,11 +532,112 @@ def test_corrupt_checkpoints_and_plates_are_refused_naming_them(camp, capsys):
     assert "its ids or sequences changed" in _err(capsys, "status", root)  # an id renamed its sequence
 
 
+def test_a_plate_sorted_in_a_spreadsheet_still_names_its_designs(camp, tmp_path, capsys):
+    root, ids = camp
+    plate = root / "round_000" / "suggestions.csv"
+    lines = plate.read_text().splitlines(keepends=True)
+    by_mean = sorted(lines[1:], key=lambda row: float(row.split(",")[2]))
+    assert by_mean != lines[1:]
+    plate.write_text(lines[0] + "".join(by_mean))  # sorted by predicted mean: the same ids, sequences
+    assert cli("status", root) == 0
+    assert cli("ingest", root, write_results(tmp_path / "p.csv", [(ids[2], "0.5")])) == 0
+    first, second = (row.split(",") for row in by_mean[:2])
+    first[1], second[1] = second[1], first[1]  # two ids swap their sequences: refused
+    plate.write_text(lines[0] + "".join(",".join(f) for f in (first, second)) + "".join(by_mean[2:]))
+    assert "its ids or sequences changed" in _err(capsys, "status", root)
+
+
+def test_a_plate_written_but_not_recorded_is_named_as_unfinished(tmp_path, config, dna_csv, monkeypatch,
+                                                                  capsys):
+    import mbo.active.campaign.store as store
+
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    early = write_results(tmp_path / "early.csv", [("r000_0000", "1")])  # ingest before any suggest
+    assert "from round 0, which was never suggested (no round was suggested so far)" in _err(
+        capsys, "ingest", root, early)
+    real = store.record
+
+    def killed(directory, *names, **kwargs):  # the plate is written, the kill hits before its record
+        if kwargs.get("digests"):
+            raise SystemExit("killed")
+        return real(directory, *names, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "record", killed)
+        with pytest.raises(SystemExit):
+            cli("suggest", root, "--batch", 4)
+    plate = read_rows(root / "round_000" / "suggestions.csv")  # looks like a plate, but is not one yet
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    assert "round 0: `mbo-campaign suggest` was interrupted" in capsys.readouterr().out
+    results = write_results(tmp_path / "r.csv", [(p["id"], "1") for p in plate])
+    before = tree_hash(root)
+    err = _err(capsys, "ingest", root, results)
+    assert "whose `mbo-campaign suggest` was interrupted" in err and "run it again" in err
+    assert tree_hash(root) == before
+    assert cli("suggest", root, "--batch", 4) == 0
+    assert read_rows(root / "round_000" / "suggestions.csv") == plate  # the same plate, now recorded
+    assert cli("ingest", root, results) == 0
+    capsys.readouterr()
+    assert cli("status", root) == 0 and "interrupted" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda text, seq: text + f"mine,{'A' * len(seq)},2.0,0,bench\n",
+     "row 28: id 'mine' of round 0 is on no round's suggestions.csv"),
+    (lambda text, seq: text.replace(f",{seq},1.5,0,", f",{'A' * len(seq)},1.5,0,"),
+     "row 26: id 'r000_0000' has sequence AAAAAAAA, but round_000/suggestions.csv suggested it as"),
+    (lambda text, seq: text.replace(f",{seq},1.5,0,", f",{seq},1.5,3,"),
+     "row 26: id 'r000_0000' was suggested in round 0, but its row says round 3"),
+])
+def test_measurements_that_no_longer_match_their_plate_are_refused(camp, tmp_path, capsys, edit, problem):
+    root, ids = camp
+    seq = read_rows(root / "round_000" / "suggestions.csv")[0]["sequence"]
+    meas = root / "measurements.csv"
+    meas.write_text(edit(meas.read_text(), seq))  # an edit by hand, or a sort of one column
+    before = tree_hash(root)
+    results = write_results(tmp_path / "p.csv", [(ids[2], "0.5")])
+    for command in (("status", root), ("suggest", root, "--batch", 2), ("ingest", root, results)):
+        err = _err(capsys, *command)
+        assert f"{meas}, {problem}" in err, err
+    assert tree_hash(root) == before
+
+
+def test_checkpoints_are_as_readable_as_the_other_files(camp):
+    root, _ = camp  # safetensors writes 0600: a group sharing the folder could not run a round
+    mode = (root / "campaign.json").stat().st_mode & 0o777
+    for name in ("pretrained.safetensors", "round_000/model.safetensors"):
+        assert (root / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_kill_9_while_keeping_a_copy_of_the_results(camp, tmp_path):
+    root, ids = camp
+    results = write_results(tmp_path / "plate_e.csv", [(ids[2], "0.5")])
+    script = ("import os, signal, sys\nimport mbo.active.campaign as c\n"
+              "os.link = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "c.main(sys.argv[1:])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, "ingest", str(root), str(results)], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    kept = root / "round_000" / "results"
+    assert list(kept.glob(".plate_e.csv.*.tmp"))  # the copy, written, never linked into place
+    assert cli("ingest", root, results) == 0
+    assert sorted(p.name for p in kept.iterdir()) == ["plate_a.csv", "plate_e.csv"]
+    hidden = write_results(tmp_path / ".late.tmp", [(ids[3], "0.25")])  # its copy must outlive the cleanup
+    assert cli("ingest", root, hidden) == 0 and cli("ingest", root, results) == 0
+    assert sorted(p.name for p in kept.iterdir()) == ["late.tmp", "plate_a.csv", "plate_e.csv"]
+    assert read_rows(root / "measurements.csv")[-1]["source"] == "late.tmp"
+
+
 def test_leftovers_of_killed_writers_are_removed_and_readers_need_no_lock(camp, capsys):
     from filelock import FileLock
 
     root, ids = camp
-    stale = [root / ".measurements.csv.abc.tmp", root / "round_000" / ".suggestions.csv.x.tmp"]
+    # The last: safetensors' own temporary file, a whole model, left by a writer killed mid-save.
+    stale = [root / ".measurements.csv.abc.tmp", root / "round_000" / ".suggestions.csv.x.tmp",
+             root / "round_000" / ".tmpAb3dE9"]
     for p in stale:
         p.write_text("half")
     dead = root.parent / f".{root.name}.init-999999999-abc"
@@ -698,3 +799,13 @@ def test_the_command_line_wins_over_the_settings_file(tmp_path, dna_csv, capsys)
         assert cli("init", tmp_path / "camp", "--data", *args, "--config", lab, *overrides) == 2
         err = capsys.readouterr().err
         assert err.startswith("mbo-campaign init: error: command line: "), err
+
+
+def test_fine_tuning_that_cannot_fit_in_memory_is_refused_at_init(tmp_path, dna_csv, capsys):
+    # It was killed by the kernel with no message, in the first round that fine-tunes.
+    cache = tmp_path / "cache"
+    assert cli("init", tmp_path / "camp", "--data", dna_csv, f"cache_dir={cache}", "finetune.iterations=5",
+               "finetune.batch_size=1000000000000") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lower finetune.batch_size to" in err, err
+    assert not (tmp_path / "camp").exists() and not cache.exists()

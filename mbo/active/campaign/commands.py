@@ -37,6 +37,7 @@ from mbo.active.campaign.store import (
     Suggestion,
     checksums,
     fsync_dir,
+    interrupted_round,
     load_model,
     plate_provenance,
     read_measurements,
@@ -70,6 +71,7 @@ from mbo.data.io import (
 from mbo.designs import write_plate_map
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
+from mbo.diffusion.pretrain import check_training_memory
 from mbo.display import formatted, plural
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".faa", ".ffn")
@@ -210,6 +212,9 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
 
     set_threads(settings.threads)
     device = resolve_device(settings.device)
+    if settings.finetune.iterations > 0:  # refused now, not killed by the kernel rounds later
+        check_training_memory(length, settings.diffusion.denoiser, settings.finetune.batch_size, device,
+                              "finetune.batch_size", what="fine-tuning")
     # Named after the corpus, not the campaign: a second campaign on the same corpus and recipe
     # (another folder) loads the cached model instead of pretraining it again.
     corpus_name = start["task"]["name"] if "task" in start else Path(start["corpus"] or start["data"]).stem
@@ -345,7 +350,10 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
 
 # ---------------------------------------------------------------------------------------- ingest
 def _store_copy(folder: Path, name: str, data: bytes) -> str:
-    """Keep ``data`` as ``folder/name`` (or ``name.K`` if another file has that name); its name."""
+    """Keep ``data`` as ``folder/name`` (or ``name.K`` if another file has that name); its name.
+    A hidden file's copy is not hidden: the next writer removes ``.*.tmp`` files there, as those
+    of killed writers."""
+    name = name.lstrip(".") or "results.csv"
     stem, suffix = os.path.splitext(name)
     k = 0
     while True:
@@ -414,9 +422,15 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
         sugg = suggestions.get(ident)
         if sugg is None:
             m = SUGGESTION_ID.match(ident)
-            if m and int(m.group(1)) not in rounds:
+            if m and int(m.group(1)) == interrupted_round(c, rounds):
+                problems.add(line, f"id {ident!r} is from round {int(m.group(1))}, whose `mbo-campaign "
+                                   f"suggest` was interrupted before its plate was recorded: run it again "
+                                   f"(the same command gives the same plate), then ingest", id_column)
+            elif m and int(m.group(1)) not in rounds:
+                so_far = (f"rounds 0-{len(rounds) - 1} were" if len(rounds) > 1 else
+                          "round 0 was" if rounds else "no round was")
                 problems.add(line, f"id {ident!r} is from round {int(m.group(1))}, which was never suggested "
-                                   f"(suggested rounds: {len(rounds)})", id_column)
+                                   f"({so_far} suggested so far)", id_column)
             elif ident in known:
                 problems.add(line, f"id {ident!r} is a starting measurement, not a suggestion", id_column)
             else:
@@ -623,11 +637,15 @@ def status(c: Campaign) -> str:
     except OSError as err:  # an archived, read-only campaign can still be read
         plot = f"no plot ({err.strerror or err})"
     outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])
+    cut = interrupted_round(c, suggested_rounds(c))
+    unfinished = ([] if cut is None else
+                  [f"round {cut}: `mbo-campaign suggest` was interrupted before its plate was recorded; "
+                   f"{c.round_dir(cut).name}/suggestions.csv is not final: run suggest again"])
     trace = [f"round {r}: `{p.get('command', '?')}`, seed {p.get('seed', '?')}, model sha256 "
              f"{p.get('model_sha256', '?')[:16]}, reference sha256 {p.get('reference_sha256', '?')[:16]}"
              for r in range(len(rows) - 1) if (p := plate_provenance(c, r))]
     return "\n".join([_table_text(rows), f"{plural(sum(r['measured'] for r in rows), 'measurement')}, "
-                      f"{plural(outstanding, 'suggested design')} without results; {plot}",
+                      f"{plural(outstanding, 'suggested design')} without results; {plot}", *unfinished,
                       *(["provenance (every suggestions.csv row carries it):", *trace] if trace else [])])
 
 

@@ -35,7 +35,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ CHECKSUMS = "checksums.json"
 # Suffix of the key under which a plate's (id, sequence) digest is recorded beside its file's sha256.
 DIGEST = "#ids"
 LOCK = ".lock"
+SAFETENSORS_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 
 
 class CampaignError(Exception):
@@ -76,6 +77,8 @@ class Measurement:
     source: str
     # Columns a user added to measurements.csv (notes, plate positions): kept, never read.
     extra: tuple[tuple[str, str], ...] = ()
+    # Its row in measurements.csv (None for a measurement not yet written), to name it in errors.
+    line: int | None = field(default=None, compare=False)
 
     @property
     def value(self) -> float:
@@ -274,9 +277,14 @@ def locked(directory: Path) -> Iterator[None]:
 def remove_stale_files(directory: Path) -> None:
     """Temporary files of writers killed mid-write (the caller holds the lock: none is live), and
     directories of killed ``init`` runs of this campaign whose process is gone."""
-    for folder in [directory, *directory.glob("round_*")]:
+    for folder in [directory, *directory.glob("round_*"), *directory.glob("round_*/results")]:
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
+        # safetensors writes a checkpoint to .tmpXXXXXX beside it first (then renames it into our own
+        # temporary file): a writer killed then leaves a whole model there.
+        for stale in folder.glob(".tmp*"):
+            if SAFETENSORS_TMP.fullmatch(stale.name) and stale.is_file():
+                stale.unlink(missing_ok=True)
     here = Path(os.path.abspath(directory))  # `.` has no parent or name of its own
     for staged in here.parent.glob(f".{here.name}.init-*"):
         m = re.match(rf"\.{re.escape(here.name)}\.init-(\d+)-", staged.name)
@@ -354,7 +362,7 @@ def read_measurements(c: Campaign) -> list[Measurement]:
             continue
         if all(isinstance(v, float) for v in values):
             extra = tuple((h, fields[i]) for i, h in enumerate(header) if i not in col.values())
-            out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"], extra))
+            out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"], extra, line))
     problems.raise_first()
     return out
 
@@ -401,7 +409,8 @@ def _plate_digest(pairs: list[tuple[str, str]]) -> str:
 
 def verify_plate(c: Campaign, r: int) -> Path:
     """Round ``r``'s ``suggestions.csv``, checked: its bytes as recorded, or, for a plate recorded
-    with its (id, sequence) digest, the same ids naming the same sequences in the same order.
+    with its (id, sequence) digest, the same ids naming the same sequences, in the order
+    written or sorted otherwise (a spreadsheet's sort by predicted mean or well).
 
     Raises:
         CampaignError: missing, or changed in its ids or sequences (or in its bytes, for plates
@@ -420,10 +429,22 @@ def verify_plate(c: Campaign, r: int) -> Path:
             pairs = [(f[col["id"]].strip(), f[col["sequence"]].strip()) for _, f in records]
         except (DataError, IndexError):
             raise err from None
-        if _plate_digest(pairs) != want:
+        if want not in (_plate_digest(pairs), _plate_digest(_in_issued_order(pairs))):
             raise CampaignError(f"{path}: its ids or sequences changed since mbo-campaign wrote it (an id "
                                 "names one sequence forever); restore the original from a backup") from None
         return path
+
+
+def _in_issued_order(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A plate's (id, sequence) pairs in the order their ids were issued (rXXX_0000, rXXX_0001, ...),
+    which is the order the plate was written in: a plate sorted in a spreadsheet (by predicted mean,
+    by well) still names the same sequences. Pairs whose id is not a suggestion id keep their place
+    at the end (the digest then differs, as it should)."""
+    def key(pair: tuple[str, str]) -> tuple[int, int]:
+        m = SUGGESTION_ID.match(pair[0])
+        return (0, int(m.group(2))) if m else (1, 0)
+
+    return sorted(pairs, key=key)
 
 
 def read_suggestions(c: Campaign, r: int) -> list[Suggestion] | None:
@@ -483,13 +504,24 @@ def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acqu
     return path
 
 
+def interrupted_round(c: Campaign, rounds: dict[int, list[Suggestion]]) -> int | None:
+    """The round after the last recorded plate, if a ``suggest`` of it was interrupted after writing
+    its ``suggestions.csv`` but before recording it: that file is not the round's plate yet (the next
+    ``suggest`` redoes it), though it looks like one."""
+    r = len(rounds)
+    return r if (c.dir / _plate_name(r)).is_file() else None
+
+
 def suggested_rounds(c: Campaign, measurements: list[Measurement] | None = None
                      ) -> dict[int, list[Suggestion]]:
     """Rounds that have a plate, ``0 .. n-1``, checked against the measurements.
 
     Raises:
         CampaignError: a gap in the rounds, or a measured id of a round whose plate is gone: an id
-            names one sequence forever, so the plate must be restored, never re-suggested.
+            names one sequence forever, so the plate must be restored, never re-suggested. Or a row of
+            ``measurements.csv`` (round 0 or later) whose id, round or sequence is not its plate's
+            (an edit by hand, a spreadsheet's sort of one column): it would train the reward model on
+            a design that was not measured.
     """
     recorded = {int(m.group(1)) for name in checksums(c.dir)
                 if (m := re.fullmatch(r"round_(\d{3,})/suggestions\.csv", name))}
@@ -501,10 +533,26 @@ def suggested_rounds(c: Campaign, measurements: list[Measurement] | None = None
     if sorted(rounds) != list(range(len(rounds))):
         raise CampaignError(f"{c.dir}: rounds with suggestions are {sorted(rounds)}, not "
                             f"0..{len(rounds) - 1}; was a round directory removed or renamed?")
+    plates = {x.id: x for sg in rounds.values() for x in sg}
     for m in measurements if measurements is not None else read_measurements(c):
-        if m.round >= 0 and m.round not in rounds:
+        if m.round < 0:
+            continue
+        where = f"{c.measurements_path}, row {m.line}" if m.line else str(c.measurements_path)
+        x = plates.get(m.id)
+        if x is None and m.round not in rounds:
             raise CampaignError(
                 f"{c.dir / _plate_name(m.round)}: missing, but {c.measurements_path.name} holds results "
                 f"for its ids (e.g. {m.id}); ids are never issued twice, so restore the file from a "
                 f"backup rather than suggesting the round again")
+        if x is None:
+            raise CampaignError(
+                f"{where}: id {m.id!r} of round {m.round} is on no round's suggestions.csv (rows of round "
+                f"0 and later are ingested results; a measurement of your own belongs in round -1, with the "
+                f"start data)")
+        if x.round != m.round:
+            raise CampaignError(f"{where}: id {m.id!r} was suggested in round {x.round}, but its row says "
+                                f"round {m.round} (was the file edited?)")
+        if x.sequence != m.sequence:
+            raise CampaignError(f"{where}: id {m.id!r} has sequence {m.sequence}, but {_plate_name(x.round)} "
+                                f"suggested it as {x.sequence} (was the file edited?)")
     return rounds
