@@ -17,12 +17,14 @@ each. The judge scores designs by its mean in label units.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from conservative.rewards import PessimisticReward, ScaledReward, label_scale
+from mbo.config import SettingsError  # a ValueError; the apps exit 2 on it
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 
@@ -34,9 +36,17 @@ def trial_name(c: float, alpha: float) -> str:
 
 def probe_rows(labels: Tensor, holdout: float) -> Tensor:
     """Bool ``(N,)``: the rows the probe is fitted on, every label ``(N,)`` at or below the
-    ``1 − holdout`` quantile (the top ``holdout`` is what it must find)."""
+    ``1 − holdout`` quantile (the top ``holdout`` is what it must find).
+
+    Raises:
+        ValueError: ``holdout`` is not a number in (0, 1) (``auto.holdout`` in the app's settings).
+    """
+    if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
+        # 0 held nothing out (the probe saw the top it was to find) and past 1 torch.quantile raised.
+        raise SettingsError(f"auto.holdout (the top fraction of labels the probe does not see) must lie in "
+                            f"(0, 1), got {holdout!r}")
     y = labels.double()
-    return y <= torch.quantile(y, 1.0 - holdout)
+    return y <= torch.quantile(y, 1.0 - float(holdout))
 
 
 def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[], object], judge,
@@ -73,7 +83,7 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
     scale = label_scale(lower.labels)
     seen = set() if exclude is None else {tuple(r) for r in exclude.tolist()}
     report: dict[str, dict[str, float]] = {}
-    best = (-math.inf, 0.0, 0.0)
+    best: tuple[float, float, float] | None = None
     for c in sorted(float(v) for v in c_grid):
         reward = ScaledReward(PessimisticReward(probe, c=c), scale)
         for alpha in sorted((float(v) for v in alpha_grid), reverse=True):
@@ -84,10 +94,13 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
             with torch.no_grad():
                 mean = judge.mean_std(one_hot(designs.cpu(), pretrained.vocab_size))[0].double().cpu()
             median = float(mean.median())
+            if math.isnan(median):  # it would lose every comparison, and (0, 0) came back off the grid
+                raise ValueError(f"choose_c_alpha: the judge scores the designs of {trial_name(c, alpha)} "
+                                 "NaN; it cannot rank the candidates")
             report[trial_name(c, alpha)] = {"c": c, "alpha": alpha, "judged_median": median,
                                             "judged_mean": float(mean.mean()), "designs": len(designs)}
             # The median is what the benchmarks report; strictly better is needed to pay for more
             # pessimism or a looser leash.
-            if median > best[0] + 1e-12:
+            if best is None or median > best[0] + 1e-12:
                 best = (median, c, alpha)
     return best[1], best[2], report

@@ -33,6 +33,7 @@ from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
 from mbo.checkpoint import CheckpointError
+from mbo.config import SettingsError
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from reward_models.base import RewardModel, dataset_labels
@@ -80,13 +81,27 @@ class ExtrapolationCalibrated(RewardModel):
         return type(self.base)(**self.base.config, device=str(self.device))
 
     # ------------------------------------------------------------------ fit
+    def split(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Bool ``(N,)`` masks of the labels ``(N,)`` the probe is fitted on (at or below the
+        ``1 − holdout`` quantile) and of the held-out top; a ValueError, before anything is fitted, unless
+        the probe has 2 distinct labels to learn from and 2 rows are held out (:meth:`fit` needs both)."""
+        y = labels.double().reshape(-1)
+        cut = torch.quantile(y, 1.0 - self._config["holdout"])
+        low, high = y <= cut, y > cut
+        distinct = y[low].unique().numel()
+        if int(high.sum()) < 2 or distinct < 2:
+            raise SettingsError(  # a ValueError the apps report in one line (exit 2)
+                f"ExtrapolationCalibrated: holding out the labels above their "
+                f"{1 - self._config['holdout']:.0%} quantile ({float(cut):g}) of {len(y)} labels leaves "
+                f"{int(high.sum())} held-out rows and {distinct} distinct label(s) below it, and the "
+                f"calibration needs 2 of each (ties at the quantile stay below it); use more or more varied "
+                f"labels, or a reward model without calibration")
+        return low, high
+
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Calibrate (k, b) on the held-out top of ``dataset``'s labels, then fit on all of it."""
         y = dataset_labels(dataset, "ExtrapolationCalibrated.fit")
-        cut = torch.quantile(y.double(), 1.0 - self._config["holdout"])
-        low, high = y.double() <= cut, y.double() > cut
-        if int(high.sum()) < 2 or int(low.sum()) < 2:
-            raise ValueError("ExtrapolationCalibrated.fit: too few distinct labels to hold out the top")
+        low, high = self.split(y)
         probe = self._fresh().fit(dataset.subset(low), seed=seed, progress=progress)
         with torch.no_grad():
             q = self._edge(probe, dataset.subset(low))
@@ -122,11 +137,14 @@ class ExtrapolationCalibrated(RewardModel):
         """The model's mean and the calibrated std ``(N,)`` (differentiable in ``x``)."""
         self._require_fitted()
         mu, sd = self.model.mean_std(x)
-        var = (self.k * sd) ** 2 + (self.b * (mu - self.q).clamp_min(0.0)) ** 2
+        # Variances in float64: in float32 a std past ~1e19 (labels of 1e30 are allowed) squared to inf,
+        # so the std was inf, and with observation noise inf - inf = NaN.
+        sd64 = sd.double()
+        var = (self.k * sd64) ** 2 + (self.b * (mu.double() - self.q).clamp_min(0.0)) ** 2
         if observation_noise:
             _, total = self.model.mean_std(x, observation_noise=True)
-            var = var + (total**2 - sd**2).clamp_min(0.0)
-        return mu, var.clamp_min(1e-24).sqrt()
+            var = var + (total.double() ** 2 - sd64**2).clamp_min(0.0)
+        return mu, var.clamp_min(1e-24).sqrt().to(sd.dtype)
 
     def posterior(self, X: Tensor, output_indices: list[int] | None = None, observation_noise: bool = False,
                   posterior_transform=None, **kwargs: Any):

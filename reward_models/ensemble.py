@@ -185,8 +185,9 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         self._check_onehot(x)
         # The spread in standardized units, then scaled: a variance in label units overflows float32
         # for labels past ~1e19.
-        preds = self.net(self._net_input(x.flatten(1)))
-        var = preds.var(dim=0)
+        preds = self.net(self._net_input(x.flatten(1)))  # (K, N)
+        # torch warns of var() over K members of N = 0 rows ("degrees of freedom <= 0").
+        var = preds.var(dim=0) if preds.shape[1] else preds.new_zeros(0)
         if observation_noise:
             var = var + self.noise_var
         return self._untransform(preds.mean(dim=0)).to(x.dtype), (var.sqrt() * self.label_std).to(x.dtype)

@@ -78,7 +78,12 @@ class _GPRewardModel(RewardModel):
         # make an exact GP expand its training covariance per batch.)
         post = self.posterior(x.flatten(1), observation_noise=observation_noise)
         mean = post.mean.reshape(-1)
-        std = post.variance.reshape(-1).clamp_min(1e-12).sqrt()
+        # The diagonal of the covariance, not ``post.variance``: GPyTorch floors that at 1e-10 in label
+        # units (with a warning), which for labels in units of 1e-9 made every std 1e-5, 10^4 times
+        # their spread. The floor here is relative to the labels' scale.
+        var = post.distribution.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1).reshape(-1)
+        scale = self.gp.outcome_transform.stdvs.reshape(())
+        std = var.clamp_min(1e-12 * scale**2).sqrt()
         return mean.to(x.dtype), std.to(x.dtype)
 
     def noise_std(self) -> float:

@@ -129,7 +129,8 @@ class EnsembleCNN(nn.Module):
         for conv in self.convs:
             h = nn.functional.silu(conv(h))
         h = h.amax(dim=-1)  # (N, K*C)
-        return h.reshape(n, k, -1).transpose(0, 1)  # (K, N, C)
+        # unflatten, not reshape(n, k, -1): that cannot infer C when N is 0.
+        return h.unflatten(1, (k, -1)).transpose(0, 1)  # (K, N, C)
 
     def _pooled_by_member(self, x: Tensor) -> Tensor:
         """:meth:`_pooled_grouped`, each member convolved on its slice of the weights."""

@@ -38,3 +38,36 @@ def test_conformal_scale_makes_one_sigma_cover_its_share():
     covered = (err <= (t**2 * epi + noise).sqrt()).double().mean()
     assert abs(float(covered) - ONE_SIGMA) < 0.005
     assert _conformal_scale(err / 100, epi, noise) == 1.0  # never shrinks an honest std
+
+
+def test_a_split_with_nothing_to_calibrate_on_is_refused_before_any_fit():
+    import pytest
+
+    base = DeepEnsemble(num_members=2, hidden_dims=[8], epochs=1)
+    x = torch.randint(0, 4, (12, 4), generator=torch.Generator().manual_seed(0))
+    # Binary labels, mostly 0: the median is 0, so the probe would get only 0s (it raised from inside
+    # DeepEnsemble.fit, "all 8 labels are equal"); mostly 1: nothing lies above the median.
+    for labels, held, distinct in (([0.0] * 8 + [1.0] * 4, 4, 1), ([0.0] * 4 + [1.0] * 8, 0, 2),
+                                   ([0.0, 1.0], 1, 1)):
+        d = SequenceDataset(x[:len(labels)], DNA, torch.tensor(labels))
+        with pytest.raises(ValueError, match=rf"^ExtrapolationCalibrated: .* leaves {held} held-out rows and "
+                                             rf"{distinct} distinct label"):
+            ExtrapolationCalibrated(base).fit(d)
+    low, high = ExtrapolationCalibrated(base).split(torch.arange(6.0))
+    assert low.tolist() == [True] * 3 + [False] * 3 and high.tolist() == [False] * 3 + [True] * 3
+
+
+def test_labels_of_1e30_keep_a_finite_std():
+    # The calibrated variance was formed in float32: a std past ~1e19 squared to inf (std inf, and
+    # with observation noise inf - inf = NaN; a conservative reward at c = 0 then 0 * inf = NaN).
+    d = data(n=40)
+    base = DeepEnsemble(num_members=2, hidden_dims=[8], epochs=2)
+    big = SequenceDataset(d.tokens, DNA, d.labels * 1e30)
+    x = d.one_hot()[:8]
+    unit = ExtrapolationCalibrated(base).fit(d, seed=0)
+    cal = ExtrapolationCalibrated(base).fit(big, seed=0)
+    for noise in (False, True):
+        std = cal.mean_std(x, observation_noise=noise)[1]
+        assert std.dtype == torch.float32 and bool(torch.isfinite(std).all())
+        expected = unit.mean_std(x, observation_noise=noise)[1]
+        torch.testing.assert_close(std / 1e30, expected, rtol=0.02, atol=0)

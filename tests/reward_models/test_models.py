@@ -238,3 +238,21 @@ def test_unlearnable_labels_are_refused(dataset, labels, problem):
 def test_training_settings_that_cannot_work_are_refused_when_built(build, problem):
     with pytest.raises(ValueError, match=problem):
         build()
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_zero_rows_give_empty_predictions(fitted, name, choices):
+    mean, std = fitted[name].mean_std(choices[:0].reshape(0, L, V))
+    assert mean.shape == std.shape == (0,)
+    assert fitted[name].posterior(choices[:0]).mean.shape == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["OneHotGP", "CategoricalGP", "VariationalGP"])
+def test_gp_std_follows_labels_of_any_scale(dataset, name, choices):
+    # GPyTorch's posterior.variance floors at 1e-10 in label units: for labels in units of 1e-9 every
+    # std was 1e-5, 10^4 times the labels' spread, and a conservative reward nothing but its penalty.
+    x = choices.reshape(-1, L, V)
+    unit = FACTORIES[name]().fit(dataset, seed=0).mean_std(x)[1]
+    tiny = type(dataset)(dataset.tokens, dataset.alphabet, dataset.labels * 1e-9)
+    std = FACTORIES[name]().fit(tiny, seed=0).mean_std(x)[1]
+    torch.testing.assert_close(std / 1e-9, unit, rtol=0.05, atol=0.0)

@@ -62,3 +62,10 @@ def test_cnn_members_are_the_groups_of_their_convolutions():
                                                             length)), vocab).float().flatten(1)
     net(big)
     assert taken == [len(big)]
+
+
+def test_cnn_takes_zero_rows():
+    # reshape(0, K, -1) cannot infer C: mean_std and posterior on no rows raised instead of giving (0,).
+    net = EnsembleCNN(3, length=4, vocab_size=4, channels=(5, 6), kernel_size=3, hidden_dims=(7,))
+    x = torch.zeros(0, 4 * 4)
+    assert net.features(x).shape == (3, 0, 7) and net(x).shape == (3, 0)
