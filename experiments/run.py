@@ -42,7 +42,14 @@ from mbo.active.pareto import PARETO_METHODS, check_members, hypervolume, pareto
 from mbo.atomic import atomic_write_text
 from mbo.checkpoint import CheckpointError, save_checkpoint
 from mbo.cli import stdout_reader_left
-from mbo.config import SettingsError, build_task, hydra_error_line, progress_bars, task_data
+from mbo.config import (
+    SettingsError,
+    build_task,
+    check_known_settings,
+    hydra_error_line,
+    progress_bars,
+    task_data,
+)
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import FILE_SAFE, parse_condition
 from mbo.ctrl.pipeline import load_ctrl_model, read_factors, run_ctrl
@@ -71,6 +78,7 @@ def check_settings(cfg: DictConfig) -> None:
             raise SettingsError(f"{group} is {cfg.get(group)!r}, not a group's settings; a saved config "
                                 f"(-cp RUN/.hydra) has no config groups: set its keys ({group}.KEY=VALUE) "
                                 "or run from the project's config")
+    check_known_settings(cfg)  # +n_design=8, +finetune.iteration=5: would be ignored, or fail after training
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
@@ -209,6 +217,15 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
             raise SettingsError(str(err)) from None
     given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
     autos = [k for k, v in given.items() if v == "auto"]
+    split = getattr(model, "split", None)  # a calibrated model holds out the top labels to calibrate on
+    if split is not None and offline.labels.dim() == 1:
+        labels = offline.labels.double()
+        for fitted_on, y in [("the offline labels", labels)] + [
+                ("the auto probe's labels", labels[probe_rows(labels, cfg.auto.holdout)])] * bool(autos):
+            try:
+                split(y)
+            except ValueError as err:
+                raise SettingsError(f"reward_model on {fitted_on}: {err}") from None
     columns = offline.labels.reshape(len(offline), -1).T
     for j, labels in enumerate(columns if autos else []):  # several objectives: one probe each
         probe = labels[probe_rows(labels, cfg.auto.holdout)]
@@ -631,6 +648,10 @@ class JobFailed(CompactHydraException):
 FRAMEWORK_DIRS = tuple(str(Path(module.__file__).parent) for module in (hydra, omegaconf))
 
 
+# Hydra's ValueError for a command line asking for two of its modes at once (`-m --cfg job`).
+HYDRA_MODES = "Only one of --run, --multirun, --cfg, --info and --shell_completion"
+
+
 def main() -> None:
     """``mbo-run``: the Hydra app below, with Hydra's reports of a command line it cannot compose (an
     unknown group option or key, an override that does not parse: several lines, exit status 1) and of
@@ -658,6 +679,9 @@ def main() -> None:
     except BrokenPipeError:  # `mbo-run --help | head`: the reader left early; what was asked is done
         stdout_reader_left()
     except Exception as err:  # a failure of the project itself: its traceback, as Hydra would trim it
+        if isinstance(err, ValueError) and str(err).startswith(HYDRA_MODES):  # `mbo-run -m --cfg job`
+            print(f"mbo-run: error: {err}", file=sys.stderr)
+            sys.exit(2)
         report = traceback.TracebackException.from_exception(err)
         report.stack = traceback.StackSummary.from_list(
             [frame for frame in report.stack[1:] if not frame.filename.startswith(FRAMEWORK_DIRS)])

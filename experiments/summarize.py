@@ -204,6 +204,9 @@ def load_sweep(sweep_dir: str | Path, replicate_key: str = "seed") -> tuple[list
         if num not in jobs:
             jobs[num] = Job(num=num, overrides=dict(map(split_override, listed)), dir=None,
                             status="missing", error="no job directory: the job never started")
+    if not jobs and (sweep_dir / ".hydra" / "hydra.yaml").is_file():  # `mbo-summarize RUN_DIR`
+        raise ValueError(f"{sweep_dir} holds a single mbo-run, not a sweep; name the sweep's folder "
+                         "(hydra.sweep.dir of `mbo-run -m`)")
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir}: no Hydra job directories (.hydra/hydra.yaml) and no "
                                 "multirun.yaml; is this the sweep directory of `mbo-run -m`?")

@@ -14,13 +14,15 @@ import re
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -71,6 +73,118 @@ def hydra_error_line(err: HydraException) -> str:
             listed = head.endswith(":") and items
             parts.append(f"{head} {', '.join(items)}" if listed else " ".join([head, *items]))
     return "; ".join(parts)
+
+
+def check_known_settings(cfg: DictConfig, config_name: str = "config") -> None:
+    """Refuse a setting no part of the run reads: a key added with ``+key=value`` (or ``++``) that is
+    neither in the project's config files (``+n_design=8``, ``+diffusion.pretrain.step=5``) nor an
+    argument of the class or function its group builds (``+finetune.iteration=5``), which would
+    otherwise be ignored in silence or fail with a traceback after the training before it.
+
+    A node with a ``_target_`` may hold the arguments of its target; any other node, the keys the
+    config files of :mod:`mbo.conf` give it (``<config_name>.yaml``, and for each of its config groups
+    every option of the group). A dict the files leave unset (``constraints.allowed``) is the user's.
+
+    Raises:
+        SettingsError: naming the first unknown setting and those that are known there.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    problem = _unknown_setting(plain, _known_settings(config_name), "")
+    if problem:
+        raise SettingsError(problem)
+
+
+@cache
+def _known_settings(config_name: str) -> dict:
+    """The keys of ``<config_name>.yaml`` with, under each of its config groups, the union of the
+    group's options' keys (a dict of dicts; a list of dicts stands for each of its items)."""
+    return _file_settings(files(CONFIG_MODULE), f"{config_name}.yaml", "")
+
+
+def _file_settings(conf, name: str, group: str) -> dict:
+    """The keys of the config file ``name`` of ``group`` (a folder of :mod:`mbo.conf`), its own
+    groups' (``defaults: [sampler: first_hitting]``) included."""
+    loaded = yaml.safe_load(conf.joinpath(name).read_text(encoding="utf-8")) or {}
+    known = _body(loaded)
+    for entry in loaded.get("defaults", []):
+        head = str(next(iter(entry))) if isinstance(entry, dict) else ""
+        if not head or head.startswith(("override ", "/")):  # Hydra's, or a task's global choices
+            continue
+        subgroup, _, package = head.partition("@")  # method@seiko.pool: method's options at seiko.pool
+        folder = f"{group}/{subgroup}" if group else subgroup
+        options: dict = {}
+        for option in conf.joinpath(folder).iterdir():
+            if option.name.endswith(".yaml"):
+                options = _union(options, _file_settings(conf, f"{folder}/{option.name}", folder))
+        node, *parts = known, *(package or subgroup.rsplit("/", 1)[-1]).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _union(node.get(parts[-1]), options)
+    return known
+
+
+def _body(loaded) -> dict:
+    return {k: v for k, v in (loaded or {}).items() if k not in ("defaults", "hydra")}
+
+
+def _union(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {**a, **b, **{k: _union(a[k], b[k]) for k in a.keys() & b.keys()}}
+    if isinstance(a, list) and isinstance(b, list):  # a list of dicts: the keys any item may have
+        items = [x for x in a + b if isinstance(x, dict)]
+        merged = {}
+        for item in items:
+            merged = _union(merged, item)
+        return [merged] if items else a
+    return b if isinstance(b, dict | list) else a if a is not None else b
+
+
+def _unknown_setting(node: dict, known, path: str) -> str | None:
+    if "_target_" in node:
+        return _unknown_argument(node, path)
+    if not isinstance(known, dict):
+        return None  # a dict the config files do not spell out (constraints.allowed): the user's own
+    for key, value in node.items():
+        name = f"{path}{key}"
+        if key not in known:
+            listed = ", ".join(sorted(map(str, known)))
+            return f"unknown setting {name!r} (known in {path.rstrip('.') or 'the config'}: {listed})"
+        sub = known.get(key)
+        if isinstance(value, dict):
+            problem = _unknown_setting(value, sub, f"{name}.")
+        elif isinstance(value, list) and isinstance(sub, list) and sub:
+            problem = next((p for j, item in enumerate(value) if isinstance(item, dict)
+                            and (p := _unknown_setting(item, sub[0], f"{name}.{j}."))), None)
+        else:
+            problem = None
+        if problem:
+            return problem
+    return None
+
+
+def _unknown_argument(node: dict, path: str) -> str | None:
+    """A key of a ``_target_`` node that its class or function does not take, with those it takes."""
+    try:
+        params = inspect.signature(get_object(str(node["_target_"]))).parameters
+    except Exception:  # a target that does not import: instantiating it names the problem
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    for key, value in node.items():
+        if not str(key).startswith("_") and key not in params:
+            # What a config can set: keyword-only arguments and those with a default (not the model
+            # or reward a function is called with).
+            takes = ", ".join(k for k, p in params.items()
+                              if p.kind == p.KEYWORD_ONLY or (p.default is not p.empty
+                                                              and p.kind != p.POSITIONAL_ONLY))
+            return (f"unknown setting '{path}{key!s}' ({str(node['_target_']).rsplit('.', 1)[-1]} "
+                    f"takes {takes})")
+        if isinstance(value, dict) and "_target_" in value:
+            problem = _unknown_argument(value, f"{path}{key}.")
+            if problem:
+                return problem
+    return None
 
 
 def merge_settings_file(cfg: DictConfig, path: str | os.PathLike) -> DictConfig:

@@ -88,3 +88,45 @@ def test_a_task_setting_its_constructor_does_not_take_is_named():
     problem = r"task TFBind8: unknown setting\(s\) task.foo; it takes task.landscape"
     with pytest.raises(SettingsError, match=problem):
         build_task(compose_config("config", ["+task.foo=1"]).task)
+
+
+GROUP_OPTIONS = {
+    "task": ["aav", "csv", "ehrlich", "flexs_rna", "inverse_folding", "tfbind8"],
+    "reward_model": ["bootstrap", "calibrated_ensemble", "conv_ensemble", "conv_ensemble_dilated", "ensemble",
+                     "gp", "variational_gp"],
+    "conservative": ["optimistic", "pessimistic"], "finetune": ["backprop", "ppo", "rwr", "vidd"],
+    "method": ["best_of_n", "gradient", "refinement", "smc", "svdd_mc", "svdd_pm", "svdd_rollout"],
+    "diffusion/sampler": ["first_hitting", "grid"], "ctrl/finetune": ["backprop", "vidd"],
+}
+
+
+@pytest.mark.parametrize("choice", [f"{g}={o}" for g, options in GROUP_OPTIONS.items() for o in options])
+def test_every_group_option_sets_only_settings_that_are_read(choice):
+    from mbo.config import check_known_settings
+
+    check_known_settings(compose_config("config", [choice, "task.path=x.csv"] if choice == "task=csv"
+                                        else [choice]))
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("+n_design=8", "unknown setting 'n_design' (known in the config: auto, cache_dir,"),
+    ("+diffusion.pretrain.step=5", "unknown setting 'diffusion.pretrain.step' (known in diffusion.pretrain:"),
+    ("+auto.holdouts=0.1", "unknown setting 'auto.holdouts'"),
+    ("+constraints.gc_window=[0.4,0.6]", "unknown setting 'constraints.gc_window'"),
+    ("+ctrl.factors.1.landscap=X", "unknown setting 'ctrl.factors.1.landscap'"),
+    ("+seiko.c=2", "unknown setting 'seiko'"),  # mbo-campaign's group, not mbo-run's
+    ("+finetune.iteration=5", "unknown setting 'finetune.iteration' (finetune_vidd takes alpha, iterations,"),
+    ("+conservative.cc=2", "unknown setting 'conservative.cc' (PessimisticReward takes c, penalty,"),
+    ("+diffusion.denoiser.width=8", "unknown setting 'diffusion.denoiser.width' (TransformerDenoiser takes"),
+    ("+auto.method.candidate=2", "unknown setting 'auto.method.candidate' (svdd_pm takes candidates,"),
+    ("+reward_model.model.members=2", "unknown setting 'reward_model.model.members'"),
+])
+def test_a_setting_added_with_plus_that_nothing_reads_is_named(override, problem):
+    from mbo.config import check_known_settings
+
+    overrides = [override] + (["reward_model=calibrated_ensemble"] if "model.members" in override else [])
+    with pytest.raises(SettingsError) as refused:
+        check_known_settings(compose_config("config", overrides))
+    assert str(refused.value).startswith(problem), refused.value
+    # A dict a setting leaves open is the user's own; constraints.allowed is one.
+    check_known_settings(compose_config("config", ["constraints.allowed={0: AC}"]))

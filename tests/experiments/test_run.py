@@ -278,10 +278,15 @@ def test_user_errors_are_one_line_on_stderr_with_exit_status_2(tmp_path):
                           (["conservative.cc=2"], "Could not override 'conservative.cc'."),
                           (["-m", "hydra/launcher=slurmm"], "Could not find 'hydra/launcher/slurmm'"),
                           (["n_designs=${nope}"], "settings: Interpolation key 'nope' not found"),
-                          (["reward_model.num_members=x"], "settings of reward_model do not build")):
+                          (["reward_model.num_members=x"], "settings of reward_model do not build"),
+                          # Added keys nothing reads: once ignored in silence, or a traceback after training.
+                          (["+n_design=8"], "unknown setting 'n_design' (known in the config:"),
+                          (["+finetune.iteration=5"], "unknown setting 'finetune.iteration' (finetune_vidd"),
+                          (["-m", "--cfg", "job", "seed=0,1"], "Only one of --run, --multirun, --cfg")):
         proc = app(tmp_path, *args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("mbo-run: error: ") and problem in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache").exists()  # refused before any training
 
 
 def test_a_finished_run_is_never_rewritten(tmp_path):
@@ -604,3 +609,23 @@ def test_a_group_set_to_a_name_in_a_saved_config_is_refused(tmp_path):
         cfg.reward_model = "gp"
     with pytest.raises(SettingsError, match=r"^reward_model is 'gp', not a group's settings; a saved config"):
         check_settings(cfg)
+
+
+# Below the median of [0] * 14 + [0.5] * 2 + [1] * 8 + [2..9], two distinct labels; below the median of
+# its lower 80 % (the auto probe's rows), one.
+PROBE_SPLIT_FAILS = [0.0] * 14 + [0.5] * 2 + [1.0] * 8 + [float(v) for v in range(2, 10)]
+
+
+@pytest.mark.parametrize("labels, auto, fitted_on", [
+    ([1.0] * 2 + [0.0] * 30, "conservative.c=0", "the offline labels"),  # one distinct label below the top
+    (PROBE_SPLIT_FAILS, "conservative.c=auto", "the auto probe's labels"),
+])
+def test_a_calibrated_model_with_nothing_to_calibrate_on_is_refused_before_any_training(tmp_path, labels,
+                                                                                        auto, fitted_on):
+    data = write_labels(tmp_path / "d.csv", labels)
+    tiny = [o for o in TINY if not o.startswith("reward_model.")]
+    cfg = compose_config("config", [*tiny, f"cache_dir={tmp_path / 'cache'}", *CSV, f"task.path={data}",
+                                    "reward_model=calibrated_ensemble", auto])
+    with pytest.raises(SettingsError, match=f"reward_model on {fitted_on}: ExtrapolationCalibrated: holding"):
+        run(cfg, tmp_path / "r")
+    assert not (tmp_path / "cache").exists()

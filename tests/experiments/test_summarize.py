@@ -160,6 +160,10 @@ def test_a_job_rerun_by_hand_from_its_saved_config_counts_as_that_job(tmp_path):
     (outputs / "run_a" / "x" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    num: ???\n")
     with pytest.raises(ValueError, match="holds a single mbo-run, not a job of a sweep"):
         load_sweep(outputs)
+    # The single run's own folder: named as such, not as a folder without any Hydra record.
+    assert main([str(outputs / "run_a" / "x")]) == 2
+    with pytest.raises(ValueError, match=r"x holds a single mbo-run, not a sweep; name the sweep's folder"):
+        load_sweep(outputs / "run_a" / "x")
 
 
 def test_folders_of_an_earlier_larger_sweep_are_not_counted(tmp_path):
