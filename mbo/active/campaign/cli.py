@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task argument (repeatable)")
     q.add_argument("--config", metavar="FILE.yaml", help="settings overriding the defaults (same nesting); "
                                                          "overrides on the command line win over it")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=_seed, default=0, help="the campaign's seed, 0 to 2**32 - 1 (default 0)")
 
     q = sub.add_parser("suggest", parents=[common], help="run the next round, write its suggestions.csv")
     q.add_argument("dir", metavar="DIR")
@@ -86,14 +86,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_override(arg: str) -> bool:
+    """A Hydra override left over after the options: ``key=value``, ``+key=value``, or a deletion
+    ``~group`` (``~method@seiko.pool``, which the README gives), never an option (``-x``)."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer in [0, 2**32): each round seeds torch with seed * 1000 + round, which must
+    fit in 64 bits, so a larger seed would pass init and then fail every suggest."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mbo-campaign``; returns the exit status (2 for every user error)."""
     parser = _parser()
     # Hydra overrides may come anywhere after `init DIR`, also after the options.
     args, extra = parser.parse_known_args(argv)
     if args.command == "init":
-        args.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
-        extra = [x for x in extra if not ("=" in x and not x.startswith("-"))]
+        args.overrides += [x for x in extra if _is_override(x)]
+        extra = [x for x in extra if not _is_override(x)]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     progress = args.progress or sys.stderr.isatty()

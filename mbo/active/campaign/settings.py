@@ -8,7 +8,9 @@ under the user's feet.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,19 +38,55 @@ def load_settings(overrides: Sequence[str] = (), path: str | os.PathLike | None 
     Raises:
         SettingsError: an unknown key, a wrong type, or a value that cannot work (the key named).
     """
-    cfg = compose_config("campaign", overrides)
+    for text in overrides:  # Hydra fails on `=3` (an empty $KEY in `$KEY=3`) with a bare ValueError
+        if not text.lstrip("+~").partition("=")[0].strip():
+            raise SettingsError(f"command line: override {text!r} names no setting (expected KEY=VALUE)")
+    try:
+        cfg = compose_config("campaign", overrides)
+    except SettingsError as err:
+        raise _unknown_on_line(err, overrides) from None
     # Hydra takes `seiko.c=abc` for a string, so each value given on the command line is held to the type
     # of its default (under the group choices given with it), as the file's values are below.
     groups, values = _split_overrides(overrides)
-    check_types(compose_config("campaign", groups), _nested(cfg, values), "command line")
+    defaults = compose_config("campaign", groups)
+    check_types(defaults, _nested(cfg, values), "command line")
     if path is not None:
+        # The file is held to the defaults, not to the command line's values, which win over it after:
+        # `seiko.c=2` (an int) must not make the file's `seiko: {c: 1.5}` a wrong type.
         given = cfg
-        cfg = merge_settings_file(cfg, path)
+        cfg = merge_settings_file(defaults, path)
         for key in values:
             OmegaConf.update(cfg, key, OmegaConf.select(given, key), merge=False)
     OmegaConf.resolve(cfg)
     check_values(cfg, setting_source(overrides, path))
     return cfg
+
+
+def _unknown_on_line(err: SettingsError, overrides: Sequence[str]) -> SettingsError:
+    """Hydra's "Could not override 'seiko.pool_sise'. To append to your config use +seiko.pool_sise=…"
+    (a misspelt key; the `+` it suggests is refused too) as the file's message is: the source, the key,
+    the keys known there. Any other error (an unknown group option, an override that does not parse) with
+    its source named: only the command line can make the campaign config fail to compose."""
+    match = re.match(r"Could not override '([^']+)'", str(err))
+    try:
+        parent = compose_config("campaign", _split_overrides(overrides)[0]) if match else None
+    except SettingsError:
+        parent = None
+    if parent is None:
+        for text in overrides:  # Hydra's parse errors do not say which override they are about
+            try:
+                OverridesParser.create().parse_overrides([text])
+            except HydraException:
+                return SettingsError(f"command line: override {text!r} does not parse: {err}")
+        return SettingsError(f"command line: {err}")
+    name = match.group(1)
+    for part in name.split(".")[:-1]:
+        node = parent.get(part) if isinstance(parent, DictConfig) else None
+        if not isinstance(node, DictConfig):
+            break
+        parent = node
+    known = ", ".join(map(str, parent.keys()))
+    return SettingsError(f"command line: unknown setting {name!r} (known here: {known})")
 
 
 def setting_source(overrides: Sequence[str], path: str | os.PathLike | None) -> Callable[[str], str]:
@@ -166,7 +205,10 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
     need(k.acquisition in ACQUISITIONS, "seiko.acquisition", f"must be one of {', '.join(ACQUISITIONS)}")
     need(k.kl_to in ("previous", "pretrained"), "seiko.kl_to", "must be previous or pretrained")
     need(k.infeasible in ("impute", "drop"), "seiko.infeasible", "must be impute or drop")
-    need(k.c >= 0, "seiko.c", "must be >= 0")
+    # inf would pass init and then stop every round (seiko_round refuses it); the settings cannot change
+    need(math.isfinite(k.c) and k.c >= 0, "seiko.c", f"must be a finite number >= 0, got {k.c!r}")
+    need(isinstance(cfg.cache_dir, str), "cache_dir", f"must be a folder path, got {cfg.cache_dir!r} "
+         f"(a number? quote it: cache_dir=\"'{cfg.cache_dir}'\")")
     need(cfg.pareto.method in PARETO_METHODS, "pareto.method", f"must be one of {', '.join(PARETO_METHODS)}")
     need(k.pool_size >= 1, "seiko.pool_size", "must be >= 1")
     need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
