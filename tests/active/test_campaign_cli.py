@@ -75,3 +75,12 @@ def test_deletion_override_after_the_options_is_an_override(no_training, monkeyp
     assert campaign.main(["init", "camp", "--data", "start.csv", "~method@seiko.pool", "seiko.c=2"]) == 0
     assert seen["overrides"] == ["~method@seiko.pool", "seiko.c=2"]
     assert load_settings(seen["overrides"]).seiko.get("pool") is None
+
+
+def test_status_of_a_file_or_a_missing_folder_says_which(tmp_path, capsys):
+    data = tmp_path / "start.csv"
+    data.write_text("sequence,value\nACGT,1\n")
+    assert campaign.main(["status", str(data)]) == 2
+    assert "start.csv: a file, not a campaign directory" in capsys.readouterr().err
+    assert campaign.main(["status", str(tmp_path / "nothere")]) == 2
+    assert "nothere: no such campaign directory" in capsys.readouterr().err

@@ -322,9 +322,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
         raise CampaignError(f"round {r}: {err}") from None
     sel = result.selection
     if len(sel.tokens) < batch:
-        print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: the pool of "
-              f"{k.pool_size} samples had too few new, distinct ones (the settings are fixed at init: a "
-              "campaign begun with a larger seiko.pool_size draws more)",
+        print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: the pool (seiko.pool_size "
+              f"{k.pool_size}, topped up from the prior when short) had too few new, distinct ones (the "
+              "settings are fixed at init: a campaign begun with a larger seiko.pool_size draws more)",
               file=sys.stderr)
     # Replaces only the model of an interrupted round (no recorded plate), recomputed the same way.
     model_name = f"round_{r:03d}/model.safetensors"

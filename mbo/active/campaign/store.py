@@ -194,6 +194,9 @@ def open_campaign(directory: str | os.PathLike) -> Campaign:
 
     d = Path(directory)
     path = d / "campaign.json"
+    if d.is_file():
+        raise CampaignError(f"{d}: a file, not a campaign directory (DIR is the folder `mbo-campaign init` "
+                            "made)")
     if not d.is_dir():
         raise CampaignError(f"{d}: no such campaign directory (create one with `mbo-campaign init`)")
     if not path.is_file():
