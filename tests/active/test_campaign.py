@@ -376,17 +376,22 @@ def test_status_to_a_reader_that_leaves_early_is_no_error(camp):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
 
 
+def killed_at(call: str, *args) -> None:
+    """Run ``mbo-campaign ARGS`` in a process that is killed (SIGKILL) when it calls ``os.CALL``."""
+    script = ("import os, signal, sys\nimport mbo.active.campaign as c\n"
+              f"os.{call} = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "c.main(sys.argv[1:])\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
 def test_kill_9_during_ingest(camp, tmp_path):
     root, ids = camp
     old = (root / "measurements.csv").read_bytes()
     results = write_results(tmp_path / "plate_d.csv", [(ids[2], "0.5")])
-    script = ("import os, signal, sys\nimport mbo.active.campaign as c\n"
-              "os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-              "c.main(sys.argv[1:])\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script, "ingest", str(root), str(results)], env=env,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    killed_at("replace", "ingest", root, results)
     assert (root / "measurements.csv").read_bytes() == old  # the old file, whole
     assert list(root.glob(".measurements.csv.*.tmp"))  # the new one, written, never renamed
     assert cli("ingest", root, results) == 0
@@ -614,13 +619,7 @@ def test_checkpoints_are_as_readable_as_the_other_files(camp):
 def test_kill_9_while_keeping_a_copy_of_the_results(camp, tmp_path):
     root, ids = camp
     results = write_results(tmp_path / "plate_e.csv", [(ids[2], "0.5")])
-    script = ("import os, signal, sys\nimport mbo.active.campaign as c\n"
-              "os.link = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-              "c.main(sys.argv[1:])\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script, "ingest", str(root), str(results)], env=env,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    killed_at("link", "ingest", root, results)
     kept = root / "round_000" / "results"
     assert list(kept.glob(".plate_e.csv.*.tmp"))  # the copy, written, never linked into place
     assert cli("ingest", root, results) == 0
