@@ -17,7 +17,6 @@ each. The judge scores designs by its mean in label units.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,6 +26,7 @@ from conservative.rewards import PessimisticReward, ScaledReward, label_scale
 from mbo.config import SettingsError  # a ValueError; the apps exit 2 on it
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
+from mbo.method_settings import finite_number
 
 
 def trial_name(c: float, alpha: float) -> str:
@@ -41,7 +41,7 @@ def probe_rows(labels: Tensor, holdout: float) -> Tensor:
     Raises:
         ValueError: ``holdout`` is not a number in (0, 1) (``auto.holdout`` in the app's settings).
     """
-    if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
+    if not (finite_number(holdout) and 0 < holdout < 1):
         # 0 held nothing out (the probe saw the top it was to find) and past 1 torch.quantile raised.
         raise SettingsError(f"auto.holdout (the top fraction of labels the probe does not see) must lie in "
                             f"(0, 1), got {holdout!r}")

@@ -220,8 +220,10 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
     split = getattr(model, "split", None)  # a calibrated model holds out the top labels to calibrate on
     if split is not None and offline.labels.dim() == 1:
         labels = offline.labels.double()
-        for fitted_on, y in [("the offline labels", labels)] + [
-                ("the auto probe's labels", labels[probe_rows(labels, cfg.auto.holdout)])] * bool(autos):
+        splits = {"the offline labels": labels}
+        if autos:  # the probe is the same model, fitted on the labels below the held-out top
+            splits["the auto probe's labels"] = labels[probe_rows(labels, cfg.auto.holdout)]
+        for fitted_on, y in splits.items():
             try:
                 split(y)
             except ValueError as err:

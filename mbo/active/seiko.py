@@ -388,8 +388,7 @@ def seiko_pareto_round(
     pool, rejected = _pool(model, reward, reference, measured, batch_size=batch_size, pool_size=pool_size,
                            sampler=sampler, pool_method=pool_method, local=local, parents=front,
                            constraints=constraints, fallback=fallback, max_unseen=max_unseen,
-                           fitted_on=data.tokens,
-                           seed=seed)
+                           fitted_on=data.tokens, seed=seed)
     selection = select_pareto_batch(reward_models, pool, batch_size, vocab_size=data.alphabet.size,
                                     ref_point=y.double().min(0).values, baseline=data.tokens, method=method,
                                     exclude=measured, seed=seed)
@@ -399,8 +398,8 @@ def seiko_pareto_round(
 
 def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: Tensor, *, batch_size: int,
           pool_size: int, sampler, pool_method, local: LocalPool | None, parents: Tensor,
-          constraints: Constraints | None, fallback,
-          max_unseen: int | None, fitted_on: Tensor, seed: int) -> tuple[Tensor, int]:
+          constraints: Constraints | None, fallback, max_unseen: int | None, fitted_on: Tensor,
+          seed: int) -> tuple[Tensor, int]:
     """New, distinct designs ``(P, L)`` sampled from ``model`` (steered by ``pool_method`` when given;
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many broke the ``constraints``. With ``max_unseen``, only the designs
