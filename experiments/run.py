@@ -433,6 +433,9 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
 def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tuple[torch.Tensor, int, list]:
     """Up to ``oversample × n`` distinct candidates ``(m, L)`` from ``draw``: new unless
     ``include_offline``, meeting the constraints; with the samples drawn and ``[rejected]``."""
+    # An inference-time method spends its whole budget on every draw (svdd_mc refits its value network),
+    # so designs it repeats are refilled by two more draws at most; a fine-tuned model's draws are cheap.
+    max_draws = 3 if cfg.get("method") is not None else 50
     rejected = [0]
     if constraints.parent is not None:  # a sample is almost never near a given parent: pull it there
         pulls, sample = torch.Generator().manual_seed(int(cfg.seed)), draw
@@ -443,7 +446,7 @@ def draw_candidates(cfg: DictConfig, draw, n: int, offline, constraints) -> tupl
     found, drawn = unique_designs(draw, n * int(cfg.oversample),
                                   exclude=None if cfg.include_offline else offline.tokens,
                                   accept=constraints.satisfied if constraints.active else None,
-                                  rejected=rejected)
+                                  rejected=rejected, max_draws=max_draws)
     if len(found) == 0 and rejected[0]:
         offline_too = "" if rejected[0] == drawn else "; the others are in the offline data"
         raise SettingsError(f"{rejected[0]} of {drawn} designs sampled break the constraints "

@@ -140,9 +140,14 @@ def _union(a, b):
     return b if isinstance(b, dict | list) else a if a is not None else b
 
 
+# Arguments the apps pass at the call (the run's seed and generator, its progress and device
+# settings), which would override the same key set on a group: ``+finetune.seed=3`` would be ignored.
+_SUPPLIED_AT_CALL = {"seed": "seed", "generator": "seed", "progress": "progress", "device": "device"}
+
+
 def _unknown_setting(node: dict, known, path: str) -> str | None:
     if "_target_" in node:
-        return _unknown_argument(node, path)
+        return _unknown_argument(node, path, known if isinstance(known, dict) else {})
     if not isinstance(known, dict):
         return None  # a dict the config files do not spell out (constraints.allowed): the user's own
     for key, value in node.items():
@@ -163,8 +168,9 @@ def _unknown_setting(node: dict, known, path: str) -> str | None:
     return None
 
 
-def _unknown_argument(node: dict, path: str) -> str | None:
-    """A key of a ``_target_`` node that its class or function does not take, with those it takes."""
+def _unknown_argument(node: dict, path: str, known: dict) -> str | None:
+    """A key of a ``_target_`` node that its class or function does not take, with those it takes, or
+    one the app passes itself (unless the config files set it there: ``task.seed``)."""
     try:
         params = inspect.signature(get_object(str(node["_target_"]))).parameters
     except Exception:  # a target that does not import: instantiating it names the problem
@@ -172,6 +178,9 @@ def _unknown_argument(node: dict, path: str) -> str | None:
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return None
     for key, value in node.items():
+        if key in _SUPPLIED_AT_CALL and key not in known:
+            return (f"setting '{path}{key!s}' is ignored: the run passes its own; set "
+                    f"{_SUPPLIED_AT_CALL[key]}=… instead")
         if not str(key).startswith("_") and key not in params:
             # What a config can set: keyword-only arguments and those with a default (not the model
             # or reward a function is called with).
@@ -181,7 +190,8 @@ def _unknown_argument(node: dict, path: str) -> str | None:
             return (f"unknown setting '{path}{key!s}' ({str(node['_target_']).rsplit('.', 1)[-1]} "
                     f"takes {takes})")
         if isinstance(value, dict) and "_target_" in value:
-            problem = _unknown_argument(value, f"{path}{key}.")
+            sub = known.get(key)
+            problem = _unknown_argument(value, f"{path}{key}.", sub if isinstance(sub, dict) else {})
             if problem:
                 return problem
     return None

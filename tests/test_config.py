@@ -120,13 +120,21 @@ def test_every_group_option_sets_only_settings_that_are_read(choice):
     ("+diffusion.denoiser.width=8", "unknown setting 'diffusion.denoiser.width' (TransformerDenoiser takes"),
     ("+auto.method.candidate=2", "unknown setting 'auto.method.candidate' (svdd_pm takes candidates,"),
     ("+reward_model.model.members=2", "unknown setting 'reward_model.model.members'"),
+    # Arguments the run passes at the call would override these in silence.
+    ("+finetune.seed=3", "setting 'finetune.seed' is ignored: the run passes its own; set seed=… instead"),
+    ("+method.progress=true", "setting 'method.progress' is ignored: the run passes its own; set progress="),
+    ("+auto.method.generator=1", "setting 'auto.method.generator' is ignored: the run passes its own"),
+    ("+reward_model.device=cuda", "setting 'reward_model.device' is ignored: the run passes its own"),
 ])
 def test_a_setting_added_with_plus_that_nothing_reads_is_named(override, problem):
     from mbo.config import check_known_settings
 
-    overrides = [override] + (["reward_model=calibrated_ensemble"] if "model.members" in override else [])
+    overrides = [override] + (["reward_model=calibrated_ensemble"] if "model.members" in override else
+                              ["method=smc"] if override.startswith("+method.") else [])
     with pytest.raises(SettingsError) as refused:
         check_known_settings(compose_config("config", overrides))
     assert str(refused.value).startswith(problem), refused.value
     # A dict a setting leaves open is the user's own; constraints.allowed is one.
     check_known_settings(compose_config("config", ["constraints.allowed={0: AC}"]))
+    # ...and a task's seed is its own setting, not the run's.
+    check_known_settings(compose_config("config", ["task=ehrlich", "task.seed=3"]))

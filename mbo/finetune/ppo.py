@@ -81,7 +81,11 @@ def finetune_ppo(
         with torch.no_grad():
             traj = model.sample(batch_size, sampler=sampler, generator=gen, ref=ref, return_trajectory=True)
             r = reward(one_hot(traj.x0, model.vocab_size).to(model.device)).float()
-            advantage = ((r - r.mean()) / alpha)[None, :]  # (1, n): every step shares the terminal reward
+            advantage = (r - r.mean()).double() / alpha
+            # The same objective times 1 / scale, so that a vanishing α (1e-40) does not overflow
+            # float32: past 1e4 per design the gradient is clipped to grad_clip in any case.
+            scale = max(1.0, float(advantage.abs().max()) / 1e4)
+            advantage = (advantage / scale).float()[None, :]  # (1, n): every step shares the terminal reward
             old = traj.log_probs
         model.train()
         parts = trajectory_parts(traj.states)
@@ -95,9 +99,9 @@ def finetune_ppo(
                 surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
                 # The loss sums over steps and means over trajectories: each part adds its share,
                 # and its gradient.
-                part_loss = (kls.sum() - surrogate.sum()) / batch_size
+                part_loss = (kls.sum() / scale - surrogate.sum()) / batch_size
                 part_loss.backward()
-                loss += part_loss.item()
+                loss += part_loss.item() * scale
                 ratios[steps, part] = ratio.detach()
             nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()

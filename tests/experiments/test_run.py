@@ -629,3 +629,27 @@ def test_a_calibrated_model_with_nothing_to_calibrate_on_is_refused_before_any_t
     with pytest.raises(SettingsError, match=f"reward_model on {fitted_on}: ExtrapolationCalibrated: holding"):
         run(cfg, tmp_path / "r")
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_inference_time_method_that_repeats_its_designs_is_drawn_three_times_at_most():
+    import torch
+    from omegaconf import OmegaConf
+
+    from experiments.run import draw_candidates
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import DNA
+
+    calls = []
+
+    def draw(k):  # a method collapsed onto one design: each call pays its whole budget again
+        calls.append(k)
+        return torch.zeros(k, 4, dtype=torch.long)
+
+    offline = type("Offline", (), {"tokens": torch.ones(2, 4, dtype=torch.long)})()
+    cfg = {"seed": 0, "oversample": 2, "include_offline": False}
+    found, drawn, _ = draw_candidates(OmegaConf.create({**cfg, "method": {"_target_": "x"}}), draw, 8,
+                                      offline, Constraints(DNA, 4))
+    assert len(found) == 1 and calls == [16, 16, 16] and drawn == 48
+    calls.clear()  # a fine-tuned model's samples are cheap: it is drawn until the 50-draw cap
+    draw_candidates(OmegaConf.create({**cfg, "method": None}), draw, 8, offline, Constraints(DNA, 4))
+    assert len(calls) == 50

@@ -276,3 +276,12 @@ def test_a_vanishing_alpha_gives_the_greedy_soft_optimal_step_not_nan(alpha):
     xt = torch.tensor([[0, m.mask_id, m.mask_id, m.mask_id]])
     q = soft_optimal_tokens(m, reward, xt, torch.tensor([1]), alpha)
     assert torch.equal(q, soft_optimal_tokens(m, reward, xt, torch.tensor([1]), 0.0))
+
+
+@pytest.mark.parametrize("finetune", list(SETTINGS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("alpha", [1e-40, 1e-300])
+def test_every_finetuner_trains_at_a_vanishing_alpha(pretrained, finetune, alpha):
+    # PPO's advantage r/α overflowed float32 at 1e-40 and stopped with "diverged"; the limit is
+    # greedy reward maximization, which each fine-tuner must still run.
+    _, history = finetune(pretrained, reward, alpha=alpha, **{**SETTINGS[finetune], "iterations": 2})
+    assert len(history) == 2 and all(math.isfinite(row["reward"]) for row in history)
