@@ -90,9 +90,10 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
             gen = torch.Generator(device=pretrained.device).manual_seed(seed)
             designs = method(pretrained, reward, n, alpha=alpha, generator=gen).designs
             keep = torch.tensor([tuple(r) not in seen for r in designs.cpu().tolist()], dtype=torch.bool)
-            designs = designs[keep.to(designs.device)] if keep.any() else designs
-            with torch.no_grad():
-                mean = judge.mean_std(one_hot(designs.cpu(), pretrained.vocab_size))[0].double().cpu()
+            designs = designs[keep.to(designs.device)]
+            with torch.no_grad():  # a candidate that only copies the offline data finds nothing: last
+                mean = (judge.mean_std(one_hot(designs.cpu(), pretrained.vocab_size))[0].double().cpu()
+                        if len(designs) else torch.full((1,), -math.inf, dtype=torch.float64))
             median = float(mean.median())
             if math.isnan(median):  # it would lose every comparison, and (0, 0) came back off the grid
                 raise ValueError(f"choose_c_alpha: the judge scores the designs of {trial_name(c, alpha)} "

@@ -1,5 +1,6 @@
 """Choosing c and alpha from the offline data: the probe's split and the choice among candidates."""
 
+import math
 import types
 
 import pytest
@@ -53,3 +54,20 @@ def test_a_judge_that_scores_nan_is_refused_not_read_as_a_choice_off_the_grid():
     # Every comparison with NaN was False: (c, alpha) = (0, 0) came back, though neither was a candidate.
     with pytest.raises(ValueError, match=r"judge scores the designs of c=3,alpha=0\.1 NaN"):
         choose_c_alpha(PRETRAINED, tiny_data(), make_model, NanJudge(), random_designs, [3], [0.1], n=4)
+
+
+def test_a_candidate_whose_designs_are_all_offline_copies_ranks_last():
+    d = tiny_data()
+
+    def copies_unless_pessimistic(pretrained, reward, n, *, alpha, generator):
+        # c = 0 copies the offline rows; c = 3 draws one new design.
+        if reward.reward.c == 0:
+            return types.SimpleNamespace(designs=d.tokens[:n])
+        return types.SimpleNamespace(designs=torch.tensor([[2, 2, 2, 2]] * n))
+
+    judge = make_model().fit(d)
+    c, alpha, report = choose_c_alpha(PRETRAINED, d, make_model, judge, copies_unless_pessimistic, [0, 3],
+                                      [0.1], n=8, exclude=d.tokens)
+    # The copies were judged as if they were designs, and c = 0 won with nothing new to show.
+    assert (c, alpha) == (3.0, 0.1)
+    assert report["c=0,alpha=0.1"]["designs"] == 0 and report["c=0,alpha=0.1"]["judged_median"] == -math.inf
