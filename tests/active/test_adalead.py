@@ -103,3 +103,34 @@ def test_bad_arguments():
         adalead(matches, start(), rounds=1, batch_size=10, threshold=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         random_mutagenesis(matches, start(), rounds=1, batch_size=0)
+
+
+def test_adalead_runs_when_every_measured_label_is_equal():
+    # Identical starts or a flat landscape give labels the reward models refuse to fit ("nothing to
+    # learn"); like a single measurement, this is a round with no informative model, not a crash.
+    x = torch.tensor([[3, 3, 0, 0, 0, 0, 2, 2]] * 3)
+    init = SequenceDataset(x, DNA, labels=torch.full((3,), 0.25))
+
+    def flat(tokens):
+        return torch.zeros(len(tokens), dtype=torch.float64)
+
+    batches = adalead(flat, init, rounds=2, batch_size=10, seed=0, model_queries=100, eval_batch_size=5,
+                      make_model=tiny_model)
+    assert [len(b.values) for b in batches] == [10, 10] and len(set(keys(batches))) == 20
+
+
+def test_adalead_ranks_nan_predictions_last():
+    # torch sorts NaN above every number, so a model that answers NaN for some designs would have
+    # them proposed first; NaN carries no information and must rank last.
+    from mbo.active.adalead import _propose
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, (2, 30), generator=g)
+    values = torch.tensor([0.5, 0.4], dtype=torch.float64)
+
+    def predict(x):  # NaN for designs with a 3 at position 0, else a finite score
+        return torch.where(x[:, 0] == 3, torch.nan, x.double().mean(1))
+
+    out = _propose(predict, tokens, values, batch_size=10, vocab_size=4, rate=1 / 30, model_queries=400,
+                   threshold=1.0, recomb_rate=0.2, rho=1, eval_batch_size=5, gen=g)
+    assert len(out) == 10 and not bool((out[:, 0] == 3).any())
