@@ -18,8 +18,10 @@ order factorizes the joint), so NELBO minus the data's entropy is the model's di
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +138,11 @@ class MaskedDiffusion(nn.Module):
                 f"denoiser is built for vocab_size={cfg.get('vocab_size')}, length={cfg.get('length')}"
                 f" but the diffusion has vocab_size={vocab_size}, length={length}"
             )
+        # The loss draws t in [eps, 1] and weighs by w(t) (1/t when linear): eps <= 0 can draw t = 0
+        # (0 · inf = NaN), a negative eps gives negative weights, and eps >= 1 times past 1 (mask
+        # probabilities above 1), all silently wrong losses.
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 < eps < 1.0:
+            raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
         self.denoiser = denoiser
         self.vocab_size = vocab_size
         self.length = length
@@ -160,7 +167,16 @@ class MaskedDiffusion(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Where the denoiser's weights live (CPU for a denoiser without parameters or buffers)."""
+        # Not next(self.parameters()): a parameter-free denoiser (a fixed or exact-conditional model
+        # for diagnostics) would raise a bare StopIteration from every method.
+        return next((t.device for t in chain(self.parameters(), self.buffers())), torch.device("cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The float dtype of the denoiser's input (its first float weight; torch's default without)."""
+        return next((t.dtype for t in chain(self.parameters(), self.buffers()) if t.is_floating_point()),
+                    torch.get_default_dtype())
 
     # ----------------------------------------------------------------------------------------- utils
     def _check_tokens(self, x: Tensor, name: str, allow_mask: bool) -> None:
@@ -174,7 +190,7 @@ class MaskedDiffusion(nn.Module):
 
     def encode(self, xt: Tensor) -> Tensor:
         """Tokens ``(B, L)`` (MASK = V allowed) to the denoiser's float input ``(B, L, V+1)``."""
-        return F.one_hot(xt, self.vocab_size + 1).to(next(self.parameters()).dtype)
+        return F.one_hot(xt, self.vocab_size + 1).to(self.dtype)
 
     def x0_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
         """log x̂_θ(x_t) with carry-over.
@@ -453,7 +469,7 @@ class MaskedDiffusion(nn.Module):
                 if ref is None:
                     log_ref = None
                 else:
-                    ref_inp = inp.to(next(ref.parameters()).dtype)
+                    ref_inp = inp.to(ref.dtype)
                     log_ref = torch.cat([ref.policy_log_probs(ref_inp[p]) for p in parts])
                 if log_ref is not None:
                     log_x0 = on_support(log_x0, log_ref)
@@ -558,7 +574,7 @@ class _OnSupport(MaskedDiffusion):
 
     def policy_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
         log_x0 = super().policy_log_probs(xt, cond)
-        return on_support(log_x0, self.ref.policy_log_probs(xt.to(next(self.ref.parameters()).dtype)))
+        return on_support(log_x0, self.ref.policy_log_probs(xt.to(self.ref.dtype)))
 
 
 def _check_log_x0(log_x0: Tensor, xt: Tensor, vocab_size: int, where: str) -> None:

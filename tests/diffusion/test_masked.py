@@ -341,3 +341,11 @@ def test_empty_batches_score_nothing_and_have_no_loss():
         m.sample_relaxed(-1)
     with pytest.raises(ValueError, match="tau must be > 0, got nan"):
         m.sample_relaxed(2, tau=float("nan"))
+
+
+@pytest.mark.parametrize("eps", [0, 0.0, -0.5, 1.0, 1.5, float("nan"), "0.001", True])
+def test_a_loss_cutoff_outside_zero_one_is_refused(eps):
+    # The loss draws t in [eps, 1] with weight 1/t: eps = -0.5 gave a loss of 0.70 instead of 1.24 (negative
+    # weights), eps = 0 can draw t = 0 (0/0 = NaN), eps >= 1 gives mask probabilities above 1; all silently.
+    with pytest.raises(ValueError, match="eps must be a number in"):
+        MaskedDiffusion(TransformerDenoiser(3, 4, dim=16, depth=1, heads=2), 3, 4, eps=eps)
