@@ -55,7 +55,9 @@ def percentiles(scores: Tensor) -> dict[str, float]:
 @torch.no_grad()
 def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None, offline=None,
                      diffusion=None, elbo_samples: int = 8) -> dict[str, float]:
-    """Summary metrics of ``designs (N, L)``; each input is optional and adds its own metrics.
+    """Summary metrics of ``designs (N, L)``; each input is optional and adds its own metrics
+    (``reward_model`` and ``reward`` read one-hot ``(N, L, V)``, so they need ``task`` or ``offline``
+    for the alphabet).
 
     Args:
         task: a Task with an oracle -> ``true_p100``, ``true_p50`` (infeasible designs count as the
@@ -70,8 +72,14 @@ def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None,
     """
     if not len(designs):
         raise ValueError("evaluate_designs: no designs")
-    vocab = task.alphabet.size if task is not None else offline.alphabet.size
-    x = one_hot(designs, vocab)
+    # The alphabet comes from the task or the offline data; only the one-hot metrics need it, so
+    # designs with just a diffusion model (naturalness) or nothing else (n, unique, diversity) work.
+    alphabet = task.alphabet if task is not None else offline.alphabet if offline is not None else None
+    if alphabet is None and (reward_model is not None or reward is not None):
+        raise ValueError("evaluate_designs: reward_model and reward need a task or offline data "
+                         "for the alphabet")
+    vocab = None if alphabet is None else alphabet.size
+    x = None if vocab is None else one_hot(designs, vocab)
     out: dict[str, float] = {"n": designs.shape[0], "unique": len({tuple(r) for r in designs.tolist()}),
                              "diversity": mean_pairwise_hamming(designs)}
     true = None
@@ -82,7 +90,8 @@ def evaluate_designs(designs: Tensor, task=None, reward_model=None, reward=None,
         out["true_mean"] = true[feasible].mean().item() if feasible.any() else -math.inf
         out["feasible"] = feasible.double().mean().item()
     if reward_model is not None:
-        mean, std = reward_model.mean_std(x)
+        # On the model's device (a GPU with device=cuda); the oracle's scores are on the CPU.
+        mean, std = (t.cpu() for t in reward_model.mean_std(x))
         out.update(pred_mean=mean.mean().item(), pred_std=std.mean().item())
         if true is not None and feasible.any():
             out["overopt_gap"] = (mean.double()[feasible] - true[feasible]).mean().item()

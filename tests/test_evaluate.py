@@ -81,3 +81,44 @@ def test_empty_inputs_are_refused_by_name():
         hamming_to_nearest(x, x[:0], 4)
     with pytest.raises(ValueError, match="evaluate_designs: no designs"):
         evaluate_designs(x[:0], offline=SequenceDataset(x, DNA, torch.zeros(3)))
+
+
+def test_evaluate_designs_without_task_or_offline_data_needs_no_alphabet():
+    # Every input is optional: naturalness, diversity and uniqueness need no alphabet, so they must not
+    # fail for want of one (they raised AttributeError on offline=None); a reward does need it, by name.
+    from tests.guidance import tiny_model
+
+    designs = torch.randint(0, 4, (6, 3), generator=torch.Generator().manual_seed(2))
+    model = tiny_model(vocab=4, length=3)
+    out = evaluate_designs(designs, diffusion=model)
+    assert set(out) == {"n", "unique", "diversity", "naturalness"} and math.isfinite(out["naturalness"])
+    assert out["naturalness"] == evaluate_designs(designs, offline=CountA().offline_dataset(),
+                                                  diffusion=model)["naturalness"]
+    assert evaluate_designs(designs)["diversity"] == mean_pairwise_hamming(designs)
+    with pytest.raises(ValueError, match="need a task or offline data"):
+        evaluate_designs(designs, reward=lambda x: x.sum((1, 2)))
+
+
+def test_novelty_is_the_brute_force_nearest_offline_hamming_in_any_chunking():
+    # Novelty is the README's headline distance: check it against the (N, M, L) comparison, with chunks
+    # that split the offline set unevenly and with designs that are offline rows (distance 0).
+    gen = torch.Generator().manual_seed(3)
+    offline = torch.randint(0, 4, (1000, 10), generator=gen)
+    designs = torch.randint(0, 4, (40, 10), generator=gen)
+    designs[:7] = offline[-7:]  # in the last chunk
+    brute = (designs[:, None] != offline[None]).sum(-1).min(1).values
+    for chunk in (1, 333, 8192):
+        assert hamming_to_nearest(designs, offline, 4, chunk=chunk).long().tolist() == brute.tolist()
+    out = evaluate_designs(designs, offline=SequenceDataset(offline, DNA, torch.zeros(1000)))
+    assert out["novelty"] == pytest.approx(brute.double().mean().item(), rel=1e-6)
+    assert out["frac_in_offline"] == (brute == 0).double().mean().item() >= 7 / 40
+
+
+def test_no_feasible_design_gives_minus_inf_scores_and_no_gap():
+    class Const(torch.nn.Module):
+        def mean_std(self, x):
+            return torch.ones(x.shape[0]), torch.zeros(x.shape[0])
+
+    out = evaluate_designs(tok("TAA", "TCC"), task=CountA(), reward_model=Const())
+    assert out["true_p100"] == out["true_p50"] == out["true_mean"] == -math.inf and out["feasible"] == 0.0
+    assert "overopt_gap" not in out  # a gap to no feasible design is undefined, not −inf
