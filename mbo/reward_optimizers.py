@@ -173,21 +173,27 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
                          f"max_space={max_space}; use an optimizer instead")
     if not 1 <= top_k <= space:
         raise ValueError(f"exhaustive_search: top_k must lie in 1..{space}, got {top_k}")
+    if batch < 1:  # a negative batch skipped the loop and ranked uninitialized memory
+        raise ValueError(f"exhaustive_search: batch must be >= 1, got {batch}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     place = vocab_size ** torch.arange(length - 1, -1, -1, device=device)  # (L,)
     scores = torch.empty(space, device=device)
+    # Which sequences meet the rules, kept apart from the scores: a reward of -inf (infeasible) on a
+    # sequence that meets them ranks it last, as without constraints, rather than dropping it.
+    meets = torch.ones(space, dtype=torch.bool, device=device)
     for lo in progress_bar(range(0, space, batch), desc="exhaustive search", progress=progress):
         index = torch.arange(lo, min(lo + batch, space), device=device)
         tokens = (index[:, None] // place) % vocab_size  # (B, L)
         out = _scores(reward, tokens, vocab_size, "exhaustive_search")
         if constraints is not None:
-            out = out.masked_fill(~constraints.satisfied(tokens).to(out.device), float("-inf"))
+            meets[lo:lo + len(index)] = constraints.satisfied(tokens).to(device)
         scores[lo:lo + len(index)] = out.to(scores.dtype)
-    if constraints is not None and int(torch.isfinite(scores).sum()) < top_k:
-        raise ValueError(f"exhaustive_search: only {int(torch.isfinite(scores).sum())} sequences meet "
+    candidates = meets.nonzero().squeeze(1)  # (K,) ascending: enumeration order
+    if len(candidates) < top_k:
+        raise ValueError(f"exhaustive_search: only {len(candidates)} sequences meet "
                          f"the constraints ({constraints.describe()}); asked for top_k={top_k}")
     # A stable descending sort keeps enumeration order among ties (reproducible top-k).
-    order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
+    order = candidates[torch.sort(scores[candidates], descending=True, stable=True).indices[:top_k]]
     tokens = (order[:, None] // place) % vocab_size
     return tokens, scores[order]
 

@@ -141,3 +141,31 @@ def test_hill_climb_rejects_bad_arguments_like_gradient_ascent():
     with pytest.raises(ValueError, match="hill_climb: steps must be >= 0, got -1"):
         hill_climb(reward, start, 2, steps=-1)
     assert torch.equal(hill_climb(reward, start, 2, steps=0), start)
+
+
+def test_exhaustive_search_with_constraints_ranks_minus_inf_rewards_last_instead_of_dropping_them():
+    # 16 sequences meet "T..", 4 of which the reward calls infeasible (-inf). Those 4 still meet the
+    # rules, so asking for all 16 returns them last, as an unconstrained search would; the rules' -inf
+    # and the reward's were once one mark, and this raised "only 12 sequences meet the constraints".
+    from mbo.constraints import Constraints
+    from mbo.data.alphabet import DNA
+
+    rules = Constraints(DNA, 3, fixed="T..")
+
+    def reward(x):  # token sum; -inf where the last letter is A
+        return x.argmax(-1).float().sum(-1).masked_fill(x[:, 2, 0] > 0, float("-inf"))
+
+    tokens, scores = exhaustive_search(reward, 3, 4, top_k=16, constraints=rules)
+    assert bool(rules.satisfied(tokens).all()) and len({tuple(t) for t in tokens.tolist()}) == 16
+    assert bool(torch.isfinite(scores[:12]).all()) and scores[12:].tolist() == [float("-inf")] * 4
+    assert scores[0] == 3 + 3 + 3  # TTT
+    with pytest.raises(ValueError, match=r"only 16 sequences meet the constraints"):
+        exhaustive_search(reward, 3, 4, top_k=17, constraints=rules)
+
+
+def test_exhaustive_search_refuses_a_batch_below_one():
+    # A negative batch skipped the scoring loop and ranked uninitialized memory, silently.
+    reward = lambda x: x.sum((-1, -2))  # noqa: E731
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"exhaustive_search: batch must be >= 1, got {bad}"):
+            exhaustive_search(reward, length=3, vocab_size=2, top_k=2, batch=bad)

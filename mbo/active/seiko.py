@@ -107,6 +107,9 @@ class LocalPool:
         (e.g. :func:`mbo.guidance.gradient.tilt_of` the pool's method) edits each step's log-probs
         after the parent's token is ruled out."""
         device = generator.device
+        if parents.shape[-1] != model.length:  # else sample() names x_start, which the caller never passed
+            raise ValueError(f"LocalPool: the parents have length {parents.shape[-1]}, the model "
+                             f"{model.length}")
         best = parents[: self.parents].to(device)
         pick = torch.randint(len(best), (n,), generator=generator, device=device)
         rows = best[pick]
@@ -219,10 +222,13 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
             and the acquisition stops picking look-alikes. Either way they stay counted in the
             campaign's metrics and are never suggested again.
 
-    Replicates (one design measured several times) become one row with their mean value.
+    Replicates (one design measured several times) become one row with their mean value. NaN or
+    ``+inf`` values are refused (ValueError): neither is a measurement, and taken for infeasible a
+    ``+inf`` would be fitted as the worst design (``impute``).
     """
     if infeasible not in ("drop", "impute"):
         raise ValueError(f"infeasible must be 'drop' or 'impute', got {infeasible!r}")
+    _check_values(values, "feasible_rows: values")
     finite = torch.isfinite(values)
     row_ok = finite if values.dim() == 1 else finite.all(-1)
     if int(row_ok.sum()) < 2:
@@ -236,6 +242,15 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
         data = SequenceDataset(tokens, alphabet, labels=imputed)
     # Replicate measurements of one design (the start data may have them) are one row, their mean.
     return data.merge_replicates("mean")[0]
+
+
+def _check_values(values: Tensor, where: str) -> None:
+    """Raise ValueError (one sentence) if ``values`` hold NaN or ``+inf``; ``-inf`` (infeasible) is
+    allowed."""
+    bad = torch.isnan(values) | (values == math.inf)
+    if bool(bad.any()):
+        raise ValueError(f"{where} hold NaN or +inf in {int(bad.sum())} of {values.numel()} entries; "
+                         f"score an infeasible design -inf")
 
 
 def seiko_round(
@@ -522,6 +537,9 @@ def run_seiko(
                              **round_kwargs)
         chosen = result.selection.tokens
         measured = oracle(chosen).float().cpu()
+        # Checked here, where the oracle is named: next round's fit would refuse it anyway, and the
+        # last round's would slip into the batches (best_so_far skips NaN).
+        _check_values(measured, "run_seiko: the oracle's values")
         batches.append(QueryBatch(tokens=chosen, values=measured))
         tokens, values = torch.cat([tokens, chosen]), torch.cat([values, measured])
         if kl_to == "previous":
@@ -530,8 +548,9 @@ def run_seiko(
 
 
 def best_so_far(initial_best: float, batches: list[QueryBatch]) -> list[float]:
-    """Best value after each round (``-inf`` values never count as best)."""
-    best, out = initial_best, []
+    """Best value after each round (``-inf`` values never count as best), one float per batch."""
+    # A NaN initial best (float(labels.max()) of labels holding a NaN) would win every max() after it.
+    best, out = (-math.inf if math.isnan(initial_best) else initial_best), []
     for b in batches:
         finite = b.values[torch.isfinite(b.values)]
         if len(finite):

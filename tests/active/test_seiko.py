@@ -364,3 +364,56 @@ def test_a_pool_is_pulled_near_the_parent_before_the_rules_are_checked():
     new, rejected = _new_designs(pool, pool[:0], rules, torch.Generator().manual_seed(1))
     # Of 300 random 8-mers none is within 1 of the parent; pulled, 20 of the 25 such sequences are drawn.
     assert rejected == 0 and len(new) > 15 and bool(rules.satisfied(new).all())
+
+
+def test_feasible_rows_refuses_nan_and_plus_inf_values(task):
+    # -inf marks an infeasible design; NaN (a task that cannot score, an oracle bug) or +inf are no
+    # measurement. Taken for infeasible, they were silently dropped, and `impute` fitted a +inf, the
+    # best value measured, as the worst design.
+    off = task.offline_dataset()
+    for bad in (math.nan, math.inf):
+        labels = off.labels.clone()
+        labels[3] = bad
+        for mode in ("drop", "impute"):
+            with pytest.raises(ValueError, match="feasible_rows: values hold NaN or \\+inf in 1 of"):
+                feasible_rows(off.tokens, labels, off.alphabet, mode)
+        with pytest.raises(ValueError, match="in 1 of 80 entries"):  # (N, M) labels: one entry
+            feasible_rows(off.tokens, torch.stack([off.labels, labels], 1), off.alphabet)
+
+
+def test_run_seiko_refuses_an_oracle_that_returns_nan(task, pretrained):
+    # The last round's NaN would otherwise slip into the batches unnoticed (best_so_far skips it).
+    off = task.offline_dataset()
+
+    def oracle(tokens):
+        values = task.oracle(tokens)
+        values[0] = math.nan
+        return values
+
+    with pytest.raises(ValueError, match="run_seiko: the oracle's values hold NaN or \\+inf in 1 of 2"):
+        run_seiko(oracle, off, pretrained, lambda: DeepEnsemble(num_members=2, hidden_dims=(8,), epochs=1),
+                  lambda reference, reward, **kw: (copy.deepcopy(reference), []), rounds=1, batch_size=2,
+                  kl_to="pretrained", infeasible="drop", **ROUND)
+
+
+def test_best_so_far_ignores_a_nan_initial_best_and_keeps_minus_inf_until_a_finite_value():
+    from mbo.active import QueryBatch
+
+    def batch(*values):
+        return QueryBatch(torch.zeros(len(values), 2, dtype=torch.long), torch.tensor(values))
+
+    empty = QueryBatch(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0))
+    rounds = [batch(-math.inf, -math.inf), empty, batch(1.0, -math.inf), batch(math.nan, 0.5)]
+    assert best_so_far(-math.inf, rounds) == [-math.inf, -math.inf, 1.0, 1.0]
+    # float(labels.max()) is NaN when a start label is: max(nan, 1.0) is nan, so the curve was -inf
+    # throughout.
+    assert best_so_far(math.nan, rounds) == [-math.inf, -math.inf, 1.0, 1.0]
+    assert best_so_far(2.0, []) == []
+
+
+def test_a_local_pool_refuses_parents_of_another_length_with_a_clear_error(pretrained):
+    # Before, sample() refused an x_start the caller never passed, "(B, 8), got torch.int64 (5, 10)".
+    gen = torch.Generator().manual_seed(0)
+    for length in (6, 10):
+        with pytest.raises(ValueError, match=f"LocalPool: the parents have length {length}, the model 8"):
+            LocalPool().draw(pretrained, torch.zeros(3, length, dtype=torch.long), 5, 8, gen)
