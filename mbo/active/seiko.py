@@ -305,7 +305,7 @@ def seiko_round(
         max_unseen: the trust region: the plate is chosen among candidates with at most this many
             (position, token) pairs no measured design has (:func:`within_trust`, widened when
             fewer than ``batch_size`` qualify), and the local share re-masks each position with
-            probability at most ``max_unseen / L``; None chooses among every candidate. When the
+            probability at most ``max(max_unseen, 1) / L``; None chooses among every candidate. When the
             local share alone fills the plate inside the region, designs from scratch stop drawing
             once they fall outside it (``abandon`` of :meth:`MaskedDiffusion.sample`).
         constraints: the rules a design must meet (:class:`~mbo.constraints.Constraints`): pool
@@ -419,7 +419,7 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
     ``local.fraction`` of them near ``parents``, best first), topped up from ``fallback()`` when fewer
     than ``batch_size``; and how many broke the ``constraints``. With ``max_unseen``, only the designs
     :func:`within_trust` of the reward model's data ``fitted_on (N, L)``, and the local share re-masks
-    each position with probability at most ``max_unseen / L``."""
+    each position with probability at most ``max(max_unseen, 1) / L``."""
     gen = torch.Generator(device=model.device).manual_seed(seed + 7919)
     pulls = torch.Generator().manual_seed(seed + 104729)  # the pools are on the CPU
     # A gradient-guided pool lends its per-step tilt to samples drawn here directly: the local share
@@ -470,7 +470,8 @@ def _pool(model: MaskedDiffusion, reward, reference: MaskedDiffusion, measured: 
         pool, rejected = torch.cat([pool, extra]), rejected + more
     if len(pool) == 0:
         raise ValueError(f"no new design in {MAX_TOP_UPS + 1} pools of {pool_size} samples"
-                         + (" that meets the constraints (relax them)" if constraints is not None else "")
+                         + (" that meets the constraints (relax them)"
+                            if constraints is not None and constraints.active else "")
                          + ": new designs are rare under the model (a campaign begun with a larger"
                          + " seiko.pool_size draws more)")
     if max_unseen is not None:
