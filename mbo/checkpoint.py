@@ -120,7 +120,8 @@ def weights_sha256(path: str | os.PathLike) -> str:
 def _read_metadata(path: Path) -> dict[str, str]:
     """The checked metadata of ``path`` (format, kind and config present)."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} " + ("is a folder, not a .safetensors file" if path.is_dir()
+                                                       else "does not exist"))
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

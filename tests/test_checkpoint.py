@@ -72,6 +72,9 @@ def test_missing_file(tmp_path):
     for load in (read_kind, load_checkpoint):
         with pytest.raises(CheckpointError, match=r"none\.safetensors does not exist"):
             load(missing)
+        # A run's folder given for its checkpoint exists: "does not exist" would send the user looking.
+        with pytest.raises(CheckpointError, match=r"is a folder, not a \.safetensors file"):
+            load(tmp_path)
 
 
 def test_corrupt_and_truncated(tmp_path):
