@@ -15,14 +15,16 @@ TFBind8, the reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-m
   gradient guidance), infeasible (−inf) mapped to :data:`INFEASIBLE` for the methods; the table
   reports the raw oracle.
 
-Budget. SVDD-PM with M candidates (``--candidates``, default the method group's) and the
-first-hitting sampler (``--sampler``; L steps, which makes every budget exact) spends
-B = 1 + n·M·L reward calls. Every other method gets the setting that spends the same: Best-of-N
-N = M·L, SVDD-RO the same M (n·M·L), SMC K = M, SVDD-MC rollouts = B − n, refinement R rounds
-with n + R·n·(1 + M·m) ≈ B (m re-masked positions a round). Gradient guidance is the exception:
-one reward gradient per design per step, n·(L + 1) calls. With a grid sampler the SVDD/SMC/refinement
-counts are upper bounds (a candidate that unmasks nothing is free); the tables report the calls
-actually made.
+Budget. SVDD-PM with M candidates (``--candidates``, default the method group's) and a sampler of
+S steps (``--sampler``; the first-hitting sampler's S = L makes every budget exact) spends at most
+B = 1 + n·M·S reward calls. Every other method gets the setting that spends at most that: Best-of-N
+N = M·S, SVDD-RO the same M (n·M·S), SMC K = M, SVDD-MC rollouts = B − n, refinement the most rounds
+R (at least 1) with n + R·n·(1 + M·m) ≤ B (m re-masked positions, so m steps, a round; S with a grid,
+where one round's bound, n·(1 + M·S), already passes B's, so it runs one round and its column says what
+that cost).
+Gradient guidance is the exception: one reward gradient per design per step, n·(S + 1) calls. With a
+grid sampler the SVDD/SMC/refinement counts are upper bounds (a candidate that unmasks nothing is
+free); the tables report the calls actually made.
 
 Rewards reach the methods in units of the offline labels' std (``ScaledReward``), as mbo-run's
 fine-tuning gets them, so the method group's α means the same on every task; the "reward" column is
@@ -66,7 +68,7 @@ from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.device import resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
-from mbo.diffusion.samplers import get_sampler
+from mbo.diffusion.samplers import FirstHittingSampler, Sampler, get_sampler
 from mbo.evaluate import evaluate_designs
 from mbo.reward_optimizers import exhaustive_search
 
@@ -143,14 +145,23 @@ class Problem:
         return reward, model, fit_s
 
 
-def method_settings(method: str, n: int, length: int, m: int) -> list[str]:
-    """Overrides of the method group that give ``method`` SVDD-PM's reward calls, 1 + n·M·L."""
-    budget = 1 + n * m * length
+def method_settings(method: str, n: int, length: int, m: int, sampler: Sampler | None = None) -> list[str]:
+    """Overrides of the method group that give ``method`` at most SVDD-PM's reward calls, 1 + n·M·S.
+
+    Args:
+        method: a key of :data:`METHODS`.
+        n: designs; length: L; m: SVDD-PM's candidates M.
+        sampler: the run's sampler (None: first-hitting); S = its steps for a length-L sequence. (With
+            S = L for every sampler, a 4-step grid gave Best-of-N N = M·L: 8 times SVDD-PM's calls.)
+    """
+    sampler = FirstHittingSampler() if sampler is None else sampler
+    steps = sampler.num_steps(length)
+    budget = 1 + n * m * steps
     if method == "pretrained":
         return ["method.num_samples=1"]
     if method == "best_of_n":
-        return [f"method.num_samples={m * length}"]
-    if method in ("svdd_pm", "svdd_rollout"):  # SVDD-RO: n·M·L, one call under the budget
+        return [f"method.num_samples={m * steps}"]
+    if method in ("svdd_pm", "svdd_rollout"):  # SVDD-RO: n·M·S, one call under the budget
         return [f"method.candidates={m}"]
     if method == "svdd_mc":
         return [f"method.candidates={m}", f"method.rollouts={max(budget - n, 1)}"]
@@ -159,7 +170,11 @@ def method_settings(method: str, n: int, length: int, m: int) -> list[str]:
     if method == "refinement":
         rho = compose_config("config", ["method=refinement"]).method.remask_fraction
         k = max(1, round(rho * length))
-        rounds = max(1, round((budget - n) / (n * (1 + m * k))))
+        # A round re-denoises k positions: k first-hitting steps, at most S grid steps.
+        per_round = n * (1 + m * (k if isinstance(sampler, FirstHittingSampler) else steps))
+        # Rounded down: rounding to nearest gave 4 rounds, 17,024 calls, against 16,385 at n = 128,
+        # L = 32, M = 4, over the budget the table compares at.
+        rounds = max(1, (budget - n) // per_round)
         return [f"method.candidates={m}", f"method.rounds={rounds}"]
     return []
 
@@ -177,7 +192,7 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
                "info": {}}
     else:
         option = METHODS[method]
-        overrides = [f"method={option}", *method_settings(method, n, length, candidates(args)),
+        overrides = [f"method={option}", *method_settings(method, n, length, candidates(args), sampler(args)),
                      *method_overrides(option, args.method_override)]
         fn = instantiate(compose_config("config", [*problem.overrides, *overrides]).method)
         gen = torch.Generator(device=problem.device).manual_seed(seed)
@@ -356,10 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     command = "python experiments/bench_guidance.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     m = candidates(args)
-    meta = {"setting": (f"{args.n} designs per method; budget: SVDD-PM's 1 + n·M·L reward calls with "
-                        f"M = {m}, sampler `{args.sampler}` (with a grid of S steps, SVDD's candidates spend "
-                        "at most n·M·S; the reward calls column says what each method spent); every "
-                        "method at that budget except gradient guidance (n·(steps + 1)). Overrides: "
+    meta = {"setting": (f"{args.n} designs per method; budget: SVDD-PM's 1 + n·M·S reward calls with "
+                        f"M = {m}, sampler `{args.sampler}` of S steps (S = L for first-hitting; with a grid "
+                        "of S steps, SVDD's candidates spend at most n·M·S; the reward calls column says "
+                        "what each method spent); every method at most at that budget except gradient "
+                        "guidance (n·(S + 1)). Overrides: "
                         f"`{' '.join(args.override) or 'none'}`; method overrides: "
                         f"`{' '.join(args.method_override) or 'none'}`."),
             "scaling_n_fixed": args.scaling_n_fixed, "overrides": args.override,
