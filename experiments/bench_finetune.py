@@ -14,7 +14,11 @@ Columns: the inference-time table's (true p100 / p50 / mean, unique, feasible, n
 reward) plus the fine-tuning KL to p_pre and the target gap log Z − J/α (nats; 0 = at the target,
 :func:`mbo.finetune.target_gap`), and the cost to produce 128 and 10,000 designs: fine-tuning pays its
 training once and then one sampler run per design; an inference-time method pays per design. Costs
-are wall seconds and reward calls (sequences scored) measured here.
+are wall seconds and reward calls (sequences scored): the training's and the per-design sampling cost
+are measured here (the latter over every candidate drawn), and the 128- and 10,000-design columns are
+training + that many times the per-design cost, plus one reward call per design to rank it (the run
+ranks all ``oversample × n`` candidates; SVDD-PM's per-design calls already include its final score).
+Each fine-tuner runs at its own config group's budget, not at a common one.
 
 Each (setting, method, seed) result goes to ``OUT/runs/`` as it finishes (resumable); ``--report``
 aggregates them into ``OUT.md`` / ``OUT.json``.
