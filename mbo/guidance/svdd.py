@@ -231,8 +231,10 @@ def svdd_mc(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
     """SVDD-MC: SVDD with a value network v_φ(x_t) ≈ E[r(x_0) | x_t] fitted on pretrained rollouts.
 
     Args:
-        diffusion, reward, n, candidates, alpha, sampler, generator, batch_size, progress: as in
-            :func:`svdd_pm`.
+        diffusion, reward, n, candidates, alpha, sampler, generator, progress: as in :func:`svdd_pm`.
+        batch_size: as in :func:`svdd_pm`, and also the rollouts per sampler call when fitting v_φ: a
+            different ``batch_size`` draws other rollouts (from the same distribution), hence another
+            v_φ and other designs, as in :func:`~mbo.guidance.best_of_n.best_of_n`.
         rollouts: pretrained trajectories to fit v_φ on (each costs one reward call).
         value_steps, value_batch_size, value_lr: Adam steps, states per step, learning rate.
         value_dim, value_depth: the value network's width and blocks (:class:`ValueNetwork`).
