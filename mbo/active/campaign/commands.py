@@ -50,7 +50,7 @@ from mbo.active.campaign.store import (
 )
 from mbo.active.campaign.store import format_value as _format_value
 from mbo.active.pareto import check_members, hypervolume, pareto_mask
-from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round
+from mbo.active.seiko import feasible_rows, seiko_pareto_round, seiko_round, spread, trust_bound
 from mbo.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from mbo.checkpoint import save_checkpoint
 from mbo.config import SettingsError, task_data
@@ -261,9 +261,19 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     top = start_data.labels.reshape(len(start_data), -1).max(0).values.tolist()
     best = (", ".join(f"{o} {formatted([v])[0]}" for o, v in zip(objectives, top, strict=True)) if objectives
             else formatted(top)[0])
+    k = settings.seiko
+    if k.max_unseen is not None and k.max_unseen_below_spread is not None:  # what the start decided
+        gap = spread(start_data.tokens, abc.size)
+        held = trust_bound(k.max_unseen, k.max_unseen_below_spread, start_data.tokens, abc.size)
+        plates = (f" The starting designs' spread is {gap:.2f} of random sequences': "
+                  + (f"plates keep to the trust region (seiko.max_unseen {k.max_unseen})." if held is not None
+                     else f"above seiko.max_unseen_below_spread ({k.max_unseen_below_spread}), so plates "
+                          "have no trust region."))
+    else:
+        plates = ""
     return (f"campaign {target}: {len(start_data)} starting measurements (best {best}), alphabet "
             f"{abc.name} ({abc.letters}), length {length}; pretrained on {len(corpus_tokens)} "
-            f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token). "
+            f"sequences ({settings.diffusion.pretrain.steps} steps, NELBO {nelbo:.4f} nats/token).{plates} "
             f"Next: mbo-campaign suggest {target} --batch N")
 
 
@@ -305,7 +315,9 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     reference = load_model(c, ref_name, device)
     seed = int(c.meta["seed"]) * 1000 + r
     torch.manual_seed(seed)
-    shared = {"batch_size": batch, **round_options(s), "exclude": exclude, "sampler": reference.sampler,
+    start = c.encode([m.sequence for m in measurements if m.round < 0])
+    shared = {"batch_size": batch, **round_options(s, start, c.alphabet.size), "exclude": exclude,
+              "sampler": reference.sampler,
               "constraints": c.constraints if c.constraints.active else None,
               "fallback": lambda: load_model(c, "pretrained.safetensors", device), "seed": seed,
               "progress": progress}

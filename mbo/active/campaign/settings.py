@@ -21,10 +21,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from mbo.active.campaign.store import CampaignError
 from mbo.active.pareto import PARETO_METHODS
-from mbo.active.seiko import LocalPool
+from mbo.active.seiko import LocalPool, trust_bound
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import CONFIG_MODULE, SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
@@ -136,19 +137,18 @@ def _dotted(tree: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-def round_options(cfg: DictConfig) -> dict:
+def round_options(cfg: DictConfig, start: Tensor, vocab_size: int) -> dict:
     """The keyword arguments of :func:`~mbo.active.seiko.seiko_round` (and ``run_seiko``) that the
     settings ``cfg`` give, in one place so a campaign and the benchmarks read them alike: c, alpha,
     pool_size, pool_method (None: a plain pool), local and max_unseen (None for a campaign begun
-    without them)."""
-    from hydra.utils import instantiate
-
-    from mbo.active.seiko import LocalPool
-
+    without them; max_unseen also when ``seiko.max_unseen_below_spread`` lifts the trust region for
+    starting designs ``start (N, L)`` spread over the space: :func:`~mbo.active.seiko.trust_bound`)."""
     k = cfg.seiko
+    # A campaign begun before the spread rule kept its trust region whatever its starting designs.
+    bound = trust_bound(k.get("max_unseen"), k.get("max_unseen_below_spread"), start, vocab_size)
     return {"c": k.c, "alpha": cfg.finetune.alpha, "pool_size": k.pool_size,
             "pool_method": instantiate(k.pool) if k.get("pool") else None,
-            "local": LocalPool(**k.local) if k.get("local") else None, "max_unseen": k.get("max_unseen")}
+            "local": LocalPool(**k.local) if k.get("local") else None, "max_unseen": bound}
 
 
 def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> None:
@@ -171,7 +171,8 @@ def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.P
 
 # Settings added to campaign.yaml after campaigns were begun without them. Such a campaign goes on as
 # it was set up (the round reads them with .get): no local share, a plainly sampled pool, no trust region.
-ADDED_SINCE = {"settings.seiko.local", "settings.seiko.pool", "settings.seiko.max_unseen"}
+ADDED_SINCE = {"settings.seiko.local", "settings.seiko.pool", "settings.seiko.max_unseen",
+               "settings.seiko.max_unseen_below_spread"}
 
 
 def _missing(defaults: DictConfig, stored: Mapping, prefix: str) -> list[str]:
@@ -214,6 +215,9 @@ def check_values(cfg: DictConfig, where: str | Callable[[str], str]) -> None:
     need(k.min_distance >= 1, "seiko.min_distance", "must be >= 1")
     need(k.get("max_unseen") is None or (isinstance(k.max_unseen, int) and k.max_unseen >= 0),
          "seiko.max_unseen", "must be an integer >= 0 or null")
+    below = k.get("max_unseen_below_spread")
+    need(below is None or (not isinstance(below, bool) and isinstance(below, int | float) and below > 0),
+         "seiko.max_unseen_below_spread", f"must be a number > 0 or null, got {below!r}")
     try:
         LocalPool(**k.get("local") or {})
     except (TypeError, ValueError) as err:
