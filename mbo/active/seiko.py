@@ -39,6 +39,7 @@ from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.masked import Guidance
 from mbo.diffusion.policy import LOG_ZERO, restrict
 from mbo.diffusion.samplers import Sampler
+from mbo.evaluate import mean_pairwise_hamming
 from mbo.guidance.gradient import tilt_of
 from mbo.progress import progress_bar
 
@@ -154,8 +155,6 @@ def spread(tokens: Tensor, vocab_size: int) -> float:
     """How far apart the designs ``tokens (N, L)`` are: their mean pairwise Hamming distance over that of
     uniformly random sequences, L·(1 − 1/V); about 0 for a wild type and its point mutants, about 1 for
     designs drawn from all over the space (0 for fewer than two designs)."""
-    from mbo.evaluate import mean_pairwise_hamming
-
     return mean_pairwise_hamming(tokens) / (tokens.shape[1] * (1 - 1 / vocab_size))
 
 
