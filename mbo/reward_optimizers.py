@@ -42,7 +42,7 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
     the start sequence; each design is optimized independently (the objective is the batch sum).
 
     Args:
-        reward: differentiable map float one-hot ``(N, L, V)`` -> ``(N,)``.
+        reward: differentiable map float one-hot ``(N, L, V)`` -> ``(N,)``, finite (ValueError if not).
         start: LongTensor ``(N, L)`` of start sequences (tokens in ``0..V-1``).
         vocab_size: V.
         steps: Adam steps.
@@ -70,8 +70,12 @@ def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int =
     def masked(z: Tensor) -> Tensor:
         return z if blocked is None else z.masked_fill(blocked, float("-inf"))
 
-    for _ in progress_bar(range(steps), desc="gradient ascent", progress=progress):
+    for step in progress_bar(range(steps), desc="gradient ascent", progress=progress):
         value = reward(torch.softmax(masked(logits), dim=-1))
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):  # its gradient is NaN or none: the designs would stay put or turn to noise
+            raise ValueError(f"gradient_ascent: reward is not finite for {int(bad.sum())} of {len(value)} "
+                             f"designs at step {step}; it needs a finite reward (hill_climb ranks -inf last)")
         loss = -value.sum()  # designs are independent: the sum gives each its own gradient
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=[logits])  # no gradient into the reward model's weights

@@ -169,3 +169,16 @@ def test_exhaustive_search_refuses_a_batch_below_one():
     for bad in (0, -1):
         with pytest.raises(ValueError, match=f"exhaustive_search: batch must be >= 1, got {bad}"):
             exhaustive_search(reward, length=3, vocab_size=2, top_k=2, batch=bad)
+
+
+@pytest.mark.parametrize("bad", [float("-inf"), float("nan")])
+def test_gradient_ascent_refuses_a_reward_that_is_not_finite(bad):
+    # An infeasible design's -inf (or a NaN) has no usable gradient: the start came back unchanged, as if
+    # it were already the optimum. hill_climb and exhaustive_search rank -inf last; this one cannot.
+    def partly(x):
+        r = x[..., 0].sum((-1,))
+        return torch.where(x[:, 0, 1] > 0.5, torch.full_like(r, bad), r)
+
+    start = torch.tensor([[1, 0, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"reward is not finite for 1 of 2 designs at step 0"):
+        gradient_ascent(partly, start, 3, steps=5)
