@@ -37,7 +37,7 @@ from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
 # One QueryBatch for the whole package (a frozen dataclass: tokens (q, L) long, values (q,) float).
-from mbo.active.seiko import QueryBatch
+from mbo.active.seiko import QueryBatch, check_measured
 from mbo.constraints import Constraints
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
@@ -65,8 +65,7 @@ def _check_args(name: str, initial: SequenceDataset, rounds: int, batch_size: in
         y = y[:, 0]
     if y.dim() != 1:
         raise ValueError(f"{name}: initial labels must be (N,), got {tuple(y.shape)}")
-    if torch.isnan(y).any() or (y == math.inf).any():
-        raise ValueError(f"{name}: initial labels may hold -inf (infeasible) but not NaN or +inf")
+    check_measured(y, f"{name}: initial labels")
     return y.detach().cpu().double()
 
 

@@ -158,15 +158,14 @@ def spread(tokens: Tensor, vocab_size: int) -> float:
     return mean_pairwise_hamming(tokens) / (tokens.shape[1] * (1 - 1 / vocab_size))
 
 
-def trust_bound(max_unseen: int | None, below_spread: float | None, start: Tensor,
-                vocab_size: int) -> int | None:
-    """The trust region's bound for a campaign whose starting designs are ``start (N, L)``:
-    ``max_unseen`` while their :func:`spread` is below ``below_spread`` (None: whatever it is), else None
+def trust_bound(max_unseen: int | None, below_spread: float | None, start_spread: float) -> int | None:
+    """The trust region's bound for a campaign whose starting designs have :func:`spread`
+    ``start_spread``: ``max_unseen`` while it is below ``below_spread`` (None: whatever it is), else None
     (no bound). Spread starting designs hold most (position, token) pairs as typical ones, and the
     optimum may lie anywhere: there the bound only cuts candidates (README: the campaign)."""
-    if max_unseen is None or below_spread is None:
+    if max_unseen is None or below_spread is None or start_spread < below_spread:
         return max_unseen
-    return max_unseen if spread(start, vocab_size) < below_spread else None
+    return None
 
 
 def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
@@ -247,7 +246,7 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
     """
     if infeasible not in ("drop", "impute"):
         raise ValueError(f"infeasible must be 'drop' or 'impute', got {infeasible!r}")
-    _check_values(values, "feasible_rows: values")
+    check_measured(values, "feasible_rows: values")
     finite = torch.isfinite(values)
     row_ok = finite if values.dim() == 1 else finite.all(-1)
     if int(row_ok.sum()) < 2:
@@ -263,9 +262,9 @@ def feasible_rows(tokens: Tensor, values: Tensor, alphabet, infeasible: str = "d
     return data.merge_replicates("mean")[0]
 
 
-def _check_values(values: Tensor, where: str) -> None:
-    """Raise ValueError (one sentence) if ``values`` hold NaN or ``+inf``; ``-inf`` (infeasible) is
-    allowed."""
+def check_measured(values: Tensor, where: str) -> None:
+    """Raise ValueError (one sentence naming ``where``) if measured ``values`` hold NaN or ``+inf``;
+    ``-inf`` (infeasible) is allowed."""
     bad = torch.isnan(values) | (values == math.inf)
     if bool(bad.any()):
         raise ValueError(f"{where} hold NaN or +inf in {int(bad.sum())} of {values.numel()} entries; "
@@ -559,7 +558,7 @@ def run_seiko(
         measured = oracle(chosen).float().cpu()
         # Checked here, where the oracle is named: next round's fit would refuse it anyway, and the
         # last round's would slip into the batches (best_so_far skips NaN).
-        _check_values(measured, "run_seiko: the oracle's values")
+        check_measured(measured, "run_seiko: the oracle's values")
         batches.append(QueryBatch(tokens=chosen, values=measured))
         tokens, values = torch.cat([tokens, chosen]), torch.cat([values, measured])
         if kl_to == "previous":

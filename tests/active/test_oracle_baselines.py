@@ -223,6 +223,20 @@ def test_an_oracle_that_answers_nan_is_refused(method, task):
         method(nan_oracle, task.offline_dataset(), rounds=1, batch_size=BATCH, seed=0)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_starting_labels_that_are_nan_or_plus_inf_are_refused(method, task, bad):
+    from mbo.data.dataset import SequenceDataset
+
+    offline = task.offline_dataset()  # cached by the task: copied, not edited
+    start = SequenceDataset(offline.tokens, offline.alphabet, labels=offline.labels.clone())
+    # A dataset refuses them when built; a caller may still write them in after (-inf is the
+    # infeasible mark, NaN and +inf are no measurement).
+    start.labels[0] = bad
+    with pytest.raises(ValueError, match=r"initial labels hold NaN or \+inf in 1 of \d+ entries"):
+        method(lambda x: torch.zeros(len(x), dtype=torch.float64), start, rounds=1, batch_size=BATCH, seed=0)
+
+
 @pytest.mark.parametrize("method", ["random", "adalead", "ga"])
 def test_constrained_baselines_never_measure_a_design_twice(method):
     # The repair undoes a mutation of a conserved position: a mutant that only changed one is its

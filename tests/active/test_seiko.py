@@ -435,11 +435,12 @@ def test_the_trust_region_holds_for_starting_designs_near_one_another_and_not_fo
     mutants[torch.arange(1, 101), where] = torch.randint(20, (100,), generator=g)
     spread_out = torch.randint(20, (100, 90), generator=g)
     assert spread(mutants, 20) < 0.05 and 0.95 < spread(spread_out, 20) < 1.05
-    assert trust_bound(2, 0.5, mutants, 20) == 2 and trust_bound(2, 0.5, spread_out, 20) is None
-    assert trust_bound(2, None, spread_out, 20) == 2 and trust_bound(None, 0.5, mutants, 20) is None
+    near, far = spread(mutants, 20), spread(spread_out, 20)
+    assert trust_bound(2, 0.5, near) == 2 and trust_bound(2, 0.5, far) is None
+    assert trust_bound(2, None, far) == 2 and trust_bound(None, 0.5, near) is None
     cfg = compose_config("campaign")
-    near, far = round_options(cfg, mutants, 20), round_options(cfg, spread_out, 20)
-    assert near["max_unseen"] == cfg.seiko.max_unseen == 2 and far["max_unseen"] is None
-    assert near["local"] == far["local"]  # the local share does not depend on the spread
+    close_by, apart = round_options(cfg, mutants, 20), round_options(cfg, spread_out, 20)
+    assert close_by["max_unseen"] == cfg.seiko.max_unseen == 2 and apart["max_unseen"] is None
+    assert close_by["local"] == apart["local"]  # the local share does not depend on the spread
     always = OmegaConf.merge(cfg, {"seiko": {"max_unseen_below_spread": None}})
     assert round_options(always, spread_out, 20)["max_unseen"] == 2

@@ -264,7 +264,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     k = settings.seiko
     if k.max_unseen is not None and k.max_unseen_below_spread is not None:  # what the start decided
         gap = spread(start_data.tokens, abc.size)
-        held = trust_bound(k.max_unseen, k.max_unseen_below_spread, start_data.tokens, abc.size)
+        held = trust_bound(k.max_unseen, k.max_unseen_below_spread, gap)
         plates = (f" The starting designs' spread is {gap:.2f} of random sequences': "
                   + (f"plates keep to the trust region (seiko.max_unseen {k.max_unseen})." if held is not None
                      else f"above seiko.max_unseen_below_spread ({k.max_unseen_below_spread}), so plates "

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from mbo.active.campaign.store import CampaignError
 from mbo.active.pareto import PARETO_METHODS
-from mbo.active.seiko import LocalPool, trust_bound
+from mbo.active.seiko import LocalPool, spread, trust_bound
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import CONFIG_MODULE, SettingsError, check_types, compose_config, merge_settings_file
 from mbo.diffusion.pretrain import build_diffusion
@@ -145,7 +145,7 @@ def round_options(cfg: DictConfig, start: Tensor, vocab_size: int) -> dict:
     starting designs ``start (N, L)`` spread over the space: :func:`~mbo.active.seiko.trust_bound`)."""
     k = cfg.seiko
     # A campaign begun before the spread rule kept its trust region whatever its starting designs.
-    bound = trust_bound(k.get("max_unseen"), k.get("max_unseen_below_spread"), start, vocab_size)
+    bound = trust_bound(k.get("max_unseen"), k.get("max_unseen_below_spread"), spread(start, vocab_size))
     return {"c": k.c, "alpha": cfg.finetune.alpha, "pool_size": k.pool_size,
             "pool_method": instantiate(k.pool) if k.get("pool") else None,
             "local": LocalPool(**k.local) if k.get("local") else None, "max_unseen": bound}
