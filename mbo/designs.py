@@ -18,7 +18,7 @@ from mbo.atomic import atomic_path
 
 def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | None = None,
                    max_draws: int = 50, accept: Callable[[Tensor], Tensor] | None = None,
-                   rejected: list[int] | None = None) -> tuple[Tensor, int]:
+                   rejected: list[int] | None = None, patience: int = 3) -> tuple[Tensor, int]:
     """Up to ``n`` distinct designs, none a row of ``exclude``, each passing ``accept``.
 
     Args:
@@ -26,6 +26,8 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
         n: designs wanted.
         exclude: LongTensor ``(M, L)`` of sequences never to return (e.g. the offline data).
         max_draws: stop after this many calls of ``sample(n)``.
+        patience: stop sooner, after this many calls in a row whose accepted designs were all seen
+            already (a sampler collapsed onto a few sequences will not find more).
         accept: ``(k, L) -> bool (k,)``, e.g. :meth:`mbo.constraints.Constraints.satisfied`; a design
             it refuses is never returned.
         rejected: if given, a one-element list that receives the number of draws ``accept`` refused.
@@ -41,6 +43,7 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
     length = 0 if exclude is None or exclude.dim() != 2 else exclude.shape[1]
     drawn = 0
     refused = 0
+    stale = 0
     for _ in range(max_draws):
         batch = sample(n).cpu()
         drawn += len(batch)
@@ -51,6 +54,7 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
             if rejected is not None:
                 rejected[:] = [refused]
             batch = batch[ok]
+        before = len(kept)
         for row in batch:
             key = tuple(row.tolist())
             if key not in seen:
@@ -58,6 +62,12 @@ def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | No
                 kept.append(row)
                 if len(kept) == n:
                     return torch.stack(kept), drawn
+        # A draw the constraints refused whole says nothing about repeats: rare passes are worth the
+        # remaining draws.
+        if len(batch):
+            stale = stale + 1 if len(kept) == before else 0
+        if stale >= patience:
+            break
     return (torch.stack(kept) if kept else torch.empty(0, length, dtype=torch.long)), drawn
 
 

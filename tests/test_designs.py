@@ -38,3 +38,21 @@ def test_ranked_puts_minus_inf_last_and_refuses_nan_or_a_wrong_length():
         ranked(designs, torch.tensor([1.0, float("nan"), 2.0]))
     with pytest.raises(ValueError, match=r"score must be \(3,\).*got \(2,\)"):
         ranked(designs, torch.tensor([1.0, 2.0]))
+
+
+def test_unique_designs_stops_once_draws_add_nothing_new():
+    calls = []
+
+    def collapsed(k: int) -> torch.Tensor:
+        calls.append(k)
+        return torch.zeros(k, 2, dtype=torch.long)
+
+    found, drawn = unique_designs(collapsed, 4, max_draws=50, patience=3)
+    assert found.tolist() == [[0, 0]] and len(calls) == 4 and drawn == 16
+
+
+def test_unique_designs_keeps_drawing_through_draws_the_constraints_refuse_whole():
+    batches = iter([torch.tensor([[1, 1]])] * 5 + [torch.tensor([[2, 2]])])
+    found, drawn = unique_designs(lambda k: next(batches), 1, accept=lambda x: x[:, 0] == 2,
+                                  max_draws=10, patience=2)
+    assert found.tolist() == [[2, 2]] and drawn == 6
