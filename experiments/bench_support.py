@@ -79,7 +79,7 @@ def run_one(instance: str, seed: int, args) -> dict:
     b = xt.shape[0]
     log_pre = pre.policy_log_probs(pre.encode(xt))[torch.arange(b), pos]
     banned = banned_tokens(task.function.transition_matrix > 0, xt, pos, pre.mask_id)
-    out = {"instance": instance, "seed": seed, "task": task.name, "states": b,
+    out = {"instance": instance, "seed": seed, "task": task.name, "states": b, "settings": _settings(args),
            "prior_mass": float((log_pre.exp() * banned).sum(1).mean()), "target_mass": {}, "feasible": {}}
     for mp in args.min_probs:
         # As diffusion.min_prob does for every model; the target is VIDD's own.
@@ -94,6 +94,12 @@ def run_one(instance: str, seed: int, args) -> dict:
     return out
 
 
+def _settings(args) -> dict:
+    """What a saved run was measured with; a run saved with other settings is not reused."""
+    return {"states": args.states, "samples": args.samples, "alphas": list(args.alphas),
+            "min_probs": list(args.min_probs)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", default=list(INSTANCES), choices=list(INSTANCES))
@@ -104,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--out", type=Path, default=RESULTS / "support")
     args = p.parse_args(argv)
+    if args.samples < 500 or args.samples % 500:
+        p.error(f"--samples must be a positive multiple of 500 (drawn 500 at a time), got {args.samples}")
     torch.set_num_threads(1)
     command = "python experiments/bench_support.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
             path = args.out / "runs" / f"{instance}_seed{seed}.json"
             if not path.exists():
                 atomic_write_text(path, json.dumps(run_one(instance, seed, args)))
-            runs.append(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
+            if run.get("settings") != _settings(args):
+                sys.exit(f"{path}: saved with other settings ({run.get('settings', 'not recorded')}) than "
+                         f"this command's ({_settings(args)}); remove it or use another --out")
+            runs.append(run)
     lines = ["# The fine-tuners' target off the prior's support, with and without min-p (Ehrlich)", "",
              f"Command: `{command}`", "",
              f"torch {torch.__version__}, {platform.machine()} CPU, 1 thread. Mass on tokens that make a "

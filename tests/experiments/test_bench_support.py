@@ -2,6 +2,7 @@ import json
 import math
 import statistics
 
+import pytest
 import torch
 
 from experiments.bench_support import banned_tokens, main
@@ -31,7 +32,8 @@ def test_table_cells_are_mean_and_sample_standard_error_over_seeds(tmp_path):
     feasible = [0.5, 0.7, 0.9]
     for seed, f in enumerate(feasible):
         run = {"instance": "L32", "seed": seed, "task": "t", "states": 8, "prior_mass": 1e-5 * (seed + 1),
-               "target_mass": {"0.1|0": 0.1 * seed}, "feasible": {"0": f}}
+               "target_mass": {"0.1|0": 0.1 * seed}, "feasible": {"0": f},
+               "settings": {"states": 8, "samples": 2000, "alphas": [0.1], "min_probs": [0.0]}}
         (out / "runs" / f"L32_seed{seed}.json").write_text(json.dumps(run))
     main(["--instances", "L32", "--seeds", "0", "1", "2", "--alphas", "0.1", "--min-probs", "0",
           "--out", str(out)])
@@ -39,3 +41,15 @@ def test_table_cells_are_mean_and_sample_standard_error_over_seeds(tmp_path):
     se = statistics.stdev(feasible) / math.sqrt(3)  # ddof = 1
     assert f"| 0 | {0.7:.4f} ± {se:.4f} | {0.1:.4f} ± {0.1 / math.sqrt(3):.4f} |" in text
     assert "|---:|---:|---:|" in text and "2.00e-05 ± 5.77e-06" in text
+
+
+def test_a_run_saved_with_other_settings_is_refused_not_reused(tmp_path):
+    out = tmp_path / "support"
+    (out / "runs").mkdir(parents=True)
+    run = {"instance": "L32", "seed": 0, "task": "t", "states": 8, "prior_mass": 0.0, "target_mass": {},
+           "feasible": {}, "settings": {"states": 8, "samples": 1000, "alphas": [0.1], "min_probs": [0.0]}}
+    (out / "runs" / "L32_seed0.json").write_text(json.dumps(run))
+    with pytest.raises(SystemExit, match="saved with other settings"):
+        main(["--instances", "L32", "--seeds", "0", "--alphas", "0.1", "--min-probs", "0", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        main(["--samples", "700", "--out", str(out)])
