@@ -165,8 +165,8 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
             ``top_k`` do).
 
     Returns:
-        ``(tokens, scores)``: LongTensor ``(top_k, L)`` and float ``(top_k,)``, best first; ties
-        broken by enumeration order.
+        ``(tokens, scores)``: LongTensor ``(top_k, L)`` and ``(top_k,)`` in the reward's float dtype
+        (float64 for an integer reward), best first; ties broken by enumeration order.
     """
     if length < 1 or vocab_size < 1:
         raise ValueError(f"exhaustive_search: need length >= 1 and vocab_size >= 1, got "
@@ -181,7 +181,8 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
         raise ValueError(f"exhaustive_search: batch must be >= 1, got {batch}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     place = vocab_size ** torch.arange(length - 1, -1, -1, device=device)  # (L,)
-    scores = torch.empty(space, device=device)
+    # In the reward's own precision: float32 would tie or misorder a float64 oracle's close values.
+    scores: Tensor | None = None
     # Which sequences meet the rules, kept apart from the scores: a reward of -inf (infeasible) on a
     # sequence that meets them ranks it last, as without constraints, rather than dropping it.
     meets = torch.ones(space, dtype=torch.bool, device=device)
@@ -191,6 +192,9 @@ def exhaustive_search(reward: Reward, length: int, vocab_size: int, top_k: int =
         out = _scores(reward, tokens, vocab_size, "exhaustive_search")
         if constraints is not None:
             meets[lo:lo + len(index)] = constraints.satisfied(tokens).to(device)
+        if scores is None:
+            scores = torch.empty(space, device=device,
+                                 dtype=out.dtype if out.is_floating_point() else torch.float64)
         scores[lo:lo + len(index)] = out.to(scores.dtype)
     candidates = meets.nonzero().squeeze(1)  # (K,) ascending: enumeration order
     if len(candidates) < top_k:

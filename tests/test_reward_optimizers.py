@@ -182,3 +182,16 @@ def test_gradient_ascent_refuses_a_reward_that_is_not_finite(bad):
     start = torch.tensor([[1, 0, 0], [0, 0, 0]])
     with pytest.raises(ValueError, match=r"reward is not finite for 1 of 2 designs at step 0"):
         gradient_ascent(partly, start, 3, steps=5)
+
+
+def test_exhaustive_search_keeps_a_float64_rewards_precision():
+    # Two sequences 1e-12 apart: equal in float32, ordered in float64 (the later one is higher).
+    def reward(x: torch.Tensor) -> torch.Tensor:
+        index = (x.argmax(-1) * torch.tensor([2, 1])).sum(-1).double()
+        return 1.0 + 1e-12 * index
+
+    tokens, scores = exhaustive_search(reward, length=2, vocab_size=2, top_k=4)
+    assert scores.dtype == torch.float64
+    assert tokens.tolist() == [[1, 1], [1, 0], [0, 1], [0, 0]]
+    _, scores32 = exhaustive_search(lambda x: reward(x).float(), length=2, vocab_size=2, top_k=1)
+    assert scores32.dtype == torch.float32
