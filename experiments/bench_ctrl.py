@@ -156,6 +156,19 @@ def fit_classifiers(ctx: dict, n_labels: int, seed: int, device: torch.device):
     return classifiers, label_sets, info
 
 
+def ranked_draws(model, pretrained, log_p, code: torch.Tensor, oversample: int,
+                 generator: torch.Generator) -> torch.Tensor:
+    """The ``N_DESIGNS`` distinct designs ``(N_DESIGNS, L)`` of highest log p̂(c|x) among
+    ``oversample × N_DESIGNS`` draws of the conditional model: what rejection's fallback does with its
+    pretrained pool, applied to the fine-tuned model's draws."""
+    k = oversample * N_DESIGNS
+    x = model.sample(k, sampler=DESIGN_STEPS, generator=generator, ref=pretrained, cond=code.expand(k, -1))
+    x = torch.unique(x, dim=0)
+    with torch.no_grad():
+        score = log_p(one_hot(x, 4), code.expand(len(x), -1))
+    return x[score.argsort(descending=True, stable=True)[:N_DESIGNS]]
+
+
 def run_seed(seed: int, args, device: torch.device) -> dict:
     torch.manual_seed(seed)  # classifier inits draw from the global RNG
     progress = args.progress
@@ -205,8 +218,9 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                 run["timings"][f"ctrl-{ft}_finetune_s {g_tag}"] = time.perf_counter() - t
                 run.setdefault("ctrl_history_tail", {})[f"ctrl-{ft} {g_tag}"] = history[-1]
             t = time.perf_counter()
-            keys = [*(f"ctrl-{ft}" for ft in args.finetune), "classifier_guidance", "scratch_cfg",
-                    "rejection"]
+            ranked_keys = [f"ctrl-{ft} ranked" for ft in args.finetune] if args.rank_oversample > 1 else []
+            keys = [*(f"ctrl-{ft}" for ft in args.finetune), *ranked_keys, "classifier_guidance",
+                    "scratch_cfg", "rejection"]
             for key in keys:
                 methods.setdefault(f"{key} {g_tag}", {})
             for ft in args.finetune:
@@ -228,6 +242,10 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                     "scratch_cfg": sample_cfg(scratch, code, N_DESIGNS, sampler=DESIGN_STEPS,
                                               weight=gamma - 1.0, generator=g()),
                 }
+                if args.rank_oversample > 1:
+                    for ft, model in models.items():
+                        designs[f"ctrl-{ft} ranked"] = ranked_draws(model, pretrained, log_p, code,
+                                                                    args.rank_oversample, g())
                 designs["rejection"], accepted = rejection_select(ctx["pool"], gamma * pool_log_p[name],
                                                                   N_DESIGNS, generator=g())
                 for key, x in designs.items():
@@ -258,6 +276,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--finetuners", nargs="+", default=list(FINETUNE),
                         help="CTRL fine-tuners to run: NAME or NAME:KEY=VALUE[,KEY=VALUE] (e.g. "
                              "vidd:completion=mean), each beside the others")
+    parser.add_argument("--rank-oversample", type=int, default=0, metavar="K",
+                        help="also rank each fine-tuned model's K × 128 draws by log p̂(c|x) and keep the "
+                             "best 128 distinct (rows 'ctrl-NAME ranked'); off below 2")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="only aggregate existing seeds")
     parser.add_argument("--out", type=Path, default=RESULTS / "ctrl_tfbind8")
@@ -279,6 +300,7 @@ def main(argv=None) -> dict:
             rec["timings"]["total_s"] = time.perf_counter() - start
             rec["command"] = command
             rec["settings"] = {"factors": args.factor_tables, "gammas": args.gammas,
+                               "rank_oversample": args.rank_oversample,
                                "labels": args.labels, "scratch_steps": args.scratch_steps,
                                "finetuners": {k: OmegaConf.to_container(v, resolve=True)
                                               for k, v in args.finetune.items()}}
@@ -314,6 +336,7 @@ def aggregate(records: list[dict], command: str, scratch_steps: int) -> dict:
                        if v["_target_"].endswith("finetune_vidd")},
         "ctrl_train_conditions": "the 4 conditions + 10% all-null", "ctrl_nfe": NFE,
         "rejection_pool": CTRL_NFE // DESIGN_STEPS, "scratch_steps": scratch_steps,
+        "rank_oversample": records[0]["settings"].get("rank_oversample", 0),
         "scratch_nfe": scratch_steps * 128 * 3, "seeds": [r["seed"] for r in records],
         "runs_commands": sorted({r["command"] for r in records}), "command": command,
         "torch": torch.__version__, "machine": platform.machine()},
@@ -372,6 +395,11 @@ def render_markdown(r: dict) -> str:
              "of them too); "
              "accept with prob. p̂(c|x)^γ, exact draws from the target; if fewer than 128 are accepted "
              "the rest are the highest-p̂ rejects (column `acc`: accepted in the pool).",
+             *([f"- `ctrl-NAME ranked`: {s['rank_oversample']} × {s['n_designs']} draws of that "
+                "fine-tuned model, the "
+                f"{s['n_designs']} distinct ones of highest log p̂(c|x) kept (as rejection fills its "
+                f"shortfall); {s['rank_oversample'] * s['n_designs'] * s['design_steps']:,} evaluations "
+                "more per condition."] if s.get("rank_oversample", 0) > 1 else []),
              "- Classifier guidance: pretrained model, each step tilted by γ·∇log p̂(c|x̂₀).",
              f"- From scratch: conditional model of the same architecture trained {s['scratch_steps']} "
              "steps × 128 on the labeled rows only (A rows carry A's class, B rows B's; 15% condition "
