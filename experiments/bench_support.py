@@ -70,8 +70,7 @@ def run_one(instance: str, seed: int, args) -> dict:
                                name=task.name)
     pre.requires_grad_(False)
     pre.policy = None  # the raw prior; each threshold is applied below
-    with torch.enable_grad():
-        model = instantiate(cfg.reward_model).fit(offline, seed=seed)
+    model = instantiate(cfg.reward_model).fit(offline, seed=seed)
     reward = ScaledReward(instantiate(cfg.conservative, c=0.0)(model), label_scale(offline.labels))
     gen = torch.Generator().manual_seed(seed)
     traj = pre.sample(64, generator=gen, return_trajectory=True)

@@ -32,6 +32,8 @@ from mbo.progress import progress_bar
 Reward = Callable[[Tensor], Tensor]
 
 
+# The ascent needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
+@torch.enable_grad()
 def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
                     lr: float = 0.05, init_scale: float = 1.0, progress: bool = False,
                     constraints: Constraints | None = None, generator: torch.Generator | None = None

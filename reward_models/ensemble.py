@@ -96,6 +96,8 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         self.net = net.to(self.device)
 
     # ------------------------------------------------------------------ training
+    # Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
+    @torch.enable_grad()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Train all members at once on ``dataset`` (labels ``(N,)``); returns ``self``.
 

@@ -101,6 +101,8 @@ def check_corpus(corpus: Tensor, vocab_size: int, length: int | None = None) -> 
         )
 
 
+# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
+@torch.enable_grad()
 @dropout_seeded
 def pretrain(
     diffusion: MaskedDiffusion,

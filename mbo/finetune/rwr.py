@@ -30,6 +30,8 @@ from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
 
 
+# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
+@torch.enable_grad()
 @dropout_seeded
 def finetune_rwr(
     pretrained: nn.Module,

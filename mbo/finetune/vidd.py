@@ -81,6 +81,8 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     return torch.softmax(prior.double() + tilt, dim=-1).float()
 
 
+# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
+@torch.enable_grad()
 @dropout_seeded
 def finetune_vidd(
     pretrained: nn.Module,
