@@ -93,7 +93,9 @@ class DeepEnsemble(RewardModel, EnsembleModel):
                               tuple(cfg.get("dilations") or ()))
         else:
             net = EnsembleMLP(self.num_members, length * vocab_size, tuple(cfg["hidden_dims"]))
-        self.net = net.to(self.device)
+        # float32 members (see _net_input), also under torch.set_default_dtype(torch.float64), where
+        # they were built in float64 and training on the float32 one-hots failed.
+        self.net = net.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------ training
     # Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).

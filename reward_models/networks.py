@@ -31,11 +31,12 @@ class EnsembleMLP(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for d_in, d_out in itertools.pairwise(dims):
-            # nn.Linear's default init, drawn independently for every member.
+            # nn.Linear's default init, drawn independently for every member (in float32 whatever torch's
+            # default dtype, so a seed gives the same members under set_default_dtype(float64)).
             bound = 1.0 / math.sqrt(d_in)
-            self.weights.append(nn.Parameter(torch.empty(num_members, d_in, d_out)
+            self.weights.append(nn.Parameter(torch.empty(num_members, d_in, d_out, dtype=torch.float32)
                                              .uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(num_members, 1, d_out)
+            self.biases.append(nn.Parameter(torch.empty(num_members, 1, d_out, dtype=torch.float32)
                                             .uniform_(-bound, bound)))
         self.num_members = num_members
 
@@ -107,7 +108,8 @@ class EnsembleCNN(nn.Module):
         self.num_members, self.length, self.vocab_size = num_members, length, vocab_size
         k = num_members
         self.convs = nn.ModuleList(
-            nn.Conv1d(k * c_in, k * c_out, kernel_size, padding=d * (kernel_size // 2), dilation=d, groups=k)
+            nn.Conv1d(k * c_in, k * c_out, kernel_size, padding=d * (kernel_size // 2), dilation=d, groups=k,
+                      dtype=torch.float32)
             for (c_in, c_out), d in zip(itertools.pairwise((vocab_size, *channels)), self.dilations,
                                          strict=True))
         self.head = EnsembleMLP(num_members, channels[-1], tuple(hidden_dims))

@@ -116,7 +116,7 @@ class LocalPool:
         rows = best[pick]
         if self.crossover > 0 and len(best) > 1:
             rows = self._recombine(pick, best, generator)
-        masked = torch.rand(rows.shape, generator=generator, device=device) < self.remask
+        masked = torch.rand(rows.shape, dtype=torch.float32, generator=generator, device=device) < self.remask
         masked[torch.arange(n, device=device), torch.randint(rows.shape[1], (n,), generator=generator,
                                                              device=device)] = True
         parent_token = F.one_hot(rows, model.vocab_size).bool() & masked.unsqueeze(-1)
@@ -138,7 +138,7 @@ class LocalPool:
         replaced by a recombinant with another row of ``best``, the strand starting on the parent."""
         n, device = len(pick), generator.device
         rows = best[pick]
-        crossed = torch.rand(n, generator=generator, device=device) < self.crossover
+        crossed = torch.rand(n, dtype=torch.float32, generator=generator, device=device) < self.crossover
         # A mate other than the parent: P - 1 choices.
         mates = best[(pick + 1 + torch.randint(len(best) - 1, (n,), generator=generator, device=device))
                      % len(best)]
@@ -172,7 +172,8 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     """How many (position, token) pairs of each row of ``candidates (P, L)`` no row of ``measured
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``
     never saw set, whose effect it can only guess."""
-    candidates, measured = candidates.cpu(), measured.cpu()
+    # As LongTensors: int16 tokens were refused as indices, and uint8 ones taken for a mask.
+    candidates, measured = candidates.cpu().long(), measured.cpu().long()
     seen = _seen(measured, int(max(candidates.max(), measured.max())) + 1)
     return (~seen[torch.arange(measured.shape[1]), candidates]).sum(-1)
 
@@ -181,7 +182,8 @@ def _seen(measured: Tensor, num_tokens: int) -> Tensor:
     """Bool ``(L, num_tokens)`` on ``measured``'s device: which tokens some row of ``measured (N, L)``
     holds at each position."""
     seen = torch.zeros(measured.shape[1], num_tokens, dtype=torch.bool, device=measured.device)
-    seen[torch.arange(measured.shape[1], device=measured.device), measured] = True  # broadcasts over rows
+    positions = torch.arange(measured.shape[1], device=measured.device)
+    seen[positions, measured.long()] = True  # broadcasts over rows
     return seen
 
 

@@ -126,8 +126,11 @@ def get_alphabet(name_or_letters: str) -> Alphabet:
 
 
 def one_hot(tokens: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Tokens ``(..., L)`` to float one-hot ``(..., L, V)``."""
-    return torch.nn.functional.one_hot(tokens, vocab_size).to(dtype)
+    """Tokens ``(..., L)`` (any integer dtype) to float one-hot ``(..., L, V)``."""
+    if not isinstance(tokens, Tensor) or tokens.dtype not in INTEGER_DTYPES:
+        got = tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise ValueError(f"one_hot: expected integer tokens, got {got}")
+    return torch.nn.functional.one_hot(tokens.long(), vocab_size).to(dtype)
 
 
 def from_one_hot(x: Tensor) -> Tensor:

@@ -18,8 +18,11 @@ order factorizes the joint), so NELBO minus the data's entropy is the model's di
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 
@@ -59,6 +62,39 @@ that step; ``rows`` are their indices among the ``n`` sequences, for a hook with
 
 
 
+@contextlib.contextmanager
+def evaluating(*modules: nn.Module | None) -> Iterator[None]:
+    """Run with ``modules`` (None skipped) in eval mode, then give every submodule back its own mode.
+
+    Sampling reads the network as a deterministic function (chunking, skipped rows and cached
+    predictions rely on it); a caller's model left in ``train()`` mode with dropout would otherwise
+    draw from a noisy network, and the caller's mode is not the library's to change.
+    """
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    for module in modules:
+        if module is not None:
+            module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _evaluating_models(method: Callable) -> Callable:
+    """``method`` of a :class:`MaskedDiffusion` run under :func:`evaluating` its model, its ``ref``
+    argument and an on-support view's reference."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        ref = signature.bind(self, *args, **kwargs).arguments.get("ref")
+        with evaluating(self, ref, self.__dict__.get("ref")):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _safe_log(x: Tensor) -> Tensor:
     # clamp first: the gradient of log at 0 is inf, and where() would turn inf * 0 into nan.
     return torch.where(x > 0, torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), LOG_ZERO)
@@ -66,7 +102,7 @@ def _safe_log(x: Tensor) -> Tensor:
 
 def _gumbel(shape: torch.Size, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """Standard Gumbel noise; argmax(log p + G) is a draw from p (Gumbel-max)."""
-    u = torch.rand(shape, device=device, generator=generator)
+    u = torch.rand(shape, dtype=torch.float32, device=device, generator=generator)
     return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 
@@ -237,8 +273,8 @@ class MaskedDiffusion(nn.Module):
     # ------------------------------------------------------------------------------------- training
     def _sample_times(self, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
         # Stratified ("antithetic") times: one uniform offset, n evenly spaced strata on [eps, 1].
-        u = torch.rand((), device=device, generator=generator)
-        t = (u + torch.arange(n, device=device) / n) % 1.0
+        u = torch.rand((), dtype=torch.float32, device=device, generator=generator)
+        t = (u + torch.arange(n, dtype=torch.float32, device=device) / n) % 1.0
         return self.eps + (1.0 - self.eps) * t
 
     def _nelbo_terms(self, x0: Tensor, generator: torch.Generator | None,
@@ -247,7 +283,7 @@ class MaskedDiffusion(nn.Module):
         b = x0.shape[0]
         t = self._sample_times(b, x0.device, generator)
         p_mask = self.schedule.mask_prob(t)[:, None]
-        masked = torch.rand(x0.shape, device=x0.device, generator=generator) < p_mask
+        masked = torch.rand(x0.shape, dtype=torch.float32, device=x0.device, generator=generator) < p_mask
         xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
         logp = self.x0_log_probs(self.encode(xt), cond)
         nll = -logp.gather(-1, x0[..., None]).squeeze(-1)
@@ -296,11 +332,11 @@ class MaskedDiffusion(nn.Module):
             return torch.zeros(0, device=x0.device)
         rep = x0.repeat_interleave(n_samples, dim=0)
         # Stratify within each sequence: rows b*n .. b*n+n-1 get n evenly spaced times.
-        u = torch.rand((b, 1), device=x0.device, generator=generator)
-        t = (u + torch.arange(n_samples, device=x0.device) / n_samples) % 1.0
+        u = torch.rand((b, 1), dtype=torch.float32, device=x0.device, generator=generator)
+        t = (u + torch.arange(n_samples, dtype=torch.float32, device=x0.device) / n_samples) % 1.0
         t = (self.eps + (1.0 - self.eps) * t).reshape(-1)
         p_mask = self.schedule.mask_prob(t)[:, None]
-        masked = torch.rand(rep.shape, device=x0.device, generator=generator) < p_mask
+        masked = torch.rand(rep.shape, dtype=torch.float32, device=x0.device, generator=generator) < p_mask
         xt = torch.where(masked, torch.full_like(rep, self.mask_id), rep)
         rep_cond = None if cond is None else cond.repeat_interleave(n_samples, dim=0)
         inp = self.encode(xt)
@@ -379,6 +415,7 @@ class MaskedDiffusion(nn.Module):
     def _sampler(self, sampler: Sampler | int | str | None) -> Sampler:
         return self.sampler if sampler is None else get_sampler(sampler)
 
+    @_evaluating_models
     @torch.no_grad()
     def sample(
         self,
@@ -534,9 +571,10 @@ class MaskedDiffusion(nn.Module):
         steps = sampler.num_steps(self.length)
         v = self.vocab_size
         device = self.device
-        state = torch.zeros(n, self.length, v + 1, device=device)
+        # In the denoiser's dtype, and the KL in float32 as the log-probs are, whatever torch's default.
+        state = torch.zeros(n, self.length, v + 1, dtype=self.dtype, device=device)
         state[..., v] = 1.0
-        kl_total = torch.zeros(n, device=device)
+        kl_total = torch.zeros(n, dtype=torch.float32, device=device)
         for k in range(steps):
             with_grad = steps - k <= backprop_steps and torch.is_grad_enabled()
             if not with_grad:
@@ -544,7 +582,7 @@ class MaskedDiffusion(nn.Module):
             with torch.set_grad_enabled(with_grad):
                 log_x0 = self.policy_log_probs(state, cond)
                 if ref is not None:
-                    log_ref = ref.policy_log_probs(state)
+                    log_ref = ref.policy_log_probs(state.to(ref.dtype))
                     log_x0 = on_support(log_x0, log_ref)
                 masked = state[..., v] > 0.5
                 unmask, prob = sampler.unmask(masked, k, self.schedule, generator)

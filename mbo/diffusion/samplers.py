@@ -86,7 +86,7 @@ class GridSampler(Sampler):
     def unmask(self, masked: Tensor, k: int, schedule: Schedule,
                generator: torch.Generator | None) -> tuple[Tensor, float | Tensor]:
         p = self.unmask_prob(masked, k, schedule)
-        draw = torch.rand(masked.shape, device=masked.device, generator=generator) < p
+        draw = torch.rand(masked.shape, dtype=torch.float32, device=masked.device, generator=generator) < p
         return masked & draw, p
 
     def __repr__(self) -> str:
@@ -107,7 +107,7 @@ class FirstHittingSampler(Sampler):
         count = masked.sum(-1, keepdim=True)
         prob = self.unmask_prob(masked, k, schedule)
         # Gumbel-max over the masked positions: a uniform choice among them, one per row.
-        u = torch.rand(masked.shape, device=masked.device, generator=generator)
+        u = torch.rand(masked.shape, dtype=torch.float32, device=masked.device, generator=generator)
         score = torch.where(masked, u, -1.0)
         pick = torch.nn.functional.one_hot(score.argmax(-1), masked.shape[-1]).bool()
         return pick & masked & (count > 0), prob

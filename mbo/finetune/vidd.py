@@ -70,7 +70,7 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     # Carry-over: at unmasked positions the prediction is the token itself, so both completions keep them.
     log_x0 = x0_log_probs(pretrained, cand, None)  # (K, L, V)
     x = log_x0.exp() if completion == "mean" else one_hot(log_x0.argmax(-1), v).to(xt.device)
-    value = torch.full((b, v), -math.inf, device=xt.device)
+    value = torch.full((b, v), -math.inf, dtype=torch.float32, device=xt.device)  # any default dtype
     value[row, token] = (reward(x) if cond is None else reward(x, cond[row])).float()
     if alpha == 0:
         return nn.functional.one_hot(value.argmax(-1), v).float()

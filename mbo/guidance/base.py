@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mbo.data.alphabet import one_hot
-from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, sequence_parts
+from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, evaluating, sequence_parts
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.method_settings import check_count
 
@@ -56,7 +56,8 @@ class CallCounter:
 
     Args:
         diffusion: the pretrained model; a forward hook on ``diffusion.denoiser`` counts its rows
-            while the context is open.
+            while the context is open, and the model is in eval mode meanwhile (its modes restored
+            on exit).
         reward: the reward callable the method was given.
         batch_size: at most this many sequences per reward call (None: all at once); bounds memory,
             never changes a score.
@@ -70,17 +71,23 @@ class CallCounter:
         self.network_calls = 0
         self._start = 0.0
         self._hook = None
+        self._modes = None
 
     def __enter__(self) -> CallCounter:
         def count(module, args, output):
             self.network_calls += int(args[0].shape[0])
 
         self._hook = self.diffusion.denoiser.register_forward_hook(count)
+        # The method reads the network as deterministic (dropout off) whatever mode the caller left it
+        # in; the caller's mode is restored on exit.
+        self._modes = evaluating(self.diffusion, self.diffusion.__dict__.get("ref"))
+        self._modes.__enter__()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self._hook.remove()
+        self._modes.__exit__(None, None, None)
 
     def reward(self, x: Tensor) -> Tensor:
         """The reward of float (soft) one-hot ``x (B, L, V)``: ``(B,)``, counted, gradients kept."""
@@ -159,7 +166,7 @@ def resolve_sampler(diffusion: MaskedDiffusion, sampler: Sampler | int | str | N
 def gumbel(shape: torch.Size | tuple[int, ...], device: torch.device,
            generator: torch.Generator | None) -> Tensor:
     """Standard Gumbel noise from ``generator``: argmax(log w + G) is a draw ∝ w (Gumbel-max)."""
-    u = torch.rand(shape, device=device, generator=generator)
+    u = torch.rand(shape, dtype=torch.float32, device=device, generator=generator)
     return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 
@@ -173,7 +180,8 @@ def clean_log_probs(diffusion: MaskedDiffusion, x: Tensor) -> Tensor:
     """log x̂ of fully unmasked ``x (B, L)`` without the network: carry-over only, ``(B, L, V)``
     (0 at the token, ``LOG_ZERO`` elsewhere, as :meth:`MaskedDiffusion.x0_log_probs` gives it)."""
     hot = torch.nn.functional.one_hot(x, diffusion.vocab_size).bool()
-    return torch.where(hot, 0.0, LOG_ZERO)
+    # float32 as the network's log-probs are (a scalar where() takes torch's default dtype).
+    return torch.zeros(hot.shape, dtype=torch.float32, device=x.device).masked_fill(~hot, LOG_ZERO)
 
 
 def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None) -> Tensor:

@@ -45,7 +45,9 @@ def reward_guidance(reward: Reward, strength: float) -> Guidance:
         return lambda xt, log_x0, rows: log_x0
 
     def guided(xt: Tensor, log_x0: Tensor, rows: Tensor) -> Tensor:
-        with torch.enable_grad():
+        # Out of a caller's torch.inference_mode() too: there enable_grad() alone records no graph, and
+        # a differentiable reward was refused as "not differentiable".
+        with torch.inference_mode(False), torch.enable_grad():
             x0_hat = log_x0.detach().exp().requires_grad_(True)
             out = reward(x0_hat)
             if not out.requires_grad:

@@ -80,7 +80,8 @@ def iterative_refinement(diffusion: MaskedDiffusion, reward: Reward, n: int, *, 
         accepted = 0
         for _ in progress_bar(range(rounds), desc="refinement", progress=progress, leave=False):
             # k positions per design, uniformly without replacement: the k smallest of L uniforms.
-            ranks = torch.rand((n, length), device=device, generator=generator).argsort(-1).argsort(-1)
+            ranks = torch.rand((n, length), dtype=torch.float32, device=device,
+                               generator=generator).argsort(-1).argsort(-1)
             xt = torch.where(ranks < k, diffusion.mask_id, designs)
             log_x0 = x0_log_probs(diffusion, xt, batch_size)
             value = predicted_value(counter, log_x0)

@@ -52,7 +52,7 @@ def resample(log_w: Tensor, method: str, generator: torch.Generator | None = Non
         return torch.multinomial(w, k, replacement=True, generator=generator)
     if method != "systematic":
         raise ValueError(f"resampling must be one of {RESAMPLING}, got {method!r}")
-    u = torch.rand((n, 1), device=w.device, generator=generator)
+    u = torch.rand((n, 1), dtype=torch.float32, device=w.device, generator=generator)
     points = (u + torch.arange(k, device=w.device)) / k
     return torch.searchsorted(w.cumsum(-1), points).clamp_max(k - 1)
 

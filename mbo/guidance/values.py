@@ -164,15 +164,18 @@ def fit_value_network(diffusion: MaskedDiffusion, reward: Reward, *, rollouts: i
         traj = torch.cat(states, dim=1)  # (steps + 1, rollouts, L)
         y = counter.score(traj[-1].long())
     seed = int(torch.randint(2**62, (), generator=generator, device=device))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the initialization comes from the caller's generator too
-        net = ValueNetwork(diffusion.vocab_size, diffusion.length, dim, depth).to(device)
-    loc, scale = y.mean(), y.std() if len(y) > 1 else torch.ones(())
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    target = (y - loc) / scale
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    losses = []
-    with torch.enable_grad():
+    # Training needs autograd, also under a caller's torch.inference_mode() (the network's weights must
+    # not be inference tensors, which the optimizer could not update).
+    with torch.inference_mode(False), torch.enable_grad():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the initialization comes from the caller's generator too
+            # In the diffusion model's dtype, which its encode() gives, whatever torch's default dtype.
+            net = ValueNetwork(diffusion.vocab_size, diffusion.length, dim, depth).to(device, diffusion.dtype)
+        loc, scale = y.mean(), y.std() if len(y) > 1 else torch.ones(())
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        target = ((y - loc) / scale).to(diffusion.dtype)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        losses = []
         for _ in progress_bar(range(steps), desc="value network", progress=progress, leave=False):
             k = torch.randint(traj.shape[0], (batch_size,), generator=generator, device=device)
             i = torch.randint(traj.shape[1], (batch_size,), generator=generator, device=device)
