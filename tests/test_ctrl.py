@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import math
 from functools import partial
 from types import SimpleNamespace
 
@@ -235,6 +236,11 @@ def test_mbo_run_ctrl_mode_writes_designs_per_condition(tmp_path, finetuner, cap
             rows = list(csv.DictReader(f))
         assert len(rows) == 8 and {"sequence", "p_A_high", "p_B_low", "true_A", "true_B"} <= rows[0].keys()
         assert [r["id"] for r in rows] == [f"{name}_{i:04d}" for i in range(1, 9)]
+        # The 8 of oversample × 8 distinct draws the classifiers rate most likely to meet the condition.
+        assert len({r["sequence"] for r in rows}) == 8 and metrics["distinct_drawn"] >= 8
+        cls = {"A-high": [("A", "high")], "A-high_B-low": [("A", "high"), ("B", "low")]}[name]
+        rated = [sum(math.log(float(r[f"p_{f}_{c}"])) for f, c in cls) for r in rows]
+        assert rated == pytest.approx(sorted(rated, reverse=True), abs=1e-5)
         # What made them, on every row as mbo-run writes it.
         assert {r["model_sha256"] for r in rows} == {weights_sha256(out / "ctrl_model.safetensors")}
         assert rows[0]["method"] == "ctrl" and rows[0]["seed"] == "0" and len(rows[0]["config_sha256"]) == 64

@@ -1,9 +1,10 @@
 """The CTRL pipeline (``mbo-run mode=ctrl``): classifiers from offline labels → conditional fine-tuning →
 designs per condition.
 
-Writes into the output directory ``designs_<condition>.csv`` (one per requested condition: the
-conditional model's own samples, with ids ``<condition>_0001``..., so a sequence may appear twice,
-and on every row the run's provenance as ``mbo-run`` writes it: run, seed, settings and checkpoints),
+Writes into the output directory ``designs_<condition>.csv`` (one per requested condition: of
+``oversample × n_designs`` distinct draws of the conditional model, the ``n_designs`` the classifiers
+rate most likely to meet the condition, best first, with ids ``<condition>_0001``..., and on every row
+the run's provenance as ``mbo-run`` writes it: run, seed, settings and checkpoints),
 ``metrics.json`` (classifier calibration, per-condition metrics with each condition's ``target``: its
 objective J, KL and log Z and the gap log Z − J in nats, timings), ``history.json`` and the
 fine-tuned model ``ctrl_model.safetensors`` (its config records the factors and the pretrained prior it
@@ -41,7 +42,7 @@ from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
-from mbo.designs import design_ids
+from mbo.designs import design_ids, ranked, unique_designs
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import cache_key, cache_path, pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -295,9 +296,19 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     per_condition = {}
     for text, code in zip(c.conditions, codes, strict=True):
         name = condition_name(factors, code)
-        designs = model.sample(cfg.n_designs, sampler=design_sampler, generator=gen, ref=pretrained,
-                               cond=code.to(device).expand(cfg.n_designs, -1)).cpu()
-        per_condition[name] = {"condition": text,
+        cond = code.to(device)
+
+        def draw(k: int, cond: Tensor = cond) -> Tensor:
+            return model.sample(k, sampler=design_sampler, generator=gen, ref=pretrained,
+                                cond=cond.expand(k, -1))
+
+        # As the other modes pick theirs: oversample × n_designs distinct draws, of which the n_designs
+        # the classifiers rate most likely to meet the condition (oversample=1: the model's own draws).
+        found, drawn = unique_designs(draw, cfg.n_designs * int(cfg.oversample))
+        with torch.no_grad():
+            score = reward(one_hot(found, vocab).to(device), cond.expand(len(found), -1)).cpu()
+        designs = ranked(found, score)[0][:cfg.n_designs]
+        per_condition[name] = {"condition": text, "drawn": drawn, "distinct_drawn": len(found),
                                **condition_metrics(designs, code, factors, reward, oracles, pretrained,
                                                    vocab)}
         x = one_hot(designs, vocab).to(device)
