@@ -393,11 +393,13 @@ class MaskedDiffusion(nn.Module):
             kl = _step_kl(log_x0, log_ref, masked, unmask_prob)
         return StepOutput(xs=xs, x0_probs=log_x0.exp(), log_prob=log_prob, kl=kl)
 
-    def log_prob_of_step(self, xt: Tensor, xs: Tensor, cond: Tensor | None = None) -> Tensor:
+    def log_prob_of_step(self, xt: Tensor, xs: Tensor, cond: Tensor | None = None,
+                         ref: MaskedDiffusion | None = None) -> Tensor:
         """Policy log-prob ``(B,)`` of the given transition xt -> xs under the current weights.
 
         Σ over positions masked in ``xt`` and unmasked in ``xs`` of log x̂_θ(x_t)_i[xs_i]; the same
-        quantity as :attr:`StepOutput.log_prob` (for PPO ratios).
+        quantity as :attr:`StepOutput.log_prob` (for PPO ratios). With ``ref``, the policy is kept to
+        the tokens ``ref``'s policy can draw, as :meth:`sample` with that ``ref`` draws.
 
         Raises:
             ValueError: ``xs`` changes a position that was already unmasked in ``xt`` (impossible).
@@ -408,7 +410,12 @@ class MaskedDiffusion(nn.Module):
         if bool(((xs != xt) & ~masked).any()):
             raise ValueError("xs changes positions that are already unmasked in xt")
         unmask = masked & (xs != self.mask_id)
-        log_x0 = self.policy_log_probs(self.encode(xt), cond)
+        inp = self.encode(xt)
+        log_x0 = self.policy_log_probs(inp, cond)
+        if ref is not None:
+            with torch.no_grad():
+                log_ref = ref.policy_log_probs(inp.to(ref.dtype))
+            log_x0 = on_support(log_x0, log_ref)
         idx = torch.where(unmask, xs, 0)
         return (log_x0.gather(-1, idx[..., None]).squeeze(-1) * unmask).sum(-1)
 

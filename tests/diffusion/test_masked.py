@@ -349,3 +349,17 @@ def test_a_loss_cutoff_outside_zero_one_is_refused(eps):
     # weights), eps = 0 can draw t = 0 (0/0 = NaN), eps >= 1 gives mask probabilities above 1; all silently.
     with pytest.raises(ValueError, match="eps must be a number in"):
         MaskedDiffusion(TransformerDenoiser(3, 4, dim=16, depth=1, heads=2), 3, 4, eps=eps)
+
+
+def test_log_prob_of_step_with_ref_matches_sampling_on_the_refs_support():
+    from mbo.diffusion.policy import MinProbability
+
+    theta, ref = tiny(1, sharpen=0.5), tiny(2, sharpen=0.5)
+    ref.policy = MinProbability(0.3)  # cuts tokens theta would draw
+    tr = theta.sample(64, sampler=3, ref=ref, generator=torch.Generator().manual_seed(0),
+                      return_trajectory=True)
+    on_support = torch.stack([theta.log_prob_of_step(tr.states[k], tr.states[k + 1], ref=ref)
+                              for k in range(3)])
+    assert torch.allclose(on_support, tr.log_probs, atol=1e-5)
+    plain = torch.stack([theta.log_prob_of_step(tr.states[k], tr.states[k + 1]) for k in range(3)])
+    assert not torch.allclose(plain, tr.log_probs, atol=1e-3)  # without ref: another policy
