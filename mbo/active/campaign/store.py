@@ -11,7 +11,7 @@ Layout (everything human-readable except the checkpoints)::
                                    round -1; value -inf = measured infeasible / failed. Replaced
                                    atomically, whole. With several objectives (campaign.json's
                                    ``objectives``) one column per objective, by name, replaces value.
-    DIR/round_XXX/model.safetensors   θ_i (round i+1's reference)
+    DIR/round_XXX/model.safetensors   θ_i (round i+1's reference with ``seiko.kl_to: previous``)
     DIR/round_XXX/suggestions.csv     id,sequence,predicted_mean,predicted_std,acquisition; ids
                                       rXXX_NNNN, issued once and never again for another sequence
                                       (several objectives: predicted_mean_NAME, predicted_std_NAME)
