@@ -56,6 +56,7 @@ from mbo.ctrl import (
     finetune_ctrl,
     nfe_backprop,
     nfe_vidd,
+    ranked_draws,
     rejection_select,
     sample_cfg,
     sample_classifier_guided,
@@ -156,19 +157,6 @@ def fit_classifiers(ctx: dict, n_labels: int, seed: int, device: torch.device):
     return classifiers, label_sets, info
 
 
-def ranked_draws(model, pretrained, log_p, code: torch.Tensor, oversample: int,
-                 generator: torch.Generator) -> torch.Tensor:
-    """The ``N_DESIGNS`` distinct designs ``(N_DESIGNS, L)`` of highest log p̂(c|x) among
-    ``oversample × N_DESIGNS`` draws of the conditional model: what rejection's fallback does with its
-    pretrained pool, applied to the fine-tuned model's draws."""
-    k = oversample * N_DESIGNS
-    x = model.sample(k, sampler=DESIGN_STEPS, generator=generator, ref=pretrained, cond=code.expand(k, -1))
-    x = torch.unique(x, dim=0)
-    with torch.no_grad():
-        score = log_p(one_hot(x, 4), code.expand(len(x), -1))
-    return x[score.argsort(descending=True, stable=True)[:N_DESIGNS]]
-
-
 def run_seed(seed: int, args, device: torch.device) -> dict:
     torch.manual_seed(seed)  # classifier inits draw from the global RNG
     progress = args.progress
@@ -244,8 +232,9 @@ def run_seed(seed: int, args, device: torch.device) -> dict:
                 }
                 if args.rank_oversample > 1:
                     for ft, model in models.items():
-                        designs[f"ctrl-{ft} ranked"] = ranked_draws(model, pretrained, log_p, code,
-                                                                    args.rank_oversample, g())
+                        designs[f"ctrl-{ft} ranked"] = ranked_draws(model, log_p, code, N_DESIGNS,
+                                                                    args.rank_oversample, DESIGN_STEPS, g(),
+                                                                    ref=pretrained)[0]
                 designs["rejection"], accepted = rejection_select(ctx["pool"], gamma * pool_log_p[name],
                                                                   N_DESIGNS, generator=g())
                 for key, x in designs.items():
@@ -277,8 +266,8 @@ def main(argv=None) -> dict:
                         help="CTRL fine-tuners to run: NAME or NAME:KEY=VALUE[,KEY=VALUE] (e.g. "
                              "vidd:completion=mean), each beside the others")
     parser.add_argument("--rank-oversample", type=int, default=0, metavar="K",
-                        help="also rank each fine-tuned model's K × 128 draws by log p̂(c|x) and keep the "
-                             "best 128 distinct (rows 'ctrl-NAME ranked'); off below 2")
+                        help="also rank each fine-tuned model's K × 128 distinct draws by log p̂(c|x) and "
+                             "keep the best 128 (rows 'ctrl-NAME ranked', as mbo-run mode=ctrl); off below 2")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="only aggregate existing seeds")
     parser.add_argument("--out", type=Path, default=RESULTS / "ctrl_tfbind8")
@@ -395,8 +384,8 @@ def render_markdown(r: dict) -> str:
              "of them too); "
              "accept with prob. p̂(c|x)^γ, exact draws from the target; if fewer than 128 are accepted "
              "the rest are the highest-p̂ rejects (column `acc`: accepted in the pool).",
-             *([f"- `ctrl-NAME ranked`: {s['rank_oversample']} × {s['n_designs']} draws of that "
-                "fine-tuned model, the "
+             *([f"- `ctrl-NAME ranked` (`mbo.ctrl.ranked_draws`, as `mbo-run mode=ctrl` picks designs): "
+                f"{s['rank_oversample']} × {s['n_designs']} distinct draws of that fine-tuned model, the "
                 f"{s['n_designs']} distinct ones of highest log p̂(c|x) kept (as rejection fills its "
                 f"shortfall); {s['rank_oversample'] * s['n_designs'] * s['design_steps']:,} evaluations "
                 "more per condition."] if s.get("rank_oversample", 0) > 1 else []),

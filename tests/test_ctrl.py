@@ -26,6 +26,7 @@ from mbo.ctrl import (
     finetune_ctrl,
     make_conditional,
     parse_condition,
+    ranked_draws,
     rejection_select,
     sample_cfg,
     sample_classifier_guided,
@@ -204,6 +205,33 @@ def test_finetune_ctrl_moves_named_conditions_and_keeps_the_reference(finetune, 
     assert len(hist) == 3 and all(set(h) >= {"reward", "kl"} for h in hist)
     assert model.denoiser.embeddings[0].weight[2].abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in pre.state_dict().items())
+
+
+class _Repeating:
+    """Draws rows 0..k/2-1 of a fixed list, each twice (a model that repeats its designs)."""
+
+    vocab_size = 4
+    rows = torch.tensor([[a, b, c] for a in range(4) for b in range(4) for c in range(4)])
+
+    def sample(self, k, sampler, generator, ref, cond):
+        half = self.rows[torch.arange(k // 2) % len(self.rows)]
+        return torch.cat([half, half])
+
+
+def test_ranked_draws_keep_the_distinct_draws_of_highest_log_prob_best_first():
+    def log_prob(x, codes):  # prefers token 3 at position 1
+        assert codes.shape == (len(x), 2)
+        return x[:, 1, 3]
+
+    code = torch.tensor([2, 0])
+    # Each draw of 32 holds 16 distinct rows, the same ones: one draw and three that add nothing.
+    designs, drawn, distinct = ranked_draws(_Repeating(), log_prob, code, n=8, oversample=4)
+    assert distinct == 16 and drawn == 4 * 32 and len(torch.unique(designs, dim=0)) == 8
+    scores = (designs[:, 1] == 3).float()
+    assert scores.tolist() == [1.0] * 4 + [0.0] * 4  # the 4 of 16 with token 3 at position 1 first
+    # oversample = 1: the model's own (distinct) draws, ranked.
+    own, _, _ = ranked_draws(_Repeating(), log_prob, code, n=8, oversample=1)
+    assert sorted(map(tuple, own.tolist())) == sorted(map(tuple, _Repeating.rows[:4].tolist()))
 
 
 # ------------------------------------------------------------------------------------ mbo-run

@@ -172,8 +172,8 @@ def unseen_pairs(candidates: Tensor, measured: Tensor) -> Tensor:
     """How many (position, token) pairs of each row of ``candidates (P, L)`` no row of ``measured
     (N, L)`` has, LongTensor ``(P,)``: the one-hot features a reward model fitted on ``measured``
     never saw set, whose effect it can only guess."""
-    # As LongTensors: int16 tokens were refused as indices, and uint8 ones taken for a mask.
-    candidates, measured = candidates.cpu().long(), measured.cpu().long()
+    # As a LongTensor: int16 tokens were refused as indices, and uint8 ones taken for a mask.
+    candidates, measured = candidates.cpu().long(), measured.cpu()
     seen = _seen(measured, int(max(candidates.max(), measured.max())) + 1)
     return (~seen[torch.arange(measured.shape[1]), candidates]).sum(-1)
 
@@ -183,7 +183,7 @@ def _seen(measured: Tensor, num_tokens: int) -> Tensor:
     holds at each position."""
     seen = torch.zeros(measured.shape[1], num_tokens, dtype=torch.bool, device=measured.device)
     positions = torch.arange(measured.shape[1], device=measured.device)
-    seen[positions, measured.long()] = True  # broadcasts over rows
+    seen[positions, measured.long()] = True  # broadcasts over rows; long: see unseen_pairs
     return seen
 
 

@@ -14,7 +14,7 @@ from mbo.ctrl.conditions import (
     satisfies,
 )
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl, nfe_backprop, nfe_vidd
-from mbo.ctrl.sampling import rejection_select, sample_cfg, sample_classifier_guided
+from mbo.ctrl.sampling import ranked_draws, rejection_select, sample_cfg, sample_classifier_guided
 from mbo.ctrl.train import train_conditional
 from mbo.diffusion.denoiser import ConditionalDenoiser
 
@@ -34,6 +34,7 @@ __all__ = [
     "nfe_backprop",
     "nfe_vidd",
     "parse_condition",
+    "ranked_draws",
     "rejection_select",
     "sample_cfg",
     "sample_classifier_guided",

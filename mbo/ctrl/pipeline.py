@@ -39,10 +39,11 @@ from mbo.ctrl.conditions import (
     satisfies,
 )
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
+from mbo.ctrl.sampling import ranked_draws
 from mbo.data.alphabet import one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
-from mbo.designs import design_ids, ranked, unique_designs
+from mbo.designs import design_ids
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import cache_key, cache_path, pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -296,19 +297,11 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     per_condition = {}
     for text, code in zip(c.conditions, codes, strict=True):
         name = condition_name(factors, code)
-        cond = code.to(device)
-
-        def draw(k: int, cond: Tensor = cond) -> Tensor:
-            return model.sample(k, sampler=design_sampler, generator=gen, ref=pretrained,
-                                cond=cond.expand(k, -1))
-
-        # As the other modes pick theirs: oversample × n_designs distinct draws, of which the n_designs
-        # the classifiers rate most likely to meet the condition (oversample=1: the model's own draws).
-        found, drawn = unique_designs(draw, cfg.n_designs * int(cfg.oversample))
-        with torch.no_grad():
-            score = reward(one_hot(found, vocab).to(device), cond.expand(len(found), -1)).cpu()
-        designs = ranked(found, score)[0][:cfg.n_designs]
-        per_condition[name] = {"condition": text, "drawn": drawn, "distinct_drawn": len(found),
+        # As the other modes pick theirs: of oversample × n_designs distinct draws, the n_designs the
+        # classifiers rate most likely to meet the condition (oversample=1: the model's own draws).
+        designs, drawn, distinct = ranked_draws(model, reward, code.to(device), cfg.n_designs,
+                                                int(cfg.oversample), design_sampler, gen, ref=pretrained)
+        per_condition[name] = {"condition": text, "drawn": drawn, "distinct_drawn": distinct,
                                **condition_metrics(designs, code, factors, reward, oracles, pretrained,
                                                    vocab)}
         x = one_hot(designs, vocab).to(device)

@@ -8,6 +8,8 @@
   (log x̂ = (1 + w)·log x̂(·|c) − w·log x̂(·|∅)); w = 0 is plain conditional sampling.
 - :func:`rejection_select`: exact rejection sampling of p_pre · p̂(c | x)^γ from a pool of pretrained
   samples (accept with probability p̂(c | x)^γ ≤ 1).
+- :func:`ranked_draws`: a conditional model's distinct draws ranked by log p̂(c | x), the best kept (what
+  ``mbo-run mode=ctrl`` writes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mbo.data.alphabet import one_hot
+from mbo.designs import ranked, unique_designs
 from mbo.diffusion.masked import Guidance, MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.gradient import reward_guidance
@@ -97,3 +101,25 @@ def rejection_select(pool: Tensor, log_accept: Tensor, n: int,
         rest = rest[log_accept[rest].argsort(descending=True)[: n - len(idx)]]
         idx = torch.cat([idx, rest])
     return pool[idx.to(pool.device)], accepted
+
+
+def ranked_draws(model: MaskedDiffusion, log_prob: Callable[[Tensor, Tensor], Tensor], code: Tensor, n: int,
+                 oversample: int, sampler: Sampler | int | str | None = None,
+                 generator: torch.Generator | None = None, ref: MaskedDiffusion | None = None
+                 ) -> tuple[Tensor, int, int]:
+    """Of ``oversample × n`` distinct draws of the conditional ``model`` for condition ``code (F,)``, the
+    ``n`` that ``log_prob(one-hot (B, L, V), codes (B, F)) -> (B,)`` rates highest, best first: the
+    model's own draws with ``oversample = 1`` (distinct), a top-n selection above it, as rejection
+    sampling fills its shortfall from its pool.
+
+    Returns:
+        ``(designs, drawn, distinct)``: LongTensor ``(m, L)`` on CPU with ``m <= n``, the number of
+        sequences sampled and of distinct ones found.
+    """
+    def draw(k: int) -> Tensor:
+        return model.sample(k, sampler=sampler, generator=generator, ref=ref, cond=code.expand(k, -1))
+
+    found, drawn = unique_designs(draw, n * oversample)
+    with torch.no_grad():
+        score = log_prob(one_hot(found, model.vocab_size).to(code.device), code.expand(len(found), -1)).cpu()
+    return ranked(found, score)[0][:n], drawn, len(found)

@@ -82,14 +82,14 @@ def evaluating(*modules: nn.Module | None) -> Iterator[None]:
 
 
 def _evaluating_models(method: Callable) -> Callable:
-    """``method`` of a :class:`MaskedDiffusion` run under :func:`evaluating` its model, its ``ref``
-    argument and an on-support view's reference."""
+    """``method`` of a :class:`MaskedDiffusion` run under :func:`evaluating` the networks its policy
+    reads and its ``ref`` argument."""
     signature = inspect.signature(method)
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         ref = signature.bind(self, *args, **kwargs).arguments.get("ref")
-        with evaluating(self, ref, self.__dict__.get("ref")):
+        with evaluating(*self.policy_networks(), ref):
             return method(self, *args, **kwargs)
 
     return run
@@ -258,6 +258,11 @@ class MaskedDiffusion(nn.Module):
         the transformed policies. Shapes as :meth:`x0_log_probs`."""
         log_x0 = self.x0_log_probs(xt, cond)
         return log_x0 if self.policy is None else self.policy(log_x0)
+
+    def policy_networks(self) -> tuple[nn.Module, ...]:
+        """The modules :meth:`policy_log_probs` runs: this model (an on-support view adds its
+        reference, which is not a submodule)."""
+        return (self,)
 
     def on_support_of(self, ref: MaskedDiffusion) -> MaskedDiffusion:
         """This model drawing only the tokens ``ref``'s policy can draw, wherever it is sampled.
@@ -616,6 +621,9 @@ class _OnSupport(MaskedDiffusion):
         # A plain attribute, not a submodule: the view's parameters (what a fine-tuner would train,
         # what a checkpoint would hold) stay the model's own.
         self.__dict__["ref"] = ref
+
+    def policy_networks(self) -> tuple[nn.Module, ...]:
+        return (self, self.ref)
 
     def policy_log_probs(self, xt: Tensor, cond: Tensor | None = None) -> Tensor:
         log_x0 = super().policy_log_probs(xt, cond)

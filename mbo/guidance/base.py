@@ -80,7 +80,7 @@ class CallCounter:
         self._hook = self.diffusion.denoiser.register_forward_hook(count)
         # The method reads the network as deterministic (dropout off) whatever mode the caller left it
         # in; the caller's mode is restored on exit.
-        self._modes = evaluating(self.diffusion, self.diffusion.__dict__.get("ref"))
+        self._modes = evaluating(*self.diffusion.policy_networks())
         self._modes.__enter__()
         self._start = time.perf_counter()
         return self
