@@ -28,12 +28,12 @@ from torch import Tensor
 from mbo.constraints import Constraints
 from mbo.data.alphabet import check_tokens, one_hot
 from mbo.progress import progress_bar
+from mbo.training import trains
 
 Reward = Callable[[Tensor], Tensor]
 
 
-# The ascent needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains()
 def gradient_ascent(reward: Reward, start: Tensor, vocab_size: int, steps: int = 200,
                     lr: float = 0.05, init_scale: float = 1.0, progress: bool = False,
                     constraints: Constraints | None = None, generator: torch.Generator | None = None

@@ -36,6 +36,7 @@ from mbo.checkpoint import CheckpointError
 from mbo.config import SettingsError
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.training import trains
 from reward_models.base import RewardModel, dataset_labels
 
 K_GRID = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0, 144.0)
@@ -98,6 +99,7 @@ class ExtrapolationCalibrated(RewardModel):
                 f"labels, or a reward model without calibration")
         return low, high
 
+    @trains()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Calibrate (k, b) on the held-out top of ``dataset``'s labels, then fit on all of it."""
         y = dataset_labels(dataset, "ExtrapolationCalibrated.fit")

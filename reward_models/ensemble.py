@@ -20,6 +20,7 @@ from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.training import trains
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 
@@ -98,8 +99,7 @@ class DeepEnsemble(RewardModel, EnsembleModel):
         self.net = net.to(self.device, torch.float32)
 
     # ------------------------------------------------------------------ training
-    # Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-    @torch.enable_grad()
+    @trains()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Train all members at once on ``dataset`` (labels ``(N,)``); returns ``self``.
 

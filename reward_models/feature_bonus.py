@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
+from mbo.training import trains
 from reward_models.base import RewardModel, dataset_labels
 from reward_models.ensemble import DeepEnsemble
 
@@ -62,6 +63,7 @@ class FeatureBonus(RewardModel):
             return self.net.mean_std(x)[0]
         return self.net(x)
 
+    @trains()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Accumulate ``Σ φφᵀ + λI`` over ``dataset``'s inputs (training the ensemble first if
         it is not fitted); returns ``self``."""

@@ -33,6 +33,7 @@ from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
+from mbo.training import trains
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 
@@ -113,8 +114,7 @@ class _ExactGP(_GPRewardModel):
         transform = Standardize(m=1, min_stdv=MIN_STD)
         return SingleTaskGP(X, Y, outcome_transform=transform, **kwargs).to(self.device)
 
-    # Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-    @torch.enable_grad()
+    @trains()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Fit hyperparameters by exact marginal likelihood (L-BFGS, ``maxiter`` steps at most)."""
         X, Y = self._train_data(dataset, seed, self._config["max_train"])
@@ -217,7 +217,7 @@ class VariationalGP(_GPRewardModel):
         gp.outcome_transform = outcome_transform.to(self.device)
         return gp
 
-    @torch.enable_grad()
+    @trains()
     def fit(self, dataset: SequenceDataset, seed: int = 0, progress: bool = False) -> Self:
         """Maximize the ELBO on mini-batches; ``seed`` fixes initialization and batch order."""
         cfg = self._config

@@ -113,3 +113,16 @@ def test_finetuners_train_a_float64_model_under_float64_default(float64_default,
     before, after = CASES[name]()  # the tiny model is built, in float64, under the default
     assert all(t.dtype == torch.float64 and bool(torch.isfinite(t).all()) for t in after)
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("name", ["finetune_vidd", "finetune_backprop", "finetune_ppo", "finetune_rwr"])
+def test_finetuners_leave_the_callers_pretrained_model_as_it_was(name):
+    from tests.test_training_under_no_grad import CASES, tiny_diffusion
+
+    pretrained = tiny_diffusion().train()
+    pretrained.denoiser.blocks[0].requires_grad_(False)  # the caller froze part of it
+    modes = [m.training for m in pretrained.modules()]
+    grads = [p.requires_grad for p in pretrained.parameters()]
+    CASES[name](model=pretrained)
+    assert [m.training for m in pretrained.modules()] == modes
+    assert [p.requires_grad for p in pretrained.parameters()] == grads

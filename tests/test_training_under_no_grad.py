@@ -61,8 +61,8 @@ def run_pretrain():
     return before, weights(model)
 
 
-def run_finetuner(finetune, **settings):
-    model = tiny_diffusion()
+def run_finetuner(finetune, model=None, **settings):
+    model = tiny_diffusion() if model is None else model
     tuned, _ = finetune(model, token0, alpha=0.5, iterations=2, batch_size=4, lr=1e-2, grad_clip=1.0,
                         sampler=3, seed=0, **settings)
     return weights(model), weights(tuned)
@@ -156,3 +156,22 @@ def test_trains_under_no_grad_as_with_gradients(name):
     for a, b in zip(trained, reference, strict=True):
         torch.testing.assert_close(a, b)
 
+
+
+# The two that train a network of their own make it outside inference mode, so they run there too.
+BUILDS_ITS_OWN = {"fit_value_network", "gradient_guidance"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - BUILDS_ITS_OWN))
+def test_training_under_inference_mode_is_refused_by_name(name):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"trains weights.*inference_mode\(\)"):
+        CASES[name]()
+
+
+@pytest.mark.parametrize("name", sorted(BUILDS_ITS_OWN))
+def test_own_networks_train_under_inference_mode(name):
+    with torch.inference_mode():
+        _, got = CASES[name]()
+    _, want = CASES[name]()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mbo.progress import progress_bar
+from mbo.training import trains
 
 
 class EnsembleClassifier(nn.Module):
@@ -67,8 +68,7 @@ class EnsembleClassifier(nn.Module):
         """Same as :meth:`log_probs`."""
         return self.log_probs(x)
 
-    # Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-    @torch.enable_grad()
+    @trains()
     def fit(self, x: Tensor, classes: Tensor, steps: int = 300, lr: float = 3e-3,
             weight_decay: float = 1e-2, seed: int = 0, progress: bool = False,
             validation: tuple[Tensor, Tensor] | None = None,

@@ -19,6 +19,7 @@ from mbo.ctrl.conditions import ConditionSampler, Factor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
+from mbo.training import trains
 
 
 class ConditionLogProb(nn.Module):
@@ -66,6 +67,7 @@ def nfe_vidd(iterations: int, batch_size: int, sampling_steps: int, states_per_t
     return iterations * batch_size * (2 * sampling_steps + states_per_trajectory * (vocab_size + 3))
 
 
+@trains(frozen_args=("pretrained", "reward"))
 def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditions: ConditionSampler,
                   finetune: Callable[..., tuple[MaskedDiffusion, list[dict]]], *, seed: int = 0,
                   progress: bool = False) -> tuple[MaskedDiffusion, list[dict]]:
@@ -84,7 +86,7 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditi
         per-iteration history.
     """
     start = make_conditional(pretrained, [f.num_classes for f in reward.factors])
-    reward = reward.to(pretrained.device).eval().requires_grad_(False)
+    reward = reward.to(pretrained.device)  # frozen for the call by @trains
     return finetune(start, reward, alpha=1.0, condition_sampler=conditions, seed=seed, progress=progress)
 
 

@@ -7,10 +7,10 @@ from torch import Tensor
 
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.progress import progress_bar
+from mbo.training import trains
 
 
-# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains()
 def train_conditional(model: MaskedDiffusion, tokens: Tensor, cond: Tensor, *, steps: int = 2000,
                       batch_size: int = 128, lr: float = 2e-3, drop_prob: float = 0.15, seed: int = 0,
                       progress: bool = True) -> list[float]:

@@ -16,6 +16,7 @@ from mbo.diffusion.policy import MinProbability
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
+from mbo.training import trains
 
 # Peak memory of a pretraining step grows by about 5 floats per float of the attention tensors
 # (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser: 5.3 in
@@ -101,8 +102,7 @@ def check_corpus(corpus: Tensor, vocab_size: int, length: int | None = None) -> 
         )
 
 
-# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains()
 @dropout_seeded
 def pretrain(
     diffusion: MaskedDiffusion,

@@ -21,10 +21,10 @@ from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
+from mbo.training import trains
 
 
-# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains(frozen_args=("pretrained",))
 @dropout_seeded
 def finetune_backprop(
     pretrained: nn.Module,
@@ -74,7 +74,7 @@ def finetune_backprop(
         "iterations": iterations, "batch_size": batch_size, "alpha": alpha, "backprop_steps": backprop_steps,
         "tau": tau, "hard": hard, "lr": lr, "grad_clip": grad_clip, "kl_budget": kl_budget})
     score = checked_reward(reward)
-    ref = pretrained.eval().requires_grad_(False)
+    ref = pretrained  # frozen for the call by @trains
     model = copy.deepcopy(pretrained).train().requires_grad_(True)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -28,10 +28,10 @@ from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
+from mbo.training import trains
 
 
-# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains(frozen_args=("pretrained",))
 @dropout_seeded
 def finetune_rwr(
     pretrained: nn.Module,
@@ -70,7 +70,7 @@ def finetune_rwr(
     check_method_settings("finetune_rwr", {"alpha": alpha, "iterations": iterations, "batch_size": batch_size,
                                            "epochs": epochs, "lr": lr, "grad_clip": grad_clip})
     reward = checked_reward(reward)
-    ref = pretrained.eval().requires_grad_(False)
+    ref = pretrained  # frozen for the call by @trains
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler
     gen = torch.Generator(device=model.device).manual_seed(seed)

@@ -38,6 +38,7 @@ from mbo.guidance.base import checked_reward, x0_log_probs
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
+from mbo.training import trains
 
 
 @torch.no_grad()
@@ -81,8 +82,7 @@ def soft_optimal_tokens(pretrained: MaskedDiffusion, reward: Callable[..., Tenso
     return torch.softmax(prior.double() + tilt, dim=-1).float()
 
 
-# Training needs autograd even when the caller is inside torch.no_grad() (notebooks, evaluation code).
-@torch.enable_grad()
+@trains(frozen_args=("pretrained",))
 @dropout_seeded
 def finetune_vidd(
     pretrained: nn.Module,
@@ -129,7 +129,7 @@ def finetune_vidd(
         "alpha": alpha, "iterations": iterations, "batch_size": batch_size, "lr": lr, "grad_clip": grad_clip,
         "states_per_trajectory": states_per_trajectory, "completion": completion})
     reward = checked_reward(reward)
-    ref = pretrained.eval().requires_grad_(False)
+    ref = pretrained  # frozen for the call by @trains
     model = copy.deepcopy(pretrained).requires_grad_(True)
     sampler = get_sampler(sampler) if sampler is not None else model.sampler
     gen = torch.Generator(device=model.device).manual_seed(seed)
