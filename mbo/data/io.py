@@ -23,9 +23,11 @@ from torch import Tensor
 from mbo.atomic import atomic_path
 from mbo.data.alphabet import Alphabet, get_alphabet
 from mbo.data.dataset import SequenceDataset
+from mbo.display import plural
 
-__all__ = ["DataError", "Problems", "check_learnable", "csv_header", "csv_records", "parse_number",
-           "read_csv", "read_fasta", "read_text", "require_columns", "write_csv", "write_fasta"]
+__all__ = ["DataError", "Problems", "check_learnable", "csv_header", "csv_records", "malformed_row",
+           "parse_number", "read_csv", "read_fasta", "read_text", "require_columns", "write_csv",
+           "write_fasta"]
 
 
 # Labels are standardized and the reward models' predictions mapped back in float32 (max 3.4e38),
@@ -187,6 +189,11 @@ def csv_header(path: str | os.PathLike) -> list[str]:
     return csv_records(path, read_text(path))[0]
 
 
+def malformed_row(fields: int, columns: int) -> str:
+    """The problem of a CSV row with ``fields`` fields under a header of ``columns``."""
+    return f"malformed CSV: {plural(fields, 'field')}, but the header has {columns}"
+
+
 def require_columns(path: str | os.PathLike, header: list[str], header_line: int,
                     wanted: Sequence[str]) -> dict[str, int]:
     """Each of ``wanted``'s column index in ``header``.
@@ -293,8 +300,7 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
             expected_source = f"the length of {count} of the {lengths.total()} sequences"
     for line, fields in records:
         if len(fields) != len(header):
-            problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has "
-                               f"{len(header)}")
+            problems.add(line, malformed_row(len(fields), len(header)))
             continue
         seq = _normalize(fields[col[sequence_column]], alphabet)
         if not seq:
@@ -359,11 +365,16 @@ def check_learnable(dataset: SequenceDataset, path: str | os.PathLike, column: s
     if n_seqs < 2:
         raise DataError(path, f"need at least 2 distinct labeled sequences to fit a reward model, got "
                               f"{n_seqs}", column=columns[0])
-    y = dataset.labels.double().reshape(len(dataset), -1)
+    y = dataset.labels.reshape(len(dataset), -1)
     for j, name in enumerate(columns):
         if bool((y[:, j] == y[0, j]).all()):
-            raise DataError(path, f"all {len(y)} labels are equal ({_format_value(float(y[0, j]))}): "
-                                  f"there is nothing to learn which designs are better", column=name)
+            # In the labels' dtype (float32): 0.2, not the 0.20000000298023224 of its float64 view.
+            value = _format_value(y[0, j].cpu().numpy())
+            dtype = str(y.dtype).removeprefix("torch.")
+            hint = (" (labels that differ by less than 1 part in 10^7 read the same: subtract a constant "
+                    "first)") if y.dtype == torch.float32 else ""
+            raise DataError(path, f"all {len(y)} labels are equal as {dtype} ({value}): there is nothing to "
+                                  f"learn which designs are better{hint}", column=name)
 
 
 def _format_value(value) -> str:

@@ -213,6 +213,15 @@ def test_two_objectives_grow_the_pareto_front(tmp_path, config, capsys):
     assert table[1]["on_front"] >= 4 and table[1]["hypervolume"] > table[0]["hypervolume"]
     assert cli("suggest", root, "--batch", 4) == 0
     assert len(read_rows(root / "round_001" / "suggestions.csv")) == 4
+    # A well failed in one objective fails in both; the report says it hid a measured kd.
+    first = read_rows(root / "round_001" / "suggestions.csv")[0]["id"]
+    failed = write_results(tmp_path / "failed.csv", [(first, "0.5", "-inf")],
+                           header=("id", "kd", "expression"))
+    capsys.readouterr()
+    assert cli("ingest", root, failed) == 0
+    out = capsys.readouterr().out
+    assert "1 id with -inf in one objective stored as failed (-inf) in every objective" in out
+    assert read_rows(root / "measurements.csv")[-1]["kd"] == "-inf"
     with pytest.raises(campaign.CampaignError, match="one column per objective"):
         commands.ingest(campaign.open_campaign(root), both, value_column="kd")
 
@@ -294,6 +303,10 @@ def test_reingest_same_file_is_a_noop_and_partial_plates_add_up(camp, tmp_path, 
     assert cli("ingest", root, results) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert tree_hash(root) == before
+    # The same values as a spreadsheet writes them back: still the same measurements.
+    resaved = write_results(tmp_path / "resaved.csv", [(ids[0], "1.5000000000000002"), (ids[2], "0.25")])
+    assert cli("ingest", root, resaved) == 0
+    assert "nothing to do" in capsys.readouterr().out and tree_hash(root) == before
     meas = read_rows(root / "measurements.csv")
     assert [(m["id"], m["value"], m["source"]) for m in meas[-3:]] == [
         (ids[0], "1.5", "plate_a.csv"), (ids[1], "-inf", "plate_a.csv"), (ids[2], "0.25", "plate_b.csv")]
@@ -451,7 +464,7 @@ def test_init_errors_create_nothing(tmp_path, config, dna_csv, capsys):
     assert "unknown argument(s) ['colours']" in capsys.readouterr().err
     # Offline labels that are all equal (q = 1 and scores of at most 0.5: all 0) are refused before
     # pretraining, as a --data start is; a seed that is not an integer is named.
-    for arg, problem in (("quantization=1", "all 30 labels are equal (0.0)"),
+    for arg, problem in (("quantization=1", "all 30 labels are equal as float32 (0.0)"),
                          ("seed=1.5", "--task-arg seed must be an integer")):
         assert cli("init", root, *EHRLICH, "--task-arg", arg, "--config", config) == 2
         assert problem in capsys.readouterr().err
@@ -820,3 +833,42 @@ def test_fine_tuning_that_cannot_fit_in_memory_is_refused_at_init(tmp_path, dna_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lower finetune.batch_size to" in err, err
     assert not (tmp_path / "camp").exists() and not cache.exists()
+
+
+def test_ingest_reads_the_columns_named_at_init(tmp_path, config, dna_csv, capsys):
+    rows = read_rows(dna_csv)
+    start = write_results(tmp_path / "named.csv", [(r["id"], r["sequence"], r["label"]) for r in rows],
+                          header=("id", "seq", "kd"))
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", start, "--sequence-column", "seq", "--label-column", "kd",
+               "--config", config) == 0
+    assert cli("suggest", root, "--batch", 2) == 0
+    plate = read_rows(root / "round_000" / "suggestions.csv")
+    wrong = "A" * 8 if plate[0]["sequence"] != "A" * 8 else "C" * 8
+    before = tree_hash(root)
+    capsys.readouterr()
+    bad = write_results(tmp_path / "bad.csv", [(plate[0]["id"], wrong, "0.4")], header=("id", "seq", "kd"))
+    assert cli("ingest", root, bad) == 2  # the sequence is checked under the name it had at init
+    err = capsys.readouterr().err
+    assert "column 'seq'" in err and "is not the sequence suggested" in err and tree_hash(root) == before
+    good = write_results(tmp_path / "good.csv", [(plate[0]["id"], plate[0]["sequence"], "0.4")],
+                         header=("id", "seq", "kd"))
+    assert cli("ingest", root, good) == 0  # and the value under the label's name: no --value-column
+    assert read_rows(root / "measurements.csv")[-1]["value"] == "0.4"
+
+
+def test_suggest_says_when_the_sequence_space_is_used_up(tmp_path, config, capsys):
+    three = write_results(tmp_path / "three.csv", [("a", "A", "1"), ("c", "C", "2"), ("g", "G", "3")],
+                          header=("id", "sequence", "label"))
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", three, "--config", config) == 0
+    capsys.readouterr()
+    assert cli("suggest", root, "--batch", 2) == 0  # only T is new
+    assert [r["sequence"] for r in read_rows(root / "round_000" / "suggestions.csv")] == ["T"]
+    assert "only 1 of 2 designs: 1 sequences of this length and alphabet are neither measured nor " \
+           "suggested" in capsys.readouterr().err
+    before = tree_hash(root)
+    assert cli("suggest", root, "--batch", 2, "--force") == 2  # before any training: nothing is left
+    assert "every one of the 4 sequences of length 1 over 4 letters is measured or suggested" in \
+        capsys.readouterr().err
+    assert tree_hash(root) == before

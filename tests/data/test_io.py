@@ -315,7 +315,13 @@ def test_check_learnable_refuses_constant_labels_and_a_single_sequence(tmp_path)
     data = read_csv(path, DNA, label_columns="kd")
     with pytest.raises(DataError) as err:
         check_learnable(data, path, "kd")
-    _assert_located(err.value, None, "all 2 labels are equal (2.5)", "kd")
+    _assert_located(err.value, None, "all 2 labels are equal as float32 (2.5)", "kd")
+    # Shown as written, not as the float64 view of its float32 (0.20000000298023224); and labels that
+    # differ only past float32's precision read the same, which the message says.
+    tiny = read_csv(_write(tmp_path, "t.csv", "sequence,kd\nAC,0.2\nGT,0.2000000001\n"), DNA,
+                    label_columns="kd")
+    with pytest.raises(DataError, match=r"equal as float32 \(0\.2\).*subtract a constant"):
+        check_learnable(tiny, path, "kd")
     one = read_csv(_write(tmp_path, "one.csv", "sequence,kd\nAC,1\nAC,2\n"), DNA, label_columns="kd")
     with pytest.raises(DataError, match="at least 2 distinct labeled sequences to fit a reward model, got 1"):
         check_learnable(one, tmp_path / "one.csv", "kd")

@@ -242,6 +242,19 @@ def test_unlearnable_files_are_refused_before_any_training(tmp_path, text, probl
     assert not (tmp_path / "cache").exists()
 
 
+def test_more_designs_than_new_sequences_exist_are_refused_before_any_training(tmp_path):
+    data = tmp_path / "short.csv"
+    data.write_text("seq,kd\nA,1\nC,2\nG,3\n")  # length 1: one new DNA sequence, T
+    with pytest.raises(SettingsError, match=r"n_designs=2, but only 4 sequences of length 1 over 4 letters "
+                                            r"exist, 3 of them in the offline data: lower n_designs or set "
+                                            r"include_offline=true"):
+        run(config(tmp_path, *CSV, f"task.path={data}", "n_designs=2"), tmp_path / "run")
+    with pytest.raises(SettingsError, match=r"n_designs=5, but only 4 sequences .* exist: lower n_designs$"):
+        run(config(tmp_path, *CSV, f"task.path={data}", "n_designs=5", "include_offline=true"),
+            tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("overrides, problem", [
     (["task.corpus_mutation_fraction=0.01"], "task AAVPackaging: could not draw 5000 distinct mutants"),
     (["task.minimum_fitness_multiplier=0"], "no mutant at distance 7 of the wild type scores above 0"),

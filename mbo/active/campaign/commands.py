@@ -62,6 +62,7 @@ from mbo.data.io import (
     check_learnable,
     csv_header,
     csv_records,
+    malformed_row,
     parse_number,
     read_csv,
     read_fasta,
@@ -310,6 +311,10 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     # Never suggest a design again: neither a measured one nor one already on an earlier plate.
     seen = sorted({m.sequence for m in measurements} | {x.sequence for sg in rounds.values() for x in sg})
     exclude = c.encode(seen)
+    left = c.alphabet.size ** c.length - len(seen)
+    if left == 0:
+        raise CampaignError(f"every one of the {len(seen):,} sequences of length {c.length} over "
+                            f"{c.alphabet.size} letters is measured or suggested: no new design is left")
     ref_name = ("pretrained.safetensors" if r == 0 or k.kl_to == "pretrained"
                 else f"round_{r - 1:03d}/model.safetensors")
     reference = load_model(c, ref_name, device)
@@ -333,7 +338,10 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
     sel = result.selection
-    if len(sel.tokens) < batch:
+    if len(sel.tokens) < batch and left < batch:
+        print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: {left} sequences of this "
+              f"length and alphabet are neither measured nor suggested", file=sys.stderr)
+    elif len(sel.tokens) < batch:
         print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: the pool (seiko.pool_size "
               f"{k.pool_size}, topped up from the prior when short) had too few new, distinct ones (the "
               "settings are fixed at init: a campaign begun with a larger seiko.pool_size draws more)",
@@ -383,7 +391,8 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     """Validate a whole results file, then add its new measurements; returns a one-line report.
 
     A campaign with several objectives reads one column per objective, named as at ``init``, instead
-    of ``value_column``."""
+    of ``value_column``; one objective reads ``value``, or, in a file without that column, the label
+    column named at ``init``."""
     path = Path(results)
     measurements = read_measurements(c)
     known = {m.id: m for m in measurements}
@@ -398,13 +407,17 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
                                 f"results file needs one column per objective, named so")
         value_columns = c.objectives
     else:
+        label = c.meta["start"].get("label_column")
+        if value_column == "value" and "value" not in header and isinstance(label, str) and label in header:
+            value_column = label  # the results name the value as the start data did
         value_columns = [value_column]
     if id_column in value_columns:
         raise CampaignError(f"--id-column and the value column(s) must differ, both are {id_column!r}")
     col = require_columns(path, header, header_line, [id_column, *value_columns])
-    # Checked only when present (in any case: `Sequence` too), but then it must be one column: a second
-    # one would go unchecked.
-    named = [h for h in header if h.lower() == "sequence" and h not in col]
+    # Checked only when present, under its name at init or as `sequence` (in any case: `Sequence` too),
+    # but then it must be one column: a second one would go unchecked.
+    sequence_names = {"sequence", str(c.meta["start"].get("sequence_column") or "sequence").lower()}
+    named = [h for h in header if h.lower() in sequence_names and h not in col]
     if len(named) > 1:
         raise DataError(path, f"columns {named} all look like the sequence; keep one", header_line)
     seq_col = header.index(named[0]) if named else None
@@ -421,7 +434,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     replicates: dict[str, list[tuple[int, tuple[float, ...]]]] = {}
     for line, fields in records:
         if len(fields) != len(header):
-            problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
+            problems.add(line, malformed_row(len(fields), len(header)))
             continue
         ident = fields[col[id_column]].strip()
         parsed = [parse_number(fields[col[v]].strip(), "value", allow_neg_inf=True) for v in value_columns]
@@ -463,11 +476,13 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
         n_replicated += len(rows) > 1
         n_failed_wells += failed
         if ident in known:
-            if known[ident].values != values:
+            if not _same_values(known[ident].values, values):
                 said = lambda vs: "/".join(map(_format_value, vs))  # noqa: E731
-                merged = f" (the mean of its {len(rows)} rows)" if len(rows) > 1 else ""
+                kept = len(rows) - failed  # the failed wells beside measured ones are not in the mean
+                merged = (f" (the mean of its {kept} measured rows of {len(rows)})" if failed else
+                          f" (the mean of its {len(rows)} rows)" if len(rows) > 1 else "")
                 differs = next(j for j, (a, b) in enumerate(zip(known[ident].values, values, strict=True))
-                               if a != b)
+                               if not _same_values((a,), (b,)))
                 problems.add(rows[0][0], f"conflict: {ident!r} was already ingested with value "
                                          f"{said(known[ident].values)} (from {known[ident].source}); "
                                          f"this file says {said(values)}{merged}", value_columns[differs])
@@ -484,14 +499,26 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     added = [Measurement(s.id, s.sequence, v, s.round, sources[s.round]) for s, v in new]
     write_measurements(c, measurements + added)
     infeasible = sum(not all(map(math.isfinite, v)) for _, v in new)
+    # A row with -inf in one objective is a failed well, stored as -inf in all: say so where it hid a value.
+    partly = sum(not all(map(math.isfinite, v))
+                 and any(math.isfinite(x) for _, row in replicates[s.id] for x in row) for s, v in new)
     per_round = ", ".join(
         f"round {r}: {sum(m.round == r for m in measurements + added)}/{len(rounds[r])} measured"
         for r in sources)
     replicated = (f"; {plural(n_replicated, 'id')} measured in replicate, their rows averaged"
                   + (f" ({plural(n_failed_wells, '-inf row')} of otherwise measured ids left out)"
                      if n_failed_wells else "")) if n_replicated else ""
+    failed_whole = (f"; {plural(partly, 'id')} with -inf in one objective stored as failed (-inf) in every "
+                    f"objective") if partly else ""
     return (f"ingested {len(new)} results from {path} ({infeasible} infeasible/failed"
-            + (f", {already} already ingested" if already else "") + f"){replicated}; {per_round}")
+            + (f", {already} already ingested" if already else "") + f"){failed_whole}{replicated}; "
+            + per_round)
+
+
+def _same_values(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two measurements of an id agree: to 1e-9 relative, since a value read back from a file a
+    spreadsheet re-saved (0.3 for 0.30000000000000004, a mean of replicates) is the same measurement."""
+    return all(x == y or math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b, strict=True))
 
 
 def merge_replicate_values(rows: list[tuple[float, ...]]) -> tuple[tuple[float, ...], int]:

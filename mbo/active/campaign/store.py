@@ -47,7 +47,16 @@ from mbo.checkpoint import file_sha256, save_checkpoint
 from mbo.constraints import Constraints, constraints_from_settings
 from mbo.data.alphabet import Alphabet
 from mbo.data.dataset import SequenceDataset
-from mbo.data.io import DataError, Problems, csv_records, parse_number, read_text, require_columns, write_csv
+from mbo.data.io import (
+    DataError,
+    Problems,
+    csv_records,
+    malformed_row,
+    parse_number,
+    read_text,
+    require_columns,
+    write_csv,
+)
 from mbo.diffusion import MaskedDiffusion
 from mbo.diffusion.policy import Compose
 from mbo.diffusion.pretrain import load_diffusion
@@ -342,7 +351,7 @@ def read_measurements(c: Campaign) -> list[Measurement]:
     seen: dict[str, int] = {}
     for line, fields in records:
         if len(fields) != len(header):
-            problems.add(line, f"malformed CSV: {len(fields)} fields, but the header has {len(header)}")
+            problems.add(line, malformed_row(len(fields), len(header)))
             continue
         get = {name: fields[i].strip() for name, i in col.items()}
         if not get["id"]:
