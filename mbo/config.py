@@ -72,6 +72,9 @@ def hydra_error_line(err: HydraException) -> str:
         if head:
             listed = head.endswith(":") and items
             parts.append(f"{head} {', '.join(items)}" if listed else " ".join([head, *items]))
+    if text.startswith("LexerNoViableAltException"):  # Hydra's bare values allow few characters
+        parts.append("a value with characters Hydra does not read bare (accents, most symbols) goes in "
+                     "quotes: 'key=\"value\"'")
     return "; ".join(parts)
 
 

@@ -138,3 +138,10 @@ def test_a_setting_added_with_plus_that_nothing_reads_is_named(override, problem
     check_known_settings(compose_config("config", ["constraints.allowed={0: AC}"]))
     # ...and a task's seed is its own setting, not the run's.
     check_known_settings(compose_config("config", ["task=ehrlich", "task.seed=3"]))
+
+
+def test_a_value_hydra_cannot_read_bare_says_to_quote_it():
+    with pytest.raises(SettingsError, match=r"séquence.*goes in quotes: 'key=\"value\"'$"):
+        compose_config("config", ["task.sequence_column=séquence"])
+    assert compose_config("config", ['task=csv', 'task.sequence_column="séquence"']).task.sequence_column == \
+        "séquence"
