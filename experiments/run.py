@@ -241,18 +241,22 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
                 f"sequences that leaves {probe.unique().numel()} distinct label; give "
                 f"{'both as numbers' if both else 'it as a number'} (e.g. {example})")
     check_design_space(int(cfg.n_designs), task.alphabet.size, task.length,
-                       0 if cfg.include_offline else len(offline.tokens.unique(dim=0)))
+                       None if cfg.include_offline else offline.tokens)
     return constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                      required=task.required_letters())
 
 
-def check_design_space(n: int, vocab_size: int, length: int, excluded: int) -> None:
+def check_design_space(n: int, vocab_size: int, length: int, excluded: torch.Tensor | None) -> None:
     """Refuse ``n`` designs where fewer sequences of ``length`` over ``vocab_size`` letters exist than
-    ``n`` once the ``excluded`` (distinct offline) ones are left out: sampling would never find them."""
+    ``n`` once those of ``excluded (N, L)`` (the offline data; None: none) are left out: sampling would
+    never find them."""
     space = vocab_size ** length
-    if n > space - excluded:
-        offline = f", {excluded:,} of them in the offline data" if excluded else ""
-        fix = "lower n_designs" + (" or set include_offline=true" if excluded else "")
+    if n <= space - (0 if excluded is None else len(excluded)):
+        return
+    seen = 0 if excluded is None else len(excluded.unique(dim=0))  # counted only here: a sort
+    if n > space - seen:
+        offline = f", {seen:,} of them in the offline data" if seen else ""
+        fix = "lower n_designs" + (" or set include_offline=true" if seen else "")
         raise SettingsError(f"n_designs={n:,}, but only {space:,} sequences of length {length} over "
                             f"{vocab_size} letters exist{offline}: {fix}")
 
