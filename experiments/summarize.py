@@ -42,8 +42,8 @@ TABLE_METRICS = ("true_p100", "true_p50", "feasible", "pred_mean", "reward_mean"
                  "diversity", "naturalness",
                  "frac_satisfied",  # mode=ctrl, per condition
                  "predicted_hypervolume", "predicted_gain")  # several objectives
-# Plotted against each swept parameter: the first two present.
-PLOT_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean")
+# The first two a sweep has: BRAID runs plot the true scores, CTRL runs the satisfied fraction and diversity.
+PLOT_METRICS = ("true_p100", "true_p50", "pred_mean", "reward_mean", "frac_satisfied", "diversity")
 HEADERS = dict(COLUMNS)
 OUTPUTS = ("summary.csv", "summary.md", "summary.json")
 STALE = "stale"

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import pathlib
 import statistics
 
 import pytest
@@ -139,6 +140,15 @@ def test_ctrl_and_pareto_sweeps_are_summarized_not_failed(tmp_path):
     assert {j.status for j in jobs if j.num not in (FAILED, MISSING)} == {"ok"}
     text = summary_markdown(jobs, swept, aggregate(jobs, swept))
     assert "| A-high |" in text and "| finetuned |" in text and "frac_satisfied" in text
+
+
+def test_a_ctrl_sweep_plots_satisfied_and_diversity(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    for path in root.glob("*/metrics.json"):
+        condition = {"frac_satisfied": 0.5, "diversity": 4.0}
+        path.write_text(json.dumps({"seed": 0, "mode": "ctrl", "conditions": {"A-high": condition}}))
+    summary = summarize(root, tmp_path / "summary")
+    assert summary["plots"] and all(pathlib.Path(p).exists() for p in summary["plots"])
 
 
 def test_a_job_rerun_by_hand_from_its_saved_config_counts_as_that_job(tmp_path):
