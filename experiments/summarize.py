@@ -384,6 +384,9 @@ def plot_sweep(rows: Sequence[dict], swept: Sequence[str], outdir: Path,
         others = [k for k in swept if k != param]
         x_values = sorted({r["setting"][param] for r in rows}, key=_sort_key)
         numeric = all(isinstance(v, int | float) for v in x_values)
+        # Values that span a decade or more, all positive, read best on a log axis.
+        geometric = (numeric and len(x_values) > 2 and min(x_values) > 0
+                     and max(x_values) >= 10 * min(x_values))
         combos = list(product(*(sorted({r["setting"][k] for r in rows}, key=_sort_key) for k in others)))
         fig, axes = plt.subplots(len(metrics), len(combos), figsize=(4 * len(combos), 3 * len(metrics)),
                                  squeeze=False, sharex=True)
@@ -410,6 +413,10 @@ def plot_sweep(rows: Sequence[dict], swept: Sequence[str], outdir: Path,
                                         textcoords="offset points", fontsize=7, color=line.get_color())
                 if not numeric:
                     ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+                elif geometric:  # 1, 2, 4 … 32 or 0.01 … 0.1: evenly spaced, each value labeled
+                    ax.set_xscale("log")
+                    ax.set_xticks(x_values, [str(v) for v in x_values])
+                    ax.minorticks_off()
                 ax.set_ylabel(HEADERS.get(metric, metric))
                 if row == 0:
                     ax.set_title(", ".join(f"{k}={v}" for k, v in fixed.items()) or param)

@@ -244,3 +244,17 @@ def test_sweep_jobs_keep_interpolations_as_written_and_give_up_on_globs():
     assert sweep_jobs(hydra) == ([["seed=0", path], ["seed=1", path]], ["seed"])
     hydra.overrides.task = ["reward_model=glob(*)"]  # only Hydra's config loader knows a group's options
     assert sweep_jobs(hydra) == (None, ["seed", "reward_model"])
+
+
+def test_a_setting_swept_over_a_decade_is_plotted_on_a_log_axis(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from experiments.summarize import plot_sweep
+
+    scales = []
+    monkeypatch.setattr(Axes, "set_xscale", lambda self, value, **kw: scales.append(value))
+    rows = [{"setting": {"oversample": o, "c": c}, "method": "A-high",
+             "metrics": {"frac_satisfied": {"mean": 0.1 * o, "std": 0.01}}}
+            for o in (1, 4, 32) for c in (0, 1)]
+    plot_sweep(rows, ["oversample", "c"], tmp_path)
+    assert scales == ["log", "log"]  # oversample's two panels (c = 0, 1); c's own figure stays linear
