@@ -42,6 +42,7 @@ from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.dataset import SequenceDataset
 from mbo.diffusion.cache import pretrained_diffusion
+from mbo.diffusion.masked import MaskedDiffusion
 
 METHODS = ("seiko_ucb", "seiko_boot", "greedy", "ga", "gpbo", "random")
 LABELS = {"seiko_ucb": "SEIKO (UCB, CNN ensemble)", "seiko_boot": "SEIKO (bootstrap, Thompson)",
@@ -91,14 +92,33 @@ def run_method(method: str, seed: int, cfg, task, pretrained, initial: SequenceD
               progress=args.progress)
 
 
-def initial_designs(task, n: int, seed: int) -> SequenceDataset:
+def initial_designs(task, n: int, seed: int, homologs: float | None = None,
+                    pretrained: MaskedDiffusion | None = None) -> SequenceDataset:
+    """``n`` measured starting designs: a seed's draw from the offline data, or with ``homologs`` a
+    library of homologs of its first design (each position re-drawn by ``pretrained`` with probability
+    ``homologs``; the feasible, distinct ones, the parent first), scored by the oracle."""
     offline = task.offline_dataset()
-    rows = torch.randperm(len(offline), generator=torch.Generator().manual_seed(seed))[:n]
-    return offline.subset(rows)
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(offline), generator=gen)[:n]
+    if homologs is None:
+        return offline.subset(rows)
+    parent = offline.tokens[rows[:1]]
+    x = parent.repeat(4 * n, 1)  # more than n: infeasible and repeated ones are dropped
+    x[torch.rand(x.shape, generator=gen) < homologs] = pretrained.mask_id
+    x[0] = parent[0]
+    tokens = pretrained.sample(len(x), x_start=x, generator=gen).cpu()
+    groups, which = torch.unique(tokens, dim=0, return_inverse=True)
+    order = torch.arange(len(tokens))
+    first = torch.full((len(groups),), len(tokens)).scatter_reduce(0, which, order, "amin")
+    tokens = tokens[first.sort().values]  # distinct, in the order drawn: the parent first
+    labels = task.oracle(tokens)
+    keep = torch.isfinite(labels)
+    return SequenceDataset(tokens[keep][:n], offline.alphabet, labels[keep][:n])
 
 
 def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: float) -> dict:
     from mbo.active import best_so_far
+    from mbo.active.seiko import spread
 
     init_best = float(initial.labels.max())
     curve = best_so_far(init_best, batches)
@@ -106,6 +126,7 @@ def record(method: str, seed: int, initial: SequenceDataset, batches, seconds: f
     n_queries, feasible = len(values), int(torch.isfinite(values).sum())
     first_solved = next((i + 1 for i, c in enumerate(curve) if c >= 1.0), None)
     return {"method": method, "seed": seed, "initial_best": init_best, "best_curve": curve,
+            "initial_size": len(initial), "initial_spread": spread(initial.tokens, initial.alphabet.size),
             "round_sizes": [len(b.values) for b in batches],
             "feasible_per_round": [float(torch.isfinite(b.values).float().mean()) for b in batches],
             "queries": n_queries, "feasible_fraction": feasible / max(n_queries, 1),
@@ -223,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--initial", type=int, default=100)
+    p.add_argument("--homologs", type=float, default=None,
+                   help="start from a homolog library instead: one offline design and variants of it, each "
+                        "position re-drawn by the prior with this probability")
     p.add_argument("--out", type=Path, required=True, help="results prefix (OUT.md, OUT.json, OUT/runs/)")
     p.add_argument("--report", action="store_true", help="only aggregate existing runs")
     p.add_argument("--progress", action="store_true")
@@ -239,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     steered = (f" steered by {k.pool._target_.rsplit('.', 1)[-1]} ("
                + ", ".join(f"{key} = {v}" for key, v in k.pool.items() if not key.startswith("_"))
                + ")" if k.get("pool") else "")
-    meta = {"task": None, "setting": (f"{args.initial} initial designs, {args.rounds} rounds × "
+    start = ("" if args.homologs is None else
+             f" (homologs: one offline design and variants, each position re-drawn with probability "
+             f"{args.homologs})")
+    meta = {"task": None, "setting": (f"{args.initial} initial designs{start}, {args.rounds} rounds × "
                                       f"{args.batch} queries; SEIKO: {tuning}; pool {k.pool_size}{steered}, "
                                       f"local share {k.local.fraction}"
                                       + (f"; trust region: at most {k.max_unseen} unseen (position, token) "
@@ -259,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
                 path = args.out / "runs" / f"{method}_seed{seed}.json"
                 if path.exists():
                     continue
-                initial = initial_designs(task, args.initial, seed)
+                initial = initial_designs(task, args.initial, seed, args.homologs, pretrained)
                 start = time.perf_counter()
                 method_cfg, _ = load_config(args.task_arg, args.override, method)
                 batches = run_method(method, seed, method_cfg, task, pretrained, initial, args)
@@ -267,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                 rec["command"], rec["setting"], rec["task"] = command, meta["setting"], task.name
                 atomic_write_text(path, json.dumps(rec))
                 print(f"{method} seed {seed}: best {rec['best_curve'][-1]:.3f}, feasible "
-                      f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s", flush=True)
+                      f"{rec['feasible_fraction']:.3f}, {rec['seconds']:.0f} s; {rec['initial_size']} "
+                      f"initial designs, spread {rec['initial_spread']:.2f}", flush=True)
     if meta["task"] is None:  # report only: the name is cheap (the task's data are built lazily)
         meta["task"] = instantiate(task_cfg).name
     report(args.out, command, meta)

@@ -86,3 +86,20 @@ def test_report_names_the_task_the_runs_ran_on(tmp_path):
     # A report-only call builds its task from --task-arg, the default (L = 32) when none is given.
     bench_seiko.report(out, "cmd", {"task": "ehrlich_l32", "setting": "today"})
     assert "Task: `ehrlich_l64`" in out.with_suffix(".md").read_text()
+
+
+def test_a_homolog_library_is_feasible_distinct_variants_of_one_offline_design():
+    from mbo.active.seiko import spread
+    from mbo.diffusion import MaskedDiffusion, TransformerDenoiser
+    from mbo.tasks import Ehrlich
+
+    task = Ehrlich(num_states=8, length=8, num_motifs=1, motif_length=2, quantization=2, corpus_size=50,
+                   offline_size=40)
+    torch.manual_seed(0)
+    prior = MaskedDiffusion(TransformerDenoiser(8, 8, dim=16, depth=1, heads=2), 8, 8).eval()
+    start = bench_seiko.initial_designs(task, 20, 0, homologs=0.3, pretrained=prior)
+    parent = task.offline_dataset().tokens[torch.randperm(40, generator=torch.Generator().manual_seed(0))[0]]
+    assert torch.equal(start.tokens[0], parent) and 1 < len(start) <= 20
+    assert len(start.tokens.unique(dim=0)) == len(start) and bool(torch.isfinite(start.labels).all())
+    assert spread(start.tokens, 8) < spread(bench_seiko.initial_designs(task, 20, 0).tokens, 8)
+    assert torch.equal(task.oracle(start.tokens), start.labels)
