@@ -41,6 +41,7 @@ from experiments.report import mean_se, plus_minus
 from mbo.atomic import atomic_write_text
 from mbo.config import compose_config
 from mbo.data.dataset import SequenceDataset
+from mbo.designs import unique_designs
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
 
@@ -106,11 +107,8 @@ def initial_designs(task, n: int, seed: int, homologs: float | None = None,
     x = parent.repeat(4 * n, 1)  # more than n: infeasible and repeated ones are dropped
     x[torch.rand(x.shape, generator=gen) < homologs] = pretrained.mask_id
     x[0] = parent[0]
-    tokens = pretrained.sample(len(x), x_start=x, generator=gen).cpu()
-    groups, which = torch.unique(tokens, dim=0, return_inverse=True)
-    order = torch.arange(len(tokens))
-    first = torch.full((len(groups),), len(tokens)).scatter_reduce(0, which, order, "amin")
-    tokens = tokens[first.sort().values]  # distinct, in the order drawn: the parent first
+    drawn = pretrained.sample(len(x), x_start=x, generator=gen).cpu()
+    tokens = unique_designs(lambda _: drawn, len(drawn), max_draws=1)[0]  # in the order drawn: parent first
     labels = task.oracle(tokens)
     keep = torch.isfinite(labels)
     return SequenceDataset(tokens[keep][:n], offline.alphabet, labels[keep][:n])

@@ -25,10 +25,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mbo.caller_state import trains
 from mbo.constraints import Constraints
 from mbo.data.alphabet import check_tokens, one_hot
 from mbo.progress import progress_bar
-from mbo.training import trains
 
 Reward = Callable[[Tensor], Tensor]
 

@@ -32,11 +32,11 @@ from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
+from mbo.caller_state import trains
 from mbo.checkpoint import CheckpointError
 from mbo.config import SettingsError
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from mbo.training import trains
 from reward_models.base import RewardModel, dataset_labels
 
 K_GRID = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0, 144.0)

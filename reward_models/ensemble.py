@@ -15,12 +15,12 @@ from botorch.models.ensemble import EnsembleModel
 from botorch.models.transforms.outcome import Standardize
 from torch import Tensor
 
+from mbo.caller_state import trains
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
-from mbo.training import trains
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.networks import EnsembleCNN, EnsembleMLP, conv_dilations
 

@@ -17,10 +17,10 @@ from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from mbo.training import trains
 from reward_models.base import RewardModel, dataset_labels
 from reward_models.ensemble import DeepEnsemble
 

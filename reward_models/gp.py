@@ -28,12 +28,12 @@ from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from mbo.caller_state import trains
 from mbo.checkpoint import CheckpointError, load_state_strict
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
-from mbo.training import trains
 from reward_models.base import MIN_STD, RewardModel, dataset_labels
 from reward_models.kernels import OneHotHammingKernel
 

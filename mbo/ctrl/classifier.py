@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.progress import progress_bar
-from mbo.training import trains
 
 
 class EnsembleClassifier(nn.Module):

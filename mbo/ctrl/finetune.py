@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.ctrl.conditional import make_conditional
 from mbo.ctrl.conditions import ConditionSampler, Factor
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
-from mbo.training import trains
 
 
 class ConditionLogProb(nn.Module):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mbo.caller_state import trains
 from mbo.diffusion.masked import MaskedDiffusion
 from mbo.progress import progress_bar
-from mbo.training import trains
 
 
 @trains()

@@ -18,11 +18,10 @@ order factorizes the joint), so NELBO minus the data's entropy is the model's di
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbo.caller_state import evaluating
 from mbo.diffusion.policy import LOG_ZERO, PolicyTransform, on_support
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.diffusion.schedule import Schedule, get_schedule
@@ -60,25 +60,6 @@ positions must stay). :meth:`MaskedDiffusion.sample` calls it with only the rows
 that step; ``rows`` are their indices among the ``n`` sequences, for a hook with per-row state."""
 
 
-
-
-@contextlib.contextmanager
-def evaluating(*modules: nn.Module | None) -> Iterator[None]:
-    """Run with ``modules`` (None skipped) in eval mode, then give every submodule back its own mode.
-
-    Sampling reads the network as a deterministic function (chunking, skipped rows and cached
-    predictions rely on it); a caller's model left in ``train()`` mode with dropout would otherwise
-    draw from a noisy network, and the caller's mode is not the library's to change.
-    """
-    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
-    for module in modules:
-        if module is not None:
-            module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _evaluating_models(method: Callable) -> Callable:

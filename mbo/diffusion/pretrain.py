@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from mbo.caller_state import trains
 from mbo.device import memory_bytes
 from mbo.diffusion.checkpoint import load_masked_diffusion
 from mbo.diffusion.masked import MaskedDiffusion
@@ -16,7 +17,6 @@ from mbo.diffusion.policy import MinProbability
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
-from mbo.training import trains
 
 # Peak memory of a pretraining step grows by about 5 floats per float of the attention tensors
 # (batch × heads × L² × depth/2) between L = 400 and 600 on the CPU with the default denoiser: 5.3 in

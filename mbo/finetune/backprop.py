@@ -15,13 +15,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.diffusion.masked import sequence_parts
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
-from mbo.training import trains
 
 
 @trains(frozen_args=("pretrained",))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.finetune.trajectories import step_terms, trajectory_parts
@@ -28,7 +29,6 @@ from mbo.guidance.base import checked_reward
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
-from mbo.training import trains
 
 
 @trains(frozen_args=("pretrained",))

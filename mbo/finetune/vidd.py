@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mbo.caller_state import trains
 from mbo.data.alphabet import one_hot
 from mbo.diffusion.masked import MaskedDiffusion, sequence_parts
 from mbo.diffusion.policy import LOG_ZERO
@@ -38,7 +39,6 @@ from mbo.guidance.base import checked_reward, x0_log_probs
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 from mbo.seeding import dropout_seeded
-from mbo.training import trains
 
 
 @torch.no_grad()

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from mbo.caller_state import evaluating
 from mbo.data.alphabet import one_hot
-from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, evaluating, sequence_parts
+from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, sequence_parts
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.method_settings import check_count
 

@@ -1,9 +1,11 @@
-"""How the library's training entry points treat the caller's torch state.
+"""What the library does with a caller's torch state: it uses the modes it needs and gives the caller's back.
 
-An entry point that trains weights (pretraining, fine-tuning, fitting a reward model or classifier) is
-decorated with :func:`trains`: it runs with gradients on whatever the caller's grad mode, refuses
-``torch.inference_mode()`` with a message that says so, and hands back the modules it only reads (the
-fine-tuners' pretrained reference) in the modes the caller left them in.
+- :func:`evaluating`: networks read as deterministic functions (sampling, guidance), in eval mode for
+  the call.
+- :func:`frozen`: the same, without parameter gradients (a fine-tuner's reference).
+- :func:`trains`: the decorator of every entry point that trains weights (pretraining, fine-tuning,
+  fitting a reward model or classifier): gradients on whatever the caller's grad mode, a clear refusal
+  under ``torch.inference_mode()``, and the modules it only reads :func:`frozen` for the call.
 """
 
 from __future__ import annotations
@@ -21,6 +23,25 @@ F = TypeVar("F", bound=Callable)
 
 
 @contextlib.contextmanager
+def evaluating(*modules: nn.Module | None) -> Iterator[None]:
+    """Run with ``modules`` (None skipped) in eval mode, then give every submodule back its own mode.
+
+    Sampling reads the network as a deterministic function (chunking, skipped rows and cached
+    predictions rely on it); a caller's model left in ``train()`` mode with dropout would otherwise
+    draw from a noisy network, and the caller's mode is not the library's to change.
+    """
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    for module in modules:
+        if module is not None:
+            module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
 def frozen(*modules: nn.Module | None) -> Iterator[None]:
     """Run with ``modules`` (None skipped) in eval mode and without parameter gradients, then give every
     submodule its own mode and every parameter its own ``requires_grad`` back.
@@ -28,16 +49,13 @@ def frozen(*modules: nn.Module | None) -> Iterator[None]:
     A fine-tuner's reference must be a fixed function (no dropout, no graph through its weights), but
     the caller's model is not the library's to change: it may go on training it.
     """
-    live = [m for m in modules if m is not None]
-    modes = [(m, m.training) for module in live for m in module.modules()]
-    grads = [(p, p.requires_grad) for module in live for p in module.parameters()]
-    for module in live:
-        module.eval().requires_grad_(False)
+    grads = [(p, p.requires_grad) for module in modules if module is not None for p in module.parameters()]
+    for p, _ in grads:
+        p.requires_grad_(False)
     try:
-        yield
+        with evaluating(*modules):
+            yield
     finally:
-        for m, training in modes:
-            m.training = training
         for p, requires_grad in grads:
             p.requires_grad_(requires_grad)
 
