@@ -2,7 +2,11 @@
 
 Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM,
 SVDD-RO, SVDD-MC, SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on
-TFBind8, the reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Each proposes
+TFBind8, the reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Two variants
+compare how designs are picked from what was scored: ``svdd_rollout_final`` returns each SVDD-RO
+design's own final state (``method.keep=final``) where ``svdd_rollout`` returns the n best distinct
+completions of the whole run (the default), and ``best_of_n_pool`` keeps the n best distinct of
+Best-of-N's n·N samples as one pool rather than the best of each design's N. Each proposes
 ``n`` designs (default 128) scored by the task's ground truth. Settings (``--settings``):
 
 - ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
@@ -70,6 +74,7 @@ from mbo.device import resolve_device
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.samplers import FirstHittingSampler, Sampler, get_sampler
 from mbo.evaluate import evaluate_designs
+from mbo.guidance.base import best_distinct
 from mbo.reward_optimizers import exhaustive_search
 
 RESULTS = Path(__file__).parent / "results"
@@ -77,11 +82,14 @@ RESULTS = Path(__file__).parent / "results"
 SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GENERAL,
             "ehrlich_mean": EHRLICH_GENERAL, "ehrlich_oracle": EHRLICH_GENERAL}
 # Method name -> option of the `method` config group (None: not a guidance method).
-METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "svdd_pm": "svdd_pm",
-           "svdd_rollout": "svdd_rollout", "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient",
-           "refinement": "refinement", "exhaustive": None}
-LABELS = {"pretrained": "pretrained samples", "best_of_n": "Best-of-N", "svdd_pm": "SVDD-PM",
+METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "best_of_n_pool": "best_of_n",
+           "svdd_pm": "svdd_pm", "svdd_rollout": "svdd_rollout", "svdd_rollout_final": "svdd_rollout",
+           "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient", "refinement": "refinement",
+           "exhaustive": None}
+LABELS = {"pretrained": "pretrained samples", "best_of_n": "Best-of-N",
+          "best_of_n_pool": "Best-of-N, top n of one pool", "svdd_pm": "SVDD-PM",
           "svdd_rollout": "SVDD-RO (rollout value)",
+          "svdd_rollout_final": "SVDD-RO, each design's final state",
           "svdd_mc": "SVDD-MC", "smc": "SMC", "gradient": "gradient guidance",
           "refinement": "iterative refinement (SVDD)", "exhaustive": "exhaustive search (ceiling)"}
 SCALING_METHODS = ["best_of_n", "svdd_pm", "svdd_rollout", "svdd_mc", "smc", "gradient", "refinement"]
@@ -91,7 +99,7 @@ INFEASIBLE = -1.0
 feasible sequence (Ehrlich scores lie in [0, 1]), finite so rewards can be compared and weighted."""
 
 COLUMNS = [("true_p100", "true p100"), ("true_p50", "true p50"), ("true_mean", "true mean"),
-           ("unique", "unique"), ("feasible", "feasible"), ("novelty", "novelty"),
+           ("unique", "unique"), ("feasible", "feasible"), ("diversity", "diversity"), ("novelty", "novelty"),
            ("naturalness", "ELBO"), ("reward_mean", "reward"), ("reward_calls", "reward calls"),
            ("network_calls", "network calls"), ("seconds", "wall s")]
 
@@ -161,8 +169,12 @@ def method_settings(method: str, n: int, length: int, m: int, sampler: Sampler |
         return ["method.num_samples=1"]
     if method == "best_of_n":
         return [f"method.num_samples={m * steps}"]
+    if method == "best_of_n_pool":  # n·N pretrained samples, one each; the top n are kept afterwards
+        return ["method.num_samples=1"]
     if method in ("svdd_pm", "svdd_rollout"):  # SVDD-RO: n·M·S, one call under the budget
         return [f"method.candidates={m}"]
+    if method == "svdd_rollout_final":
+        return [f"method.candidates={m}", "method.keep=final"]
     if method == "svdd_mc":
         return [f"method.candidates={m}", f"method.rollouts={max(budget - n, 1)}"]
     if method == "smc":
@@ -177,6 +189,15 @@ def method_settings(method: str, n: int, length: int, m: int, sampler: Sampler |
         rounds = max(1, (budget - n) // per_round)
         return [f"method.candidates={m}", f"method.rounds={rounds}"]
     return []
+
+
+def designs_drawn(method: str, n: int, length: int, m: int, sampler: Sampler | None = None) -> int:
+    """How many designs ``method`` is asked for: n, except the pooled Best-of-N, which draws Best-of-N's
+    n·N samples as one pool (one sample each) and keeps its n best distinct afterwards, as SVDD-RO's
+    ``keep=best_scored`` does with its completions."""
+    if method != "best_of_n_pool":
+        return n
+    return n * m * (FirstHittingSampler() if sampler is None else sampler).num_steps(length)
 
 
 def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> dict:
@@ -196,9 +217,12 @@ def run_method(problem: Problem, setting: str, method: str, seed: int, args) -> 
                      *method_overrides(option, args.method_override)]
         fn = instantiate(compose_config("config", [*problem.overrides, *overrides]).method)
         gen = torch.Generator(device=problem.device).manual_seed(seed)
-        res = fn(pretrained, ScaledReward(reward, problem.scale), n, sampler=sampler(args),
+        draws = designs_drawn(method, n, length, candidates(args), sampler(args))
+        res = fn(pretrained, ScaledReward(reward, problem.scale), draws, sampler=sampler(args),
                  generator=gen, batch_size=args.batch_size, progress=args.progress)
         designs = res.designs
+        if method == "best_of_n_pool":
+            designs = best_distinct(res.designs, res.rewards, n)[0]
         run = {"reward_calls": res.reward_calls, "network_calls": res.network_calls,
                "seconds": res.seconds, "info": res.info}
     torch.manual_seed(seed)  # the ELBO's times and masks
@@ -329,6 +353,7 @@ def report(out: Path, command: str, meta: dict) -> dict:
         lines.append("")
     lines += ["± is the standard error over seeds. true p100 / p50 / mean: the ground truth's max, median "
               "(infeasible count as worst) and mean over feasible designs; feasible: fraction not −inf; "
+              "diversity: mean pairwise Hamming distance among the designs; "
               "novelty: mean Hamming distance to the nearest offline sequence; ELBO: naturalness under "
               "the pretrained model (nats per sequence); reward: mean of the reward the method steered "
               "by, in its own units; calls: sequences scored by the reward / passed through the "

@@ -29,7 +29,7 @@ POSITIVE = frozenset({"lr", "value_lr", "grad_clip", "tau", "clip"})
 INTERVALS = {"remask_fraction": (0.0, 1.0, False, True), "ess_threshold": (0.0, 1.0, True, True),
              "ema": (0.0, 1.0, True, False)}
 CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax", "mean"),
-           "masks": ("time", "count")}
+           "masks": ("time", "count"), "keep": ("best_scored", "final")}
 # These weigh by exp(r/α) with no argmax limit (α = 0 would divide by zero); the others read α = 0 as
 # argmax (SVDD, refinement) or as no KL leash (reward backprop, VIDD).
 POSITIVE_ALPHA = frozenset({"smc", "gradient_guidance", "finetune_ppo", "finetune_rwr"})

@@ -171,6 +171,24 @@ def gumbel(shape: torch.Size | tuple[int, ...], device: torch.device,
     return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
 
 
+def best_distinct(xs: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The ``n`` highest-scoring distinct rows of ``xs``, best first (fewer if fewer are distinct).
+
+    Args:
+        xs: LongTensor ``(B, L)``; a row may repeat (it then keeps its highest score).
+        scores: ``(B,)``.
+
+    Returns:
+        ``(rows (m, L), their scores (m,))``, m = min(n, distinct rows); ties in the order of the rows'
+        tokens, so the pick is deterministic.
+    """
+    rows, inverse = torch.unique(xs, dim=0, return_inverse=True)
+    best = torch.full((len(rows),), -torch.inf, dtype=scores.dtype, device=scores.device)
+    best = best.scatter_reduce(0, inverse, scores, "amax")
+    order = torch.sort(best, descending=True, stable=True).indices[:n]
+    return rows[order], best[order]
+
+
 # -------------------------------------------------------------------------------- network helpers
 def all_masked(diffusion: MaskedDiffusion, n: int) -> Tensor:
     """The start state of the reverse process: LongTensor ``(n, L)`` of MASK."""

@@ -160,7 +160,8 @@ def test_svdd_pm_draws_its_enumerated_law_argmax_at_zero_softmax_above(m, alpha)
 def test_svdd_rollout_draws_its_enumerated_law_with_the_kept_completion_as_a_candidate(alpha):
     p = joint(0)
     law = svdd_rollout_law(p, coupled, alpha)
-    res = svdd_rollout(exact_model(p), coupled, 20000, candidates=1, alpha=alpha, generator=gen(7))
+    res = svdd_rollout(exact_model(p), coupled, 20000, candidates=1, alpha=alpha, keep="final",
+                       generator=gen(7))
     assert tv(res.designs, law) < 0.025
     assert 0.5 * (law - p).abs().sum() > 0.1  # the incumbent alone moves it away from the prior
 
@@ -208,8 +209,8 @@ def test_same_seed_same_designs_chunking_changes_nothing_and_the_global_rng_is_u
     runs = {
         "svdd_pm": lambda g, b: svdd_pm(model, coupled, 6, candidates=3, alpha=0.3, generator=g,
                                         batch_size=b),
-        "svdd_rollout": lambda g, b: svdd_rollout(model, coupled, 6, candidates=3, alpha=0.3, generator=g,
-                                                  batch_size=b),
+        "svdd_rollout": lambda g, b: svdd_rollout(model, coupled, 6, candidates=3, alpha=0.3,
+                                                  keep="best_scored", generator=g, batch_size=b),
         "smc": lambda g, b: smc(model, coupled, 6, particles=5, alpha=0.3, ess_threshold=0.5,
                                 resampling="multinomial", generator=g, batch_size=b),
         "gradient": lambda g, b: gradient_guidance(model, linear, 6, alpha=0.5, scale=1.0, generator=g,
