@@ -400,6 +400,12 @@ def test_two_valued_labels_for_three_classes_and_a_broken_model_are_one_line(tmp
                       "ctrl.factors.0.label_column=bound")
     with pytest.raises(SettingsError, match=r"class edges must increase strictly.*fewer distinct values"):
         run_ctrl(cfg, tmp_path / "out")
+    short = tmp_path / "short.csv"
+    short.write_text("sequence,bound\n" + "".join(f"{s[:6]},1\n" for s in seqs))
+    from mbo.data.io import DataError
+    with pytest.raises(DataError, match=r"expected 8 \(the length of task tfbind8"):
+        run_ctrl(ctrl_config(tmp_path, "ctrl.factors.0.landscape=null", f"ctrl.factors.0.csv={short}",
+                             "ctrl.factors.0.label_column=bound"), tmp_path / "out3")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"junk\.safetensors"):

@@ -8,6 +8,7 @@ classifier may be trained on a different labeled file.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -86,7 +87,9 @@ def finetune_ctrl(pretrained: MaskedDiffusion, reward: ConditionLogProb, conditi
         per-iteration history.
     """
     start = make_conditional(pretrained, [f.num_classes for f in reward.factors])
-    reward = reward.to(pretrained.device)  # frozen for the call by @trains
+    if any(t.device != pretrained.device for t in (*reward.parameters(), *reward.buffers())):
+        # A copy: Module.to moves in place, which left the caller's classifiers on the prior's device.
+        reward = copy.deepcopy(reward).to(pretrained.device)
     return finetune(start, reward, alpha=1.0, condition_sampler=conditions, seed=seed, progress=progress)
 
 

@@ -77,7 +77,7 @@ def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, TFBin
         reference = oracle.full_dataset().labels.double()
     else:
         data = read_csv(to_absolute_path(spec.csv), task.alphabet, label_columns=spec.label_column,
-                        length=task.length)
+                        length=task.length, length_source=f"the length of task {task.name}")
         tokens, labels = data.tokens, data.labels.double()
         reference = labels
     edges = tuple(float(np.percentile(reference.numpy(), p)) for p in spec.percentiles)

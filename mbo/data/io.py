@@ -249,7 +249,7 @@ def parse_number(raw: str, what: str = "label", allow_neg_inf: bool = False) -> 
 
 def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column: str = "sequence",
              label_columns: str | Sequence[str] | None = "label", id_column: str | None = None,
-             length: int | None = None) -> SequenceDataset:
+             length: int | None = None, length_source: str | None = None) -> SequenceDataset:
     """Read a CSV of sequences with optional labels and ids into a :class:`SequenceDataset`.
 
     Sequences are stripped of surrounding whitespace and upper-cased when the alphabet's letters are
@@ -263,6 +263,8 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
             ``None`` for an unlabeled file.
         id_column: a column of unique ids, or ``None``.
         length: the required sequence length; by default the first row's length.
+        length_source: where ``length`` came from, for the message of a row of another length (e.g.
+            "the length of data.csv's sequences"); by default "length=L was given".
 
     Returns:
         A dataset with tokens ``(N, L)``, float32 labels ``(N,)`` / ``(N, k)`` or ``None``, and ids.
@@ -291,7 +293,7 @@ def read_csv(path: str | os.PathLike, alphabet: Alphabet | str, sequence_column:
     labels: list[list[float]] = []
     ids: list[str] = []
     id_rows: dict[str, tuple[int, str]] = {}  # id -> its first row and sequence
-    expected, expected_source = length, f"length={length} was given"
+    expected, expected_source = length, length_source or f"length={length} was given"
     if length is None:  # the most common length, so the odd row out is the one named (even row 2)
         lengths = Counter(len(_normalize(f[col[sequence_column]], alphabet)) for _, f in records
                           if len(f) == len(header) and f[col[sequence_column]].strip())
@@ -465,7 +467,7 @@ def write_csv(path: str | os.PathLike, dataset: SequenceDataset,
 
 
 def read_fasta(path: str | os.PathLike, alphabet: Alphabet | str,
-               length: int | None = None) -> SequenceDataset:
+               length: int | None = None, length_source: str | None = None) -> SequenceDataset:
     """Read a FASTA file into an unlabeled :class:`SequenceDataset`.
 
     Each record is a ``>`` header line whose first whitespace-separated token is the id, followed by
@@ -476,6 +478,7 @@ def read_fasta(path: str | os.PathLike, alphabet: Alphabet | str,
         path: the FASTA file (UTF-8).
         alphabet: an :class:`Alphabet` or a built-in alphabet's name.
         length: the required sequence length; by default the first record's length.
+        length_source: where ``length`` came from, as in :func:`read_csv`.
 
     Returns:
         A dataset with tokens ``(N, L)``, ``labels=None`` and the header ids.
@@ -512,7 +515,7 @@ def read_fasta(path: str | os.PathLike, alphabet: Alphabet | str,
     seqs: list[str] = []
     ids: list[str] = []
     id_lines: dict[str, int] = {}
-    expected, expected_source = length, f"length={length} was given"
+    expected, expected_source = length, length_source or f"length={length} was given"
     for header_line, ident, lines in records:
         if ident:
             if ident in id_lines:

@@ -872,3 +872,19 @@ def test_suggest_says_when_the_sequence_space_is_used_up(tmp_path, config, capsy
     assert "every one of the 4 sequences of length 1 over 4 letters is measured or suggested" in \
         capsys.readouterr().err
     assert tree_hash(root) == before
+
+
+@pytest.mark.parametrize("suffix", [".fasta", ".csv"])
+def test_a_corpus_of_another_length_is_refused_naming_the_data_it_must_match(tmp_path, dna_csv, capsys,
+                                                                             suffix):
+    # The length comes from the data file, not from the user: "length=8 was given" blamed a setting
+    # nobody gave.
+    corpus = tmp_path / f"corpus{suffix}"
+    corpus.write_text(">a\nACGTACGT\n>b\nACGTAC\n" if suffix == ".fasta"
+                      else "sequence\nACGTACGT\nACGTAC\n")
+    assert cli("init", tmp_path / "camp", "--data", dna_csv, "--corpus", corpus,
+               f"cache_dir={tmp_path / 'cache'}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(corpus) in err, err
+    assert "sequence has length 6, expected 8 (the length of start.csv's sequences)" in err, err
+    assert not (tmp_path / "camp").exists()

@@ -144,10 +144,12 @@ def _start_from_file(data_path, alphabet_name, sequence_column, label_column, id
     if corpus_path is None:
         corpus = data.tokens
     elif Path(corpus_path).suffix.lower() in FASTA_SUFFIXES:
-        corpus = read_fasta(corpus_path, alphabet, length=data.length).tokens
+        corpus = read_fasta(corpus_path, alphabet, length=data.length,
+                            length_source=f"the length of {Path(data_path).name}'s sequences").tokens
     else:
         corpus = read_csv(corpus_path, alphabet, sequence_column=sequence_column, label_columns=None,
-                          length=data.length).tokens
+                          length=data.length,
+                          length_source=f"the length of {Path(data_path).name}'s sequences").tokens
     start = {"data": Path(data_path).name, "sequence_column": sequence_column,
              "label_column": labels if len(labels) > 1 else labels[0], "id_column": id_column,
              "corpus": None if corpus_path is None else Path(corpus_path).name}
