@@ -182,7 +182,8 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
         keep: which sequences come back. ``"best_scored"``: the n best distinct completions scored
             over the whole run, by all designs together, best first (with fewer than n distinct
             ones, e.g. in a tiny space, the designs' final states fill the rest); on Ehrlich's oracle
-            this lifted the median from 0.375 to 0.56 at the same calls. ``"final"``: each design's
+            it lifted the median from 0.375 to 0.562 in 5 of 5 seeds at the same calls, for a mean
+            pairwise distance of 25.8 instead of 30.6 of 32 letters. ``"final"``: each design's
             kept state, n draws of SVDD-RO's own law (the one to use with α > 0 when the designs
             should be draws aimed at p_pre·exp(r/α) rather than the run's best).
 
