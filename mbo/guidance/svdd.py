@@ -17,8 +17,8 @@ be differentiable.
   scored. For a reward whose informative region the posterior mean misses (an oracle that scores
   the most likely completion of a mostly masked state as infeasible), this is the value to use.
   Every completion is a whole sequence with a known reward, so by default it returns the n best
-  distinct sequences that any design scored (``keep="best_scored"``) rather than each design's own
-  best (``keep="final"``): a design that found a good region leaves several of its completions among
+  distinct sequences that any design scored (``keep="best_scored"``) rather than each design's final
+  state (``keep="final"``): a design that found a good region leaves several of its completions among
   them, at no reward call.
 - :func:`svdd_mc`: v = v_φ, a small network regressed on pretrained rollouts first
   (:func:`~mbo.guidance.values.fit_value_network`); sampling then makes no reward call at all.
