@@ -81,11 +81,13 @@ LABELS = {"adalead": "AdaLead (3-MLP ensemble)", "random": "random mutagenesis",
 FOLD_METHODS = ("prior", "svdd_pm", "svdd_rollout", "refinement", "ga", "inverse_fold")
 # Inference-time alignment methods (mbo.guidance) on the oracle reward, sized so that their reward
 # calls (every oracle call, lookaheads and rollouts included) fit the budget: (designs, overrides of
-# the method group) from (method config, L, budget). SVDD runs one design whose M candidates a step
-# fill the budget (M·L calls): the best sequence is what counts, and one long search keeps what it
+# the method group) from (method config, L, budget). SVDD runs one design whose M candidates a
+# selection fill the budget (M·K calls for K selections: every step, L, for SVDD-PM; SVDD-RO's
+# ``selections`` when fewer): the best sequence is what counts, and one long search keeps what it
 # learned where several short ones start over. Refinement keeps the group's settings.
 def _one_search(m, length: int, budget: int) -> tuple[int, list[str]]:
-    return 1, [f"method.candidates={max(budget // length, 1)}"]
+    selections = m.get("selections") or length
+    return 1, [f"method.candidates={max(budget // min(length, selections), 1)}"]
 
 
 GUIDED = {

@@ -1,13 +1,14 @@
 """Benchmark: inference-time alignment of a pretrained masked diffusion model at equal reward calls.
 
-Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM,
-SVDD-RO, SVDD-MC, SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on
-TFBind8, the reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Two variants
-compare how designs are picked from what was scored: ``svdd_rollout_final`` returns each SVDD-RO
-design's own final state (``method.keep=final``) where ``svdd_rollout`` returns the n best distinct
-completions of the whole run (the default), and ``best_of_n_pool`` keeps the n best distinct of
-Best-of-N's n·N samples as one pool rather than the best of each design's N. Each proposes
-``n`` designs (default 128) scored by the task's ground truth. Settings (``--settings``):
+Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM, SVDD-RO,
+SVDD-MC, SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on TFBind8, the
+reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Two variants compare how designs
+are picked from what was scored: ``svdd_rollout_final`` returns each SVDD-RO design's own final state
+(``method.keep=final``) where ``svdd_rollout`` returns the n best distinct completions of the whole run
+(the default), ``svdd_rollout_every_step`` selects at every sampler step (``method.selections=null``)
+where the default selects at a fixed number of steps, and ``best_of_n_pool`` keeps the n best distinct of
+Best-of-N's n·N samples as one pool rather than the best of each design's N. Each proposes ``n`` designs
+(default 128) scored by the task's ground truth. Settings (``--settings``):
 
 - ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
   deep ensemble; :data:`~experiments.settings.TFBIND8_GENERAL`) mean;
@@ -19,24 +20,24 @@ Best-of-N's n·N samples as one pool rather than the best of each design's N. Ea
   gradient guidance), infeasible (−inf) mapped to :data:`INFEASIBLE` for the methods; the table
   reports the raw oracle.
 
-Budget. SVDD-PM with M candidates (``--candidates``, default the method group's) and a sampler of
-S steps (``--sampler``; the first-hitting sampler's S = L makes every budget exact) spends at most
-B = 1 + n·M·S reward calls. Every other method gets the setting that spends at most that: Best-of-N
-N = M·S, SVDD-RO the same M (n·M·S), SMC K = M, SVDD-MC rollouts = B − n, refinement the most rounds
-R (at least 1) with n + R·n·(1 + M·m) ≤ B (m re-masked positions, so m steps, a round; S with a grid,
-where one round's bound, n·(1 + M·S), already passes B's, so it runs one round and its column says what
-that cost).
-Gradient guidance is the exception: one reward gradient per design per step, n·(S + 1) calls. With a
-grid sampler the SVDD/SMC/refinement counts are upper bounds (a candidate that unmasks nothing is
-free); the tables report the calls actually made.
+Budget. SVDD-PM with M candidates (``--candidates``, default the method group's) and a sampler of S steps
+(``--sampler``; the first-hitting sampler's S = L makes every budget exact) spends at most B = 1 + n·M·S
+reward calls. Every other method gets the setting that spends at most that: Best-of-N N = M·S, SVDD-RO
+M·S/K candidates for its K = min(selections, S) selections (n·M·S), SMC K = M, SVDD-MC rollouts = B − n,
+refinement the most rounds R (at least 1) with n + R·n·(1 + M·m) ≤ B (m re-masked positions, so m steps,
+a round; S with a grid, where one round's bound, n·(1 + M·S), already passes B's, so it runs one round
+and its column says what that cost). Gradient guidance is the exception: one reward gradient per design
+per step, n·(S + 1) calls. With a grid sampler the SVDD/SMC/refinement counts are upper bounds (a
+candidate that unmasks nothing is free); the tables report the calls actually made.
 
 Rewards reach the methods in units of the offline labels' std (``ScaledReward``), as mbo-run's
 fine-tuning gets them, so the method group's α means the same on every task; the "reward" column is
 in the reward's own units.
 
 Scaling (``--scaling``): wall time and calls vs n (at L = 32) and vs L (32, 64, 128 at fixed n) on
-Ehrlich with the CNN ensemble mean, each method at its config defaults (one seed; the pretrained
-model of each length is trained for ``--scaling-pretrain-steps`` only: cost does not depend on it).
+Ehrlich with the CNN ensemble mean, each method of ``--scaling-methods`` at its config defaults (one
+seed; the pretrained model of each length is trained for ``--scaling-pretrain-steps`` only: cost does not
+depend on it).
 
 Each (setting, method, seed) result is written to ``OUT/runs/<setting>__<method>__seed<k>.json`` as
 soon as it finishes and skipped if present (methods and seeds can be split over processes; an
@@ -84,14 +85,19 @@ SETTINGS = {"tfbind8_mean": TFBIND8_GENERAL, "tfbind8_conservative": TFBIND8_GEN
 # Method name -> option of the `method` config group (None: not a guidance method).
 METHODS = {"pretrained": "best_of_n", "best_of_n": "best_of_n", "best_of_n_pool": "best_of_n",
            "svdd_pm": "svdd_pm", "svdd_rollout": "svdd_rollout", "svdd_rollout_final": "svdd_rollout",
+           "svdd_rollout_every_step": "svdd_rollout",
            "svdd_mc": "svdd_mc", "smc": "smc", "gradient": "gradient", "refinement": "refinement",
            "exhaustive": None}
 LABELS = {"pretrained": "pretrained samples", "best_of_n": "Best-of-N",
           "best_of_n_pool": "Best-of-N, top n of one pool", "svdd_pm": "SVDD-PM",
           "svdd_rollout": "SVDD-RO (rollout value)",
           "svdd_rollout_final": "SVDD-RO, each design's final state",
+          "svdd_rollout_every_step": "SVDD-RO, a selection at every step",
           "svdd_mc": "SVDD-MC", "smc": "SMC", "gradient": "gradient guidance",
           "refinement": "iterative refinement (SVDD)", "exhaustive": "exhaustive search (ceiling)"}
+# Variants: the method group's option with these overrides on top of its defaults.
+VARIANTS = {"svdd_rollout_final": ["method.keep=final"],
+            "svdd_rollout_every_step": ["method.selections=null"]}
 SCALING_METHODS = ["best_of_n", "svdd_pm", "svdd_rollout", "svdd_mc", "smc", "gradient", "refinement"]
 
 INFEASIBLE = -1.0
@@ -171,10 +177,15 @@ def method_settings(method: str, n: int, length: int, m: int, sampler: Sampler |
         return [f"method.num_samples={m * steps}"]
     if method == "best_of_n_pool":  # n·N pretrained samples, one each; the top n are kept afterwards
         return ["method.num_samples=1"]
-    if method in ("svdd_pm", "svdd_rollout"):  # SVDD-RO: n·M·S, one call under the budget
+    if method == "svdd_pm":
         return [f"method.candidates={m}"]
-    if method == "svdd_rollout_final":
-        return [f"method.candidates={m}", "method.keep=final"]
+    if method.startswith("svdd_rollout"):
+        # n·M'·K reward calls for K selections (one call under the budget): M' = M·S/K keeps them at
+        # n·M·S when a design selects at K < S steps.
+        selections = compose_config("config", ["method=svdd_rollout", *VARIANTS.get(method, [])]
+                                    ).method.selections
+        k = steps if selections is None else min(steps, selections)
+        return [f"method.candidates={max(1, m * steps // k)}", *VARIANTS.get(method, [])]
     if method == "svdd_mc":
         return [f"method.candidates={m}", f"method.rollouts={max(budget - n, 1)}"]
     if method == "smc":
@@ -253,7 +264,7 @@ def run_scaling(args, command: str) -> None:
     points = [(32, n) for n in args.scaling_n] + [(length, args.scaling_n_fixed)
                                                   for length in args.scaling_lengths]
     for length in sorted({p[0] for p in points}):
-        todo = [(n, m) for (ln, n) in points if ln == length for m in SCALING_METHODS
+        todo = [(n, m) for (ln, n) in points if ln == length for m in args.scaling_methods
                 if not (args.out / "runs" / f"scaling__L{length}__n{n}__{m}.json").exists()]
         if not todo:
             continue
@@ -265,6 +276,7 @@ def run_scaling(args, command: str) -> None:
         for n, method in sorted(set(todo)):
             option = METHODS[method]
             fn = instantiate(compose_config("config", [*problem.overrides, f"method={option}",
+                                                       *VARIANTS.get(method, []),
                                                        *method_overrides(option, args.method_override)]
                                             ).method)
             gen = torch.Generator(device=problem.device).manual_seed(0)
@@ -333,21 +345,22 @@ def report(out: Path, command: str, meta: dict) -> dict:
         lines += ["## Scaling (Ehrlich, CNN ensemble mean, config defaults, seed 0)", "",
                   "| method | L | n | wall s | reward calls | network calls |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for r in sorted(scaling, key=lambda r: (SCALING_METHODS.index(r["method"]), r["length"], r["n"])):
+        order = list(METHODS)
+        for r in sorted(scaling, key=lambda r: (order.index(r["method"]), r["length"], r["n"])):
             lines.append(f"| {LABELS[r['method']]} | {r['length']} | {r['n']} | {r['seconds']:.1f} | "
                          f"{r['reward_calls']:,} | {r['network_calls']:,} |")
-        lines += ["", "Log-log slopes of wall time (1 = linear):", ""]
-        for method in SCALING_METHODS:
-            by_n = sorted((r["n"], r["seconds"]) for r in scaling
-                          if r["method"] == method and r["length"] == 32)
-            n_fixed = meta.get("scaling_n_fixed")
-            by_l = sorted((r["length"], r["seconds"]) for r in scaling
-                          if r["method"] == method and r["n"] == n_fixed)
+        lines += ["", "Log-log slopes of wall time, reward calls and network calls (1 = linear):", ""]
+        n_fixed = meta.get("scaling_n_fixed")
+        for method in [m for m in order if any(r["method"] == m for r in scaling)]:
             parts = []
-            if len(by_n) > 1:
-                parts.append(f"vs n {_slope(*zip(*by_n, strict=True)):.2f}")
-            if len(by_l) > 1:
-                parts.append(f"vs L {_slope(*zip(*by_l, strict=True)):.2f}")
+            for axis, key, fixed, at in (("n", "n", "length", 32), ("L", "length", "n", n_fixed)):
+                rows = sorted((r for r in scaling if r["method"] == method and r[fixed] == at),
+                              key=lambda r: r[key])
+                if len(rows) > 1:
+                    xs = [r[key] for r in rows]
+                    parts.append(f"vs {axis} " + " / ".join(
+                        f"{_slope(xs, [r[c] for r in rows]):.2f}"
+                        for c in ("seconds", "reward_calls", "network_calls")))
             if parts:
                 lines.append(f"- {LABELS[method]}: " + ", ".join(parts))
         lines.append("")
@@ -383,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--method-override", action="append", default=[],
                    help="method group override, e.g. method.alpha=0.3 (every method that has it)")
     p.add_argument("--scaling", action="store_true", help="also measure cost vs n and L (Ehrlich)")
+    p.add_argument("--scaling-methods", nargs="+", default=SCALING_METHODS, choices=list(METHODS))
     p.add_argument("--scaling-n", nargs="+", type=int, default=[32, 64, 128])
     p.add_argument("--scaling-lengths", nargs="+", type=int, default=[32, 64, 128])
     p.add_argument("--scaling-n-fixed", type=int, default=32)

@@ -21,6 +21,8 @@ COUNTS = frozenset({"num_samples", "candidates", "particles", "rounds", "rollout
                     "maxiter"})
 # Lists of integers >= 1 (layer widths).
 COUNT_LISTS = frozenset({"hidden_dims", "conv_channels"})
+# Integers >= 1, or null: every row (max_train), every step (selections).
+NULLABLE_COUNTS = frozenset({"max_train", "selections"})
 # Integers >= 0.
 COUNTS_FROM_ZERO = frozenset({"iterations", "warmup"})
 # Finite numbers > 0.
@@ -57,7 +59,7 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
         elif key in COUNT_LISTS:
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
                 raise ValueError(f"{where}: {name} must be integers >= 1, got {list(value)!r}")
-        elif key == "max_train" and value is not None:  # null: every row
+        elif key in NULLABLE_COUNTS and value is not None:
             check_count(value, name, where)
         elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA

@@ -7,9 +7,17 @@ import pytest
 from omegaconf import OmegaConf
 
 import mbo.conf
-from mbo.method_settings import CHOICES, COUNTS, COUNTS_FROM_ZERO, INTERVALS, POSITIVE, check_method_settings
+from mbo.method_settings import (
+    CHOICES,
+    COUNTS,
+    COUNTS_FROM_ZERO,
+    INTERVALS,
+    NULLABLE_COUNTS,
+    POSITIVE,
+    check_method_settings,
+)
 
-CHECKED = COUNTS | COUNTS_FROM_ZERO | POSITIVE | set(INTERVALS) | set(CHOICES) | {
+CHECKED = COUNTS | NULLABLE_COUNTS | COUNTS_FROM_ZERO | POSITIVE | set(INTERVALS) | set(CHOICES) | {
     "alpha", "scale", "kl_budget", "value_dim", "hard", "weight_decay", "seed"}
 GROUPS = ("method", "finetune", "ctrl/finetune")
 OPTIONS = sorted(p for g in GROUPS for p in (Path(mbo.conf.__file__).parent / g).glob("*.yaml"))

@@ -19,7 +19,10 @@ be differentiable.
   Every completion is a whole sequence with a known reward, so by default it returns the n best
   distinct sequences that any design scored (``keep="best_scored"``) rather than each design's final
   state (``keep="final"``): a design that found a good region leaves several of its completions among
-  them, at no reward call.
+  them, at no reward call. Selecting at every first-hitting step costs each candidate a completion of
+  about L/2 network calls at each of L steps, L² in all; by default a design selects at 32 evenly
+  spaced steps (``selections``), the candidates running the pretrained steps between them, so the
+  reward calls stay fixed and the network calls grow linearly as L grows past 32.
 - :func:`svdd_mc`: v = v_φ, a small network regressed on pretrained rollouts first
   (:func:`~mbo.guidance.values.fit_value_network`); sampling then makes no reward call at all.
 
@@ -49,7 +52,7 @@ from mbo.guidance.base import (
     resolve_sampler,
     x0_log_probs,
 )
-from mbo.guidance.values import fit_value_network, lookahead, predicted_value, rollout
+from mbo.guidance.values import advance, fit_value_network, lookahead, predicted_value, rollout
 from mbo.method_settings import check_method_settings
 from mbo.progress import progress_bar
 
@@ -168,15 +171,15 @@ def svdd_pm(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: i
 
 @torch.no_grad()
 def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidates: int, alpha: float,
-                 keep: str, sampler: Sampler | int | str | None = None,
+                 keep: str, selections: int | None, sampler: Sampler | int | str | None = None,
                  generator: torch.Generator | None = None, batch_size: int | None = None,
                  progress: bool = False) -> AlignmentResult:
-    """SVDD-RO: M pretrained candidates per step, kept by the reward of one pretrained completion each.
+    """SVDD-RO: M pretrained candidates per selection, kept by the reward of one pretrained completion each.
 
     Args:
         diffusion, reward, n, sampler, generator, batch_size, progress: as in :func:`svdd_pm`.
-        candidates: M, fresh candidates per design per step (each costs one reward call); from the
-            second step on, the kept state's completion adds one more, free.
+        candidates: M, fresh candidates per design per selection (each costs one reward call); from
+            the second selection on, the kept state's completion adds one more, free.
         alpha: selection temperature in the reward's units; 0 keeps the best candidate (ties: a
             fresh one, so a design keeps moving along a plateau of equal rewards).
         keep: which sequences come back. ``"best_scored"``: the n best distinct completions scored
@@ -186,19 +189,27 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
             pairwise distance of 25.8 instead of 30.6 of 32 letters. ``"final"``: each design's
             kept state, n draws of SVDD-RO's own law (the one to use with α > 0 when the designs
             should be draws aimed at p_pre·exp(r/α) rather than the run's best).
+        selections: how many times a design picks among candidates, at evenly spaced sampler steps
+            (each candidate runs the pretrained steps up to the next selection, one at a time, so it
+            stays an exact draw of the prior); None or ≥ the sampler's steps S: at every step. Fixed
+            as L grows, it keeps the reward calls constant and the network calls linear in L, where
+            selecting at every first-hitting step costs L reward calls and ~L²/2 network calls per
+            candidate.
 
     Returns:
         :class:`~mbo.guidance.base.AlignmentResult`: designs ``(n, L)`` and their exact rewards (the
         value of a clean state is its own reward).
 
-    Budget (S = the sampler's steps, exact for the first-hitting sampler where S = L): reward calls
-    = n·M·S; network calls = 1 + n·M·L(L − 1)/2 + n·(L − 2) with the first-hitting sampler (a
-    completion of r masked positions costs r calls, the candidate's own prediction included), about
-    M·L/2 times SVDD-PM's.
+    Budget (K = min(selections, S), S = the sampler's steps; exact for the first-hitting sampler,
+    where S = L): reward calls = n·M·K; network calls = 1 + n·M·Σ_j (s_j + r_j − 1) + n·(K − 2),
+    where a candidate of selection j runs s_j ≈ S/K steps and leaves r_j masked positions to its
+    completion, and the last term is the kept completion's candidate from the second selection to the
+    last but one: about n·M·L·(1 + K/2) at K < L, n·M·L²/2 at K = S = L.
     """
     where = "svdd_rollout"
     n = check_inputs(diffusion, n, batch_size, where)
-    check_method_settings(where, {"candidates": candidates, "alpha": alpha, "keep": keep})
+    check_method_settings(where, {"candidates": candidates, "alpha": alpha, "keep": keep,
+                                  "selections": selections})
     m, alpha = int(candidates), float(alpha)
     sampler = resolve_sampler(diffusion, sampler)
     mask = diffusion.mask_id
@@ -209,25 +220,27 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
         # The n best distinct completions scored so far (kept merged, so memory stays O(n·M)).
         best, best_value = x[:0], torch.empty(0, device=x.device)
         steps = sampler.num_steps(diffusion.length)
-        for k in progress_bar(range(steps), desc="SVDD-RO", progress=progress, leave=False):
+        starts = selection_starts(steps, selections)
+        for j in progress_bar(range(len(starts)), desc="SVDD-RO", progress=progress, leave=False):
             if not bool((x == mask).any()):
                 break
+            k, stop = starts[j], starts[j + 1] if j + 1 < len(starts) else steps
             cand = x.repeat_interleave(m, 0)  # (n·M, L): M copies of each design, side by side
-            cand_log_x0 = log_x0.repeat_interleave(m, 0)
-            unmask, _ = sampler.unmask(cand == mask, k, diffusion.schedule, generator)
-            xs = diffusion.step(cand, cand_log_x0, unmask, generator=generator).xs
-            xs_log_x0 = refresh_log_probs(diffusion, xs, unmask.any(-1), cand_log_x0, batch_size)
-            done = rollout(diffusion, xs, xs_log_x0, sampler, k + 1, generator, batch_size)
+            xs, xs_log_x0 = advance(diffusion, cand, log_x0.repeat_interleave(m, 0), sampler, k, stop,
+                                    generator, batch_size)
+            done = rollout(diffusion, xs, xs_log_x0, sampler, stop, generator, batch_size)
             scores = counter.score(done)
             if keep == "best_scored":
                 best, best_value = best_distinct(torch.cat([best, done]), torch.cat([best_value, scores]), n)
             parts = [t.view(n, m, *t.shape[1:]) for t in (xs, xs_log_x0, done, scores)]
             if completion is not None:
                 # The kept completion's tokens at the sampler's positions: a draw from the pretrained
-                # step whose completion (and value) is already known.
-                follow, _ = sampler.unmask(x == mask, k, diffusion.schedule, generator)
-                inc = torch.where(follow, completion, x)
-                inc_log_x0 = refresh_log_probs(diffusion, inc, follow.any(-1), log_x0, batch_size)
+                # steps whose completion (and value) is already known.
+                inc = x
+                for i in range(k, stop):
+                    follow, _ = sampler.unmask(inc == mask, i, diffusion.schedule, generator)
+                    inc = torch.where(follow, completion, inc)
+                inc_log_x0 = refresh_log_probs(diffusion, inc, (inc != x).any(-1), log_x0, batch_size)
                 parts = [torch.cat([p, q[:, None]], 1)
                          for p, q in zip(parts, (inc, inc_log_x0, completion, value), strict=True)]
             states, logs, completions, values = parts
@@ -243,6 +256,14 @@ def svdd_rollout(diffusion: MaskedDiffusion, reward: Reward, n: int, *, candidat
             fill = value.argsort(descending=True, stable=True)[: n - len(best)]
             x, value = torch.cat([best, x[fill]]), torch.cat([best_value, value[fill]])
         return counter.result(x, value)
+
+
+def selection_starts(steps: int, selections: int | None) -> list[int]:
+    """The sampler steps (of ``steps``) at which SVDD-RO selects: ``selections`` evenly spaced from 0,
+    every step when None or ≥ ``steps``."""
+    if selections is None or selections >= steps:
+        return list(range(steps))
+    return sorted({j * steps // selections for j in range(selections)})
 
 
 @torch.no_grad()

@@ -59,32 +59,46 @@ def lookahead(diffusion: MaskedDiffusion, counter: CallCounter, xs: Tensor, chan
 
 
 @torch.no_grad()
+def advance(diffusion: MaskedDiffusion, xs: Tensor, log_x0: Tensor, sampler: Sampler, start: int, stop: int,
+            generator: torch.Generator | None = None, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Run the pretrained sampler's steps ``start .. stop − 1`` from states ``xs``.
+
+    Args:
+        xs: LongTensor ``(B, L)``, MASK = V.
+        log_x0: ``(B, L, V)``, log x̂_θ(xs) (already paid for by the caller).
+        sampler: the reverse process's sampler; ``start`` is the step after the one that produced
+            ``xs``. Stops early once nothing is masked.
+
+    Returns:
+        ``(x (B, L), log x̂_θ(x) (B, L, V))``. Network calls: one per row and step that leaves the row
+        with masked positions (a row that ends clean needs none).
+    """
+    x = xs
+    for k in range(start, stop):
+        masked = x == diffusion.mask_id
+        if not bool(masked.any()):
+            break
+        unmask, _ = sampler.unmask(masked, k, diffusion.schedule, generator)
+        x = diffusion.step(x, log_x0, unmask, generator=generator).xs
+        log_x0 = refresh_log_probs(diffusion, x, unmask.any(-1), log_x0, batch_size)
+    return x, log_x0
+
+
 def rollout(diffusion: MaskedDiffusion, xs: Tensor, log_x0: Tensor, sampler: Sampler, start: int,
             generator: torch.Generator | None = None, batch_size: int | None = None) -> Tensor:
     """Complete states with the pretrained sampler: one draw x_0 ~ p_pre(· | x_s) per row.
 
     Args:
-        xs: LongTensor ``(B, L)``, MASK = V.
-        log_x0: ``(B, L, V)``, log x̂_θ(xs) (already paid for by the caller).
-        sampler: the reverse process's sampler; the completion runs its steps ``start ..`` to the end
-            and stops once nothing is masked.
-        start: the first step index of the completion (the step after the one that produced ``xs``).
+        xs, log_x0, sampler, start: as in :func:`advance`; the completion runs the sampler's steps
+            ``start ..`` to the end.
 
     Returns:
         LongTensor ``(B, L)``, no MASK; rows of ``xs`` without MASK come back unchanged. Network calls:
         one per row and step while the row still has masked positions after the step (with the
         first-hitting sampler, r − 1 for a row with r masked positions).
     """
-    x = xs
     steps = sampler.num_steps(diffusion.length)
-    for k in range(start, steps):
-        masked = x == diffusion.mask_id
-        if not bool(masked.any()):
-            break
-        unmask, _ = sampler.unmask(masked, k, diffusion.schedule, generator)
-        x = diffusion.step(x, log_x0, unmask, generator=generator).xs
-        if k + 1 < steps:
-            log_x0 = refresh_log_probs(diffusion, x, unmask.any(-1), log_x0, batch_size)
+    x, _ = advance(diffusion, xs, log_x0, sampler, start, steps, generator, batch_size)
     if bool((x == diffusion.mask_id).any()):
         raise RuntimeError(f"rollout: the sampler left masked positions after {steps} steps")
     return x

@@ -21,7 +21,7 @@ from tests.guidance import L, V, count_zero, gen, rewards_of, tiny_model
 SETTINGS = {
     best_of_n: dict(num_samples=2),
     svdd_pm: dict(candidates=2, alpha=0.0),
-    svdd_rollout: dict(candidates=2, alpha=0.0, keep="best_scored"),
+    svdd_rollout: dict(candidates=2, alpha=0.0, keep="best_scored", selections=4),
     svdd_mc: dict(candidates=2, alpha=0.0, rollouts=8, value_steps=2, value_batch_size=4, value_lr=1e-3,
                   value_dim=8, value_depth=1),
     smc: dict(particles=2, alpha=1.0, ess_threshold=0.5, resampling="systematic"),

@@ -161,21 +161,35 @@ def test_svdd_rollout_draws_its_enumerated_law_with_the_kept_completion_as_a_can
     p = joint(0)
     law = svdd_rollout_law(p, coupled, alpha)
     res = svdd_rollout(exact_model(p), coupled, 20000, candidates=1, alpha=alpha, keep="final",
-                       generator=gen(7))
+                       selections=None, generator=gen(7))
     assert tv(res.designs, law) < 0.025
     assert 0.5 * (law - p).abs().sum() > 0.1  # the incumbent alone moves it away from the prior
 
 
-def test_best_of_n_draws_the_law_of_the_best_of_n_prior_samples():
-    # P(best in a reward class c) = F(≤ c)^N − F(< c)^N, shared within the class ∝ p (ties: the first).
-    p, n_samples = joint(0), 4
-    r = reward_of(SEQS, coupled).double()
+def best_of_law(p: Tensor, reward, n_samples: int) -> Tensor:
+    """The law of the best of N prior samples: P(best in a reward class c) = F(≤ c)^N − F(< c)^N, shared
+    within the class ∝ p (whichever tie is kept, the samples are exchangeable)."""
+    r = reward_of(SEQS, reward).double()
     le = torch.stack([(p * (r <= x)).sum() for x in r])
     lt = torch.stack([(p * (r < x)).sum() for x in r])
     same = torch.stack([(p * (r == x)).sum() for x in r])
-    law = (le**n_samples - lt**n_samples) * p / same
-    res = best_of_n(exact_model(p), coupled, 20000, num_samples=n_samples, generator=gen(4))
-    assert tv(res.designs, law) < 0.025  # measured 0.014
+    return (le**n_samples - lt**n_samples) * p / same
+
+
+def test_svdd_rollout_with_one_selection_is_the_best_of_m_prior_samples():
+    # One selection at step 0: each candidate runs every pretrained step (a prior sample, its own
+    # completion) and the best of the M is kept.
+    p = joint(0)
+    res = svdd_rollout(exact_model(p), coupled, 20000, candidates=4, alpha=0.0, keep="final",
+                       selections=1, generator=gen(8))
+    assert res.reward_calls == 20000 * 4
+    assert tv(res.designs, best_of_law(p, coupled, 4)) < 0.025
+
+
+def test_best_of_n_draws_the_law_of_the_best_of_n_prior_samples():
+    p = joint(0)
+    res = best_of_n(exact_model(p), coupled, 20000, num_samples=4, generator=gen(4))
+    assert tv(res.designs, best_of_law(p, coupled, 4)) < 0.025  # measured 0.014
 
 
 def test_smc_with_many_particles_draws_the_tilted_target():
@@ -210,7 +224,8 @@ def test_same_seed_same_designs_chunking_changes_nothing_and_the_global_rng_is_u
         "svdd_pm": lambda g, b: svdd_pm(model, coupled, 6, candidates=3, alpha=0.3, generator=g,
                                         batch_size=b),
         "svdd_rollout": lambda g, b: svdd_rollout(model, coupled, 6, candidates=3, alpha=0.3,
-                                                  keep="best_scored", generator=g, batch_size=b),
+                                                  keep="best_scored", selections=None, generator=g,
+                                                  batch_size=b),
         "smc": lambda g, b: smc(model, coupled, 6, particles=5, alpha=0.3, ess_threshold=0.5,
                                 resampling="multinomial", generator=g, batch_size=b),
         "gradient": lambda g, b: gradient_guidance(model, linear, 6, alpha=0.5, scale=1.0, generator=g,

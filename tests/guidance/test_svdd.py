@@ -5,6 +5,7 @@ import torch
 
 from mbo.guidance import rollout, select_candidates, svdd_mc, svdd_pm, svdd_rollout
 from mbo.guidance.base import x0_log_probs
+from mbo.guidance.svdd import selection_starts
 from tests.guidance import L, count_zero, gen, plain_mean, rewards_of, tiny_model
 
 MC = dict(rollouts=256, value_steps=150, value_batch_size=64, value_lr=3e-3, value_dim=16, value_depth=1)
@@ -88,7 +89,8 @@ def test_ro_budget_exact_rewards_and_a_value_that_never_falls(sampler):
         scored.append(r.view(n, m))
         return r
 
-    res = svdd_rollout(model, recording, n, candidates=m, alpha=0.0, keep="final", generator=gen())
+    res = svdd_rollout(model, recording, n, candidates=m, alpha=0.0, keep="final",
+                       selections=None, generator=gen())
     assert torch.equal(res.rewards, rewards_of(res.designs))
     # The kept completion is always a candidate, so each design ends as the best sequence it scored.
     assert torch.equal(res.rewards, torch.cat(scored, 1).amax(1))
@@ -100,15 +102,41 @@ def test_ro_budget_exact_rewards_and_a_value_that_never_falls(sampler):
     # The best of the first step's M completions is a floor for the final design (the kept
     # completion is always a candidate): with M = 1 there is nothing to choose among, and the design
     # is one pretrained trajectory's completion.
-    one = svdd_rollout(model, count_zero, 200, candidates=1, alpha=0.0, keep="final", generator=gen(3))
+    one = svdd_rollout(model, count_zero, 200, candidates=1, alpha=0.0, keep="final",
+                       selections=None, generator=gen(3))
     assert one.rewards.mean() > plain_mean(model)
+
+
+@pytest.mark.parametrize("selections", [1, 2, 4])
+def test_ro_selections_fix_the_reward_calls_and_count_the_network_calls(selections):
+    model = tiny_model(sampler="first_hitting")
+    n, m = 5, 3
+    res = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, keep="final",
+                       selections=selections, generator=gen(2))
+    starts = selection_starts(L, selections)
+    assert len(starts) == selections and starts[0] == 0
+    assert res.reward_calls == n * m * selections
+    # Selection j's candidates run s_j steps, one network call each but the one that leaves them clean;
+    # their completions r_j − 1 more; the kept completion's candidate one call while it is not clean.
+    ends = [*starts[1:], L]
+    per_candidate = sum(min(e - s, L - s - 1) + max(L - e - 1, 0) for s, e in zip(starts, ends, strict=True))
+    assert res.network_calls == 1 + n * m * per_candidate + n * max(selections - 2, 0)
+    assert torch.equal(res.rewards, rewards_of(res.designs))
+    assert not (res.designs == model.mask_id).any()
+    # As many selections as steps is the every-step method, draw for draw.
+    every = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, keep="final", selections=None,
+                         generator=gen(2))
+    same = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, keep="final", selections=L,
+                        generator=gen(2))
+    assert torch.equal(every.designs, same.designs) and every.network_calls == same.network_calls
 
 
 def test_ro_reproducible_chunking_changes_nothing_and_beats_pm_on_a_token_reward():
     model = tiny_model(sampler="first_hitting")
-    a = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, keep="best_scored", generator=gen(5))
-    b = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, keep="best_scored", generator=gen(5),
-                     batch_size=4)
+    a = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, keep="best_scored",
+                     selections=None, generator=gen(5))
+    b = svdd_rollout(model, count_zero, 6, candidates=3, alpha=0.5, keep="best_scored",
+                     selections=None, generator=gen(5), batch_size=4)
     assert torch.equal(a.designs, b.designs) and a.network_calls == b.network_calls
 
     # A reward that reads tokens (argmax) and counts a run of three 0s: the posterior mean's argmax
@@ -117,7 +145,8 @@ def test_ro_reproducible_chunking_changes_nothing_and_beats_pm_on_a_token_reward
         z = (x.argmax(-1) == 0).float()
         return (z[:, :-2] * z[:, 1:-1] * z[:, 2:]).amax(-1) + 0.1 * z.sum(-1)
 
-    ro = svdd_rollout(model, run_of_zeros, 100, candidates=4, alpha=0.0, keep="final", generator=gen())
+    ro = svdd_rollout(model, run_of_zeros, 100, candidates=4, alpha=0.0, keep="final",
+                      selections=None, generator=gen())
     pm = svdd_pm(model, run_of_zeros, 100, candidates=4, alpha=0.0, generator=gen())
     assert ro.reward_calls <= pm.reward_calls
     assert ro.rewards.mean() > pm.rewards.mean()
@@ -133,10 +162,12 @@ def test_ro_best_scored_returns_the_best_distinct_sequences_of_the_whole_run(sam
         scored.append(x.argmax(-1))
         return count_zero(x)
 
-    best = svdd_rollout(model, recording, n, candidates=m, alpha=0.0, keep="best_scored", generator=gen(4))
+    best = svdd_rollout(model, recording, n, candidates=m, alpha=0.0, keep="best_scored",
+                        selections=None, generator=gen(4))
     everything = torch.unique(torch.cat(scored), dim=0)
     # The same run (keeping reads no random draw), returning each design's own best instead.
-    final = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, keep="final", generator=gen(4))
+    final = svdd_rollout(model, count_zero, n, candidates=m, alpha=0.0, keep="final",
+                         selections=None, generator=gen(4))
     assert best.reward_calls == final.reward_calls and best.network_calls == final.network_calls
     assert torch.equal(best.rewards, rewards_of(best.designs))
     assert len(torch.unique(best.designs, dim=0)) == n  # distinct, each one of the scored sequences
@@ -148,7 +179,8 @@ def test_ro_best_scored_returns_the_best_distinct_sequences_of_the_whole_run(sam
 
 def test_ro_best_scored_fills_with_repeats_when_fewer_distinct_sequences_were_scored():
     model = tiny_model(sampler="first_hitting", length=1)  # V sequences in all
-    res = svdd_rollout(model, count_zero, 12, candidates=2, alpha=0.0, keep="best_scored", generator=gen())
+    res = svdd_rollout(model, count_zero, 12, candidates=2, alpha=0.0, keep="best_scored",
+                       selections=None, generator=gen())
     assert res.designs.shape == (12, 1) and torch.equal(res.rewards, rewards_of(res.designs))
     assert len(torch.unique(res.designs)) < 12 and int(res.designs[0, 0]) == 0
 
@@ -172,9 +204,11 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="svdd_pm: candidates must be an integer >= 1, got 0"):
         svdd_pm(model, count_zero, 2, candidates=0, alpha=0.0)
     with pytest.raises(ValueError, match="svdd_rollout: candidates must be an integer >= 1, got 0"):
-        svdd_rollout(model, count_zero, 2, candidates=0, alpha=0.0, keep="final")
+        svdd_rollout(model, count_zero, 2, candidates=0, alpha=0.0, keep="final", selections=None)
     with pytest.raises(ValueError, match="svdd_rollout: keep must be one of"):
-        svdd_rollout(model, count_zero, 2, candidates=1, alpha=0.0, keep="best")
+        svdd_rollout(model, count_zero, 2, candidates=1, alpha=0.0, keep="best", selections=None)
+    with pytest.raises(ValueError, match="svdd_rollout: selections must be an integer >= 1, got 0"):
+        svdd_rollout(model, count_zero, 2, candidates=1, alpha=0.0, keep="final", selections=0)
     with pytest.raises(ValueError, match="svdd_mc: value_lr must be a finite number > 0"):
         svdd_mc(model, count_zero, 2, candidates=2, alpha=0.0, **{**MC, "value_lr": 0.0})
     with pytest.raises(ValueError, match="dim must be a positive multiple of 4"):
