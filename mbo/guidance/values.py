@@ -84,6 +84,7 @@ def advance(diffusion: MaskedDiffusion, xs: Tensor, log_x0: Tensor, sampler: Sam
     return x, log_x0
 
 
+@torch.no_grad()
 def rollout(diffusion: MaskedDiffusion, xs: Tensor, log_x0: Tensor, sampler: Sampler, start: int,
             generator: torch.Generator | None = None, batch_size: int | None = None) -> Tensor:
     """Complete states with the pretrained sampler: one draw x_0 ~ p_pre(· | x_s) per row.
