@@ -2,13 +2,13 @@
 
 Methods (:mod:`mbo.guidance`, settings from the ``method`` config group): Best-of-N, SVDD-PM, SVDD-RO,
 SVDD-MC, SMC, gradient guidance, iterative refinement; plus plain pretrained samples and, on TFBind8, the
-reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Two variants compare how designs
-are picked from what was scored: ``svdd_rollout_final`` returns each SVDD-RO design's own final state
-(``method.keep=final``) where ``svdd_rollout`` returns the n best distinct completions of the whole run
-(the default), ``svdd_rollout_every_step`` selects at every sampler step (``method.selections=null``)
-where the default selects at a fixed number of steps, and ``best_of_n_pool`` keeps the n best distinct of
-Best-of-N's n·N samples as one pool rather than the best of each design's N. Each proposes ``n`` designs
-(default 128) scored by the task's ground truth. Settings (``--settings``):
+reward's exhaustive-search ceiling (its top ``n`` of all 65,536 8-mers). Three variants:
+``svdd_rollout_final`` returns each SVDD-RO design's own final state (``method.keep=final``) where
+``svdd_rollout`` returns the n best distinct completions of the whole run (the default);
+``best_of_n_pool`` keeps the n best distinct of Best-of-N's n·N samples as one pool rather than the best
+of each design's N; ``svdd_rollout_every_step`` selects at every sampler step
+(``method.selections=null``) where the default selects at a fixed number of steps. Each proposes ``n``
+designs (default 128) scored by the task's ground truth. Settings (``--settings``):
 
 - ``tfbind8_mean``: TFBind8 (Design-Bench offline bottom half); reward = the app's reward model (MLP
   deep ensemble; :data:`~experiments.settings.TFBIND8_GENERAL`) mean;
