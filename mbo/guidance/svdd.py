@@ -263,7 +263,7 @@ def selection_starts(steps: int, selections: int | None) -> list[int]:
     every step when None or ≥ ``steps``."""
     if selections is None or selections >= steps:
         return list(range(steps))
-    return sorted({j * steps // selections for j in range(selections)})
+    return [j * steps // selections for j in range(selections)]  # distinct: steps > selections
 
 
 @torch.no_grad()
