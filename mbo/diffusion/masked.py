@@ -53,6 +53,24 @@ def sequence_parts(n: int, length: int, rows_each: int = 1) -> list[slice]:
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 
+# Tokens (rows × L) per CPU pass without gradient. On 2 threads a pass of 2k–16k tokens cost 3.6–5.5 µs
+# per token and one of 64k–128k tokens 5.6–9.3 (experiments/results/denoiser_parts_tokens.md): the
+# activations of a large pass outgrow the caches and are allocated afresh from the kernel. A GPU is
+# left to the memory bound alone, since it gains from every row it is given.
+TOKENS_PER_PASS = 1 << 14
+
+
+def inference_parts(n: int, length: int, device: torch.device) -> list[slice]:
+    """:func:`sequence_parts` for a deterministic forward pass without gradient (sampling, ELBOs,
+    guidance): on CPU each part also brings at most :data:`TOKENS_PER_PASS` tokens. The parts give what
+    one pass would."""
+    per = PAIRS_PER_PASS // (length * length)
+    if device.type == "cpu":
+        per = min(per, TOKENS_PER_PASS // length)
+    per = max(1, per)
+    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
+
+
 Guidance = Callable[[Tensor, Tensor, Tensor], Tensor]
 """A hook ``(xt LongTensor (B, L), log_x0 (B, L, V), rows LongTensor (B,)) -> log-probs (B, L, V)``
 applied to the denoiser's prediction before each step draws its tokens (normalized over V; carry-over
@@ -329,7 +347,7 @@ class MaskedDiffusion(nn.Module):
         # B·n rows in parts (the noise is drawn above, so the parts give what one pass would).
         nll = torch.cat([-self.x0_log_probs(inp[p], None if rep_cond is None else rep_cond[p])
                          .gather(-1, rep[p, :, None]).squeeze(-1)
-                         for p in sequence_parts(len(rep), self.length)])
+                         for p in inference_parts(len(rep), self.length, rep.device)])
         terms = self.schedule.weigh((nll * masked).sum(-1), t)
         return -terms.view(b, n_samples).mean(1)
 
@@ -487,7 +505,7 @@ class MaskedDiffusion(nn.Module):
             else:
                 inp = self.encode(xt_in)
                 # In parts: the network is deterministic here, so the parts give what one pass would.
-                parts = sequence_parts(len(inp), self.length)
+                parts = inference_parts(len(inp), self.length, inp.device)
                 log_x0 = torch.cat([self.policy_log_probs(inp[p], None if cond_in is None else cond_in[p])
                                     for p in parts])
                 if guidance is not None:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from mbo.caller_state import evaluating
 from mbo.data.alphabet import one_hot
-from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, sequence_parts
+from mbo.diffusion.masked import LOG_ZERO, MaskedDiffusion, inference_parts
 from mbo.diffusion.samplers import Sampler, get_sampler
 from mbo.method_settings import check_count
 
@@ -205,9 +205,9 @@ def clean_log_probs(diffusion: MaskedDiffusion, x: Tensor) -> Tensor:
 
 def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None) -> Tensor:
     """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, ``batch_size`` rows at a
-    time, or without one as many as :func:`~mbo.diffusion.masked.sequence_parts` allows (the network is
+    time, or without one as many as :func:`~mbo.diffusion.masked.inference_parts` allows (the network is
     deterministic at sampling time, so chunking never changes the result)."""
-    chunks = ([xt[p] for p in sequence_parts(len(xt), diffusion.length)] if batch_size is None
+    chunks = ([xt[p] for p in inference_parts(len(xt), diffusion.length, xt.device)] if batch_size is None
               else xt.split(batch_size))
     parts = [diffusion.policy_log_probs(diffusion.encode(chunk)) for chunk in chunks]
     if not parts:

@@ -76,11 +76,25 @@ def test_long_sequences_pass_the_network_in_parts_and_draw_and_score_the_same(mo
 
     whole = draw()
     whole_elbo = elbo()
-    monkeypatch.setattr(masked, "PAIRS_PER_PASS", 1)
-    assert len(masked.sequence_parts(20, m.length)) == 20
-    for a, b in zip(whole, draw(), strict=True):
-        assert torch.equal(a, b)
-    torch.testing.assert_close(elbo(), whole_elbo)
+    for bound in ("PAIRS_PER_PASS", "TOKENS_PER_PASS"):
+        monkeypatch.setattr(masked, bound, 1)
+        assert len(masked.inference_parts(20, m.length, torch.device("cpu"))) == 20
+        for a, b in zip(whole, draw(), strict=True):
+            assert torch.equal(a, b)
+        torch.testing.assert_close(elbo(), whole_elbo)
+        monkeypatch.undo()
+
+
+def test_passes_without_gradient_take_at_most_tokens_per_pass_on_cpu(monkeypatch):
+    monkeypatch.setattr(masked, "TOKENS_PER_PASS", 64)
+    cpu = masked.inference_parts(100, 8, torch.device("cpu"))
+    assert [p.stop - p.start for p in cpu] == [8] * 12 + [4]
+    # A GPU gains from every row it is given: only the memory bound holds there.
+    assert masked.inference_parts(100, 8, torch.device("cuda")) == masked.sequence_parts(100, 8)
+    monkeypatch.setattr(masked, "TOKENS_PER_PASS", 1)  # longer than the bound: one sequence a part
+    assert len(masked.inference_parts(5, 8, torch.device("cpu"))) == 5
+    # Training passes keep the memory bound only.
+    assert len(masked.sequence_parts(100, 8)) == 1
 
 
 def test_x0_log_probs_carry_over_and_soft_input():
