@@ -204,11 +204,11 @@ def clean_log_probs(diffusion: MaskedDiffusion, x: Tensor) -> Tensor:
 
 
 def x0_log_probs(diffusion: MaskedDiffusion, xt: Tensor, batch_size: int | None) -> Tensor:
-    """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, ``batch_size`` rows at a
-    time, or without one as many as :func:`~mbo.diffusion.masked.inference_parts` allows (the network is
+    """The denoiser's log x̂_θ(x_t) ``(B, L, V)`` for tokens ``xt (B, L)``, at most ``batch_size`` rows
+    at a time, in the parts :func:`~mbo.diffusion.masked.inference_parts` allows (the network is
     deterministic at sampling time, so chunking never changes the result)."""
-    chunks = ([xt[p] for p in inference_parts(len(xt), diffusion.length, xt.device)] if batch_size is None
-              else xt.split(batch_size))
+    chunks = [chunk[p] for chunk in (xt.split(batch_size) if batch_size else (xt,))
+              for p in inference_parts(len(chunk), diffusion.length, xt.device)]
     parts = [diffusion.policy_log_probs(diffusion.encode(chunk)) for chunk in chunks]
     if not parts:
         return torch.empty(0, diffusion.length, diffusion.vocab_size, device=xt.device)
