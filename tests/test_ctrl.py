@@ -35,7 +35,7 @@ from mbo.ctrl import (
 from mbo.ctrl.pipeline import check_prior, fit_classifier, run_ctrl
 from mbo.data.alphabet import one_hot
 from mbo.data.io import DataError
-from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, load_masked_diffusion
+from mbo.diffusion import MaskedDiffusion, TransformerDenoiser, load_masked_diffusion, masked
 from mbo.finetune import finetune_backprop, finetune_vidd
 
 V, L = 4, 6
@@ -175,11 +175,14 @@ def test_classifier_guidance_with_zero_strength_is_the_pretrained_sampler():
     assert (strong == 0).double().mean() > 0.9  # a reward for token 0 everywhere
 
 
-def test_cfg_sampling_and_rejection_selection():
+def test_cfg_sampling_and_rejection_selection(monkeypatch):
     model = make_conditional(tiny_diffusion(), [3, 3])
     code = torch.tensor([2, 3])
     x = sample_cfg(model, code, 6, sampler=4, weight=1.5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (6, L) and x.max() < V
+    monkeypatch.setattr(masked, "TOKENS_PER_PASS", 1)  # both passes one sequence at a time: the same draws
+    assert torch.equal(x, sample_cfg(model, code, 6, sampler=4, weight=1.5,
+                                     generator=torch.Generator().manual_seed(0)))
     pool = torch.arange(10)[:, None].expand(10, L) % V
     log_acc = torch.tensor([0.0, -1e9, 0.0, -1e9, -1e9, -2.0, -1e9, -1e9, -1e9, -1e9])
     chosen, accepted = rejection_select(pool, log_acc, 4, generator=torch.Generator().manual_seed(0))

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mbo.data.alphabet import one_hot
 from mbo.designs import ranked, unique_designs
+from mbo.diffusion import masked
 from mbo.diffusion.masked import Guidance, MaskedDiffusion
 from mbo.diffusion.samplers import Sampler
 from mbo.guidance.gradient import reward_guidance
@@ -65,7 +66,10 @@ def sample_cfg(model: MaskedDiffusion, cond: Tensor, n: int, sampler: Sampler | 
     null = model.denoiser.null_condition.to(model.device)
 
     def guided(xt: Tensor, log_x0: Tensor, rows: Tensor) -> Tensor:
-        lu = model.policy_log_probs(model.encode(xt), null.expand(len(xt), -1))
+        # In parts, as the conditional pass before it (a hook gets every row that draws at once).
+        inp = model.encode(xt)
+        lu = torch.cat([model.policy_log_probs(inp[p], null.expand(p.stop - p.start, -1))
+                        for p in masked.inference_parts(len(xt), model.length, xt.device)])
         return torch.log_softmax((1 + weight) * log_x0 - weight * lu, dim=-1)
 
     return model.sample(n, sampler=sampler, generator=generator, progress=progress, cond=rows,
