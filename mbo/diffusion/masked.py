@@ -53,10 +53,11 @@ def sequence_parts(n: int, length: int, rows_each: int = 1) -> list[slice]:
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 
-# Tokens (rows × L) per CPU pass without gradient. On 2 threads a pass of 2k–16k tokens cost 3.6–5.5 µs
-# per token and one of 64k–128k tokens 5.6–9.3 (experiments/results/denoiser_parts_tokens.md): the
-# activations of a large pass outgrow the caches and are allocated afresh from the kernel. A GPU is
-# left to the memory bound alone, since it gains from every row it is given.
+# Tokens (rows × L) per CPU pass without gradient. On 2 threads a pass of 2k–16k tokens cost 3.7–5.7 µs
+# per token (one noisy cell aside) and one of 64k–128k tokens 6.1–10.1, at L = 8 to 128
+# (experiments/results/denoiser_parts_tokens.md); the large passes also spent much more time in the
+# kernel, likely allocating their activations afresh. A GPU is left to the memory bound alone, since it
+# gains from every row it is given.
 TOKENS_PER_PASS = 1 << 14
 
 
