@@ -21,7 +21,6 @@ Run: ``.venv/bin/python experiments/bench_denoiser_parts.py --out experiments/re
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import statistics
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from mbo.atomic import atomic_write_text
+from experiments.report import write_aggregates
 from mbo.config import compose_config
 from mbo.diffusion import masked
 from mbo.diffusion.masked import PAIRS_PER_PASS, TOKENS_PER_PASS
@@ -139,10 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"threads {torch.get_num_threads()}.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines), overwrite=True)
-    atomic_write_text(args.out.with_suffix(".json"),
-                      json.dumps({"command": command, "cells": cells, "sampling": sampling}, indent=1),
-                      overwrite=True)
+    write_aggregates(args.out, {"command": command, "cells": cells, "sampling": sampling}, "\n".join(lines))
     print("\n".join(lines))
 
 

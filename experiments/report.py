@@ -36,9 +36,10 @@ def plus_minus(ms: tuple[float, float], fmt: str = ".3f") -> str:
     return f"{m:{fmt}}" if math.isnan(se) else f"{m:{fmt}} ± {se:{fmt}}"
 
 
-def write_aggregates(out: Path, runs: list[dict], text: str) -> None:
-    """``OUT.md`` (``text``) and ``OUT.json`` (``runs``) beside the ``OUT/runs`` folder. They are
-    rebuilt from the runs each time; the runs themselves are never overwritten."""
+def write_aggregates(out: Path, runs: list[dict] | dict, text: str) -> None:
+    """``OUT.md`` (``text``) and ``OUT.json`` (``runs``: a benchmark's records), replacing earlier ones.
+    Beside an ``OUT/runs`` folder they are rebuilt from its runs each time; the runs themselves are
+    never overwritten."""
     atomic_write_text(out.with_suffix(".md"), text, overwrite=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(runs, indent=1), overwrite=True)
 

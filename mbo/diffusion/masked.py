@@ -49,7 +49,12 @@ def sequence_parts(n: int, length: int, rows_each: int = 1) -> list[slice]:
     """Slices of ``n`` sequences of ``length`` to pass through the denoiser together, each sequence
     bringing ``rows_each`` rows (a trajectory's steps, a relaxed chain's steps with gradients): each
     part brings at most :data:`PAIRS_PER_PASS` position pairs (and at least one sequence)."""
-    per = max(1, PAIRS_PER_PASS // (max(1, rows_each) * length * length))
+    return _slices(n, PAIRS_PER_PASS // (max(1, rows_each) * length * length))
+
+
+def _slices(n: int, per: int) -> list[slice]:
+    """``n`` rows in consecutive slices of ``per`` (at least 1)."""
+    per = max(1, per)
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 
@@ -66,10 +71,7 @@ def inference_parts(n: int, length: int, device: torch.device) -> list[slice]:
     guidance): on CPU each part also brings at most :data:`TOKENS_PER_PASS` tokens. The parts give what
     one pass would."""
     per = PAIRS_PER_PASS // (length * length)
-    if device.type == "cpu":
-        per = min(per, TOKENS_PER_PASS // length)
-    per = max(1, per)
-    return [slice(i, min(i + per, n)) for i in range(0, n, per)]
+    return _slices(n, min(per, TOKENS_PER_PASS // length) if device.type == "cpu" else per)
 
 
 Guidance = Callable[[Tensor, Tensor, Tensor], Tensor]
