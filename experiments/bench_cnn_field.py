@@ -6,7 +6,8 @@ of a wider motif are detected, but not where they sit relative to each other. Di
 convolution widens the field (1 + 4·(1 + d) positions) without holes while d ≤ 5.
 
 Per Ehrlich instance (``--instances``: task overrides, comma-separated) and seed: the
-``conv_ensemble`` reward model with each ``--dilations`` arm is fitted on the task's offline split
+``conv_ensemble`` reward model with each ``--dilations`` arm (one convolution per dilation, so
+``1,4,4`` is three layers of the config's width, a 37-position field) is fitted on the task's offline split
 (2,000 chain samples scoring ≤ 0.5) and judged on 6,000 fresh chain samples it never saw: the 2,000
 highest-scoring of 200,000 and 4,000 drawn at random from the rest. Columns: Spearman's ρ of the mean
 with the oracle on all 6,000 and on the top 2,000, and the true p50 / p100 of the 128 that rank highest
@@ -66,8 +67,11 @@ def run(instance: str, dilations: list[list[int]], seed: int) -> dict:
            "best_offline": float(offline.labels.max()), "command": shlex.join(["python", *sys.argv]),
            "arms": {}}
     for dil in dilations:
-        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble",
-                                        f"reward_model.dilations=[{','.join(map(str, dil))}]"]).reward_model
+        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble"]).reward_model
+        # One convolution per dilation, each as wide as the config's last: an arm of three dilations
+        # is a three-layer stack.
+        cfg.conv_channels = [cfg.conv_channels[-1]] * len(dil)
+        cfg.dilations = dil
         model = instantiate(cfg, device="cpu")
         t = time.perf_counter()
         model.fit(offline, seed=seed)
@@ -102,7 +106,7 @@ def main() -> None:
     parser.add_argument("--instances", nargs="+",
                         default=["seed=0", "seed=1", "num_states=20,seed=2", "length=64,num_motifs=4"])
     parser.add_argument("--dilations", nargs="+", default=["1,1", "1,2", "1,4"],
-                        help="one arm per comma-separated list")
+                        help="one arm per comma-separated list, one convolution per dilation")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     args = parser.parse_args()
     torch.set_num_threads(1)
