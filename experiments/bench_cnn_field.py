@@ -57,7 +57,7 @@ def test_set(task, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[pick], values[pick]
 
 
-def run(instance: str, dilations: list[list[int]], seed: int) -> dict:
+def run(instance: str, dilations: list[list[int]], seed: int, overrides_rm: list[str]) -> dict:
     overrides = ["task=ehrlich", *[f"task.{kv}" for kv in instance.split(",") if kv]]
     task = instantiate(compose_config("config", overrides).task)
     offline = task.offline_dataset()
@@ -65,9 +65,9 @@ def run(instance: str, dilations: list[list[int]], seed: int) -> dict:
     x = one_hot(tokens, task.alphabet.size).float()
     out = {"instance": instance, "task": task.name, "seed": seed, "n_train": len(offline),
            "best_offline": float(offline.labels.max()), "command": shlex.join(["python", *sys.argv]),
-           "arms": {}}
+           "reward_model_overrides": overrides_rm, "arms": {}}
     for dil in dilations:
-        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble"]).reward_model
+        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble", *overrides_rm]).reward_model
         # One convolution per dilation, each as wide as the config's last: an arm of three dilations
         # is a three-layer stack.
         cfg.conv_channels = [cfg.conv_channels[-1]] * len(dil)
@@ -79,7 +79,8 @@ def run(instance: str, dilations: list[list[int]], seed: int) -> dict:
         with torch.no_grad():
             mean, _ = model.mean_std(x)
         top = truth[mean.argsort(descending=True)[:128]]
-        out["arms"][f"dilations {dil} (field {field(int(cfg.kernel_size), dil)})"] = {
+        name = f"dilations {dil} (field {field(int(cfg.kernel_size), dil)})"
+        out["arms"][", ".join([name, *overrides_rm])] = {
             "spearman": float(spearmanr(mean.numpy(), truth.numpy()).correlation),
             "spearman_top": float(spearmanr(mean[:2000].numpy(), truth[:2000].numpy()).correlation),
             "top128_p50": float(top.median()), "top128_p100": float(top.max()), "fit_s": fit_s}
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--dilations", nargs="+", default=["1,1", "1,2", "1,4"],
                         help="one arm per comma-separated list, one convolution per dilation")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a reward_model setting for every arm (repeatable): reward_model.min_steps=2000")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dilations = [[int(d) for d in arm.split(",")] for arm in args.dilations]
@@ -116,7 +119,7 @@ def main() -> None:
         for seed in args.seeds:
             path = args.out / "runs" / f"{instance.replace(',', '_').replace('=', '')}__seed{seed}.json"
             if not path.exists():
-                atomic_write_text(path, json.dumps(run(instance, dilations, seed), indent=1))
+                atomic_write_text(path, json.dumps(run(instance, dilations, seed, args.override), indent=1))
     runs = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]
     runs = [r for r in runs if r["instance"] in args.instances]
     text = report(args.out, runs)
