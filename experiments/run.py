@@ -82,11 +82,13 @@ def check_settings(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise SettingsError(f"{', '.join(missing)} must be given (e.g. task=csv task.path=FILE.csv)")
-    for key, value, low in (("seed", cfg.seed, None), ("n_designs", cfg.n_designs, 1),
-                            ("oversample", cfg.oversample, 1), ("target_samples", cfg.target_samples, 0)):
-        if not _is_int(value) or (low is not None and value < low):
-            bound = "" if low is None else f" >= {low}"
-            raise SettingsError(f"{key} must be an integer{bound}, got {value!r}")
+    # torch takes 64-bit seeds, and parts of a run add offsets to theirs; mbo-campaign's range.
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
+        raise SettingsError(f"seed must be an integer from 0 to {2**32 - 1}, got {cfg.seed!r}")
+    for key, value, low in (("n_designs", cfg.n_designs, 1), ("oversample", cfg.oversample, 1),
+                            ("target_samples", cfg.target_samples, 0)):
+        if not _is_int(value) or value < low:
+            raise SettingsError(f"{key} must be an integer >= {low}, got {value!r}")
     if cfg.threads != "auto" and not (_is_int(cfg.threads) and cfg.threads >= 1):
         raise SettingsError(f"threads must be auto or an integer >= 1, got {cfg.threads!r}")
     if cfg.plate is not None and cfg.plate not in PLATE_COLUMNS:

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from mbo.data.alphabet import Alphabet, one_hot
 
-_REDUCERS = {"mean": lambda v: v.mean(0), "median": lambda v: v.median(0).values,
+# The median of an even count is the mean of the middle two, as a user reading "median" expects (torch's
+# median takes the lower one).
+_REDUCERS = {"mean": lambda v: v.mean(0), "median": lambda v: v.quantile(0.5, dim=0),
              "max": lambda v: v.max(0).values, "min": lambda v: v.min(0).values, "first": lambda v: v[0]}
 REPLICATES = tuple(_REDUCERS)
 """How :meth:`SequenceDataset.merge_replicates` may combine replicate labels."""

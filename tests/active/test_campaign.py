@@ -327,6 +327,7 @@ def test_replicate_rows_are_averaged_and_a_failed_well_beside_them_left_out(camp
     merge = commands.merge_replicate_values
     assert merge([(5.0, -math.inf), (-math.inf, 3.0)]) == ((-math.inf, -math.inf), 0)
     assert merge([(1.0, -math.inf), (3.0, 2.0)]) == ((3.0, 2.0), 1)
+    assert merge([(0.8, 0.2), (0.8, 0.4)]) == ((0.8, 0.3), 0)  # the mean of the values as written
     before = tree_hash(root)
     assert cli("ingest", root, results) == 0  # the same replicates again: their mean matches
     assert "nothing to do" in capsys.readouterr().out and tree_hash(root) == before
@@ -614,6 +615,11 @@ def test_a_plate_written_but_not_recorded_is_named_as_unfinished(tmp_path, confi
      "row 26: id 'r000_0000' has sequence AAAAAAAA, but round_000/suggestions.csv suggested it as"),
     (lambda text, seq: text.replace(f",{seq},1.5,0,", f",{seq},1.5,3,"),
      "row 26: id 'r000_0000' was suggested in round 0, but its row says round 3"),
+    (lambda text, seq: text + f"mine,{'A' * len(seq)},2.0,5,bench\n",  # a mistyped round: not a lost plate
+     "row 28: id 'mine' of round 5 is on no round's suggestions.csv"),
+    (lambda text, seq: text + f"mine,{'a' * len(seq)},2.0,-1,bench\n",
+     "row 28, column 'sequence': sequence 'aaaaaaaa' is not a length-8 sequence of ACGT (write it in "
+     "capitals: 'AAAAAAAA')"),
 ])
 def test_measurements_that_no_longer_match_their_plate_are_refused(camp, tmp_path, capsys, edit, problem):
     root, ids = camp
@@ -872,6 +878,20 @@ def test_suggest_says_when_the_sequence_space_is_used_up(tmp_path, config, capsy
     assert "every one of the 4 sequences of length 1 over 4 letters is measured or suggested" in \
         capsys.readouterr().err
     assert tree_hash(root) == before
+
+
+def test_suggest_names_the_pool_when_it_is_what_runs_short(tmp_path, config, capsys):
+    # 54 of the 64 binary 6-mers are new, more than 4 pools of 8 (seiko.MAX_TOP_UPS) can hold: a short
+    # plate is the pool's doing (once blamed on the space, as fewer than the batch were left).
+    rows = [(f"s{i}", format(i * 6 + 1, "06b"), str(i)) for i in range(10)]
+    data = write_results(tmp_path / "bits.csv", rows, header=("id", "sequence", "label"))
+    root = tmp_path / "camp"
+    assert cli("init", root, "--data", data, "--alphabet", "01", "--config", config, "seiko.pool_size=8") == 0
+    capsys.readouterr()
+    assert cli("suggest", root, "--batch", 60) == 0
+    made = len(read_rows(root / "round_000" / "suggestions.csv"))
+    err = capsys.readouterr().err
+    assert made < 54 and f"only {made} of 60 designs: the pool (seiko.pool_size 8" in err, err
 
 
 @pytest.mark.parametrize("suffix", [".fasta", ".csv"])

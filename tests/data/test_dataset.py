@@ -64,6 +64,11 @@ def test_merge_replicates(how, expected):
     assert merged.labels.tolist() == expected
 
 
+def test_the_median_of_two_replicates_is_their_mean():
+    ds = SequenceDataset.from_strings(["AC", "AC", "GT"], DNA, labels=[1.0, 2.0, 5.0])
+    assert ds.merge_replicates("median")[0].labels.tolist() == [1.5, 5.0]
+
+
 def test_merge_replicates_without_replicates_and_at_any_scale():
     ds = _ds()
     assert ds.merge_replicates() == (ds, 0)

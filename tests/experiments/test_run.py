@@ -167,7 +167,9 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
 
 @pytest.mark.parametrize("setting, problem", [
     ("task=csv", "task.path must be given"), ("plate=100", "plate must be null or one of"),
-    ("seed=abc", "seed must be an integer"), ("n_designs=2.5", "n_designs must be an integer"),
+    ("seed=abc", "seed must be an integer"), ("seed=-1", "seed must be an integer from 0 to 4294967295"),
+    ("seed=99999999999999999999", "seed must be an integer from 0"),  # once a traceback from torch
+    ("n_designs=2.5", "n_designs must be an integer"),
     ("mode=foo", "mode must be braid or ctrl"), ("progress=no", "progress must be auto, true or false"),
     ("threads=0", "threads must be auto or an integer >= 1"),
     ("target_samples=-1", "target_samples must be an integer >= 0"),

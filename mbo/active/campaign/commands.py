@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +271,7 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
         held = trust_bound(k.max_unseen, k.max_unseen_below_spread, gap)
         plates = (f" The starting designs' spread is {gap:.2f} of random sequences': "
                   + (f"plates keep to the trust region (seiko.max_unseen {k.max_unseen})." if held is not None
-                     else f"above seiko.max_unseen_below_spread ({k.max_unseen_below_spread}), so plates "
+                     else f"not below seiko.max_unseen_below_spread ({k.max_unseen_below_spread}), so plates "
                           "have no trust region."))
     else:
         plates = ""
@@ -340,7 +341,8 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     except ValueError as err:  # e.g. a pool with no new design: nothing is written yet
         raise CampaignError(f"round {r}: {err}") from None
     sel = result.selection
-    if len(sel.tokens) < batch and left < batch:
+    # Only when the plate holds every sequence left is the space the limit, not the pool.
+    if len(sel.tokens) < batch and len(sel.tokens) >= left:
         print(f"mbo-campaign suggest: only {len(sel.tokens)} of {batch} designs: {left} sequences of this "
               f"length and alphabet are neither measured nor suggested", file=sys.stderr)
     elif len(sel.tokens) < batch:
@@ -533,7 +535,10 @@ def merge_replicate_values(rows: list[tuple[float, ...]]) -> tuple[tuple[float, 
     measured = [row for row in rows if all(map(math.isfinite, row))]
     if not measured:
         return tuple(-math.inf for _ in rows[0]), 0
-    merged = tuple(math.fsum(column) / len(measured) for column in zip(*measured, strict=True))
+    # In decimal, from each value's shortest text: 0.2 and 0.4 as a lab wrote them average to 0.3 in
+    # measurements.csv, not to the 0.30000000000000004 of binary sums.
+    merged = tuple(float(sum(Decimal(repr(v)) for v in column) / len(measured))
+                   for column in zip(*measured, strict=True))
     return merged, len(rows) - len(measured)
 
 

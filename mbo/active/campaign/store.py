@@ -361,8 +361,11 @@ def read_measurements(c: Campaign) -> list[Measurement]:
         seen.setdefault(get["id"], line)
         seq = get["sequence"]
         if c.alphabet.unknown_letters(seq) or len(seq) != c.length:
+            # init and ingest read lowercase letters as capitals; this file keeps the campaign's own.
+            case = (f" (write it in capitals: {seq.upper()!r})" if seq.upper() != seq and len(seq) == c.length
+                    and not c.alphabet.unknown_letters(seq.upper()) else "")
             problems.add(line, f"sequence {seq!r} is not a length-{c.length} sequence of "
-                               f"{c.alphabet.letters}", "sequence")
+                               f"{c.alphabet.letters}{case}", "sequence")
         values = [parse_number(get[o], o, allow_neg_inf=True) for o in c.objectives]
         for o, v in zip(c.objectives, values, strict=True):
             if isinstance(v, str):
@@ -551,7 +554,9 @@ def suggested_rounds(c: Campaign, measurements: list[Measurement] | None = None
             continue
         where = f"{c.measurements_path}, row {m.line}" if m.line else str(c.measurements_path)
         x = plates.get(m.id)
-        if x is None and m.round not in rounds:
+        # Only an id the campaign issued for that round says its plate was lost; another (mine_8 under a
+        # mistyped round) is a row to fix, named below.
+        if x is None and m.round not in rounds and m.id.startswith(f"r{m.round:03d}_"):
             raise CampaignError(
                 f"{c.dir / _plate_name(m.round)}: missing, but {c.measurements_path.name} holds results "
                 f"for its ids (e.g. {m.id}); ids are never issued twice, so restore the file from a "
