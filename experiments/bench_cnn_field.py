@@ -57,7 +57,7 @@ def test_set(task, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[pick], values[pick]
 
 
-def run(instance: str, dilations: list[list[int]], seed: int, overrides_rm: list[str]) -> dict:
+def run(instance: str, dilations: list[list[int]], seed: int, reward_overrides: list[str]) -> dict:
     overrides = ["task=ehrlich", *[f"task.{kv}" for kv in instance.split(",") if kv]]
     task = instantiate(compose_config("config", overrides).task)
     offline = task.offline_dataset()
@@ -65,9 +65,10 @@ def run(instance: str, dilations: list[list[int]], seed: int, overrides_rm: list
     x = one_hot(tokens, task.alphabet.size).float()
     out = {"instance": instance, "task": task.name, "seed": seed, "n_train": len(offline),
            "best_offline": float(offline.labels.max()), "command": shlex.join(["python", *sys.argv]),
-           "reward_model_overrides": overrides_rm, "arms": {}}
+           "reward_model_overrides": reward_overrides, "arms": {}}
     for dil in dilations:
-        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble", *overrides_rm]).reward_model
+        cfg = compose_config("config", [*overrides, "reward_model=conv_ensemble",
+                                        *reward_overrides]).reward_model
         # One convolution per dilation, each as wide as the config's last: an arm of three dilations
         # is a three-layer stack.
         cfg.conv_channels = [cfg.conv_channels[-1]] * len(dil)
@@ -80,7 +81,7 @@ def run(instance: str, dilations: list[list[int]], seed: int, overrides_rm: list
             mean, _ = model.mean_std(x)
         top = truth[mean.argsort(descending=True)[:128]]
         name = f"dilations {dil} (field {field(int(cfg.kernel_size), dil)})"
-        out["arms"][", ".join([name, *overrides_rm])] = {
+        out["arms"][", ".join([name, *reward_overrides])] = {
             "spearman": float(spearmanr(mean.numpy(), truth.numpy()).correlation),
             "spearman_top": float(spearmanr(mean[:2000].numpy(), truth[:2000].numpy()).correlation),
             "top128_p50": float(top.median()), "top128_p100": float(top.max()), "fit_s": fit_s}
