@@ -9,6 +9,7 @@ a problem with it is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -59,7 +60,7 @@ from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
-from mbo.diffusion.pretrain import check_training_memory
+from mbo.diffusion.pretrain import build_diffusion, check_training_memory
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
 from mbo.method_settings import check_method_settings, finite_number
@@ -110,11 +111,21 @@ def check_settings(cfg: DictConfig) -> None:
         check_method_settings("pretrain", cfg.diffusion.pretrain, prefix="diffusion.pretrain.")
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto":
+    if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto" or method_alpha_auto(cfg):
         a = cfg.auto
-        if not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0:
-            raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (alpha >= 0), got "
-                               f"{list(a.c_grid)} and {list(a.alpha_grid)}")
+        if (not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0
+                or not all(_is_number(c) and math.isfinite(c) and c >= 0 for c in a.c_grid)):
+            raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (c finite and >= 0, "
+                                f"alpha >= 0), got {list(a.c_grid)} and {list(a.alpha_grid)}")
+        if not _is_int(a.designs) or a.designs < 1:
+            raise SettingsError(f"auto.designs must be an integer >= 1, got {a.designs!r}")
+    if not isinstance(cfg.include_offline, bool):  # "no" is a string, and a string is true
+        raise SettingsError(f"include_offline must be true or false, got {cfg.include_offline!r}")
+
+
+def method_alpha_auto(cfg: DictConfig) -> bool:
+    """Whether an inference-time method's α is ``auto``: chosen as ``finetune.alpha=auto`` is."""
+    return cfg.get("method") is not None and cfg.method.get("alpha") == "auto"
 
 
 def check_group(settings: DictConfig, group: str) -> None:
@@ -125,6 +136,10 @@ def check_group(settings: DictConfig, group: str) -> None:
         check_method_settings(settings._target_.rsplit(".", 1)[-1], given, prefix=f"{group}.")
     except ValueError as err:
         raise SettingsError(f"{err}{' (or auto)' if 'alpha must' in str(err) else ''}") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_int(value) -> bool:
@@ -208,16 +223,20 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
         check_learnable(offline, f"task {task.name}", getattr(task, "label_columns", "label"))
     except DataError as err:
         raise SettingsError(f"task {task.name}: its offline data: {err.problem}") from None
-    try:
-        model = instantiate(cfg.reward_model, device="cpu")
-    except Exception as err:  # constructors raise many kinds; each means a bad setting
-        raise SettingsError(f"settings of reward_model do not build ({' '.join(str(err).split())})") from None
+    built(lambda: build_diffusion(cfg.diffusion, task.alphabet.size, task.length), "diffusion")
+    model = built(lambda: instantiate(cfg.reward_model, device="cpu"), "reward_model")
+    try:  # c, penalty and quantile, against this reward model (min and quantile need its members)
+        c = cfg.conservative.get("c")
+        instantiate(cfg.conservative, **({"c": 0.0} if c == "auto" else {}))(model)
+    except (ValueError, TypeError) as err:
+        raise SettingsError(f"conservative: {err}") from None
     if offline.labels.dim() == 2:
         try:
             check_members(model, task.label_columns)
         except ValueError as err:
             raise SettingsError(str(err)) from None
-    given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha}
+    given = {"conservative.c": cfg.conservative.get("c"), "finetune.alpha": cfg.finetune.alpha,
+             "method.alpha": cfg.method.get("alpha") if cfg.get("method") is not None else None}
     autos = [k for k, v in given.items() if v == "auto"]
     split = getattr(model, "split", None)  # a calibrated model holds out the top labels to calibrate on
     if split is not None and offline.labels.dim() == 1:
@@ -246,6 +265,14 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
                        None if cfg.include_offline else offline.tokens)
     return constraints_from_settings(cfg.constraints, task.alphabet, task.length,
                                      required=task.required_letters())
+
+
+def built(build, group: str):
+    """``build()``, or a SettingsError naming ``group`` whose settings it was built from."""
+    try:
+        return build()
+    except Exception as err:  # constructors raise many kinds; each means a bad setting
+        raise SettingsError(f"settings of {group} do not build ({' '.join(str(err).split())})") from None
 
 
 def check_design_space(n: int, vocab_size: int, length: int, excluded: torch.Tensor | None) -> None:
@@ -301,8 +328,11 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     t = time.perf_counter()
     reward_model = instantiate(cfg.reward_model, device=str(device)).fit(offline, seed=cfg.seed)
     reward, chosen = conservative_reward(cfg, reward_model, pretrained, offline, device)
-    if chosen is not None:
-        cfg.finetune.alpha = chosen["alpha"]  # from here on the run is the one with the chosen α
+    if chosen is not None:  # from here on the run is the one with the chosen α
+        if cfg.finetune.alpha == "auto":
+            cfg.finetune.alpha = chosen["alpha"]
+        if method_alpha_auto(cfg):
+            cfg.method.alpha = chosen["alpha"]
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -384,6 +414,8 @@ def run_objectives(cfg: DictConfig, output_dir: Path, task, offline, pretrained,
             autos[column] = chosen
     if cfg.finetune.alpha == "auto":  # one model for the sum: the shortest leash any objective asked for
         cfg.finetune.alpha = max(alphas)
+    if method_alpha_auto(cfg):
+        cfg.method.alpha = max(alphas)
     timings["reward_model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -512,7 +544,7 @@ def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, devi
     ``finetune.alpha: auto`` resolved from the offline data (:func:`conservative.choose_c_alpha`);
     returns ``(reward, {"c", "alpha", "trials"} or None when neither is auto)``."""
     c, alpha = cfg.conservative.c, cfg.finetune.alpha
-    if c != "auto" and alpha != "auto":
+    if c != "auto" and alpha != "auto" and not method_alpha_auto(cfg):
         return instantiate(cfg.conservative)(reward_model), None
     a = cfg.auto
     # The proxy aims at the design method's own target: an inference-time method's α if it has one.

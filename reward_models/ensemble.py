@@ -66,6 +66,8 @@ class DeepEnsemble(RewardModel, EnsembleModel):
             "hidden_dims": list(hidden_dims), "conv_channels": list(conv_channels),
             "kernel_size": kernel_size})
         conv_dilations(dilations, len(conv_channels), type(self).__name__)  # refused here, before any fit
+        if conv_channels and kernel_size % 2 == 0:  # the padding that keeps the length needs an odd width
+            raise ValueError(f"{type(self).__name__} needs an odd kernel_size, got {kernel_size}")
         self._config = {"num_members": int(num_members), "hidden_dims": [int(h) for h in hidden_dims],
                         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                         "weight_decay": float(weight_decay),

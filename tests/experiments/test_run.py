@@ -158,10 +158,22 @@ def test_replicates_are_merged_and_reported(tmp_path):
     ("n_designs=0", "n_designs must be an integer >= 1"),
     ("device=cuda", "no CUDA device"),
     ("finetune.alpha=-1", "finetune.alpha must be a finite number >= 0"),
+    # Once refused only after pretraining and the reward model's fit, with a traceback:
+    ("conservative.c=-1", "conservative: c must be a finite number >= 0, got -1"),
+    ("conservative.c=abc", "conservative: c must be a finite number >= 0, got 'abc'"),
+    ("conservative.penalty=foo", "conservative: unknown penalty 'foo'"),
+    ("conservative.quantile=0", r"conservative: quantile must be in \(0, 0.5\)"),
+    ("conservative.c=auto auto.designs=0", "auto.designs must be an integer >= 1"),
+    ("conservative.c=auto auto.c_grid=[-1]", r"auto.c_grid and auto.alpha_grid must be non-empty \(c finite"),
+    ("reward_model=conv_ensemble reward_model.kernel_size=4", "DeepEnsemble needs an odd kernel_size, got 4"),
+    ("diffusion.denoiser.heads=0", "settings of diffusion do not build"),
+    ("diffusion.schedule=foo", "settings of diffusion do not build .*unknown schedule 'foo'"),
+    ("diffusion.min_prob=-1", r"settings of diffusion do not build \(min_prob must be in \[0, 1\), got -1"),
+    ("include_offline=no", "include_offline must be true or false, got 'no'"),  # a string, so true
 ])
 def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, problem):
     with pytest.raises(ValueError, match=problem):
-        run(config(tmp_path, setting), tmp_path / "run")
+        run(config(tmp_path, *setting.split()), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
 
 
@@ -460,6 +472,15 @@ def test_automatic_c_and_alpha_are_chosen_from_the_offline_data(tmp_path):
     assert chosen["c"] in (0.0, 5.0) and chosen["alpha"] in (0.05, 1.0)
     assert set(chosen["trials"]) == {"c=0,alpha=0.05", "c=0,alpha=1", "c=5,alpha=0.05", "c=5,alpha=1"}
     assert all(t["designs"] > 0 for t in chosen["trials"].values())
+
+
+def test_an_inference_time_methods_alpha_is_chosen_as_the_fine_tuners_is(tmp_path):
+    # method.alpha=auto was searched, then the method ran with the string "auto" and failed.
+    result = run(config(tmp_path, "method=svdd_pm", "method.alpha=auto", "method.candidates=2",
+                        "auto.alpha_grid=[0.05,1]", "auto.designs=8", "auto.method.candidates=2"),
+                 tmp_path / "run")
+    assert result["auto"]["alpha"] in (0.05, 1.0) and set(result["auto"]["trials"]) == {"c=0,alpha=0.05",
+                                                                                        "c=0,alpha=1"}
 
 
 def test_a_number_holds_the_setting_that_auto_would_choose(tmp_path):
