@@ -9,7 +9,6 @@ a problem with it is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -114,7 +113,7 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto" or method_alpha_auto(cfg):
         a = cfg.auto
         if (not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0
-                or not all(_is_number(c) and math.isfinite(c) and c >= 0 for c in a.c_grid)):
+                or not all(finite_number(c) and c >= 0 for c in a.c_grid)):
             raise SettingsError(f"auto.c_grid and auto.alpha_grid must be non-empty (c finite and >= 0, "
                                 f"alpha >= 0), got {list(a.c_grid)} and {list(a.alpha_grid)}")
         if not _is_int(a.designs) or a.designs < 1:
@@ -136,10 +135,6 @@ def check_group(settings: DictConfig, group: str) -> None:
         check_method_settings(settings._target_.rsplit(".", 1)[-1], given, prefix=f"{group}.")
     except ValueError as err:
         raise SettingsError(f"{err}{' (or auto)' if 'alpha must' in str(err) else ''}") from None
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_int(value) -> bool:

@@ -54,9 +54,8 @@ def check_training_memory(length: int, denoiser: Mapping, batch_size: int, devic
 def sampling_policy(settings: Mapping) -> MinProbability | None:
     """The sampling rule of the ``diffusion`` settings: min-p truncation at ``min_prob`` (or none)."""
     min_prob = float(settings.get("min_prob", 0.0))
-    if min_prob < 0:  # read as none once, which hid a typo for a setting the user meant
-        raise ValueError(f"min_prob must be in [0, 1), got {min_prob}")
-    return MinProbability(min_prob) if min_prob > 0 else None
+    # MinProbability refuses what is outside [0, 1) (a negative one was once read as none).
+    return MinProbability(min_prob) if min_prob != 0 else None
 
 
 def load_diffusion(path, settings: Mapping, device: str | torch.device | None = None,

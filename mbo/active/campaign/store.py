@@ -362,8 +362,8 @@ def read_measurements(c: Campaign) -> list[Measurement]:
         seq = get["sequence"]
         if c.alphabet.unknown_letters(seq) or len(seq) != c.length:
             # init and ingest read lowercase letters as capitals; this file keeps the campaign's own.
-            case = (f" (write it in capitals: {seq.upper()!r})" if seq.upper() != seq and len(seq) == c.length
-                    and not c.alphabet.unknown_letters(seq.upper()) else "")
+            case = (f" (write it in capitals: {seq.upper()!r})"
+                    if len(seq) == c.length and not c.alphabet.unknown_letters(seq.upper()) else "")
             problems.add(line, f"sequence {seq!r} is not a length-{c.length} sequence of "
                                f"{c.alphabet.letters}{case}", "sequence")
         values = [parse_number(get[o], o, allow_neg_inf=True) for o in c.objectives]
