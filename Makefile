@@ -24,11 +24,15 @@ $(STAMP): $(LOCK) pyproject.toml
 run: $(STAMP)
 	$(BIN)/mbo-run
 
+# Two workers (pytest-xdist), one per core of CI's machine; each test file runs whole on one worker,
+# so a file's module-scoped fixtures (pretrained models, campaigns) are built once.
+XDIST := -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q $(XDIST) -m ''
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
