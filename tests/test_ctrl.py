@@ -472,3 +472,69 @@ def test_a_classifier_keeps_a_training_row_whatever_its_holdout():
     settings = SimpleNamespace(holdout=0.9, members=1, hidden_dims=[4], steps=2, lr=1e-2)
     _, report = fit_classifier(factor, tokens, labels, V, settings, seed=0, device=torch.device("cpu"))
     assert report["holdout_after_temperature"]["n"] == 1
+
+
+def factor_spec_for(**fields):
+    from omegaconf import OmegaConf
+
+    spec = {"name": "A", "landscape": None, "csv": None, "label_column": "label", "n_labels": 30,
+            "percentiles": [50, 90], "classes": ["low", "mid", "high"]}
+    return OmegaConf.create({**spec, **fields})
+
+
+def write_8mers(path, letters, n=40, repeat=1):
+    """A CSV of ``n`` random 8-mers over ``letters``, each on ``repeat`` rows with labels i, i+1, i+5..."""
+    gen = torch.Generator().manual_seed(0)
+    seqs = ["".join(letters[i] for i in row) for row in torch.randint(0, 4, (n, 8), generator=gen).tolist()]
+    rows = [f"{s},{i + (0, 1, 5)[r]}\n" for r in range(repeat) for i, s in enumerate(seqs)]
+    path.write_text("sequence,label\n" + "".join(rows))
+    return path
+
+
+def test_a_landscape_scores_a_task_written_in_its_letters_in_another_order(tmp_path):
+    from mbo.ctrl.pipeline import labeled_factor
+    from mbo.data.alphabet import DNA
+    from mbo.tasks import CSVTask, TFBind8
+
+    # Token 0 of a TGCA task is T; scored as the landscape's token 0 (A), every label, true score and
+    # satisfied fraction was another sequence's.
+    task = CSVTask(write_8mers(tmp_path / "tgca.csv", "TGCA"), alphabet="TGCA")
+    _, tokens, labels, oracle = labeled_factor(factor_spec_for(landscape="PAX6_REF_R1"), task, seed=0)
+    as_dna = DNA.encode_batch(task.alphabet.decode(tokens))
+    truth = TFBind8("PAX6_REF_R1").oracle(as_dna)
+    assert labels.tolist() == truth.double().tolist()
+    assert oracle.oracle(tokens).tolist() == truth.tolist()  # what the designs' true scores are read with
+    assert not torch.equal(TFBind8("PAX6_REF_R1").oracle(tokens), truth)
+
+
+@pytest.mark.parametrize("letters, alphabet, problem", [
+    ("ACGU", "rna", r"task's alphabet is ACGU \(a TF-binding table measured DNA: .* write T for U"),
+    ("ACDE", "ACDE", r"task's alphabet is ACDE; use a task over those letters"),
+    ("ACDE", "protein", r"task's alphabet is ACDEFGHIKLMNPQRSTVWY; use a task"),
+])
+def test_a_landscape_refuses_a_task_in_other_letters_before_training(tmp_path, letters, alphabet, problem):
+    path = write_8mers(tmp_path / "task.csv", letters)
+    cfg = ctrl_config(tmp_path, "task=csv", f"task.path={path}", f"task.alphabet={alphabet}")
+    with pytest.raises(SettingsError, match=rf"^ctrl.factors: ctrl factor 'A': landscape PAX6_REF_R1 scores "
+                                            rf"DNA in the letters ACGT, and the {problem}"):
+        run_ctrl(cfg, tmp_path / "out")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("replicates, offsets", [("mean", 2.0), ("median", 1.0), ("max", 5.0)])
+def test_a_factor_csv_merges_replicates_as_the_task_does(tmp_path, replicates, offsets):
+    from mbo.ctrl.pipeline import labeled_factor
+    from mbo.tasks import CSVTask
+
+    # 40 sequences on 3 rows each: unmerged, one sequence could sit in the classifier's training rows
+    # and in the held-out rows it is calibrated on.
+    factor_csv = write_8mers(tmp_path / "factor.csv", "ACGT", repeat=3)
+    task = CSVTask(write_8mers(tmp_path / "task.csv", "ACGT"), replicates=replicates)
+    _, tokens, labels, _ = labeled_factor(factor_spec_for(csv=str(factor_csv)), task, seed=0)
+    assert tokens.shape == (40, 8) and len(tokens.unique(dim=0)) == 40
+    assert labels.tolist() == [i + offsets for i in range(40)]
+    if replicates == "mean":  # a task without the setting merges as the csv task does by default
+        from mbo.tasks import TFBind8
+
+        _, _, labels, _ = labeled_factor(factor_spec_for(csv=str(factor_csv)), TFBind8(), seed=0)
+        assert labels.tolist() == [i + offsets for i in range(40)]

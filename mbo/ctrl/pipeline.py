@@ -40,7 +40,7 @@ from mbo.ctrl.conditions import (
 )
 from mbo.ctrl.finetune import ConditionLogProb, ctrl_objective, finetune_ctrl
 from mbo.ctrl.sampling import ranked_draws
-from mbo.data.alphabet import one_hot
+from mbo.data.alphabet import Alphabet, one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
 from mbo.designs import design_ids
@@ -55,37 +55,96 @@ from mbo.tasks.tfbind8 import TFBind8
 log = logging.getLogger("mbo-run")
 
 
-def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, TFBind8 | None]:
-    """One factor's ``(Factor, tokens (N, L), labels (N,), oracle task or None)`` from its config.
+class LandscapeOracle:
+    """A TFBind8 landscape that scores sequences in the task's tokens.
+
+    The landscape indexes its table by DNA tokens in its own letter order (``ACGT``); a task whose
+    alphabet holds the same letters in another order (a CSV task with ``task.alphabet=TGCA``) numbers
+    them differently, and its token 0 scored as the landscape's token 0 gave every label, true score
+    and satisfied fraction of the run for other sequences than the ones designed.
+
+    Args:
+        landscape: the factor's landscape.
+        alphabet: the task's alphabet: the landscape's letters, in any order.
+        factor: the factor's name, for the refusal.
+
+    Raises:
+        ValueError: the task's letters are not the landscape's (RNA, a protein or custom alphabet).
+    """
+
+    def __init__(self, landscape: TFBind8, alphabet: Alphabet, factor: str):
+        ours, theirs = alphabet.letters, landscape.alphabet.letters
+        if sorted(ours) != sorted(theirs):
+            # U read as T is no refusal of a typo: the tables are a protein's binding to DNA, and which
+            # RNA sequence stands for a DNA 8-mer is the user's call, made by writing it in DNA letters.
+            rna = (" (a TF-binding table measured DNA: to score RNA as its DNA, write T for U and read it "
+                   "with task.alphabet=dna)" if sorted(ours.replace("U", "T")) == sorted(theirs) else "")
+            raise ValueError(f"ctrl factor {factor!r}: landscape {landscape.landscape} scores DNA in the "
+                             f"letters {theirs}, and the task's alphabet is {ours}{rna}; use a task over "
+                             f"those letters or label the factor from a csv")
+        self.landscape = landscape
+        self.to_landscape = torch.tensor([theirs.index(c) for c in ours])  # (V,) task token -> landscape
+
+    def oracle(self, tokens: Tensor) -> Tensor:
+        """The landscape's float32 score ``(N,)`` of task tokens ``(N, L)``, on their device."""
+        self.landscape.check_tokens(tokens)
+        return self.landscape.oracle(self.to_landscape.to(tokens.device)[tokens.long()])
+
+    def full_labels(self) -> Tensor:
+        """Every row of the landscape's table: float64 ``(65,792,)``."""
+        return self.landscape.full_dataset().labels.double()
+
+
+def distinct_rows(tokens: Tensor, labels: Tensor, how: str, alphabet: Alphabet, where: str
+                  ) -> tuple[Tensor, Tensor]:
+    """One row per distinct sequence of ``tokens (N, L)``, ``labels (N,)`` combined by ``how`` (as the
+    task's own replicates are, ``task.replicates``): a sequence on two rows could otherwise sit in the
+    classifier's training rows and in the held-out ones it is calibrated on. Returns ``(M, L)``, ``(M,)``.
+    """
+    merged, n_merged = SequenceDataset(tokens, alphabet, labels).merge_replicates(how)
+    if n_merged:
+        log.info("%s: merged %d replicate rows into %d distinct sequences (%s of their labels)", where,
+                 n_merged, len(merged), how)
+    return merged.tokens, merged.labels
+
+
+def labeled_factor(spec, task, seed: int) -> tuple[Factor, Tensor, Tensor, LandscapeOracle | None]:
+    """One factor's ``(Factor, tokens (N, L), labels (N,), oracle or None)`` from its config.
 
     With ``landscape``: ``n_labels`` rows drawn uniformly without replacement from the task's
     pretraining corpus, labeled by that landscape's oracle; class edges are percentiles of the
     landscape's full table. With ``csv``: the file's rows and ``label_column``; edges are percentiles
-    of those labels.
+    of those labels. Either way one row per distinct sequence: replicates are merged as the task's
+    ``replicates`` setting says (``mean`` for a task without one).
     """
     if (spec.get("landscape") is None) == (spec.get("csv") is None):
         raise ValueError(f"ctrl factor {spec.name!r}: give exactly one of `landscape` or `csv`")
+    how = getattr(task, "replicates", "mean")
     oracle = None
     if spec.get("landscape") is not None:
         land = spec.landscape
-        oracle = TFBind8(land if "/" not in str(land) else to_absolute_path(land))
+        oracle = LandscapeOracle(TFBind8(land if "/" not in str(land) else to_absolute_path(land)),
+                                 task.alphabet, str(spec.name))
         corpus = task.pretrain_corpus()
         gen = torch.Generator().manual_seed(seed)
         n = min(int(spec.n_labels), len(corpus))
         tokens = corpus[torch.randperm(len(corpus), generator=gen)[:n]]
-        labels = oracle.oracle(tokens).double()
-        reference = oracle.full_dataset().labels.double()
+        # A corpus may hold a sequence twice (TFBind8's palindromes are both strands): same score.
+        tokens, labels = distinct_rows(tokens, oracle.oracle(tokens).double(), how, task.alphabet,
+                                       f"ctrl factor {spec.name!r}")
+        reference = oracle.full_labels()
     else:
-        data = read_csv(to_absolute_path(spec.csv), task.alphabet, label_columns=spec.label_column,
+        path = to_absolute_path(spec.csv)
+        data = read_csv(path, task.alphabet, label_columns=spec.label_column,
                         length=task.length, length_source=f"the length of task {task.name}")
-        tokens, labels = data.tokens, data.labels.double()
+        tokens, labels = distinct_rows(data.tokens, data.labels.double(), how, task.alphabet, path)
         reference = labels
     edges = tuple(float(np.percentile(reference.numpy(), p)) for p in spec.percentiles)
     factor = Factor(str(spec.name), edges, tuple(str(c) for c in spec.classes))
     return factor, tokens, labels, oracle
 
 
-def read_factors(cfg: DictConfig, task) -> list[tuple[Factor, Tensor, Tensor, TFBind8 | None]]:
+def read_factors(cfg: DictConfig, task) -> list[tuple[Factor, Tensor, Tensor, LandscapeOracle | None]]:
     """Each of ``cfg.ctrl.factors`` with its labeled rows (as :func:`labeled_factor`), checked against
     the conditions asked for: every input of a CTRL run that is read before any training."""
     try:
