@@ -37,7 +37,7 @@ from mbo.checkpoint import CheckpointError
 from mbo.config import SettingsError
 from mbo.data.dataset import SequenceDataset
 from mbo.device import resolve_device
-from reward_models.base import RewardModel, dataset_labels
+from reward_models.base import MIN_STD, RewardModel, dataset_labels
 
 K_GRID = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0, 144.0)
 B_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -45,10 +45,11 @@ EDGE_QUANTILE = 0.9
 ONE_SIGMA = math.erf(1 / math.sqrt(2))  # 0.6827: a Gaussian's 1σ coverage
 
 
-def _conformal_scale(error: Tensor, epistemic_var: Tensor, noise_var: Tensor) -> float:
+def _conformal_scale(error: Tensor, epistemic_var: Tensor, noise_var: Tensor, min_var: float) -> float:
     """The smallest t >= 1 with ``|error| <= sqrt(t²·epistemic_var + noise_var)`` for a 68.3 % share of
-    the rows (all ``(N,)``): the split-conformal quantile of the normalized errors, solved exactly per row."""
-    need = ((error**2 - noise_var) / epistemic_var.clamp_min(1e-24)).clamp_min(0.0).sqrt()  # t each row needs
+    the rows (all ``(N,)``): the split-conformal quantile of the normalized errors, solved exactly per row.
+    ``min_var`` (in the labels' units squared) keeps a zero epistemic variance from dividing by 0."""
+    need = ((error**2 - noise_var) / epistemic_var.clamp_min(min_var)).clamp_min(0.0).sqrt()  # t per row
     return max(1.0, float(torch.quantile(need, ONE_SIGMA)))
 
 
@@ -113,13 +114,17 @@ class ExtrapolationCalibrated(RewardModel):
             noise_var = (total.double() ** 2 - sd.double() ** 2).clamp_min(0.0)
             resid = y[high].to(mu.device).double() - mu.double()
             over = (mu.double() - q).clamp_min(0.0)
+            # The variance floor is relative to the labels' spread: an absolute 1e-12 outweighed every
+            # variance of labels in units of 1e-6 or less, so the grid chose another (k, b) and the std
+            # stopped scaling with the labels (the README promises any scale from 1e-9 to 1e30).
+            min_var = max(1e-12 * float(y.double().var()), MIN_STD)
             best = (math.inf, 1.0, 0.0)
             for k, b in itertools.product(K_GRID, B_GRID):
-                var = (k * sd.double()) ** 2 + (b * over) ** 2 + noise_var + 1e-12
+                var = (k * sd.double()) ** 2 + (b * over) ** 2 + noise_var + min_var
                 nll = float((0.5 * var.log() + 0.5 * resid**2 / var).mean())
                 best = min(best, (nll, k, b))
             epistemic = (best[1] * sd.double()) ** 2 + (best[2] * over) ** 2
-            t = _conformal_scale(resid.abs(), epistemic, noise_var)
+            t = _conformal_scale(resid.abs(), epistemic, noise_var, min_var)
         self.k.fill_(t * best[1])
         self.b.fill_(t * best[2])
         self.model = self._fresh().fit(dataset, seed=seed, progress=progress)
@@ -146,7 +151,12 @@ class ExtrapolationCalibrated(RewardModel):
         if observation_noise:
             _, total = self.model.mean_std(x, observation_noise=True)
             var = var + (total.double() ** 2 - sd64**2).clamp_min(0.0)
-        return mu, var.clamp_min(1e-24).sqrt().to(sd.dtype)
+        # With k >= 1 the variance is at least the model's own std squared, which scales with the labels;
+        # this floor only guards an inner std of exactly 0 (sqrt's gradient at 0, a std of 0 in the
+        # output's dtype), so it sits at the smallest std that dtype holds, below any label scale (an
+        # absolute 1e-24 sat a thousandth of the spread below labels in units of 1e-9).
+        floor = max(torch.finfo(sd.dtype).tiny ** 2, MIN_STD)
+        return mu, var.clamp_min(floor).sqrt().to(sd.dtype)
 
     def posterior(self, X: Tensor, output_indices: list[int] | None = None, observation_noise: bool = False,
                   posterior_transform=None, **kwargs: Any):

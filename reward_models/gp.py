@@ -63,6 +63,17 @@ class _GPRewardModel(RewardModel):
     def batch_shape(self) -> torch.Size:
         return self.gp.batch_shape
 
+    def _freeze(self) -> None:
+        """Eval mode with the fitted hyperparameters fixed, once ``self.gp`` is fitted or restored.
+
+        Predictions then build no graph through the hyperparameters, only through the input: reward
+        backprop wants gradients in the design alone, and GPyTorch's caches of eval mode (exact GPs
+        detach theirs; see ``VariationalGP.posterior`` for the variational one) are fixed functions of
+        the hyperparameters only while those stay fixed.
+        """
+        self.gp.requires_grad_(False)
+        self.eval()
+
     def posterior(self, X: Tensor, output_indices: list[int] | None = None,
                   observation_noise: bool = False, posterior_transform=None, **kwargs: Any):
         """GPyTorch posterior at ``X (batch..., q, L*V)`` (float64) in label units."""
@@ -130,7 +141,7 @@ class _ExactGP(_GPRewardModel):
                 warnings.filterwarnings("ignore", message=r"`scipy_minimize` terminated with status "
                                         r"OptimizationStatus\.FAILURE", category=OptimizationWarning)
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self._config["maxiter"]}})
-        self.eval()
+        self._freeze()
         return self
 
     @property
@@ -156,6 +167,7 @@ class _ExactGP(_GPRewardModel):
             raise CheckpointError(f"{path}: train_X has {X.shape[-1]} columns, expected L*V")
         self.gp = self._make_gp(X.to(DTYPE), Y.to(DTYPE))
         load_state_strict(self.gp, {k[3:]: v for k, v in tensors.items()}, path)
+        self._freeze()
 
 
 class OneHotGP(_ExactGP):
@@ -244,8 +256,23 @@ class VariationalGP(_GPRewardModel):
                 "optimizer": partial(torch.optim.Adam, lr=cfg["lr"]),
                 "callback": lambda *_: bar.update(1)})
         bar.close()
-        self.eval()
+        self._freeze()
         return self
+
+    def posterior(self, X: Tensor, output_indices: list[int] | None = None,
+                  observation_noise: bool = False, posterior_transform=None, **kwargs: Any):
+        """GPyTorch posterior at ``X (batch..., q, L*V)`` (float64) in label units."""
+        if torch.is_grad_enabled() and not self.gp.training:
+            # In eval mode the variational strategy caches the Cholesky factor of K(Z, Z) at its first
+            # call, but slices K(Z, Z) out of the kernel on [Z; X]: built from an X with a graph, the
+            # cache kept that graph, the first backward freed it and every later backward through a
+            # prediction failed ("backward through the graph a second time"), which broke reward
+            # backprop from its second iteration. A graph-free call fills the cache first (and, once
+            # it is filled, costs one point's prediction).
+            with torch.no_grad():
+                self.gp.posterior(self.gp.model.variational_strategy.inducing_points[..., :1, :])
+        return super().posterior(X, output_indices=output_indices, observation_noise=observation_noise,
+                                 posterior_transform=posterior_transform, **kwargs)
 
     def _checkpoint_tensors(self) -> dict[str, Tensor]:
         return {f"gp.{k}": v for k, v in self.gp.state_dict().items()}
@@ -263,3 +290,4 @@ class VariationalGP(_GPRewardModel):
         self.gp = self._make_gp(inducing, dummy_y, inducing.clone(),
                                Standardize(m=1, min_stdv=MIN_STD))
         load_state_strict(self.gp, {k[3:]: v for k, v in tensors.items()}, path)
+        self._freeze()

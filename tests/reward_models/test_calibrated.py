@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mbo.data import DNA, SequenceDataset
@@ -34,15 +35,13 @@ def test_conformal_scale_makes_one_sigma_cover_its_share():
     g = torch.Generator().manual_seed(0)
     err = torch.randn(20000, generator=g, dtype=torch.float64).abs() * 3.0  # errors 3× the stated std
     epi, noise = torch.full_like(err, 0.5), torch.full_like(err, 0.5)
-    t = _conformal_scale(err, epi, noise)
+    t = _conformal_scale(err, epi, noise, 1e-24)
     covered = (err <= (t**2 * epi + noise).sqrt()).double().mean()
     assert abs(float(covered) - ONE_SIGMA) < 0.005
-    assert _conformal_scale(err / 100, epi, noise) == 1.0  # never shrinks an honest std
+    assert _conformal_scale(err / 100, epi, noise, 1e-24) == 1.0  # never shrinks an honest std
 
 
 def test_a_split_with_nothing_to_calibrate_on_is_refused_before_any_fit():
-    import pytest
-
     base = DeepEnsemble(num_members=2, hidden_dims=[8], epochs=1)
     x = torch.randint(0, 4, (12, 4), generator=torch.Generator().manual_seed(0))
     # Binary labels, mostly 0: the median is 0, so the probe would get only 0s (it raised from inside
@@ -71,3 +70,20 @@ def test_labels_of_1e30_keep_a_finite_std():
         assert std.dtype == torch.float32 and bool(torch.isfinite(std).all())
         expected = unit.mean_std(x, observation_noise=noise)[1]
         torch.testing.assert_close(std / 1e30, expected, rtol=0.02, atol=0)
+
+
+def test_labels_of_1e_minus_9_calibrate_as_labels_of_1():
+    # The (k, b) grid added an absolute 1e-12 to every variance: for labels in units of 1e-6 or less it
+    # outweighed the model's own, another (k, b) won and the std was 0.93 (1e-6) of the unit fit's.
+    d = data(n=40)
+    base = DeepEnsemble(num_members=2, hidden_dims=[8], epochs=2)
+    tiny = SequenceDataset(d.tokens, DNA, d.labels * 1e-9)
+    x = d.one_hot()[:8]
+    unit = ExtrapolationCalibrated(base).fit(d, seed=0)
+    cal = ExtrapolationCalibrated(base).fit(tiny, seed=0)
+    assert cal.calibration["k"] == pytest.approx(unit.calibration["k"], rel=1e-6)
+    assert cal.calibration["b"] == pytest.approx(unit.calibration["b"], rel=1e-6)
+    for noise in (False, True):
+        expected = unit.mean_std(x, observation_noise=noise)[1]
+        torch.testing.assert_close(cal.mean_std(x, observation_noise=noise)[1] / 1e-9, expected,
+                                   rtol=0.02, atol=0)

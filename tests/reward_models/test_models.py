@@ -233,7 +233,7 @@ def test_unlearnable_labels_are_refused(dataset, labels, problem):
     (lambda: DeepEnsemble(conv_channels=[8], kernel_size=0),
      "DeepEnsemble: kernel_size must be an integer >= 1"),
     (lambda: VariationalGP(batch_size=0), "VariationalGP: batch_size must be an integer >= 1, got 0"),
-    (lambda: OneHotGP(max_train=0), "OneHotGP: max_train must be an integer >= 1, got 0"),
+    (lambda: OneHotGP(max_train=1), "OneHotGP: max_train must be an integer >= 2, got 1"),
 ])
 def test_training_settings_that_cannot_work_are_refused_when_built(build, problem):
     with pytest.raises(ValueError, match=problem):
@@ -256,3 +256,24 @@ def test_gp_std_follows_labels_of_any_scale(dataset, name, choices):
     tiny = type(dataset)(dataset.tokens, dataset.alphabet, dataset.labels * 1e-9)
     std = FACTORIES[name]().fit(tiny, seed=0).mean_std(x)[1]
     torch.testing.assert_close(std / 1e-9, unit, rtol=0.05, atol=0.0)
+
+
+@pytest.mark.parametrize("name", ["OneHotGP", "CategoricalGP", "VariationalGP"])
+@pytest.mark.parametrize("loaded", [False, True], ids=["fitted", "loaded"])
+def test_gp_backprops_through_predictions_again_and_again(dataset, name, loaded, tmp_path):
+    # Reward backprop differentiates a new design's prediction every iteration. The variational GP
+    # cached K(Z, Z)'s Cholesky factor with the first input's graph, so the second backward failed.
+    model = FACTORIES[name]().fit(dataset, seed=0)
+    if loaded:
+        model = load_reward_model(model.save(tmp_path / "gp.safetensors"), device="cpu")
+    logits = torch.randn(6, L, V, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    grads = []
+    for _ in range(3):
+        mean, std = model.mean_std(torch.softmax(logits, dim=-1))
+        (mean.sum() + std.sum()).backward(inputs=[logits])
+        grads.append(logits.grad.clone())
+        logits.grad = None
+    # The same input each time: the same gradient (no stale graph from an earlier call in it).
+    torch.testing.assert_close(grads[1], grads[0])
+    torch.testing.assert_close(grads[2], grads[0])
+    assert all(not p.requires_grad for p in model.parameters())
