@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from conservative.rewards import PessimisticReward, ScaledReward, label_scale
 from mbo.config import SettingsError  # a ValueError; the apps exit 2 on it
@@ -52,7 +52,8 @@ def probe_rows(labels: Tensor, holdout: float) -> Tensor:
 def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[], object], judge,
                    method: Callable, c_grid: Sequence[float], alpha_grid: Sequence[float],
                    holdout: float = 0.2, n: int = 64, seed: int = 0,
-                   exclude: Tensor | None = None) -> tuple[float, float, dict]:
+                   exclude: Tensor | None = None,
+                   conservative: Callable[..., nn.Module] = PessimisticReward) -> tuple[float, float, dict]:
     """The (c, α) of ``c_grid × alpha_grid`` whose designs a judge fitted on all data rates best (see
     the module docstring). A grid of one value fixes that setting.
 
@@ -69,6 +70,8 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
         seed: seeds the probe's fit and each run (the same for every candidate, so they differ only in
             (c, α)).
         exclude: sequences not to count as designs (e.g. the offline data).
+        conservative: builds the reward ``conservative(model, c=c)`` the c of the grid weighs (the
+            run's own, penalty included, so the chosen c means there what it meant here).
 
     Returns:
         ``(c, alpha, report)``: the chosen pair and, per candidate (:func:`trial_name`), the judge's
@@ -85,7 +88,7 @@ def choose_c_alpha(pretrained, dataset: SequenceDataset, make_model: Callable[[]
     report: dict[str, dict[str, float]] = {}
     best: tuple[float, float, float] | None = None
     for c in sorted(float(v) for v in c_grid):
-        reward = ScaledReward(PessimisticReward(probe, c=c), scale)
+        reward = ScaledReward(conservative(probe, c=c), scale)
         for alpha in sorted((float(v) for v in alpha_grid), reverse=True):
             gen = torch.Generator(device=pretrained.device).manual_seed(seed)
             designs = method(pretrained, reward, n, alpha=alpha, generator=gen).designs

@@ -22,13 +22,16 @@ Penalty = Literal["std", "min", "quantile"]
 
 
 class ConservativeReward(nn.Module):
-    """``r̂ + sign·c·ĝ`` (``penalty="std"``), or an order statistic over ensemble members.
+    """``r̂ + sign·c·ĝ``, with ĝ the model's std or the members' reach below (above) their mean.
 
     Args:
         model: a reward model exposing ``mean_std`` (and ``member_predictions`` for min/quantile).
-        c: uncertainty coefficient; ``c = 0`` gives the plain mean (the naive baseline).
-        penalty: ``"std"`` uses the model's predictive std as ĝ; ``"min"`` takes the lowest member
-            (highest for optimism); ``"quantile"`` a low (high) member quantile.
+        c: uncertainty coefficient; ``c = 0`` gives the plain mean (the naive baseline) whatever the
+            penalty.
+        penalty: ĝ is the model's predictive std (``"std"``); the mean minus the lowest member
+            (``"min"``; the highest minus the mean for optimism), so that ``c = 1`` scores the lowest
+            member; or the mean minus a low member quantile (``"quantile"``; a high one minus the mean
+            for optimism), ``c = 1`` scoring that quantile.
         quantile: the member quantile for ``penalty="quantile"`` (pessimistic side; optimism mirrors it).
     """
 
@@ -53,18 +56,21 @@ class ConservativeReward(nn.Module):
 
     def components(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Predicted mean ``(N,)`` and uncertainty ĝ ``(N,)`` for float (soft) one-hot ``x (N, L, V)``."""
-        return self.model.mean_std(x)
+        if self.penalty == "std":
+            return self.model.mean_std(x)
+        members = self.model.member_predictions(x)  # (K, N)
+        mean = members.mean(0)
+        if self.penalty == "min":
+            edge = members.min(0).values if self.sign < 0 else members.max(0).values
+        else:
+            edge = torch.quantile(members, self.quantile if self.sign < 0 else 1.0 - self.quantile, dim=0)
+        # Signed, so that c = 1 scores exactly the edge member (or quantile) on either side.
+        return mean, self.sign * (edge - mean)
 
     def forward(self, x: Tensor) -> Tensor:
         """The conservative (or optimistic) score ``(N,)`` of ``x (N, L, V)``; differentiable in ``x``."""
-        if self.penalty == "std":
-            mean, std = self.model.mean_std(x)
-            return mean + self.sign * self.c * std
-        members = self.model.member_predictions(x)  # (K, N)
-        if self.penalty == "min":
-            return members.min(0).values if self.sign < 0 else members.max(0).values
-        q = self.quantile if self.sign < 0 else 1.0 - self.quantile
-        return torch.quantile(members, q, dim=0)
+        mean, g = self.components(x)
+        return mean + self.sign * self.c * g
 
 
 class PessimisticReward(ConservativeReward):

@@ -1,12 +1,13 @@
 """Choosing c and alpha from the offline data: the probe's split and the choice among candidates."""
 
+import functools
 import math
 import types
 
 import pytest
 import torch
 
-from conservative import choose_c_alpha, probe_rows
+from conservative import OptimisticReward, choose_c_alpha, probe_rows
 from mbo.config import SettingsError
 from mbo.data.alphabet import DNA
 from mbo.data.dataset import SequenceDataset
@@ -71,3 +72,17 @@ def test_a_candidate_whose_designs_are_all_offline_copies_ranks_last():
     # The copies were judged as if they were designs, and c = 0 won with nothing new to show.
     assert (c, alpha) == (3.0, 0.1)
     assert report["c=0,alpha=0.1"]["designs"] == 0 and report["c=0,alpha=0.1"]["judged_median"] == -math.inf
+
+
+def test_the_probe_weighs_c_on_the_runs_own_conservative_reward():
+    d = tiny_data()
+    seen = []
+
+    def records_the_reward(pretrained, reward, n, *, alpha, generator):
+        seen.append((type(reward.reward).__name__, reward.reward.penalty, reward.reward.c))
+        return random_designs(pretrained, reward, n, alpha=alpha, generator=generator)
+
+    # With the default std penalty in its place, a chosen c would weigh another ĝ than the run's.
+    choose_c_alpha(PRETRAINED, d, make_model, make_model().fit(d), records_the_reward, [0, 2], [0.1], n=4,
+                   conservative=functools.partial(OptimisticReward, penalty="min"))
+    assert seen == [("OptimisticReward", "min", 0.0), ("OptimisticReward", "min", 2.0)]

@@ -39,11 +39,20 @@ def test_std_penalty_is_mean_minus_and_plus_c_std():
 def test_member_order_statistics():
     model, x = LinearEnsemble(), soft_onehot()
     members = model.member_predictions(x)
+    mean = members.mean(0)
+    # c = 1 scores the lowest (highest) member or quantile, c = 0 the plain mean, c between them.
     torch.testing.assert_close(PessimisticReward(model, penalty="min")(x), members.min(0).values)
     torch.testing.assert_close(OptimisticReward(model, penalty="min")(x), members.max(0).values)
     low = PessimisticReward(model, penalty="quantile", quantile=0.2)(x)
     high = OptimisticReward(model, penalty="quantile", quantile=0.2)(x)
-    assert (low <= members.mean(0)).all() and (high >= members.mean(0)).all()
+    torch.testing.assert_close(low, torch.quantile(members, 0.2, dim=0))
+    torch.testing.assert_close(high, torch.quantile(members, 0.8, dim=0))
+    for penalty in ("min", "quantile"):
+        torch.testing.assert_close(PessimisticReward(model, c=0.0, penalty=penalty)(x), mean)
+        edge = PessimisticReward(model, c=1.0, penalty=penalty)(x)
+        torch.testing.assert_close(PessimisticReward(model, c=0.5, penalty=penalty)(x), (mean + edge) / 2)
+        components = PessimisticReward(model, c=2.0, penalty=penalty).components(x)
+        torch.testing.assert_close(components, (mean, mean - edge))
 
 
 @pytest.mark.parametrize("penalty", ["std", "min", "quantile"])
