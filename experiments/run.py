@@ -8,6 +8,7 @@ a problem with it is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -30,7 +31,7 @@ from hydra.errors import (
 )
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import get_object, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
@@ -62,7 +63,7 @@ from mbo.diffusion.policy import Compose
 from mbo.diffusion.pretrain import build_diffusion, check_training_memory
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
-from mbo.method_settings import check_method_settings, finite_number
+from mbo.method_settings import POSITIVE_ALPHA, check_method_settings, finite_number
 from mbo.provenance import provenance
 
 log = logging.getLogger("mbo-run")
@@ -106,6 +107,15 @@ def check_settings(cfg: DictConfig) -> None:
               + (["method"] if cfg.get("method") is not None else []))
     for group in groups:
         check_group(OmegaConf.select(cfg, group), group)
+    if "alpha" in cfg.auto.method:  # choose_c_alpha passes its own α, as it does the generator
+        raise SettingsError("setting 'auto.method.alpha' is ignored: the run passes its own; set "
+                            "auto.alpha_grid=… (or the design method's alpha) instead")
+    if cfg.get("method") is not None and cfg.finetune.alpha == "auto":
+        name = cfg.method._target_.rsplit(".", 1)[-1]
+        instead = "method.alpha=auto chooses the method's" if "alpha" in cfg.method else f"{name} takes none"
+        raise SettingsError(f"finetune.alpha=auto chooses the fine-tuner's alpha, but method ({name}) "
+                            f"designs instead of a fine-tuned model and nothing would use it ({instead}); "
+                            "drop finetune.alpha=auto (~method fine-tunes)")
     try:
         check_method_settings("pretrain", cfg.diffusion.pretrain, prefix="diffusion.pretrain.")
     except ValueError as err:
@@ -118,6 +128,7 @@ def check_settings(cfg: DictConfig) -> None:
                                 f"alpha >= 0), got {list(a.c_grid)} and {list(a.alpha_grid)}")
         if not _is_int(a.designs) or a.designs < 1:
             raise SettingsError(f"auto.designs must be an integer >= 1, got {a.designs!r}")
+        check_auto_method(cfg)
     if not isinstance(cfg.include_offline, bool):  # "no" is a string, and a string is true
         raise SettingsError(f"include_offline must be true or false, got {cfg.include_offline!r}")
 
@@ -125,6 +136,53 @@ def check_settings(cfg: DictConfig) -> None:
 def method_alpha_auto(cfg: DictConfig) -> bool:
     """Whether an inference-time method's α is ``auto``: chosen as ``finetune.alpha=auto`` is."""
     return cfg.get("method") is not None and cfg.method.get("alpha") == "auto"
+
+
+def probe_group(cfg: DictConfig) -> str:
+    """The group whose α the auto probe aims at, the design method's own target: an inference-time
+    method's if it has one, else the fine-tuner's."""
+    return "method" if cfg.get("method") is not None and "alpha" in cfg.method else "finetune"
+
+
+# How conservative.choose_c_alpha calls auto.method: this many arguments by position (the diffusion, the
+# reward, n), then these by name.
+AUTO_METHOD_POSITIONAL = 3
+AUTO_METHOD_KEYWORDS = ("alpha", "generator")
+
+
+def check_auto_method(cfg: DictConfig) -> None:
+    """Refuse an ``auto.method`` the auto probe cannot call, and an α the probe would give it (or
+    choose for the design) that the method given it cannot take: they would fail only after
+    pretraining and the reward model's fit."""
+    settings = cfg.auto.method
+    name = settings._target_.rsplit(".", 1)[-1]
+    try:
+        params = inspect.signature(get_object(settings._target_)).parameters
+    except Exception as err:  # a target that does not import, or is not callable
+        raise SettingsError(f"settings of auto.method do not build ({' '.join(str(err).split())})") from None
+    if "alpha" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise SettingsError(f"auto.method: {name} takes no alpha, and the auto probe runs it at each alpha "
+                            "it tries; choose a method that takes one (e.g. mbo.guidance.svdd_pm)")
+    by_position = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    passed = {p.name for p in by_position[:AUTO_METHOD_POSITIONAL]} | set(AUTO_METHOD_KEYWORDS)
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in passed and k not in settings
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise SettingsError(f"auto.method: {name} needs {', '.join(missing)}; give "
+                            f"{' '.join(f'+auto.method.{k}=…' for k in missing)}")
+    group = probe_group(cfg)
+    if cfg[group].alpha != "auto":
+        if cfg[group].alpha == 0 and name in POSITIVE_ALPHA:
+            raise SettingsError(f"auto.method: {name} needs alpha > 0, and the auto probe runs it at "
+                                f"{group}.alpha=0; choose another auto.method (e.g. mbo.guidance.svdd_pm)")
+        return
+    # Each α of the grid is given to the probe's method, and the one chosen to the design's.
+    takers = [f"{where} ({target})" for where, target in (("auto.method", name),
+                                                          (group, cfg[group]._target_.rsplit(".", 1)[-1]))
+              if target in POSITIVE_ALPHA]
+    if takers and any(v == 0 for v in cfg.auto.alpha_grid):
+        raise SettingsError(f"auto.alpha_grid must hold only alphas > 0 for {' and '.join(takers)}, which "
+                            f"weigh by exp(r/alpha), got {list(cfg.auto.alpha_grid)}")
 
 
 def check_group(settings: DictConfig, group: str) -> None:
@@ -542,13 +600,13 @@ def conservative_reward(cfg: DictConfig, reward_model, pretrained, offline, devi
     if c != "auto" and alpha != "auto" and not method_alpha_auto(cfg):
         return instantiate(cfg.conservative)(reward_model), None
     a = cfg.auto
-    # The proxy aims at the design method's own target: an inference-time method's α if it has one.
-    held = cfg.method.alpha if cfg.get("method") is not None and "alpha" in cfg.method else alpha
+    held = cfg[probe_group(cfg)].alpha
     fresh = lambda: instantiate(cfg.reward_model, device=str(device))  # noqa: E731
     c, alpha, trials = choose_c_alpha(
         pretrained, offline, fresh, reward_model, instantiate(a.method),
         a.c_grid if c == "auto" else [c], a.alpha_grid if held == "auto" else [held],
-        holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens)
+        holdout=a.holdout, n=a.designs, seed=cfg.seed, exclude=offline.tokens,
+        conservative=instantiate(cfg.conservative))
     log.info("auto settings chose c = %g, alpha = %g (judged medians %s)", c, alpha,
              {k: round(v["judged_median"], 4) for k, v in trials.items()})
     return instantiate(cfg.conservative, c=c)(reward_model), {"c": c, "alpha": alpha, "trials": trials}

@@ -21,8 +21,14 @@ COUNTS = frozenset({"num_samples", "candidates", "particles", "rounds", "rollout
                     "maxiter"})
 # Lists of integers >= 1 (layer widths).
 COUNT_LISTS = frozenset({"hidden_dims", "conv_channels"})
+# Lists that need one entry at least, except in the methods named: a reward ensemble's last hidden layer
+# is its features (the MLP's, or the CNN's head), while a CTRL classifier without one is linear. No
+# conv_channels is an MLP.
+NONEMPTY_LISTS = {"hidden_dims": frozenset({"classifier"})}
 # Integers >= 1, or null: every row (max_train), every step (selections).
 NULLABLE_COUNTS = frozenset({"max_train", "selections"})
+# Lows above 1 among those: a GP fitted on one point predicts the same for every design.
+COUNT_LOWS = {"max_train": 2}
 # Integers >= 0.
 COUNTS_FROM_ZERO = frozenset({"iterations", "warmup"})
 # Finite numbers > 0.
@@ -59,8 +65,10 @@ def check_method_settings(where: str, settings: Mapping[str, Any], prefix: str =
         elif key in COUNT_LISTS:
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
                 raise ValueError(f"{where}: {name} must be integers >= 1, got {list(value)!r}")
+            if not value and key in NONEMPTY_LISTS and where not in NONEMPTY_LISTS[key]:
+                raise ValueError(f"{where}: {name} must hold one layer width at least, got []")
         elif key in NULLABLE_COUNTS and value is not None:
-            check_count(value, name, where)
+            check_count(value, name, where, low=COUNT_LOWS.get(key, 1))
         elif key == "alpha":
             zero_ok = where not in POSITIVE_ALPHA
             if not finite_number(value) or value < 0 or (value == 0 and not zero_ok):

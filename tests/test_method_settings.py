@@ -67,6 +67,9 @@ def test_the_shipped_pretraining_settings_have_rules_and_pass():
     ("pretrain", "weight_decay", -0.1, "weight_decay must be a finite number >= 0"),
     ("pretrain", "masks", "all", "masks must be one of time, count"),
     ("finetune_vidd", "completion", "mode", "completion must be one of argmax, mean"),
+    # Once a traceback at fit time (an MLP needs a hidden layer), or a GP that predicts one value.
+    ("DeepEnsemble", "hidden_dims", [], "hidden_dims must hold one layer width at least"),
+    ("CategoricalGP", "max_train", 1, "max_train must be an integer >= 2"),
 ])
 def test_a_setting_that_cannot_work_is_named(where, key, value, problem):
     with pytest.raises(ValueError, match=f"^{where}: method.{problem}"):
@@ -79,3 +82,6 @@ def test_what_works_passes():
     check_method_settings("smc", {"ess_threshold": 0.0, "alpha": 1e-3, "resampling": "multinomial"})
     check_method_settings("finetune_vidd", {"batch_size": 1})
     check_method_settings("finetune_ppo", {"batch_size": 2})
+    check_method_settings("DeepEnsemble", {"hidden_dims": [8], "conv_channels": []})  # an MLP
+    check_method_settings("classifier", {"hidden_dims": []})  # a linear classifier
+    check_method_settings("CategoricalGP", {"max_train": None})

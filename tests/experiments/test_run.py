@@ -166,6 +166,7 @@ def test_replicates_are_merged_and_reported(tmp_path):
     ("conservative.c=auto auto.designs=0", "auto.designs must be an integer >= 1"),
     ("conservative.c=auto auto.c_grid=[-1]", r"auto.c_grid and auto.alpha_grid must be non-empty \(c finite"),
     ("reward_model=conv_ensemble reward_model.kernel_size=4", "DeepEnsemble needs an odd kernel_size, got 4"),
+    ("reward_model.hidden_dims=[]", "DeepEnsemble: hidden_dims must hold one layer width at least"),
     ("diffusion.denoiser.heads=0", "settings of diffusion do not build"),
     ("diffusion.schedule=foo", "settings of diffusion do not build .*unknown schedule 'foo'"),
     ("diffusion.min_prob=-1", r"settings of diffusion do not build \(min_prob must be in \[0, 1\), got -1"),
@@ -175,6 +176,11 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
     with pytest.raises(ValueError, match=problem):
         run(config(tmp_path, *setting.split()), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
+
+
+# The auto probe's method SMC, all its settings given.
+AUTO_SMC = ("conservative.c=auto auto.method._target_=mbo.guidance.smc ~auto.method.candidates "
+            "+auto.method.particles=2 +auto.method.ess_threshold=0.5 +auto.method.resampling=systematic")
 
 
 @pytest.mark.parametrize("setting, problem", [
@@ -201,6 +207,23 @@ def test_impossible_settings_are_refused_before_any_training(tmp_path, setting, 
     ("method=gradient method.scale=-1", "method.scale must be a finite number >= 0"),
     ("method=svdd_mc method.value_dim=30", "method.value_dim must be a positive multiple of 4"),
     ("auto.method.candidates=0", "auto.method.candidates must be an integer >= 1"),
+    # Each once refused only after pretraining and the reward model's fit, with a traceback:
+    ("finetune=ppo finetune.alpha=auto auto.alpha_grid=[0]",
+     r"auto.alpha_grid must hold only alphas > 0 for finetune \(finetune_ppo\)"),
+    ("method=gradient method.alpha=auto auto.alpha_grid=[0,0.1]",
+     r"alpha_grid must hold only alphas > 0 for method \(gradient_guidance\), which weigh"),
+    ("conservative.c=auto auto.method._target_=mbo.guidance.smc ~auto.method.candidates",
+     r"auto.method: smc needs particles, ess_threshold, resampling; give \+auto.method.particles=…"),
+    ("conservative.c=auto auto.method._target_=mbo.guidance.best_of_n ~auto.method.candidates",
+     "auto.method: best_of_n takes no alpha, and the auto probe runs it at each alpha"),
+    (f"{AUTO_SMC} finetune.alpha=0", "auto.method: smc needs alpha > 0, and the auto probe runs it at "
+                                     "finetune.alpha=0"),
+    (f"{AUTO_SMC} auto.alpha_grid=[0,1] method=svdd_pm method.alpha=auto",
+     r"only alphas > 0 for auto.method \(smc\), which"),
+    ("+auto.method.alpha=0.5", "setting 'auto.method.alpha' is ignored: the run passes its own"),
+    # An α chosen for a fine-tuner the method replaces: the probe would run for nothing.
+    ("method=best_of_n finetune.alpha=auto", r"but method \(best_of_n\) designs .*\(best_of_n takes none\)"),
+    ("method=svdd_pm finetune.alpha=auto", r"would use it \(method.alpha=auto chooses the method's\)"),
     ("diffusion/sampler=grid diffusion.sampler.steps=2.5", "diffusion.sampler.steps must be an integer >= 1"),
     ("mode=ctrl ctrl.finetune.iterations=-3", "ctrl.finetune.iterations must be an integer >= 0"),
     ("pareto.method=foo", "pareto.method must be one of qnehvi, qparego, random_scalarization"),
