@@ -29,7 +29,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.report import COLUMNS
 from mbo import jsonfile
@@ -261,6 +263,36 @@ def _methods(jobs: Sequence[Job]) -> list[str]:
     return list(names)
 
 
+def _planned_methods(job: Job) -> list[str]:
+    """The rows a job that did not finish would have reported, by its own config: ``pretrained`` and its
+    design method's (``finetuned`` without an inference-time method; the method's alone with several
+    objectives), or with ``mode=ctrl`` its conditions' names; ``["?"]`` where the config cannot say.
+
+    The config is the one Hydra saved in the job's folder when it started, or, for a job that never
+    started, the sweep's config composed with the job's overrides."""
+    from mbo.config import compose_config
+
+    saved = job.dir / ".hydra" / "config.yaml" if job.dir is not None else None
+    try:
+        if saved is not None and saved.is_file():
+            cfg = OmegaConf.load(saved)
+        else:
+            cfg = compose_config("config", [f"{k}={v}" for k, v in job.overrides.items()])
+        if OmegaConf.select(cfg, "mode") == "ctrl":
+            from mbo.ctrl.conditions import parse_condition
+
+            factors = [str(f.name) for f in cfg.ctrl.factors]
+            conditions = [parse_condition(c) for c in cfg.ctrl.conditions]
+            return ["_".join(f"{f}-{c[f]}" for f in factors if f in c) or "any" for c in conditions]
+        target = OmegaConf.select(cfg, "method._target_")
+        name = str(target).rsplit(".", 1)[-1] if target else "finetuned"
+        labels = OmegaConf.select(cfg, "task.label_column")
+        several = OmegaConf.is_list(labels) and len(labels) > 1
+    except (ValueError, OSError, TypeError, yaml.YAMLError, OmegaConfBaseException):
+        return ["?"]  # unreadable, or written for another version of the configs
+    return [name] if several else ["pretrained", name]
+
+
 def _sort_key(value: object) -> tuple:
     return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
 
@@ -280,8 +312,10 @@ def aggregate(jobs: Sequence[Job], swept: Sequence[str]) -> list[dict]:
     for setting in sorted(settings, key=lambda s: tuple(_sort_key(v) for v in s)):
         group = settings[setting]
         ok = [j for j in group if j.status == "ok"]
-        # The rows its finished jobs report (a swept `method` group changes them); all, when none finished.
-        for method in _methods(ok) or _methods(jobs):
+        # The rows its finished jobs report (a swept `method` group changes them). With none finished,
+        # the rows its own config names: the other settings' rows named methods it never ran.
+        names = _methods(ok) if ok else list(dict.fromkeys(m for job in group for m in _planned_methods(job)))
+        for method in names:
             stats = {}
             for name in metric_names:
                 values = [float(j.result["methods"][method][name]) for j in ok

@@ -258,3 +258,35 @@ def test_a_setting_swept_over_a_decade_is_plotted_on_a_log_axis(tmp_path, monkey
             for o in (1, 4, 32) for c in (0, 1)]
     plot_sweep(rows, ["oversample", "c"], tmp_path)
     assert scales == ["log", "log"]  # oversample's two panels (c = 0, 1); c's own figure stays linear
+
+
+def test_a_setting_that_did_not_finish_shows_its_own_methods_not_the_others(tmp_path):
+    from omegaconf import OmegaConf
+
+    from mbo.config import compose_config
+
+    # `mbo-run -m method=svdd_pm,best_of_n,gradient`: svdd_pm's job exits 2 at runtime, best_of_n's
+    # finishes, gradient's never starts. The two that did not finish took the rows best_of_n reported.
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": ["method=svdd_pm,best_of_n,gradient"]}}}))
+    for num, method in enumerate(("svdd_pm", "best_of_n")):
+        job = root / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}}}))
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}"]))
+        # What Hydra saves as the job starts: the composed config, unresolved.
+        OmegaConf.save(compose_config("config", [f"method={method}"]), job / ".hydra" / "config.yaml")
+    (root / "0" / "run.log").write_text("[mbo-run][ERROR] - svdd_pm: the reward is not differentiable\n")
+    (root / "1" / "metrics.json").write_text(json.dumps(
+        {"seed": 0, "methods": {"pretrained": {"true_p100": 0.5}, "best_of_n": {"true_p100": 0.7}}}))
+    summary = summarize(root, plots=False)
+    rows = {(r["setting"]["method"], r["method"]): (r["n_ok"], r["n_jobs"]) for r in summary["settings"]}
+    assert rows == {("best_of_n", "pretrained"): (1, 1), ("best_of_n", "best_of_n"): (1, 1),
+                    ("svdd_pm", "pretrained"): (0, 1), ("svdd_pm", "svdd_pm"): (0, 1),
+                    ("gradient", "pretrained"): (0, 1), ("gradient", "gradient_guidance"): (0, 1)}
+    md = (root / "summary.md").read_text()
+    assert "| svdd_pm | svdd_pm | 0/1 |" in md and "| svdd_pm | best_of_n |" not in md
+    assert "| gradient | gradient_guidance | 0/1 |" in md
