@@ -15,9 +15,10 @@ with the oracle (never seen by the method):
   measured design has, and for the plate.
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
-``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). Runs land in ``OUT/runs`` as
-``bench_flexs.py`` writes them (a run already there is skipped, and prints nothing), so a folder of
-this script's runs is a folder of the benchmark's::
+``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). The problem ``ehrlich`` runs
+``bench_seiko.py`` instead, its seeds in place of the starts and its ``--task-arg`` among the
+options. Runs land in ``OUT/runs`` as the benchmark writes them (a run already there is skipped, and
+prints nothing), so a folder of this script's runs is a folder of the benchmark's::
 
     .venv/bin/python experiments/seiko_pool_composition.py aav_560_588 1,2,3 /tmp/pool_composition \\
         --override seiko.local.remask=0.035
@@ -30,14 +31,24 @@ from pathlib import Path
 
 import torch
 from bench_flexs import problem_task
+from bench_seiko import load_config
+from hydra.utils import instantiate
 
 import mbo.active.seiko as seiko
 from mbo.evaluate import hamming_to_nearest
 
 problem, starts, out, *options = sys.argv[1:]
-sys.argv = ["bench_flexs.py", "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
-            "--starts", *starts.split(","), "--out", out, *options]
-task = problem_task(problem, argparse.Namespace(oracle_workers=1, task_override=[]))
+if problem == "ehrlich":
+    bench = "bench_seiko.py"
+    sys.argv = [bench, "--methods", "seiko_ucb", "--seeds", *starts.split(","), "--out", out, *options]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--task-arg", action="append", default=[])
+    task = instantiate(load_config(parser.parse_known_args(options)[0].task_arg, [])[1])
+else:
+    bench = "bench_flexs.py"
+    sys.argv = [bench, "flexs", "--problems", problem, "--methods", "seiko", "--seeds", "0",
+                "--starts", *starts.split(","), "--out", out, *options]
+    task = problem_task(problem, argparse.Namespace(oracle_workers=1, task_override=[]))
 drawn: dict[str, torch.Tensor] = {}
 draw, select_batch = seiko.LocalPool.draw, seiko.select_batch
 
@@ -85,4 +96,4 @@ def span(counts: torch.Tensor) -> str:
 
 
 seiko.LocalPool.draw, seiko.select_batch = logged_draw, logged_select_batch
-runpy.run_path(str(Path(__file__).with_name("bench_flexs.py")), run_name="__main__")
+runpy.run_path(str(Path(__file__).with_name(bench)), run_name="__main__")
