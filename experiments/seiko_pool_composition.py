@@ -12,7 +12,10 @@ with the oracle (never seen by the method):
 - ``distance of pool>best``: the Hamming distance (min/median/max) to the nearest measured design of
   the local and scratch candidates the oracle scores above ``best``, and of every scratch candidate;
 - ``unseen pairs``: the same for the number of (position, token) pairs of a candidate that no
-  measured design has, and for the plate.
+  measured design has, and for the plate;
+- ``above best``: for each candidate the oracle scores above ``best``, the reward model's mean and std,
+  its rank among the pool's candidates (0 = first) by the mean and by mean + √beta·std (UCB), and the
+  range of UCB over the plate.
 
 Arguments: the problem, the starts (comma-separated numbers), the output folder, then any of
 ``bench_flexs.py``'s options (``--override seiko.local.remask=0.035``). The problem ``ehrlich`` runs
@@ -35,6 +38,7 @@ from bench_seiko import load_config
 from hydra.utils import instantiate
 
 import mbo.active.seiko as seiko
+from mbo.data.alphabet import one_hot
 from mbo.evaluate import hamming_to_nearest
 
 problem, starts, out, *options = sys.argv[1:]
@@ -87,6 +91,15 @@ def logged_select_batch(reward_model, pool, q, **kwargs):
     print(f"    unseen pairs of pool>best: local {span(unseen[is_local & above])} scratch "
           f"{span(unseen[~is_local & above])} | every local {span(unseen[is_local])} scratch "
           f"{span(unseen[~is_local])} | plate {span(unseen[on_plate])}", flush=True)
+    # Where the reward model puts the better candidates: a plate that passes over them ranks them low.
+    with torch.no_grad():
+        mean, std = reward_model.mean_std(one_hot(pool, task.alphabet.size).float())
+    ucb = mean + float(kwargs.get("beta", 1.0)) ** 0.5 * std
+    by_mean, by_ucb = ((v[None, :] > v[:, None]).sum(-1) for v in (mean, ucb))
+    for i in torch.nonzero(above).flatten().tolist():
+        print(f"    above best: true {values[i]:.3f}, mean {mean[i]:.3f} std {std[i]:.3f}, rank by mean "
+              f"{int(by_mean[i])} by UCB {int(by_ucb[i])} of {len(pool)} | plate UCB "
+              f"{ucb[on_plate].min():.3f}-{ucb[on_plate].max():.3f}", flush=True)
     return selection
 
 
