@@ -101,6 +101,12 @@ def read_text(path: str | os.PathLike) -> str:
         data = p.read_bytes()
     except OSError as e:  # no read permission, a dangling mount, a FIFO that errs, ...
         raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    return decode_text(path, data)
+
+
+def decode_text(path: str | os.PathLike, data: bytes) -> str:
+    """The text of ``data``, the bytes read from ``path`` (named in errors), checked as
+    :func:`read_text` checks a file's."""
     if data[:2] == b"\x1f\x8b":  # its first bytes would only say "not UTF-8"; name the real cause
         raise DataError(path, "is gzip-compressed; decompress it first (gunzip)")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # the byte-order mark of UTF-16 ("Unicode text" in Excel)

@@ -25,7 +25,7 @@ TINY = """\
 device: cpu
 diffusion:
   denoiser: {dim: 16, depth: 1, heads: 2, output_scale: 1.0}  # 30 steps cannot tame the default 300
-  pretrain: {steps: 30, batch_size: 32}
+  pretrain: {steps: 30, warmup: 30, lr: 6.0e-4, batch_size: 32}  # the default warmup's rate at each step
 reward_model: {num_members: 2, conv_channels: [8], kernel_size: 3, hidden_dims: [8], epochs: 2}
 finetune: {iterations: 2, batch_size: 8, states_per_trajectory: 2}
 seiko:
@@ -368,8 +368,23 @@ def test_interrupted_ingest_keeps_measurements(camp, tmp_path, monkeypatch):
     assert kept == ["plate_a.csv", "plate_c.csv"]
 
 
+def test_results_from_a_pipe_are_kept_whole(camp, tmp_path):
+    import threading
+
+    root, ids = camp  # `mbo-campaign ingest DIR <(cat results.csv)`: a pipe can be read only once
+    data = f"id,value\n{ids[2]},0.5\n".encode()
+    fifo = tmp_path / "63"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    assert cli("ingest", root, fifo) == 0
+    writer.join()
+    assert (root / "round_000" / "results" / "results.csv").read_bytes() == data
+    assert read_rows(root / "measurements.csv")[-1]["source"] == "results.csv"
+
+
 def test_a_plate_map_of_an_interrupted_round_is_not_left_beside_another_plate(tmp_path, config, dna_csv,
-                                                                              monkeypatch):
+                                                                              monkeypatch, capsys):
     root = tmp_path / "camp"
     assert cli("init", root, "--data", dna_csv, "--config", config) == 0
 
@@ -381,6 +396,11 @@ def test_a_plate_map_of_an_interrupted_round_is_not_left_beside_another_plate(tm
         with pytest.raises(SystemExit):
             cli("suggest", root, "--batch", 8, "--plate", 96)
     assert (root / "round_000" / "plate_map.csv").is_file()
+    capsys.readouterr()
+    assert cli("status", root) == 0
+    assert "round 0: `mbo-campaign suggest` was interrupted" in capsys.readouterr().out
+    err = _err(capsys, "ingest", root, write_results(tmp_path / "r.csv", [("r000_0000", "1")]))
+    assert "whose `mbo-campaign suggest` was interrupted" in err, err
     assert cli("suggest", root, "--batch", 4) == 0
     assert not (root / "round_000" / "plate_map.csv").exists()
 
@@ -431,10 +451,14 @@ def test_simulate_resumes(tmp_path, config, monkeypatch, capsys):
     oracle = read_rows(root / "round_001" / "oracle_results.csv")
     assert [o["id"] for o in oracle] == [f"r001_{i:04d}" for i in range(4)]
     assert (root / "round_001" / "results" / "oracle_results.csv").is_file()
+    # A round the lab measured in part is finished with the oracle, its measured value kept.
+    assert cli("suggest", root, "--batch", 4) == 0
+    assert cli("ingest", root, write_results(tmp_path / "lab.csv", [("r002_0001", "0.125")])) == 0
     assert cli("simulate", root, "--rounds", 3, "--batch", 4) == 0
     assert rounds_run == [0, 1, 2]  # only the missing round
     meas = read_rows(root / "measurements.csv")
     assert [sum(m["round"] == str(r) for m in meas) for r in range(-1, 3)] == [30, 4, 4, 4]
+    assert [m["value"] for m in meas if m["id"] == "r002_0001"] == ["0.125"]
     capsys.readouterr()
     assert cli("simulate", root, "--rounds", 3, "--batch", 4) == 0
     assert "nothing to do" in capsys.readouterr().out and rounds_run == [0, 1, 2]
@@ -617,6 +641,8 @@ def test_a_plate_written_but_not_recorded_is_named_as_unfinished(tmp_path, confi
      "row 26: id 'r000_0000' was suggested in round 0, but its row says round 3"),
     (lambda text, seq: text + f"mine,{'A' * len(seq)},2.0,5,bench\n",  # a mistyped round: not a lost plate
      "row 28: id 'mine' of round 5 is on no round's suggestions.csv"),
+    (lambda text, seq: text + f"r001_0000,{'A' * len(seq)},2.0,-1,bench\n",  # would block that suggestion
+     "row 28, column 'id': id 'r001_0000' looks like a suggestion id"),
     (lambda text, seq: text + f"mine,{'a' * len(seq)},2.0,-1,bench\n",
      "row 28, column 'sequence': sequence 'aaaaaaaa' is not a length-8 sequence of ACGT (write it in "
      "capitals: 'AAAAAAAA')"),
@@ -719,18 +745,28 @@ def test_every_suggested_design_meets_the_constraints(tmp_path, config, dna_csv,
     from mbo.data.alphabet import get_alphabet
 
     root = tmp_path / "camp"
-    rules = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]", "constraints.gc=[0.25,0.5]"]
+    rules = ["constraints.fixed=TA......", "constraints.forbidden_motifs=[AATT]", "constraints.gc=[0.25,0.5]",
+             "constraints.allowed={2: AC, 7: GT}"]  # read back from campaign.json with keys "2", "7"
     assert cli("init", root, "--data", dna_csv, "--config", config, *rules) == 0
     assert cli("simulate", root, "--rounds", 1, "--batch", 8) == 2  # a --data campaign has no oracle
     assert cli("suggest", root, "--batch", 8) == 0
     seqs = [r["sequence"] for r in read_rows(root / "round_000" / "suggestions.csv")]
     dna = get_alphabet("dna")
-    rule = Constraints(dna, 8, fixed="TA......", forbidden_motifs=["AATT"], gc=(0.25, 0.5))
+    rule = Constraints(dna, 8, fixed="TA......", forbidden_motifs=["AATT"], gc=(0.25, 0.5),
+                       allowed={2: "AC", 7: "GT"})
     assert seqs and bool(rule.satisfied(dna.encode_batch(seqs).reshape(len(seqs), 8)).all())
     # Impossible rules stop init before pretraining, on one line, and leave nothing behind.
     err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "--config", config,
                "constraints.fixed=GGGGGGGG", "constraints.gc=[0,0.5]")
     assert "constraints" in err and not (tmp_path / "bad").exists()
+    # The pretraining seed is the campaign's --seed, which would overwrite it.
+    err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "diffusion.pretrain.seed=5")
+    assert "'diffusion.pretrain.seed'" in err and "--seed" in err and not (tmp_path / "bad").exists()
+    # A warmup past the last step: the learning rate would still be rising when pretraining stops.
+    err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "--config", config,
+               "diffusion.pretrain.warmup=31")
+    assert "'diffusion.pretrain.warmup' (31) is more than 'diffusion.pretrain.steps' (30)" in err, err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_campaign_begun_before_later_settings_goes_on_as_set_up():
@@ -774,7 +810,8 @@ def test_init_from_inside_its_folder_is_refused_and_rounds_run_on_another_device
     capsys.readouterr()
     if not torch.cuda.is_available():
         assert cli("suggest", ".", "--batch", 3, "--device", "cuda") == 2
-        assert capsys.readouterr().err.count("\n") == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "use --device cpu" in err and "device=" not in err
     assert cli("suggest", ".", "--batch", 3, "--device", "cpu") == 0
     assert read_rows(root / "round_000" / "suggestions.csv")[0]["command"] == (
         "mbo-campaign suggest lab --batch 3 --device cpu")
@@ -796,7 +833,7 @@ def test_a_read_only_campaign_still_shows_its_status_and_a_machine_failure_is_on
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_columns_a_user_adds_to_measurements_are_kept(camp, tmp_path):
+def test_columns_a_user_adds_to_measurements_are_kept(camp, tmp_path, capsys):
     root, ids = camp
     path = root / "measurements.csv"
     lines = path.read_text().splitlines()
@@ -808,6 +845,13 @@ def test_columns_a_user_adds_to_measurements_are_kept(camp, tmp_path):
     rows = read_rows(path)
     assert list(rows[0])[-1] == "notes" and rows[0]["notes"] == "plate A3 re-run; contaminated?"
     assert rows[-1]["id"] == ids[2] and rows[-1]["notes"] == "" and len(rows) == len(lines)
+    # Two columns of one name (two blank headers of an export): the next write would keep only one.
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",notes", *(line + "," for line in lines[1:])]) + "\n")
+    before = tree_hash(root)
+    err = _err(capsys, "ingest", root, write_results(tmp_path / "more2.csv", [(ids[3], "0.2")]))
+    assert f"{path}, row 1: column 'notes' appears more than once in the header" in err, err
+    assert tree_hash(root) == before
 
 
 def test_the_command_line_wins_over_the_settings_file(tmp_path, dna_csv, capsys):

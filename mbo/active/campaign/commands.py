@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 import importlib
 import inspect
+import io
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -27,7 +29,13 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mbo.active.campaign.settings import build_check, load_settings, round_options, setting_source
+from mbo.active.campaign.settings import (
+    build_check,
+    load_settings,
+    round_options,
+    set_by_user,
+    setting_source,
+)
 from mbo.active.campaign.store import (
     FORMAT,
     RESERVED,
@@ -40,6 +48,7 @@ from mbo.active.campaign.store import (
     fsync_dir,
     interrupted_round,
     load_model,
+    plate_files,
     plate_provenance,
     read_measurements,
     read_suggestions,
@@ -63,6 +72,7 @@ from mbo.data.io import (
     check_learnable,
     csv_header,
     csv_records,
+    decode_text,
     malformed_row,
     parse_number,
     read_csv,
@@ -71,7 +81,7 @@ from mbo.data.io import (
     require_columns,
 )
 from mbo.designs import write_plate_map
-from mbo.device import resolve_device, set_threads
+from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.pretrain import check_training_memory
 from mbo.display import formatted, plural
@@ -191,7 +201,14 @@ def init(directory: str | os.PathLike, *, data: str | None = None, task: str | N
     if task_args and task is None:
         raise CampaignError("--task-arg needs --task")
     settings = load_settings(overrides or [], config)
-    # The campaign's seed is its pretraining seed: one number reproduces the whole directory.
+    # The campaign's seed is its pretraining seed: one number reproduces the whole directory. A seed
+    # set in the settings would be overwritten by it, unseen.
+    given = set_by_user("diffusion.pretrain.seed", overrides or [], config)
+    if given is not None:
+        wanted = OmegaConf.select(settings, "diffusion.pretrain.seed")
+        raise CampaignError(f"{given}: setting 'diffusion.pretrain.seed' is set by init from --seed, the "
+                            f"campaign's one seed; leave it out and give "
+                            + (f"--seed {wanted}" if isinstance(wanted, int) else "--seed N") + " instead")
     settings.diffusion.pretrain.seed = seed
     if data is not None:
         start_data, corpus_tokens, start, source = _start_from_file(data, alphabet, sequence_column,
@@ -304,7 +321,13 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
     s = c.settings
     k = s.seiko
     set_threads(s.threads)
-    device = resolve_device(on_device or s.device)
+    try:
+        device = resolve_device(on_device or s.device)
+    except DeviceError as err:
+        # Its hint names the setting (device=cpu), which is fixed at init; a round moves with --device.
+        hint = re.sub(r"\bdevice=(\w+)", r"--device \1", str(err))
+        raise DeviceError(hint if on_device else f"{c.dir / 'campaign.json'}, setting 'device': {hint}"
+                          ) from None
     try:
         values = torch.tensor([m.values for m in measurements], dtype=torch.float32)
         data = feasible_rows(c.encode([m.sequence for m in measurements]),
@@ -373,11 +396,34 @@ def suggest(c: Campaign, batch: int, force: bool = False, progress: bool = False
 
 
 # ---------------------------------------------------------------------------------------- ingest
+def _read_once(path: Path) -> tuple[bytes, str, str]:
+    """The results file's bytes, their text (checked as :func:`~mbo.data.io.read_text` checks a file),
+    and the name their kept copy gets (:func:`_copy_name`). Read once: a pipe (`<(cat f)`, a FIFO,
+    /dev/stdin) gives its bytes to the first reader only, and the copy kept must be what was checked."""
+    if not path.exists() or path.is_dir():
+        read_text(path)  # its words for a missing file or a folder; it reads nothing of either
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    return data, decode_text(path, data), _copy_name(path, regular)
+
+
+def _copy_name(path: Path, regular: bool) -> str:
+    """The name of the kept copy of results read from ``path``: the file's own, but results.csv for a
+    pipe or a descriptor (`<(cat f)` is /dev/fd/63), whose name says nothing of the results. A hidden
+    file's copy is not hidden: the next writer removes ``.*.tmp`` files there, as those of killed
+    writers."""
+    path = Path(os.path.abspath(path))
+    if regular and path.parts[1:2] in (("dev",), ("proc",)):
+        path = Path(os.path.realpath(path))  # `/dev/stdin < plate.csv` keeps plate.csv
+    name = path.name.lstrip(".")
+    return name if regular and name and not name.isdigit() else "results.csv"
+
+
 def _store_copy(folder: Path, name: str, data: bytes) -> str:
-    """Keep ``data`` as ``folder/name`` (or ``name.K`` if another file has that name); its name.
-    A hidden file's copy is not hidden: the next writer removes ``.*.tmp`` files there, as those
-    of killed writers."""
-    name = name.lstrip(".") or "results.csv"
+    """Keep ``data`` as ``folder/name`` (or ``name.K`` if another file has that name); its name."""
     stem, suffix = os.path.splitext(name)
     k = 0
     while True:
@@ -402,8 +448,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
     known = {m.id: m for m in measurements}
     rounds = suggested_rounds(c, measurements)
     suggestions = {x.id: x for sg in rounds.values() for x in sg}
-    text = read_text(path)
-    raw_bytes = path.read_bytes()
+    raw_bytes, text, copy_name = _read_once(path)
     header, header_line, records = csv_records(path, text)
     if len(c.objectives) > 1:
         if value_column != "value":
@@ -498,7 +543,7 @@ def ingest(c: Campaign, results: str | os.PathLike, id_column: str = "id",
 
     if not new:
         return f"nothing to do: all {already} results in {path} were already ingested with the same values"
-    sources = {r: _store_copy(c.round_dir(r) / "results", path.name, raw_bytes)
+    sources = {r: _store_copy(c.round_dir(r) / "results", copy_name, raw_bytes)
                for r in sorted({s.round for s, _ in new})}
     added = [Measurement(s.id, s.sequence, v, s.round, sources[s.round]) for s, v in new]
     write_measurements(c, measurements + added)
@@ -684,9 +729,10 @@ def status(c: Campaign) -> str:
         plot = f"no plot ({err.strerror or err})"
     outstanding = sum((row["suggested"] or 0) - row["measured"] for row in rows[1:])
     cut = interrupted_round(c, suggested_rounds(c))
+    left = [] if cut is None else plate_files(c, cut)
     unfinished = ([] if cut is None else
                   [f"round {cut}: `mbo-campaign suggest` was interrupted before its plate was recorded; "
-                   f"{c.round_dir(cut).name}/suggestions.csv is not final: run suggest again"])
+                   f"{' and '.join(left)} {'is' if len(left) == 1 else 'are'} not final: run suggest again"])
     trace = [f"round {r}: `{p.get('command', '?')}`, seed {p.get('seed', '?')}, model sha256 "
              f"{p.get('model_sha256', '?')[:16]}, reference sha256 {p.get('reference_sha256', '?')[:16]}"
              for r in range(len(rows) - 1) if (p := plate_provenance(c, r))]
@@ -697,7 +743,8 @@ def status(c: Campaign) -> str:
 
 # ---------------------------------------------------------------------------------------- simulate
 def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False, device: str | None = None) -> str:
-    """Play the lab with the task's oracle until the campaign has ``rounds`` ingested rounds."""
+    """Play the lab with the task's oracle until the campaign has ``rounds`` measured rounds; a round
+    the lab measured in part is finished by the oracle, the lab's values kept."""
     spec = c.meta["start"].get("task")
     if spec is None:
         raise CampaignError(f"{c.dir}: simulate needs a campaign initialized with --task (this one has no "
@@ -708,21 +755,26 @@ def simulate(c: Campaign, rounds: int, batch: int, progress: bool = False, devic
     task = build_task(spec)
     lines = []
     for r in range(rounds):
-        measured = {m.round for m in read_measurements(c)}
+        measured = {m.id for m in read_measurements(c)}
         have = suggested_rounds(c)
-        if r in have and r in measured:
-            continue
         if r not in have:
             suggest(c, batch, progress=progress, on_device=device)
-        plate = read_suggestions(c, r)
+        # The oracle measures what the lab did not: a round ingested in part keeps the lab's values.
+        missing = [s for s in read_suggestions(c, r) if s.id not in measured]
+        if not missing:
+            continue
         oracle_path = c.round_dir(r) / "oracle_results.csv"
-        if not oracle_path.exists():
-            values = task.oracle(c.encode([s.sequence for s in plate])).tolist()
-            with atomic_path(oracle_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-                w = csv.writer(f, lineterminator="\n")
-                w.writerow(["id", "sequence", "value"])
-                for s, v in zip(plate, values, strict=True):
-                    w.writerow([s.id, s.sequence, _format_value(v)])
+        values = task.oracle(c.encode([s.sequence for s in missing])).tolist()
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["id", "sequence", "value"])
+        w.writerows([s.id, s.sequence, _format_value(v)] for s, v in zip(missing, values, strict=True))
+        data = out.getvalue().encode()
+        # An interrupted run wrote the same file for the same ids; one written before the lab ingested
+        # some of them is replaced, since it would contradict the lab (what of it was ingested, nothing
+        # or all, is kept under results/).
+        if not oracle_path.is_file() or oracle_path.read_bytes() != data:
+            atomic_write_bytes(oracle_path, data, overwrite=True)
         ingest(c, oracle_path)
         row = round_table(c)[r + 1]  # rows: the start data, then rounds 0, 1, ...
         lines.append(f"round {r}: {row['measured']} measured, feasible {row['feasible']:.2f}, best "

@@ -104,6 +104,22 @@ def setting_source(overrides: Sequence[str], path: str | os.PathLike | None) -> 
     return where
 
 
+def set_by_user(name: str, overrides: Sequence[str], path: str | os.PathLike | None) -> str | None:
+    """Who gave the setting ``name`` (dotted) a value of their own: "command line" (``overrides``,
+    also as part of a group's ``{...}``), the YAML file ``path``, or None. Unlike :func:`setting_source`
+    a group choice (``diffusion=masked``) sets none of its group's values: the project's files do."""
+    groups, _ = _split_overrides(overrides)
+    for text, o in zip(overrides, OverridesParser.create().parse_overrides(list(overrides)), strict=True):
+        value = o.value()
+        keys = (_dotted(value, f"{o.key_or_group}.") if isinstance(value, Mapping) and text not in groups
+                else [o.key_or_group])
+        if name in keys:
+            return "command line"
+    if path is not None and name in _dotted(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}):
+        return str(path)
+    return None
+
+
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(group choices as given, dotted keys of the values set)`` of Hydra ``overrides``."""
     groups, values = [], []
@@ -151,22 +167,42 @@ def round_options(cfg: DictConfig, start: Tensor, vocab_size: int) -> dict:
             "local": LocalPool(**k.local) if k.get("local") else None, "max_unseen": bound}
 
 
-def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> None:
+def check_stored_settings(stored: Mapping, overrides: Sequence[str], where: os.PathLike | str) -> dict:
     """Settings read back from ``campaign.json``: the same keys as the campaign config composed with
-    the ``overrides`` given at init (group choices add keys), values of their types."""
+    the ``overrides`` given at init (group choices add keys), values of their types. Returns them with
+    the integer keys JSON wrote as strings given back (:func:`_keys_as_composed`)."""
     try:
         defaults = compose_config("campaign", overrides)
     except SettingsError as err:
         raise CampaignError(f"{where}: key 'overrides': {err}") from None
     OmegaConf.resolve(defaults)
+    stored = _keys_as_composed(defaults, stored)
     try:
-        check_types(defaults, dict(stored), str(where), "settings.")
+        check_types(defaults, stored, str(where), "settings.")
         missing = sorted(set(_missing(defaults, stored, "settings.")) - ADDED_SINCE)
         if missing:
             raise SettingsError(f"{where}: setting(s) {missing} are missing (was the file edited?)")
-        check_values(OmegaConf.create(dict(stored)), str(where))
+        check_values(OmegaConf.create(stored), str(where))
     except SettingsError as err:
         raise CampaignError(str(err)) from None
+    return stored
+
+
+def _keys_as_composed(defaults: DictConfig, stored: Mapping) -> dict:
+    """``stored`` with each key that is the digits of an integer key of ``defaults`` made that integer
+    again: JSON keys are strings, so `constraints.allowed={2: AC}` on init's command line comes back
+    from campaign.json as {"2": "AC"}, which the settings composed anew (with int keys) would not
+    know. A key the defaults hold as a string stays one."""
+    out: dict = {}
+    for key, value in stored.items():
+        if (isinstance(key, str) and key not in defaults and re.fullmatch(r"-?\d+", key)
+                and int(key) in defaults):
+            key = int(key)
+        node = defaults._get_node(key) if key in defaults else None
+        if isinstance(value, Mapping) and isinstance(node, DictConfig):
+            value = _keys_as_composed(node, value)
+        out[key] = value
+    return out
 
 
 # Settings added to campaign.yaml after campaigns were begun without them. Such a campaign goes on as
@@ -245,6 +281,13 @@ def build_check(cfg: DictConfig, vocab_size: int, length: int, where: Callable[[
         raise SettingsError(f"{where('seiko.min_distance')}: setting 'seiko.min_distance' "
                             f"({cfg.seiko.min_distance}) is more than the sequences' length ({length}): no "
                             "two designs could share a plate")
+    p = cfg.diffusion.pretrain
+    # Here, not in check_values: campaigns begun with a short trial pretraining must still open.
+    if p.warmup > p.steps:  # training would stop while the learning rate is still rising
+        raise SettingsError(f"{where('diffusion.pretrain.warmup')}: setting 'diffusion.pretrain.warmup' "
+                            f"({p.warmup}) is more than 'diffusion.pretrain.steps' ({p.steps}): the "
+                            "learning rate would never reach diffusion.pretrain.lr; lower the warmup to "
+                            f"{p.steps} or less")
     parts = {"diffusion": lambda: build_diffusion(cfg.diffusion, vocab_size, length),
              "reward_model": lambda: instantiate(cfg.reward_model, device="cpu"),
              "finetune": lambda: instantiate(cfg.finetune)}

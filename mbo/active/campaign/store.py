@@ -214,7 +214,7 @@ def open_campaign(directory: str | os.PathLike) -> Campaign:
     _check_meta(meta, path)
     c = Campaign(d, meta)
     verify(c, "campaign.json")
-    check_stored_settings(meta["settings"], meta["overrides"], path)
+    meta["settings"] = check_stored_settings(meta["settings"], meta["overrides"], path)
     return c
 
 
@@ -345,6 +345,12 @@ def read_measurements(c: Campaign) -> list[Measurement]:
     """Every row of ``measurements.csv``, checked (it may have been edited by hand)."""
     path = c.measurements_path
     header, header_line, records = csv_records(path, read_text(path))
+    # Columns are kept by name when the file is rewritten: of two of one name, only one would survive.
+    twice = next((name for name in header if header.count(name) > 1), None)
+    if twice is not None:
+        what = f"column {twice!r}" if twice else "an unnamed column (an empty header cell)"
+        raise DataError(path, f"{what} appears more than once in the header; give each column its own "
+                              f"name (the next write of this file would keep only one of them)", header_line)
     col = require_columns(path, header, header_line, c.measurement_columns)
     problems = Problems(path, "row")
     out: list[Measurement] = []
@@ -375,6 +381,10 @@ def read_measurements(c: Campaign) -> list[Measurement]:
         except ValueError:
             problems.add(line, f"round {get['round']!r} is not an integer", "round")
             continue
+        if rnd < 0 and SUGGESTION_ID.match(get["id"]):
+            # Issued to a plate later, the id would name two sequences and block that measurement.
+            problems.add(line, f"id {get['id']!r} looks like a suggestion id (rNNN_NNNN), which mbo-campaign "
+                               f"reserves for its own plates; rename it (e.g. 'own_{get['id']}')", "id")
         if all(isinstance(v, float) for v in values):
             extra = tuple((h, fields[i]) for i, h in enumerate(header) if i not in col.values())
             out.append(Measurement(get["id"], seq, tuple(values), rnd, get["source"], extra, line))
@@ -521,10 +531,17 @@ def write_suggestions(c: Campaign, r: int, tokens: torch.Tensor, mean, std, acqu
 
 def interrupted_round(c: Campaign, rounds: dict[int, list[Suggestion]]) -> int | None:
     """The round after the last recorded plate, if a ``suggest`` of it was interrupted after writing
-    its ``suggestions.csv`` but before recording it: that file is not the round's plate yet (the next
-    ``suggest`` redoes it), though it looks like one."""
+    its ``plate_map.csv`` or ``suggestions.csv`` but before recording the plate: those files are not
+    the round's plate yet (the next ``suggest`` redoes it), though they look like one."""
     r = len(rounds)
-    return r if (c.dir / _plate_name(r)).is_file() else None
+    return r if plate_files(c, r) else None
+
+
+def plate_files(c: Campaign, r: int) -> list[str]:
+    """Round ``r``'s ``plate_map.csv`` and ``suggestions.csv``, those on disk (relative to the campaign
+    directory); of a round whose plate is not recorded, what an interrupted ``suggest`` left."""
+    return [f"{c.round_dir(r).name}/{name}" for name in ("plate_map.csv", "suggestions.csv")
+            if (c.round_dir(r) / name).is_file()]
 
 
 def suggested_rounds(c: Campaign, measurements: list[Measurement] | None = None
