@@ -53,10 +53,17 @@ from mbo.config import (
 )
 from mbo.constraints import ConstraintError, Constraints, constraints_from_settings
 from mbo.ctrl.conditions import FILE_SAFE, parse_condition
-from mbo.ctrl.pipeline import load_ctrl_model, read_factors, run_ctrl
+from mbo.ctrl.pipeline import check_ctrl_design_space, load_ctrl_model, read_factors, run_ctrl
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, check_learnable, write_csv, write_fasta
-from mbo.designs import PLATE_COLUMNS, design_ids, ranked, unique_designs, write_plate_map
+from mbo.designs import (
+    PLATE_COLUMNS,
+    check_design_space,
+    design_ids,
+    ranked,
+    unique_designs,
+    write_plate_map,
+)
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
@@ -103,7 +110,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise SettingsError(f"progress must be auto, true or false, got {cfg.progress!r}")
     if cfg.mode == "ctrl":
         check_ctrl(cfg)
-    groups = (["finetune", "auto.method", "diffusion.sampler"]
+    groups = (["finetune", "auto.method", "diffusion.sampler", "diffusion.denoiser"]
               + (["method"] if cfg.get("method") is not None else []))
     for group in groups:
         check_group(OmegaConf.select(cfg, group), group)
@@ -120,6 +127,13 @@ def check_settings(cfg: DictConfig) -> None:
         check_method_settings("pretrain", cfg.diffusion.pretrain, prefix="diffusion.pretrain.")
     except ValueError as err:
         raise SettingsError(str(err)) from None
+    p = cfg.diffusion.pretrain
+    # A short trial run (steps below the default warmup of 100) would stop while the learning rate is
+    # still rising: it never reaches lr, and its cosine decay never starts.
+    if p.warmup > p.steps:
+        raise SettingsError(f"diffusion.pretrain.warmup={p.warmup} is more than diffusion.pretrain.steps="
+                            f"{p.steps}: the learning rate would never reach diffusion.pretrain.lr; lower "
+                            f"diffusion.pretrain.warmup to {p.steps} or less")
     if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto" or method_alpha_auto(cfg):
         a = cfg.auto
         if (not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0
@@ -316,8 +330,15 @@ def check_inputs(cfg: DictConfig, task, offline: SequenceDataset) -> Constraints
                 f"{'both as numbers' if both else 'it as a number'} (e.g. {example})")
     check_design_space(int(cfg.n_designs), task.alphabet.size, task.length,
                        None if cfg.include_offline else offline.tokens)
-    return constraints_from_settings(cfg.constraints, task.alphabet, task.length,
-                                     required=task.required_letters())
+    constraints = constraints_from_settings(cfg.constraints, task.alphabet, task.length,
+                                            required=task.required_letters())
+    if constraints.max_mutations == 0 and not cfg.include_offline:  # else found only after training
+        parent = task.alphabet.encode(constraints.parent)
+        if bool((offline.tokens == parent).all(-1).any()):
+            raise SettingsError(f"constraints.max_mutations=0 leaves the parent {constraints.parent} as the "
+                                "only design, and it is in the offline data: set include_offline=true or "
+                                "constraints.max_mutations >= 1")
+    return constraints
 
 
 def built(build, group: str):
@@ -326,21 +347,6 @@ def built(build, group: str):
         return build()
     except Exception as err:  # constructors raise many kinds; each means a bad setting
         raise SettingsError(f"settings of {group} do not build ({' '.join(str(err).split())})") from None
-
-
-def check_design_space(n: int, vocab_size: int, length: int, excluded: torch.Tensor | None) -> None:
-    """Refuse ``n`` designs where fewer sequences of ``length`` over ``vocab_size`` letters exist than
-    ``n`` once those of ``excluded (N, L)`` (the offline data; None: none) are left out: sampling would
-    never find them."""
-    space = vocab_size ** length
-    if n <= space - (0 if excluded is None else len(excluded)):
-        return
-    seen = 0 if excluded is None else len(excluded.unique(dim=0))  # counted only here: a sort
-    if n > space - seen:
-        offline = f", {seen:,} of them in the offline data" if seen else ""
-        fix = "lower n_designs" + (" or set include_offline=true" if seen else "")
-        raise SettingsError(f"n_designs={n:,}, but only {space:,} sequences of length {length} over "
-                            f"{vocab_size} letters exist{offline}: {fix}")
 
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:
@@ -724,6 +730,7 @@ class CheckEveryJob(Callback):
                 if key not in tasks:
                     tasks[key] = build_task(job_cfg.task)
                 if job_cfg.mode == "ctrl":
+                    check_ctrl_design_space(job_cfg, tasks[key])
                     labeled = read_factors(job_cfg, tasks[key])
                     if job_cfg.ctrl.get("model_path"):
                         load_ctrl_model(to_absolute_path(job_cfg.ctrl.model_path), [f for f, *_ in labeled],

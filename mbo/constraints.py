@@ -123,17 +123,27 @@ class Constraints:
                 raise ConstraintError(f"constraints.forbidden_motifs: {m!r} is not a word over {a.letters}")
         if (self.gc is not None) and a.name not in _COMPLEMENT:
             raise ConstraintError(f"constraints.gc needs a DNA or RNA alphabet, got {a.name!r}")
+        # A one-letter motif bans its letter everywhere (with its complement, on both strands).
+        banned = {m for m in self._motifs() if len(m) == 1}
+        left = mask & ~torch.tensor([c in banned for c in a.letters])
+        empty = (~left.any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise ConstraintError(f"the forbidden motifs {sorted(banned)} (on both strands) leave no "
+                                  f"letter at position(s) {empty[:10]}: no design can meet the rules")
         if self.gc is not None:
             lo, hi = self.gc
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ConstraintError(f"constraints.gc must be [low, high] within [0, 1], got {[lo, hi]}")
+            # Of the letters the motifs leave: forbidding G (so C) leaves no GC at all.
             gc_idx = [a.letters.index(c) for c in "GC"]
-            can_gc = mask[:, gc_idx].any(-1)
-            can_at = (mask.sum(-1) > mask[:, gc_idx].sum(-1))
+            can_gc = left[:, gc_idx].any(-1)
+            can_at = (left.sum(-1) > left[:, gc_idx].sum(-1))
             least, most = int((~can_at).sum()), int(can_gc.sum())
             if not any(lo * n - 1e-9 <= k <= hi * n + 1e-9 for k in range(least, most + 1)):
-                raise ConstraintError(f"constraints.gc {[lo, hi]} cannot be met: the allowed letters give "
-                                      f"{least} .. {most} G or C of {n} ({least / n:.2f} .. {most / n:.2f})")
+                but = f" but the forbidden {sorted(banned)}" if banned else ""
+                raise ConstraintError(f"constraints.gc {[lo, hi]} cannot be met: the allowed letters{but} "
+                                      f"give {least} .. {most} G or C of {n} "
+                                      f"({least / n:.2f} .. {most / n:.2f})")
         if (self.parent is None) != (self.max_mutations is None):
             raise ConstraintError("constraints.parent and constraints.max_mutations go together")
         if self.parent is not None:
@@ -146,6 +156,13 @@ class Constraints:
             if forced > self.max_mutations:
                 raise ConstraintError(f"the parent differs from the fixed / allowed letters at {forced} "
                                       f"positions, more than max_mutations = {self.max_mutations}")
+            if self.gc is not None:  # each mutation moves the GC count by one at most
+                own = sum(self.parent.count(c) for c in "GC")
+                near = range(max(least, own - self.max_mutations), min(most, own + self.max_mutations) + 1)
+                if not any(lo * n - 1e-9 <= k <= hi * n + 1e-9 for k in near):
+                    raise ConstraintError(f"constraints.gc {[lo, hi]} cannot be met within max_mutations "
+                                          f"= {self.max_mutations} of the parent, which has {own} G or C "
+                                          f"of {n}")
         # The letters no design can change: fixed ones, and positions where only one letter is allowed.
         only = mask.sum(-1) == 1
         settled = "".join(a.letters[int(mask[i].nonzero()[0])] if only[i] else "\0" for i in range(n))
@@ -157,14 +174,6 @@ class Constraints:
                 a.encode(self.parent)[None])[0]):
             raise ConstraintError("with constraints.max_mutations = 0 the only design is the parent, and "
                                   "it breaks the other rules")
-        # A one-letter motif bans its letter everywhere (with its complement, on both strands).
-        banned = {m for m in self._motifs() if len(m) == 1}
-        if banned:
-            left = self.allowed_mask() & ~torch.tensor([c in banned for c in a.letters])
-            empty = (~left.any(1)).nonzero().flatten().tolist()
-            if empty:
-                raise ConstraintError(f"the forbidden motifs {sorted(banned)} (on both strands) leave no "
-                                      f"letter at position(s) {empty[:10]}: no design can meet the rules")
 
     def _motifs(self) -> list[str]:
         table = _COMPLEMENT.get(self.alphabet.name)

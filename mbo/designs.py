@@ -14,6 +14,22 @@ import torch
 from torch import Tensor
 
 from mbo.atomic import atomic_path
+from mbo.config import SettingsError
+
+
+def check_design_space(n: int, vocab_size: int, length: int, excluded: Tensor | None) -> None:
+    """Refuse ``n`` designs where fewer sequences of ``length`` over ``vocab_size`` letters exist than
+    ``n`` once those of ``excluded (N, L)`` (the offline data; None: none) are left out: sampling would
+    never find them."""
+    space = vocab_size ** length
+    if n <= space - (0 if excluded is None else len(excluded)):
+        return
+    seen = 0 if excluded is None else len(excluded.unique(dim=0))  # counted only here: a sort
+    if n > space - seen:
+        offline = f", {seen:,} of them in the offline data" if seen else ""
+        fix = "lower n_designs" + (" or set include_offline=true" if seen else "")
+        raise SettingsError(f"n_designs={n:,}, but only {space:,} sequences of length {length} over "
+                            f"{vocab_size} letters exist{offline}: {fix}")
 
 
 def unique_designs(sample: Callable[[int], Tensor], n: int, exclude: Tensor | None = None,

@@ -33,9 +33,10 @@ COUNT_LOWS = {"max_train": 2}
 COUNTS_FROM_ZERO = frozenset({"iterations", "warmup"})
 # Finite numbers > 0.
 POSITIVE = frozenset({"lr", "value_lr", "grad_clip", "tau", "clip"})
-# Values in an interval: (low, high, low included, high included).
+# Values in an interval: (low, high, low included, high included). A dropout of 1 zeroes every
+# activation in training (torch accepts it): the denoiser would learn nothing.
 INTERVALS = {"remask_fraction": (0.0, 1.0, False, True), "ess_threshold": (0.0, 1.0, True, True),
-             "ema": (0.0, 1.0, True, False)}
+             "ema": (0.0, 1.0, True, False), "dropout": (0.0, 1.0, True, False)}
 CHOICES = {"resampling": ("systematic", "multinomial"), "completion": ("argmax", "mean"),
            "masks": ("time", "count"), "keep": ("best_scored", "final")}
 # These weigh by exp(r/α) with no argmax limit (α = 0 would divide by zero); the others read α = 0 as

@@ -60,6 +60,11 @@ def test_global_rules_forbidden_motif_on_both_strands_gc_and_distance():
     (dict(allowed={0: "G", 1: "A", 2: "A", 3: "T", 4: "T", 5: "C"}, forbidden_motifs=["GAATTC"]),
      "only allowed letters themselves contain the forbidden motif 'GAATTC'"),
     (dict(parent="GAATTCAA", max_mutations=0, forbidden_motifs=["GAATTC"]), "the only design is the parent"),
+    # Once found only after pretraining, when every design sampled broke them.
+    (dict(forbidden_motifs=["G"], gc=[0.5, 1.0]),
+     "constraints.gc [0.5, 1.0] cannot be met: the allowed letters but the forbidden ['C', 'G'] give 0 .. 0"),
+    (dict(parent="AAAAAAAA", max_mutations=1, gc=[0.5, 1.0]),
+     "constraints.gc [0.5, 1.0] cannot be met within max_mutations = 1 of the parent, which has 0 G or C"),
     # Values of the wrong kind, named.
     (dict(gc=0.5), "constraints.gc must be [low, high], two numbers, got 0.5"),
     (dict(allowed={"a": "AC"}), "position 'a' is not an integer"),

@@ -241,6 +241,9 @@ def test_ranked_draws_keep_the_distinct_draws_of_highest_log_prob_best_first():
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
     "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32",
+    # A warmup past the last step is refused; at this lr each step keeps the rate the default warmup
+    # (100 steps to 2e-3) gave it.
+    "diffusion.pretrain.warmup=10", "diffusion.pretrain.lr=2e-4",
     "n_designs=8", "progress=false", "mode=ctrl",
     "ctrl.factors.0.n_labels=100", "ctrl.factors.1.n_labels=100", "ctrl.classifier.steps=20",
     "ctrl.classifier.members=2", "ctrl.finetune.iterations=2", "ctrl.finetune.batch_size=8",
@@ -463,6 +466,14 @@ def test_a_missing_factor_landscape_is_a_settings_error_before_training(tmp_path
     cfg = ctrl_config(tmp_path, f"ctrl.factors.0.landscape={tmp_path / 'nope' / 'X_8mers.txt'}")
     with pytest.raises(SettingsError, match=r"^ctrl.factors: .*X_8mers.txt: no such TF-binding table"):
         run_ctrl(cfg, tmp_path / "out")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_more_designs_than_sequences_exist_are_refused_before_training(tmp_path):
+    # Once drawn for up to 50 rounds of oversample × n_designs samples after fine-tuning, then cut short.
+    with pytest.raises(SettingsError, match=r"^n_designs=65,537, but only 65,536 sequences of length 8 "
+                                            "over 4 letters exist: lower n_designs$"):
+        run_ctrl(ctrl_config(tmp_path, "n_designs=65537"), tmp_path / "out")
     assert not (tmp_path / "cache").exists()
 
 

@@ -63,6 +63,8 @@ def test_the_shipped_pretraining_settings_have_rules_and_pass():
     ("svdd_mc", "value_dim", 6, "value_dim must be a positive multiple of 4"),
     ("pretrain", "lr", -1, "lr must be a finite number > 0"),
     ("pretrain", "ema", 1.0, r"ema must lie in \[0, 1\)"),
+    # torch takes 1 and zeroes every activation in training: a denoiser that learns nothing.
+    ("TransformerDenoiser", "dropout", 1.0, r"dropout must lie in \[0, 1\), got 1.0"),
     ("pretrain", "warmup", -5, "warmup must be an integer >= 0"),
     ("pretrain", "weight_decay", -0.1, "weight_decay must be a finite number >= 0"),
     ("pretrain", "masks", "all", "masks must be one of time, count"),

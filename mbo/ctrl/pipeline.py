@@ -43,7 +43,7 @@ from mbo.ctrl.sampling import ranked_draws
 from mbo.data.alphabet import Alphabet, one_hot
 from mbo.data.dataset import SequenceDataset
 from mbo.data.io import DataError, read_csv, write_csv
-from mbo.designs import design_ids
+from mbo.designs import check_design_space, design_ids
 from mbo.device import resolve_device, set_threads
 from mbo.diffusion.cache import cache_key, cache_path, pretrained_diffusion
 from mbo.diffusion.denoiser import ConditionalDenoiser
@@ -286,6 +286,13 @@ def check_prior(path, prior: dict) -> None:
                     "against this run's", path, str(stored.get("sha256"))[:12], prior["sha256"][:12])
 
 
+def check_ctrl_design_space(cfg: DictConfig, task) -> None:
+    """Refuse more designs per condition than sequences of the task exist. The offline data's are not
+    left out: a condition's designs may be sequences already measured (``include_offline`` plays no
+    part)."""
+    check_design_space(int(cfg.n_designs), task.alphabet.size, task.length, None)
+
+
 def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
     """The CTRL pipeline for one config (``mbo.conf``'s ``config`` with the ``ctrl`` group); writes its
     outputs into ``output_dir`` and returns the metrics written to ``metrics.json``."""
@@ -299,6 +306,7 @@ def run_ctrl(cfg: DictConfig, output_dir: Path) -> dict:
 
     task = build_task(cfg.task)
     vocab = task.alphabet.size
+    check_ctrl_design_space(cfg, task)
     # Labels first: a condition whose class no labeled row holds is refused before any training.
     labeled = read_factors(cfg, task)
     if not c.get("model_path") and c.finetune.iterations > 0:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbo.method_settings import check_method_settings
+
 
 class TransformerBlock(nn.Module):
     """Pre-norm bidirectional self-attention block.
@@ -102,6 +104,7 @@ class TransformerDenoiser(nn.Module):
             raise ValueError(f"positions must be 'absolute' or 'relative', got {positions!r}")
         if output_conv < 0 or (output_conv and output_conv % 2 == 0):
             raise ValueError(f"output_conv must be 0 or odd, got {output_conv}")
+        check_method_settings("TransformerDenoiser", {"dropout": dropout})
         self.config = dict(
             vocab_size=vocab_size,
             length=length,

@@ -244,6 +244,14 @@ def test_local_kernel_denoiser_shapes_and_validation():
         TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, local_kernel=2)
 
 
+def test_a_dropout_that_zeroes_every_activation_is_refused():
+    # torch's dropout takes p = 1; mbo-campaign refuses it where it builds the denoiser.
+    for p in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"^TransformerDenoiser: dropout must lie in \[0, 1\), got"):
+            TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, dropout=p)
+    assert TransformerDenoiser(4, 6, dim=16, depth=1, heads=2, dropout=0.5).config["dropout"] == 0.5
+
+
 @torch.no_grad()
 def test_first_hitting_step_kls_sum_to_the_trajectory_kl():
     theta, ref = tiny(0, vocab=2, length=3), tiny(1, vocab=2, length=3)

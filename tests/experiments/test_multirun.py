@@ -15,6 +15,9 @@ from mbo.config import compose_config
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
     "diffusion.pretrain.steps=4", "diffusion.pretrain.batch_size=16",
+    # A warmup past the last step is refused; at this lr each step keeps the rate the default warmup
+    # (100 steps to 2e-3) gave it.
+    "diffusion.pretrain.warmup=4", "diffusion.pretrain.lr=8e-5",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
     "reward_model.min_steps=0", "oversample=8",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=8",
@@ -148,6 +151,8 @@ def test_a_failed_job_says_why_in_its_own_log_and_a_finished_sweep_is_kept(tmp_p
      "nothere.safetensors does not exist"),
     (["mode=ctrl", "ctrl.factors.0.landscape=null", "ctrl.factors.0.csv=good.csv,missing.csv"],
      "job 0 (mode=ctrl ctrl.factors.0.landscape=null ctrl.factors.0.csv=good.csv ", "good.csv"),
+    (["mode=ctrl", "n_designs=8,65537"], "job 1 (mode=ctrl n_designs=65537 ",
+     "n_designs=65,537, but only 65,536 sequences of length 8 over 4 letters exist: lower n_designs"),
 ])
 def test_a_sweep_with_a_bad_job_is_refused_before_any_job_starts(tmp_path, sweep_overrides, job, problem):
     (tmp_path / "good.csv").write_text("sequence,label\nACGT,1\nACGA,2\nAGGA,3\n")

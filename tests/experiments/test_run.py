@@ -20,6 +20,9 @@ from mbo.provenance import provenance, settings_sha256
 TINY = [
     "diffusion.denoiser.dim=16", "diffusion.denoiser.depth=1", "diffusion.denoiser.heads=2",
     "diffusion.pretrain.steps=10", "diffusion.pretrain.batch_size=32",
+    # A warmup past the last step is refused; at this lr each step keeps the rate the default warmup
+    # (100 steps to 2e-3) gave it.
+    "diffusion.pretrain.warmup=10", "diffusion.pretrain.lr=2e-4",
     "reward_model.num_members=2", "reward_model.epochs=1", "reward_model.hidden_dims=[8]",
     "reward_model.min_steps=0", "oversample=8",
     "finetune.iterations=2", "finetune.batch_size=8", "n_designs=16", "progress=false",
@@ -192,6 +195,12 @@ AUTO_SMC = ("conservative.c=auto auto.method._target_=mbo.guidance.smc ~auto.met
     ("threads=0", "threads must be auto or an integer >= 1"),
     ("target_samples=-1", "target_samples must be an integer >= 0"),
     ("diffusion.pretrain.lr=0", "diffusion.pretrain.lr must be a finite number > 0"),
+    ("diffusion.denoiser.dropout=1.0",
+     r"^TransformerDenoiser: diffusion.denoiser.dropout must lie in \[0, 1\), got 1.0$"),
+    # The default warmup (100) outlasted a short run's steps, and the learning rate never peaked.
+    ("diffusion.pretrain.warmup=11",
+     "^diffusion.pretrain.warmup=11 is more than diffusion.pretrain.steps=10: the learning rate would never "
+     "reach diffusion.pretrain.lr; lower diffusion.pretrain.warmup to 10 or less$"),
     ("finetune.iterations=-1", "finetune.iterations must be an integer >= 0"),
     ("finetune=backprop finetune.kl_budget=-1", "finetune.kl_budget must be null or a finite number > 0"),
     ("finetune=ppo finetune.alpha=0", "finetune_ppo: finetune.alpha must be a finite number > 0"),
@@ -459,6 +468,18 @@ def test_impossible_constraints_stop_before_training(tmp_path):
 
     with pytest.raises(ConstraintError, match="cannot be met"):
         run(config(tmp_path, "constraints.fixed=GGGGGGGG", "constraints.gc=[0,0.5]"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_parent_that_may_not_mutate_and_is_measured_stops_before_training(tmp_path):
+    # Once refused only after pretraining and fine-tuning: every design drawn was the parent.
+    cfg = config(tmp_path, "constraints.max_mutations=0")
+    parent = instantiate(cfg.task).offline_dataset().sequences()[0]
+    cfg.constraints.parent = parent
+    with pytest.raises(SettingsError, match=rf"^constraints.max_mutations=0 leaves the parent {parent} as "
+                                            "the only design, and it is in the offline data: set "
+                                            r"include_offline=true or constraints.max_mutations >= 1$"):
+        run(cfg, tmp_path / "run")
     assert not (tmp_path / "cache").exists()
 
 
