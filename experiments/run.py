@@ -67,7 +67,7 @@ from mbo.designs import (
 from mbo.device import DeviceError, resolve_device, set_threads
 from mbo.diffusion.cache import pretrained_diffusion
 from mbo.diffusion.policy import Compose
-from mbo.diffusion.pretrain import build_diffusion, check_training_memory
+from mbo.diffusion.pretrain import build_diffusion, check_training_memory, warmup_problem
 from mbo.evaluate import evaluate_designs, per_design
 from mbo.finetune import target_gap
 from mbo.method_settings import POSITIVE_ALPHA, check_method_settings, finite_number
@@ -127,13 +127,9 @@ def check_settings(cfg: DictConfig) -> None:
         check_method_settings("pretrain", cfg.diffusion.pretrain, prefix="diffusion.pretrain.")
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    p = cfg.diffusion.pretrain
-    # A short trial run (steps below the default warmup of 100) would stop while the learning rate is
-    # still rising: it never reaches lr, and its cosine decay never starts.
-    if p.warmup > p.steps:
-        raise SettingsError(f"diffusion.pretrain.warmup={p.warmup} is more than diffusion.pretrain.steps="
-                            f"{p.steps}: the learning rate would never reach diffusion.pretrain.lr; lower "
-                            f"diffusion.pretrain.warmup to {p.steps} or less")
+    problem = warmup_problem(cfg.diffusion.pretrain.warmup, cfg.diffusion.pretrain.steps)
+    if problem:
+        raise SettingsError(problem)
     if cfg.conservative.get("c", 0) == "auto" or cfg.finetune.alpha == "auto" or method_alpha_auto(cfg):
         a = cfg.auto
         if (not a.c_grid or not a.alpha_grid or min(a.alpha_grid) < 0

@@ -92,16 +92,21 @@ class Problems:
 def read_text(path: str | os.PathLike) -> str:
     """The file's text (UTF-8, optional BOM); a missing, unreadable, gzip-compressed or undecodable
     file is a :class:`DataError`."""
+    return decode_text(path, read_file_bytes(path))
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """The file's bytes, read once (a pipe gives them to its first reader only); a missing or
+    unreadable file or a folder is a :class:`DataError`."""
     p = Path(path)
     if not p.exists():
         raise DataError(path, "file does not exist")
     if p.is_dir():
         raise DataError(path, "is a directory, not a file")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as e:  # no read permission, a dangling mount, a FIFO that errs, ...
         raise DataError(path, f"cannot be read: {e.strerror or e}") from None
-    return decode_text(path, data)
 
 
 def decode_text(path: str | os.PathLike, data: bytes) -> str:

@@ -103,6 +103,16 @@ def check_corpus(corpus: Tensor, vocab_size: int, length: int | None = None) -> 
         )
 
 
+def warmup_problem(warmup: int, steps: int) -> str | None:
+    """What is wrong with a pretraining ``warmup`` longer than its ``steps``, or None: training would
+    stop while the learning rate is still rising (a short trial run below the default warmup)."""
+    if warmup <= steps:
+        return None
+    return (f"diffusion.pretrain.warmup={warmup} is more than diffusion.pretrain.steps={steps}: the "
+            f"learning rate would never reach diffusion.pretrain.lr; lower diffusion.pretrain.warmup to "
+            f"{steps} or less")
+
+
 @trains()
 @dropout_seeded
 def pretrain(

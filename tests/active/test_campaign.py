@@ -765,7 +765,7 @@ def test_every_suggested_design_meets_the_constraints(tmp_path, config, dna_csv,
     # A warmup past the last step: the learning rate would still be rising when pretraining stops.
     err = _err(capsys, "init", tmp_path / "bad", "--data", dna_csv, "--config", config,
                "diffusion.pretrain.warmup=31")
-    assert "'diffusion.pretrain.warmup' (31) is more than 'diffusion.pretrain.steps' (30)" in err, err
+    assert "diffusion.pretrain.warmup=31 is more than diffusion.pretrain.steps=30" in err, err
     assert not (tmp_path / "bad").exists()
 
 

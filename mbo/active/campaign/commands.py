@@ -77,7 +77,7 @@ from mbo.data.io import (
     parse_number,
     read_csv,
     read_fasta,
-    read_text,
+    read_file_bytes,
     require_columns,
 )
 from mbo.designs import write_plate_map
@@ -400,13 +400,11 @@ def _read_once(path: Path) -> tuple[bytes, str, str]:
     """The results file's bytes, their text (checked as :func:`~mbo.data.io.read_text` checks a file),
     and the name their kept copy gets (:func:`_copy_name`). Read once: a pipe (`<(cat f)`, a FIFO,
     /dev/stdin) gives its bytes to the first reader only, and the copy kept must be what was checked."""
-    if not path.exists() or path.is_dir():
-        read_text(path)  # its words for a missing file or a folder; it reads nothing of either
+    data = read_file_bytes(path)
     try:
         regular = stat.S_ISREG(path.stat().st_mode)
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    except OSError:  # a descriptor closed once read: not a file of its own name
+        regular = False
     return data, decode_text(path, data), _copy_name(path, regular)
 
 

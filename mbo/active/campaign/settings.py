@@ -28,7 +28,7 @@ from mbo.active.pareto import PARETO_METHODS
 from mbo.active.seiko import LocalPool, spread, trust_bound
 from mbo.active.selection import ACQUISITIONS
 from mbo.config import CONFIG_MODULE, SettingsError, check_types, compose_config, merge_settings_file
-from mbo.diffusion.pretrain import build_diffusion
+from mbo.diffusion.pretrain import build_diffusion, warmup_problem
 from mbo.method_settings import check_method_settings
 
 
@@ -281,13 +281,10 @@ def build_check(cfg: DictConfig, vocab_size: int, length: int, where: Callable[[
         raise SettingsError(f"{where('seiko.min_distance')}: setting 'seiko.min_distance' "
                             f"({cfg.seiko.min_distance}) is more than the sequences' length ({length}): no "
                             "two designs could share a plate")
-    p = cfg.diffusion.pretrain
     # Here, not in check_values: campaigns begun with a short trial pretraining must still open.
-    if p.warmup > p.steps:  # training would stop while the learning rate is still rising
-        raise SettingsError(f"{where('diffusion.pretrain.warmup')}: setting 'diffusion.pretrain.warmup' "
-                            f"({p.warmup}) is more than 'diffusion.pretrain.steps' ({p.steps}): the "
-                            "learning rate would never reach diffusion.pretrain.lr; lower the warmup to "
-                            f"{p.steps} or less")
+    problem = warmup_problem(cfg.diffusion.pretrain.warmup, cfg.diffusion.pretrain.steps)
+    if problem:
+        raise SettingsError(f"{where('diffusion.pretrain.warmup')}: {problem}")
     parts = {"diffusion": lambda: build_diffusion(cfg.diffusion, vocab_size, length),
              "reward_model": lambda: instantiate(cfg.reward_model, device="cpu"),
              "finetune": lambda: instantiate(cfg.finetune)}
